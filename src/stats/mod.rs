@@ -1,0 +1,13 @@
+//! Pure-Rust statistics for VeriLLM checks: per-check float-difference metrics, the policies that
+//! turn them into ACCEPT/REJECT, distributions over many checks, and threshold optimization.
+//! No candle here, so this module builds and tests on its own.
+
+pub mod aggregate;
+pub mod metrics;
+pub mod optimize;
+pub mod policy;
+
+pub use aggregate::{AcceptTally, Distribution};
+pub use metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype, StatsError};
+pub use optimize::{build_report, AcceptRateReport, MetricReport, OptimizationReport};
+pub use policy::{verdict, PolicyConfig, TierThresholds};

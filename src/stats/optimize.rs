@@ -1,0 +1,911 @@
+//! Threshold optimization: compare the distributions of each metric over honest and cheating
+//! checks, and recommend per-check thresholds that separate them.
+//!
+//! Direction: every metric in [`METRICS`] is "higher = worse" except `pw` (the fraction of tiny
+//! deviations: higher = better). The generic functions ([`auc`], [`roc_curve`],
+//! [`zero_error_interval`]) take "higher = more suspicious" values; [`build_report`] negates
+//! `pw` before calling them and converts results back to pw units, so for every metric an AUC
+//! of 1 means perfect detection. NaN values are ranked as the most suspicious.
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{percentile_of_sorted, sorted_worst_last, Distribution};
+use super::metrics::{CheckMetrics, CompareDtype};
+use super::policy::{BF16_TIER_DEFAULT, F16_TIER_DEFAULT, F32_TIER_DEFAULT};
+
+/// Everything an optimization run found, ready to serialize and to plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizationReport {
+    pub experiments: Vec<String>,
+    pub trials: usize,
+    pub metrics: Vec<MetricReport>,
+    pub accept_rates: AcceptRateReport,
+    /// YAML snippet to paste into experiments.yaml
+    pub recommended_yaml: String,
+}
+
+/// How one metric separates honest checks from cheating ones.
+///
+/// For `pw` (higher = better) `auc` is P(cheat pw < honest pw), `zero_error_interval` is
+/// (max cheat, min honest) with the rule ACCEPT iff pw ≥ t, and the ROC sweeps t downwards
+/// in that sense. For all other metrics the rule is ACCEPT iff value ≤ t.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricReport {
+    /// "pe", "pm", "pw", "mean_abs", "max_abs", "rel_l2" or "ulp_mean".
+    pub metric: String,
+    pub honest: Option<Distribution>,
+    pub cheat: Option<Distribution>,
+    /// P(cheat value > honest value), ties count 1/2; None unless both present.
+    #[serde(with = "super::metrics::float_serde::option")]
+    pub auc: Option<f64>,
+    /// Thresholds t with honest <= t < cheat for all values; None if none exists.
+    #[serde(with = "super::metrics::float_serde::option_pair")]
+    pub zero_error_interval: Option<(f64, f64)>,
+    /// See [`recommend_threshold`] for how it is chosen.
+    #[serde(with = "super::metrics::float_serde::option")]
+    pub recommended_threshold: Option<f64>,
+    /// (false positive rate, true positive rate) points, from (0,0) to (1,1); empty unless both
+    /// sides have values; thinned to at most [`MAX_ROC_POINTS`].
+    pub roc: Vec<(f64, f64)>,
+    /// Raw values (subsampled deterministically to at most 20000) for histograms.
+    /// Sorted ascending (the subsample keeps evenly spaced order statistics, min and max
+    /// included); may contain ±inf and NaN from checks with non-finite elements.
+    #[serde(with = "super::metrics::float_serde::vec")]
+    pub honest_values: Vec<f64>,
+    #[serde(with = "super::metrics::float_serde::vec")]
+    pub cheat_values: Vec<f64>,
+}
+
+/// Per-run accept rates of honest and cheating runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptRateReport {
+    #[serde(with = "super::metrics::float_serde::vec")]
+    pub honest: Vec<f64>,
+    #[serde(with = "super::metrics::float_serde::vec")]
+    pub cheat: Vec<f64>,
+    pub honest_stats: Option<Distribution>,
+    pub cheat_stats: Option<Distribution>,
+}
+
+/// The metrics a report covers, in report order.
+pub const METRICS: &[&str] = &[
+    "pe", "pm", "pw", "mean_abs", "max_abs", "rel_l2", "ulp_mean",
+];
+
+/// Most raw values kept per side for histograms.
+pub const MAX_RAW_VALUES: usize = 20_000;
+
+/// Most ROC points kept per metric (the AUC is always computed from all values).
+pub const MAX_ROC_POINTS: usize = 2_001;
+
+/// Smallest threshold written into YAML, because policies require thresholds > 0 and a
+/// threshold of exactly 0 would reject any honest rounding difference.
+pub const MIN_YAML_THRESHOLD: f64 = 1e-12;
+
+/// One metric of a check by name; None for an unknown name.
+pub fn metric_value(m: &CheckMetrics, metric: &str) -> Option<f64> {
+    Some(match metric {
+        "pe" => m.pe,
+        "pm" => m.pm,
+        "pw" => m.pw,
+        "mean_abs" => m.mean_abs,
+        "max_abs" => m.max_abs,
+        "rel_l2" => m.rel_l2,
+        "cosine" => m.cosine,
+        "ulp_mean" => m.ulp_mean,
+        "ulp_median" => m.ulp_median,
+        _ => return None,
+    })
+}
+
+/// Whether larger values of `metric` mean a worse match (all but `pw` and `cosine`).
+pub fn higher_is_worse(metric: &str) -> bool {
+    !matches!(metric, "pw" | "cosine")
+}
+
+/// Values oriented so that higher = more suspicious, NaN = most suspicious.
+fn oriented(values: &[f64], higher_worse: bool) -> Vec<f64> {
+    values
+        .iter()
+        .map(|&v| match (v.is_nan(), higher_worse) {
+            (true, _) => f64::INFINITY,
+            (false, true) => v,
+            (false, false) => -v,
+        })
+        .collect()
+}
+
+/// Area under the ROC curve = P(cheat > honest) + ½·P(cheat = honest), for "higher = more
+/// suspicious" values (NaN counts as +inf). 0.5 (no evidence either way) when a side is empty.
+/// O((h + c) log h): sort honest values once, then two binary searches per cheat value.
+pub fn auc(honest: &[f64], cheat: &[f64]) -> f64 {
+    if honest.is_empty() || cheat.is_empty() {
+        return 0.5;
+    }
+    let honest_sorted = sorted_worst_last(honest);
+    let mut below: u128 = 0;
+    let mut ties: u128 = 0;
+    for &c in cheat {
+        let c = if c.is_nan() { f64::INFINITY } else { c };
+        let less = honest_sorted.partition_point(|&h| h < c);
+        let less_or_equal = honest_sorted.partition_point(|&h| h <= c);
+        below += less as u128;
+        ties += (less_or_equal - less) as u128;
+    }
+    (below as f64 + ties as f64 / 2.0) / (honest.len() as f64 * cheat.len() as f64)
+}
+
+/// ROC curve of the rule "REJECT iff value ≥ t" swept from t = +∞ down to the smallest value:
+/// (false positive rate = honest rejected, true positive rate = cheat rejected), starting at
+/// (0,0) and ending at (1,1), one point per distinct value. Empty when a side is empty.
+pub fn roc_curve(honest: &[f64], cheat: &[f64]) -> Vec<(f64, f64)> {
+    if honest.is_empty() || cheat.is_empty() {
+        return Vec::new();
+    }
+    let mut honest_desc = sorted_worst_last(honest);
+    let mut cheat_desc = sorted_worst_last(cheat);
+    honest_desc.reverse();
+    cheat_desc.reverse();
+    let (nh, nc) = (honest_desc.len() as f64, cheat_desc.len() as f64);
+    let (mut hi, mut ci) = (0usize, 0usize);
+    let mut points = vec![(0.0, 0.0)];
+    while hi < honest_desc.len() || ci < cheat_desc.len() {
+        // The next distinct threshold: the largest value not yet rejected on either side
+        // (an exhausted side offers -inf, which never wins unless both are at -inf).
+        let next_h = honest_desc.get(hi).copied().unwrap_or(f64::NEG_INFINITY);
+        let next_c = cheat_desc.get(ci).copied().unwrap_or(f64::NEG_INFINITY);
+        let t = next_h.max(next_c);
+        while hi < honest_desc.len() && honest_desc[hi] >= t {
+            hi += 1;
+        }
+        while ci < cheat_desc.len() && cheat_desc[ci] >= t {
+            ci += 1;
+        }
+        points.push((hi as f64 / nh, ci as f64 / nc));
+    }
+    points
+}
+
+/// The thresholds t with every honest value ≤ t < every cheat value, as
+/// (max honest, min cheat): any t in [lo, hi) makes zero errors with "ACCEPT iff value ≤ t".
+/// None when the sides overlap or touch, or either is empty. NaN counts as +inf.
+pub fn zero_error_interval(honest: &[f64], cheat: &[f64]) -> Option<(f64, f64)> {
+    let worst_honest = honest
+        .iter()
+        .map(|&v| if v.is_nan() { f64::INFINITY } else { v })
+        .reduce(f64::max)?;
+    let best_cheat = cheat
+        .iter()
+        .map(|&v| if v.is_nan() { f64::INFINITY } else { v })
+        .reduce(f64::min)?;
+    (worst_honest < best_cheat).then_some((worst_honest, best_cheat))
+}
+
+/// A threshold inside (lo, hi): the geometric midpoint when lo > 0 (errors span decades, so
+/// "halfway" is multiplicative), the arithmetic one when lo ≤ 0; when hi is +inf (every cheat
+/// check non-finite), 2·lo, or 1 if lo ≤ 0.
+fn interval_midpoint(lo: f64, hi: f64) -> f64 {
+    if hi == f64::INFINITY {
+        if lo > 0.0 {
+            2.0 * lo
+        } else {
+            1.0
+        }
+    } else if lo > 0.0 {
+        (lo * hi).sqrt()
+    } else {
+        (lo + hi) / 2.0
+    }
+}
+
+/// How a recommended threshold was chosen (said in the YAML comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdBasis {
+    /// Midpoint of the zero-error interval: no measured check is misclassified.
+    ZeroErrorMidpoint,
+    /// The sides overlap: the honest p99 (in the worse direction), so about 1% of honest
+    /// checks are rejected and some cheat checks accepted; the accept rate must decide.
+    HonestP99,
+    /// No cheat data: twice the worst honest value (for pw: half the lowest), a margin with no
+    /// evidence about what it rejects.
+    HonestOnly,
+}
+
+/// Recommended threshold for one metric in its own units, with how it was chosen.
+/// None without honest data. For `pw` the rule is ACCEPT iff pw ≥ t, else ACCEPT iff value ≤ t.
+pub fn recommend_threshold(
+    metric: &str,
+    honest: &[f64],
+    cheat: &[f64],
+) -> Option<(f64, ThresholdBasis)> {
+    if honest.is_empty() {
+        return None;
+    }
+    let higher_worse = higher_is_worse(metric);
+    let to_units = |v: f64| if higher_worse { v } else { -v };
+    if cheat.is_empty() {
+        let worst = sorted_worst_last(&oriented(honest, higher_worse))
+            .last()
+            .copied()?;
+        let worst = to_units(worst);
+        let margin = if higher_worse {
+            worst * 2.0
+        } else {
+            worst / 2.0
+        };
+        return Some((margin, ThresholdBasis::HonestOnly));
+    }
+    let (honest_o, cheat_o) = (
+        oriented(honest, higher_worse),
+        oriented(cheat, higher_worse),
+    );
+    if let Some((lo, hi)) = zero_error_interval(&honest_o, &cheat_o) {
+        let (lo, hi) = if higher_worse { (lo, hi) } else { (-hi, -lo) };
+        return Some((interval_midpoint(lo, hi), ThresholdBasis::ZeroErrorMidpoint));
+    }
+    let p99 = percentile_of_sorted(&sorted_worst_last(&honest_o), 99.0);
+    Some((to_units(p99), ThresholdBasis::HonestP99))
+}
+
+/// Evenly spaced order statistics of `values` (min and max included), at most `limit` of
+/// them, ascending: deterministic and keeps the histogram's shape.
+pub fn subsample_sorted(values: &[f64], limit: usize) -> Vec<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    if sorted.len() <= limit {
+        return sorted;
+    }
+    if limit <= 1 {
+        return sorted.into_iter().take(limit).collect();
+    }
+    let last = (sorted.len() - 1) as f64;
+    (0..limit)
+        .map(|i| sorted[(i as f64 * last / (limit - 1) as f64).round() as usize])
+        .collect()
+}
+
+/// Keep at most `limit` points of a curve, evenly spaced by index, endpoints included.
+fn thin_curve(points: Vec<(f64, f64)>, limit: usize) -> Vec<(f64, f64)> {
+    if points.len() <= limit || limit < 2 {
+        return points;
+    }
+    let last = (points.len() - 1) as f64;
+    (0..limit)
+        .map(|i| points[(i as f64 * last / (limit - 1) as f64).round() as usize])
+        .collect()
+}
+
+/// The full comparison of one metric between honest and cheating values (in metric units).
+pub fn metric_report(metric: &str, honest: &[f64], cheat: &[f64]) -> MetricReport {
+    let higher_worse = higher_is_worse(metric);
+    let (honest_o, cheat_o) = (
+        oriented(honest, higher_worse),
+        oriented(cheat, higher_worse),
+    );
+    let both = !honest.is_empty() && !cheat.is_empty();
+    let zero_error = zero_error_interval(&honest_o, &cheat_o).map(|(lo, hi)| {
+        if higher_worse {
+            (lo, hi)
+        } else {
+            (-hi, -lo)
+        }
+    });
+    MetricReport {
+        metric: metric.to_string(),
+        honest: Distribution::from_values(honest),
+        cheat: Distribution::from_values(cheat),
+        auc: both.then(|| auc(&honest_o, &cheat_o)),
+        zero_error_interval: zero_error,
+        recommended_threshold: recommend_threshold(metric, honest, cheat).map(|(t, _)| t),
+        roc: thin_curve(roc_curve(&honest_o, &cheat_o), MAX_ROC_POINTS),
+        honest_values: subsample_sorted(honest, MAX_RAW_VALUES),
+        cheat_values: subsample_sorted(cheat, MAX_RAW_VALUES),
+    }
+}
+
+/// Compare honest and cheating checks on every metric in [`METRICS`], summarize per-run accept
+/// rates, and write a policy snippet. The snippet puts the same recommendation under all three
+/// tiers (the checks do not say which precision pair they came from); use
+/// [`build_report_for_tier`] to write it under one tier and keep the defaults for the others.
+pub fn build_report(
+    experiments: Vec<String>,
+    trials: usize,
+    honest_checks: &[CheckMetrics],
+    cheat_checks: &[CheckMetrics],
+    honest_accept_rates: &[f64],
+    cheat_accept_rates: &[f64],
+) -> OptimizationReport {
+    build_report_for_tier(
+        experiments,
+        trials,
+        honest_checks,
+        cheat_checks,
+        honest_accept_rates,
+        cheat_accept_rates,
+        None,
+    )
+}
+
+/// [`build_report`], with the recommendation written under `tier` only (None: all tiers).
+pub fn build_report_for_tier(
+    experiments: Vec<String>,
+    trials: usize,
+    honest_checks: &[CheckMetrics],
+    cheat_checks: &[CheckMetrics],
+    honest_accept_rates: &[f64],
+    cheat_accept_rates: &[f64],
+    tier: Option<CompareDtype>,
+) -> OptimizationReport {
+    let values = |checks: &[CheckMetrics], metric: &str| -> Vec<f64> {
+        checks
+            .iter()
+            .filter_map(|m| metric_value(m, metric))
+            .collect()
+    };
+    let metrics: Vec<MetricReport> = METRICS
+        .iter()
+        .map(|&metric| {
+            metric_report(
+                metric,
+                &values(honest_checks, metric),
+                &values(cheat_checks, metric),
+            )
+        })
+        .collect();
+    let accept_rates = AcceptRateReport {
+        honest: honest_accept_rates.to_vec(),
+        cheat: cheat_accept_rates.to_vec(),
+        honest_stats: Distribution::from_values(honest_accept_rates),
+        cheat_stats: Distribution::from_values(cheat_accept_rates),
+    };
+    let recommended_yaml = recommended_policy_yaml(
+        &experiments,
+        trials,
+        (honest_checks.len(), cheat_checks.len()),
+        &metrics,
+        &accept_rates,
+        tier,
+    );
+    OptimizationReport {
+        experiments,
+        trials,
+        metrics,
+        accept_rates,
+        recommended_yaml,
+    }
+}
+
+/// A threshold as YAML text: rounded to 3 significant digits unless that would leave the
+/// zero-error interval, plain notation for ordinary magnitudes, exponent notation otherwise.
+fn format_threshold(value: f64, interval: Option<(f64, f64)>) -> String {
+    let rounded: f64 = format!("{value:.2e}").parse().unwrap_or(value);
+    let inside = |t: f64| interval.is_none_or(|(lo, hi)| lo <= t && t < hi);
+    let chosen = if inside(rounded) { rounded } else { value };
+    if chosen == 0.0 || (1e-3..1e4).contains(&chosen.abs()) {
+        format!("{chosen}")
+    } else {
+        format!("{chosen:e}")
+    }
+}
+
+/// One threshold for the YAML: (text, comment), falling back to `default` when there is no
+/// usable recommendation, and clamped into what policies accept.
+fn yaml_threshold(
+    report: Option<&MetricReport>,
+    default: f64,
+    is_fraction: bool,
+) -> (String, String) {
+    let name = report.map_or("?", |r| r.metric.as_str());
+    let Some(report) = report else {
+        return (
+            format_threshold(default, None),
+            format!("{name}: no data, default kept"),
+        );
+    };
+    let Some(threshold) = report.recommended_threshold.filter(|t| t.is_finite()) else {
+        return (
+            format_threshold(default, None),
+            format!("{name}: no usable recommendation (no honest data or infinite), default kept"),
+        );
+    };
+    let basis = if let Some((lo, hi)) = report.zero_error_interval {
+        format!(
+            "zero-error interval [{}, {}), geometric midpoint (arithmetic if it starts at 0)",
+            format_threshold(lo, None),
+            format_threshold(hi, None)
+        )
+    } else if report.cheat.is_some() {
+        "NO zero-error interval: honest p99, so ~1% of honest checks are rejected and some \
+         cheat checks accepted; the accept rate must separate them"
+            .to_string()
+    } else {
+        "no cheat data: 2 x worst honest value, a margin with no evidence about cheats".to_string()
+    };
+    let clamped = if is_fraction {
+        threshold.clamp(0.0, 1.0)
+    } else {
+        threshold.max(MIN_YAML_THRESHOLD)
+    };
+    let interval = (clamped == threshold)
+        .then_some(report.zero_error_interval)
+        .flatten();
+    (
+        format_threshold(clamped, interval),
+        format!("{name}: {basis}"),
+    )
+}
+
+/// Smallest relaxed Pe limit (about 6 of 576 elements), so a relaxed limit stays usable with
+/// the seed rule's strict `<` even when no honest check had any exponent mismatch.
+pub const MIN_RELAXED_PE: f64 = 0.01;
+
+/// Thresholds for a conjunctive two-metric rule (`magnitude` = rel_l2 or mean_abs, plus pe),
+/// as YAML text with comments. A rule rejects when *either* limit is exceeded, so a metric
+/// that does not separate (no zero-error interval) only adds honest rejections when its
+/// partner does separate: it is then relaxed to 2 × its honest maximum (Pe capped at 1 and at
+/// least [`MIN_RELAXED_PE`]) and rejects no measured honest check.
+fn conjunctive_thresholds(
+    magnitude: Option<&MetricReport>,
+    magnitude_default: f64,
+    pe: Option<&MetricReport>,
+    pe_default: f64,
+) -> [(String, String); 2] {
+    let separates = |r: Option<&MetricReport>| r.is_some_and(|r| r.zero_error_interval.is_some());
+    let honest_max = |r: Option<&MetricReport>| {
+        r.and_then(|r| r.honest.as_ref())
+            .map(|d| d.max)
+            .filter(|m| m.is_finite())
+    };
+    let relaxed = |r: Option<&MetricReport>, partner: &str, is_fraction: bool| {
+        let max = honest_max(r)?;
+        let value = if is_fraction {
+            (2.0 * max).clamp(MIN_RELAXED_PE, 1.0)
+        } else {
+            (2.0 * max).max(MIN_YAML_THRESHOLD)
+        };
+        let name = r.map_or("?", |r| r.metric.as_str());
+        Some((
+            format_threshold(value, None),
+            format!(
+                "{name}: does not separate but {partner} does: relaxed to 2 x honest max ({}) \
+                 so it rejects no measured honest check",
+                format_threshold(max, None)
+            ),
+        ))
+    };
+    let magnitude_name = magnitude.map_or("?", |r| r.metric.as_str());
+    let magnitude_line = if separates(pe) && !separates(magnitude) {
+        relaxed(magnitude, "pe", false)
+    } else {
+        None
+    };
+    let pe_line = if separates(magnitude) && !separates(pe) {
+        relaxed(pe, magnitude_name, true)
+    } else {
+        None
+    };
+    [
+        magnitude_line.unwrap_or_else(|| yaml_threshold(magnitude, magnitude_default, false)),
+        pe_line.unwrap_or_else(|| yaml_threshold(pe, pe_default, true)),
+    ]
+}
+
+/// The policy snippet of an optimization run: a `precision_aware` policy with the recommended
+/// `rel_l2_max` and `pe_max` (under `tier`, or under every tier when None), the equivalent
+/// `seed` policy (mean|Δ| and Pe) as a comment, and the AUC of every metric as comments.
+pub fn recommended_policy_yaml(
+    experiments: &[String],
+    trials: usize,
+    (honest_count, cheat_count): (usize, usize),
+    metrics: &[MetricReport],
+    accept_rates: &AcceptRateReport,
+    tier: Option<CompareDtype>,
+) -> String {
+    let find = |name: &str| metrics.iter().find(|r| r.metric == name);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# Recommended by threshold optimization over {} experiment(s) [{}], {trials} trial(s),\n\
+         # {honest_count} honest and {cheat_count} cheat checks.\n",
+        experiments.len(),
+        experiments.join(", ")
+    ));
+    let tiers = [
+        (CompareDtype::F32, F32_TIER_DEFAULT),
+        (CompareDtype::F16, F16_TIER_DEFAULT),
+        (CompareDtype::Bf16, BF16_TIER_DEFAULT),
+    ];
+    let mut tier_lines = Vec::new();
+    let mut reasons = Vec::new();
+    for (dtype, defaults) in tiers {
+        let recommended_here = tier.is_none_or(|t| t == dtype);
+        let (rel_l2, pe) = if recommended_here {
+            let [(rel_l2, rel_reason), (pe, pe_reason)] = conjunctive_thresholds(
+                find("rel_l2"),
+                defaults.rel_l2_max,
+                find("pe"),
+                defaults.pe_max,
+            );
+            if reasons.is_empty() {
+                reasons.push(format!("rel_l2_max <- {rel_reason}"));
+                reasons.push(format!("pe_max <- {pe_reason}"));
+            }
+            (rel_l2, pe)
+        } else {
+            (
+                format_threshold(defaults.rel_l2_max, None),
+                format_threshold(defaults.pe_max, None),
+            )
+        };
+        tier_lines.push(format!(
+            "  {}: {{rel_l2_max: {rel_l2}, pe_max: {pe}}}\n",
+            dtype.name()
+        ));
+    }
+    for reason in &reasons {
+        out.push_str(&format!("# {reason}\n"));
+    }
+    match tier {
+        None => out.push_str(
+            "# Written under every tier because the checks do not say which precision pair they\n\
+             # came from: keep it for the pair you measured and restore the defaults elsewhere.\n",
+        ),
+        Some(t) => out.push_str(&format!(
+            "# Recommendation written under the {t} tier; the other tiers keep their defaults.\n"
+        )),
+    }
+    out.push_str("policy:\n  kind: precision_aware\n");
+    for line in tier_lines {
+        out.push_str(&line);
+    }
+    let [(mean_epsilon, _), (seed_pe, _)] = conjunctive_thresholds(
+        find("mean_abs"),
+        super::policy::SEED_MEAN_EPSILON_DEFAULT,
+        find("pe"),
+        super::policy::SEED_PE_MAX_DEFAULT,
+    );
+    out.push_str(&format!(
+        "# The reference project's rule on the same data:\n\
+         # policy: {{kind: seed, mean_epsilon: {mean_epsilon}, pe_max: {seed_pe}}}\n"
+    ));
+    out.push_str(
+        "# AUC per metric (P(a cheat check looks worse than an honest one); 1 = perfect, 0.5 = chance):\n",
+    );
+    for report in metrics {
+        let auc = report.auc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+        let separable = if report.zero_error_interval.is_some() {
+            "  (separable)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("#   {:<9} {auc}{separable}\n", report.metric));
+    }
+    let describe = |stats: &Option<Distribution>| {
+        stats.as_ref().map_or("n/a".to_string(), |d| {
+            format!(
+                "mean {:.4}, min {:.4}, max {:.4} over {} run(s)",
+                d.mean, d.min, d.max, d.count
+            )
+        })
+    };
+    out.push_str(&format!(
+        "# Accept rates: honest {}; cheat {}\n",
+        describe(&accept_rates.honest_stats),
+        describe(&accept_rates.cheat_stats)
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::metrics::compare;
+    use crate::stats::policy::PolicyConfig;
+
+    /// Deterministic pseudo-random values in [0, 1) (a 64-bit LCG), for brute-force checks.
+    fn lcg_values(seed: u64, n: usize, buckets: u64) -> Vec<f64> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) % buckets) as f64 / buckets as f64
+            })
+            .collect()
+    }
+
+    fn brute_force_auc(honest: &[f64], cheat: &[f64]) -> f64 {
+        let mut score = 0.0;
+        for &c in cheat {
+            for &h in honest {
+                score += if c > h {
+                    1.0
+                } else if c == h {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        score / (honest.len() * cheat.len()) as f64
+    }
+
+    fn trapezoid_area(curve: &[(f64, f64)]) -> f64 {
+        curve
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum()
+    }
+
+    #[test]
+    fn auc_basic_cases() {
+        assert_eq!(auc(&[1.0, 2.0], &[3.0, 4.0]), 1.0);
+        assert_eq!(auc(&[3.0, 4.0], &[1.0, 2.0]), 0.0);
+        assert_eq!(auc(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.5);
+        assert_eq!(auc(&[5.0; 4], &[5.0; 3]), 0.5);
+        // honest [1,2,3], cheat [2,4]: c=2 beats 1, ties 2 -> 1.5; c=4 beats all -> 3. 4.5/6
+        assert_eq!(auc(&[1.0, 2.0, 3.0], &[2.0, 4.0]), 0.75);
+        assert_eq!(auc(&[], &[1.0]), 0.5);
+        // NaN is the most suspicious value.
+        assert_eq!(auc(&[1.0], &[f64::NAN]), 1.0);
+        assert_eq!(auc(&[f64::INFINITY], &[f64::NAN]), 0.5);
+    }
+
+    #[test]
+    fn auc_matches_brute_force_and_roc_area() {
+        // Few buckets, so there are many ties.
+        let honest = lcg_values(1, 300, 40);
+        let cheat: Vec<f64> = lcg_values(2, 200, 40).iter().map(|v| v + 0.2).collect();
+        let fast = auc(&honest, &cheat);
+        assert!((fast - brute_force_auc(&honest, &cheat)).abs() < 1e-12);
+        assert!(fast > 0.6 && fast < 1.0);
+        let curve = roc_curve(&honest, &cheat);
+        assert!((trapezoid_area(&curve) - fast).abs() < 1e-12);
+    }
+
+    #[test]
+    fn roc_endpoints_and_monotonicity() {
+        let curve = roc_curve(&[0.1, 0.2, 0.2, 0.9], &[0.2, 0.5, f64::NAN]);
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+        assert!(curve
+            .windows(2)
+            .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+        // Perfect separation passes through (0, 1).
+        let curve = roc_curve(&[0.1, 0.2], &[0.3, 0.4]);
+        assert!(curve.contains(&(0.0, 1.0)));
+        assert_eq!(trapezoid_area(&curve), 1.0);
+        assert!(roc_curve(&[], &[1.0]).is_empty());
+        let thinned = thin_curve(
+            roc_curve(&lcg_values(3, 5000, 1 << 30), &lcg_values(4, 5000, 1 << 30)),
+            101,
+        );
+        assert_eq!(thinned.len(), 101);
+        assert_eq!((thinned[0], thinned[100]), ((0.0, 0.0), (1.0, 1.0)));
+    }
+
+    #[test]
+    fn zero_error_intervals() {
+        assert_eq!(
+            zero_error_interval(&[0.1, 0.2], &[0.5, 0.3]),
+            Some((0.2, 0.3))
+        );
+        assert_eq!(zero_error_interval(&[0.1, 0.4], &[0.3, 0.5]), None);
+        assert_eq!(zero_error_interval(&[0.1, 0.3], &[0.3, 0.5]), None); // touching: t=0.3 rejects no cheat
+        assert_eq!(zero_error_interval(&[], &[0.3]), None);
+        assert_eq!(zero_error_interval(&[0.1], &[]), None);
+        assert_eq!(zero_error_interval(&[0.1, f64::NAN], &[0.3]), None);
+        assert_eq!(
+            zero_error_interval(&[0.1], &[f64::NAN]),
+            Some((0.1, f64::INFINITY))
+        );
+    }
+
+    #[test]
+    fn threshold_recommendations() {
+        let (t, basis) = recommend_threshold("rel_l2", &[1e-6, 1e-5], &[1e-3, 1e-2]).unwrap();
+        assert_eq!(basis, ThresholdBasis::ZeroErrorMidpoint);
+        assert!((t - 1e-4).abs() < 1e-18);
+        let (t, _) = recommend_threshold("pe", &[0.0, 0.0], &[0.2, 0.4]).unwrap();
+        assert_eq!(t, 0.1); // arithmetic midpoint when the interval starts at 0
+        let honest: Vec<f64> = (0..=100).map(|i| i as f64).collect();
+        let (t, basis) = recommend_threshold("mean_abs", &honest, &[50.0]).unwrap();
+        assert_eq!((t, basis), (99.0, ThresholdBasis::HonestP99));
+        let (t, basis) = recommend_threshold("max_abs", &[0.5, 2.0], &[]).unwrap();
+        assert_eq!((t, basis), (4.0, ThresholdBasis::HonestOnly));
+        assert_eq!(recommend_threshold("pe", &[], &[0.5]), None);
+        assert_eq!(
+            recommend_threshold("rel_l2", &[0.1], &[f64::NAN])
+                .unwrap()
+                .0,
+            0.2
+        );
+    }
+
+    #[test]
+    fn pw_is_higher_is_better() {
+        let report = metric_report("pw", &[0.5, 0.6], &[0.1, 0.2]);
+        assert_eq!(report.auc, Some(1.0));
+        assert_eq!(report.zero_error_interval, Some((0.2, 0.5)));
+        assert!((report.recommended_threshold.unwrap() - 0.1f64.sqrt()).abs() < 1e-12);
+        assert_eq!(recommend_threshold("pw", &[0.4, 0.8], &[]).unwrap().0, 0.2);
+        let overlapping = metric_report("pw", &[0.5, 0.6], &[0.55, 0.1]);
+        assert_eq!(overlapping.zero_error_interval, None);
+        assert_eq!(overlapping.auc, Some(0.75));
+        // Raw values stay in pw units.
+        assert_eq!(report.honest_values, vec![0.5, 0.6]);
+    }
+
+    #[test]
+    fn subsampling_keeps_extremes_and_order() {
+        let values = lcg_values(7, 50_000, 1 << 30);
+        let kept = subsample_sorted(&values, MAX_RAW_VALUES);
+        assert_eq!(kept.len(), MAX_RAW_VALUES);
+        assert!(kept.windows(2).all(|w| w[0] <= w[1]));
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!((kept[0], kept[MAX_RAW_VALUES - 1]), (min, max));
+        assert_eq!(subsample_sorted(&[3.0, 1.0], 10), vec![1.0, 3.0]);
+    }
+
+    /// `count` checks of 64 elements whose committed vectors deviate by `scale`·noise.
+    fn checks(seed: u64, count: usize, scale: f32) -> Vec<CheckMetrics> {
+        (0..count as u64)
+            .map(|i| {
+                let base: Vec<f32> = lcg_values(seed * 1000 + i, 64, 1 << 20)
+                    .iter()
+                    .map(|v| (*v as f32 - 0.5) * 4.0)
+                    .collect();
+                let noise = lcg_values(seed * 7777 + i, 64, 1 << 20);
+                let committed: Vec<f32> = base
+                    .iter()
+                    .zip(&noise)
+                    .map(|(b, n)| b + (*n as f32 - 0.5) * scale * b.abs())
+                    .collect();
+                compare(&committed, &base, CompareDtype::F32).unwrap()
+            })
+            .collect()
+    }
+
+    #[derive(Deserialize)]
+    struct ExperimentSnippet {
+        policy: PolicyConfig,
+    }
+
+    #[test]
+    fn report_on_separable_inputs() {
+        let honest = checks(1, 40, 1e-6);
+        let mut cheat = checks(2, 30, 1e-2);
+        cheat.push(compare(&[f32::NAN, 1.0], &[1.0, 1.0], CompareDtype::F32).unwrap());
+        let report = build_report(
+            vec!["exp1".into(), "exp3".into()],
+            5,
+            &honest,
+            &cheat,
+            &[1.0, 0.99],
+            &[0.1, 0.0],
+        );
+        let names: Vec<&str> = report.metrics.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(names, METRICS);
+        let rel_l2 = report
+            .metrics
+            .iter()
+            .find(|r| r.metric == "rel_l2")
+            .unwrap();
+        assert_eq!(rel_l2.auc, Some(1.0));
+        let (lo, hi) = rel_l2.zero_error_interval.unwrap();
+        let threshold = rel_l2.recommended_threshold.unwrap();
+        assert!(lo <= threshold && threshold < hi);
+        assert_eq!(rel_l2.honest.as_ref().unwrap().count, 40);
+        assert_eq!(rel_l2.cheat_values.len(), 31);
+        assert_eq!(rel_l2.cheat_values.last(), Some(&f64::INFINITY));
+        assert_eq!(report.accept_rates.honest_stats.as_ref().unwrap().min, 0.99);
+
+        // The snippet parses as an experiments.yaml policy, validates, and keeps the
+        // recommendation inside the zero-error interval after rounding.
+        let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml)
+            .unwrap_or_else(|e| panic!("{e}\n{}", report.recommended_yaml));
+        snippet.policy.validate().unwrap();
+        let tier = snippet
+            .policy
+            .tier_thresholds(CompareDtype::F16, CompareDtype::F16)
+            .unwrap();
+        assert!(
+            lo <= tier.rel_l2_max && tier.rel_l2_max < hi,
+            "{}",
+            report.recommended_yaml
+        );
+        assert!(report.recommended_yaml.contains("# policy: {kind: seed"));
+        assert!(report
+            .recommended_yaml
+            .contains("rel_l2    1.0000  (separable)"));
+        // rel_l2 separates and Pe does not, so Pe is relaxed: every honest check is accepted
+        // and every cheat check rejected, by the precision-aware snippet and the seed one.
+        assert!(report
+            .recommended_yaml
+            .contains("pe: does not separate but rel_l2 does"));
+        let seed_line = report
+            .recommended_yaml
+            .lines()
+            .find(|l| l.contains("kind: seed"))
+            .unwrap();
+        let seed: ExperimentSnippet =
+            serde_yaml::from_str(&seed_line.replacen("# ", "", 1)).unwrap();
+        for policy in [&snippet.policy, &seed.policy] {
+            for m in &honest {
+                assert!(
+                    policy.decide(m, CompareDtype::F32, CompareDtype::F32),
+                    "{policy:?}"
+                );
+            }
+            for m in &cheat {
+                assert!(
+                    !policy.decide(m, CompareDtype::F32, CompareDtype::F32),
+                    "{policy:?}"
+                );
+            }
+        }
+
+        // JSON keeps infinities (as strings). serde_json's default float parser may differ in
+        // the last bit, so compare approximately.
+        let json = serde_json::to_string(&report).unwrap();
+        let back: OptimizationReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.recommended_yaml, report.recommended_yaml);
+        let back_rel_l2 = back.metrics.iter().find(|r| r.metric == "rel_l2").unwrap();
+        assert_eq!(back_rel_l2.cheat_values.last(), Some(&f64::INFINITY));
+        assert_eq!(back_rel_l2.cheat.as_ref().unwrap().max, f64::INFINITY);
+        let (back_lo, back_hi) = back_rel_l2.zero_error_interval.unwrap();
+        assert!((back_lo / lo - 1.0).abs() < 1e-12 && (back_hi / hi - 1.0).abs() < 1e-12);
+        assert_eq!(back.accept_rates, report.accept_rates);
+    }
+
+    #[test]
+    fn report_for_one_tier_keeps_other_defaults() {
+        let report = build_report_for_tier(
+            vec!["exp".into()],
+            1,
+            &checks(3, 10, 1e-6),
+            &checks(4, 10, 1e-1),
+            &[],
+            &[],
+            Some(CompareDtype::F32),
+        );
+        let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
+        let PolicyConfig::PrecisionAware { f32, f16, bf16 } = snippet.policy else {
+            panic!("expected precision_aware");
+        };
+        assert_eq!((f16, bf16), (F16_TIER_DEFAULT, BF16_TIER_DEFAULT));
+        assert_ne!(f32, F32_TIER_DEFAULT);
+        assert!(report.accept_rates.honest_stats.is_none());
+    }
+
+    #[test]
+    fn report_without_cheat_data_or_any_data() {
+        let report = build_report(vec![], 0, &checks(5, 8, 1e-6), &[], &[1.0], &[]);
+        for metric in &report.metrics {
+            assert_eq!(metric.auc, None);
+            assert!(metric.roc.is_empty());
+            assert!(metric.cheat.is_none());
+            assert!(metric.recommended_threshold.is_some());
+        }
+        let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
+        snippet.policy.validate().unwrap();
+        assert!(report.recommended_yaml.contains("no cheat data"));
+
+        let empty = build_report(vec![], 0, &[], &[], &[], &[]);
+        let snippet: ExperimentSnippet = serde_yaml::from_str(&empty.recommended_yaml).unwrap();
+        assert_eq!(snippet.policy, PolicyConfig::default());
+    }
+
+    #[test]
+    fn metric_lookup() {
+        let m = checks(6, 1, 1e-3).remove(0);
+        for &name in METRICS {
+            assert!(metric_value(&m, name).is_some(), "{name}");
+        }
+        assert_eq!(metric_value(&m, "rel_l2"), Some(m.rel_l2));
+        assert_eq!(metric_value(&m, "nonsense"), None);
+        assert!(!higher_is_worse("pw") && higher_is_worse("pe"));
+    }
+}
