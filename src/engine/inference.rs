@@ -1,0 +1,109 @@
+//! The inferencer: autoregressive decoding with the KV cache, recording the hidden states at
+//! the sampled layers from each decode step itself (never by re-running a prefill).
+
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+
+use super::capture::CapturedStates;
+use super::events::{CancelToken, EngineEvent, EventSink};
+use super::sampling::{Sampler, SamplingParams};
+use crate::model::LoadedModel;
+
+#[derive(Debug, Clone)]
+pub struct InferenceOutput {
+    pub output_ids: Vec<u32>,
+    pub output_text: String,
+    /// Row i = the position holding generated token i, recorded by the step that fed it.
+    pub captured: CapturedStates,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    pub total_s: f64,
+    pub step_ms: Vec<f64>,
+    pub cancelled: bool,
+}
+
+impl InferenceOutput {
+    pub fn tokens_per_s(&self) -> f64 {
+        if self.total_s > 0.0 { self.output_ids.len() as f64 / self.total_s } else { 0.0 }
+    }
+}
+
+/// Generates up to `params.max_new_tokens` tokens after `prompt_ids`.
+///
+/// Generated token i sits at position `prompt_len + i`; its hidden states are those of the
+/// decode step that feeds it. The last token is fed once more through the layers the taps need
+/// (no lm_head), so every generated position has a record, exactly the positions a verifier's
+/// prefill over prompt + output recomputes.
+pub fn generate(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    layers: &[usize],
+    sink: &EventSink,
+    trial: usize,
+    cancel: &CancelToken,
+) -> Result<InferenceOutput> {
+    params.validate().map_err(anyhow::Error::msg)?;
+    ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
+    let tm = &model.model;
+    let mut layers = layers.to_vec();
+    layers.sort_unstable();
+    layers.dedup();
+    let mut captured = CapturedStates::new(layers.clone(), tm.config.hidden, tm.dtype())?;
+    let eos = model.tokenizer.eos_ids();
+    let mut sampler = Sampler::new(params.clone());
+    let mut stream = model.tokenizer.token_stream();
+    let mut cache = tm.new_cache();
+
+    let start = Instant::now();
+    let prefill = tm.forward(prompt_ids, &mut cache, &[], true)?;
+    let mut logits: Vec<f32> = prefill.logits.expect("asked for logits").to_vec1()?;
+    let prefill_s = start.elapsed().as_secs_f64();
+
+    let mut history = prompt_ids.to_vec();
+    let mut output_ids = Vec::new();
+    let mut step_ms = Vec::new();
+    let mut cancelled = false;
+    let mut text = String::new();
+    while output_ids.len() < params.max_new_tokens {
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let step_start = Instant::now();
+        let banned: &[u32] = if output_ids.len() < params.min_new_tokens { &eos } else { &[] };
+        let next = sampler.sample(&logits, &history, banned);
+        output_ids.push(next);
+        history.push(next);
+        let is_last = eos.contains(&next) || output_ids.len() == params.max_new_tokens;
+        let out = tm.forward(&[next], &mut cache, &layers, !is_last)?;
+        captured.push(&out.taps)?;
+        if let Some(l) = out.logits {
+            logits = l.to_vec1()?;
+        }
+        let ms = step_start.elapsed().as_secs_f64() * 1e3;
+        step_ms.push(ms);
+        let piece = stream.next_token(next)?.unwrap_or_default();
+        text.push_str(&piece);
+        sink.emit(EngineEvent::Token { trial, index: output_ids.len() - 1, id: next, text: piece, step_ms: ms });
+        if is_last {
+            break;
+        }
+    }
+    if let Some(rest) = stream.finish()? {
+        // Only an incomplete UTF-8 tail can remain here; the final text below is authoritative.
+        text.push_str(&rest);
+    }
+    let total_s = start.elapsed().as_secs_f64();
+    Ok(InferenceOutput {
+        output_text: model.tokenizer.decode(&output_ids)?,
+        output_ids,
+        captured,
+        prefill_s,
+        decode_s: total_s - prefill_s,
+        total_s,
+        step_ms,
+        cancelled,
+    })
+}

@@ -1,0 +1,8 @@
+//! The engines: inference (decode + capture), verification (chunked prefill + checks),
+//! sampling, and the events they report. They know nothing of the UI.
+
+pub mod capture;
+pub mod events;
+pub mod inference;
+pub mod sampling;
+pub mod verification;

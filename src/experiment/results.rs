@@ -1,0 +1,172 @@
+//! The result files an experiment run writes (one per trial plus one summary per run). Field
+//! names follow the reference VeriLLM project so that existing `jq` pipelines keep working:
+//! trial `verifiers[].statistics.summary.accept_rate`, `verifiers[].overhead.percentage`,
+//! `summary.avg_accept_rate`, `summary.final_verdict`; run summary `aggregate.avg_accept_rate`,
+//! `aggregate.avg_overhead_percentage`, `aggregate.pass_rate`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::metrics::CheckMetrics;
+
+pub const RESULT_FORMAT_VERSION: u32 = 1;
+
+/// Who computed something: model, precision (`full`, `q4_0`, …, `native`), device profile and
+/// the dtype the computation actually ran in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleSpec {
+    pub model: String,
+    pub precision: String,
+    pub device: String,
+    pub dtype: String,
+}
+
+/// Verdict of one verifier on one trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+/// Verdict of a trial (all its verifiers together) and what an experiment expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrialVerdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "REJECT")]
+    Reject,
+}
+
+/// One (generated position, sampled layer) comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// Index among the generated tokens (0 = first generated token).
+    pub position: usize,
+    /// Hidden-state index (Hugging Face convention: l = residual stream entering layer l).
+    pub layer: usize,
+    pub accept: bool,
+    #[serde(flatten)]
+    pub metrics: CheckMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierSummary {
+    pub accept_rate: f64,
+    pub accepted: usize,
+    pub total_checks: usize,
+    pub mean_rel_l2: f64,
+    pub max_rel_l2: f64,
+    pub mean_pe: f64,
+    pub mean_abs: f64,
+    pub max_abs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierStatistics {
+    pub summary: VerifierSummary,
+    /// Every check that counts toward the accept rate.
+    pub checks: Vec<CheckRecord>,
+    /// Layer-0 (token embedding) checks, identical by construction, reported apart.
+    #[serde(default)]
+    pub embedding_checks: Vec<CheckRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    pub verification_time_s: f64,
+    pub inference_time_s: f64,
+    /// verification_time / inference_time × 100.
+    pub percentage: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierResult {
+    pub name: String,
+    pub role: RoleSpec,
+    pub policy: String,
+    pub cutoff: f64,
+    pub statistics: VerifierStatistics,
+    pub overhead: Overhead,
+    pub verdict: Verdict,
+    /// False when the run was cancelled before this verifier finished.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptInfo {
+    pub category: String,
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceInfo {
+    pub role: RoleSpec,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub time_s: f64,
+    pub tokens_per_s: f64,
+    pub output_text: String,
+    pub output_ids: Vec<u32>,
+    /// Bytes taken by the captured hidden states.
+    pub captured_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSummary {
+    pub avg_accept_rate: f64,
+    pub final_verdict: TrialVerdict,
+    pub expected_verdict: TrialVerdict,
+    pub expectation_held: bool,
+    /// Cheat scenarios only: the cheat was detected (final verdict REJECT).
+    pub detected: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub format_version: u32,
+    pub experiment: String,
+    pub trial: usize,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// How the roles were actually paired (e.g. "cross-precision on cpu: bf16 -> f32").
+    pub pairing: String,
+    pub prompt: PromptInfo,
+    pub sampled_layers: Vec<usize>,
+    pub inference: InferenceInfo,
+    pub verifiers: Vec<VerifierResult>,
+    pub summary: TrialSummary,
+    /// False when the run was cancelled before the trial finished.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub avg_accept_rate: f64,
+    pub avg_overhead_percentage: f64,
+    /// Fraction of trials whose final verdict is PASS.
+    pub pass_rate: f64,
+    /// Cheat scenarios only: fraction of trials whose final verdict is REJECT.
+    pub detection_rate: Option<f64>,
+    /// Fraction of trials whose verdict matched the expectation.
+    pub expectation_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub format_version: u32,
+    pub experiment: String,
+    pub description: String,
+    pub started_at: u64,
+    pub pairing: String,
+    pub inference: RoleSpec,
+    pub verifiers: Vec<RoleSpec>,
+    pub cutoff: f64,
+    pub expected_verdict: TrialVerdict,
+    pub trials: usize,
+    /// Trial result files, relative to the summary's directory.
+    pub trial_files: Vec<String>,
+    pub aggregate: Aggregate,
+    pub complete: bool,
+}
