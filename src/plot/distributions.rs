@@ -1,0 +1,442 @@
+//! Figure 1: the threshold distributions grid (Pe, Pm, Pw, mean |Δ|, max |Δ|, accept rate),
+//! honest and cheating samples overlaid, with their means, 95th percentiles and the threshold
+//! in force, so a reader can see where a threshold separates the two.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::axis::{SampleSummary, TickedRange, ValueAxis};
+use super::metric::CheckMetric;
+use super::style::{
+    bold_font, draw_legend_row, draw_title, ensure_fonts, font, format_number, LegendEntry,
+    LegendMark, AXIS_DESC_SIZE, BACKGROUND, CHEAT_COLOR, GRID_COLOR, GRID_FIGURE_SIZE,
+    HONEST_COLOR, MUTED_TEXT, NOTE_SIZE, PANEL_TITLE_SIZE, THRESHOLD_COLOR, TICK_LABEL_SIZE,
+};
+use crate::experiment::results::{TrialResult, TrialVerdict};
+use crate::stats::aggregate::Distribution;
+use crate::stats::optimize::OptimizationReport;
+
+/// Histogram bins per panel, as in the reference project.
+pub const DISTRIBUTION_BINS: usize = 30;
+
+/// The metrics of the reference project's grid, in its order; accept rate is the sixth panel.
+pub const GRID_METRICS: [CheckMetric; 5] = [
+    CheckMetric::Pe,
+    CheckMetric::Pm,
+    CheckMetric::Pw,
+    CheckMetric::MeanAbs,
+    CheckMetric::MaxAbs,
+];
+
+/// Values of one group (honest or cheating) with, optionally, exact statistics computed
+/// upstream over more values than are kept here (the optimizer subsamples its raw values).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub values: Vec<f64>,
+    pub summary: Option<SampleSummary>,
+}
+
+impl Sample {
+    pub fn from_values(values: Vec<f64>) -> Self {
+        Self {
+            values,
+            summary: None,
+        }
+    }
+
+    /// Statistics to annotate: the upstream ones when given, else computed from the values.
+    pub fn summary(&self) -> Option<SampleSummary> {
+        self.summary.or_else(|| SampleSummary::of(&self.values))
+    }
+}
+
+/// A threshold drawn as a vertical line, with what it is ("cutoff", "recommended", …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub value: f64,
+    pub label: String,
+}
+
+/// One panel of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistributionPanel {
+    pub title: String,
+    /// The x axis quantity.
+    pub quantity: String,
+    /// What one value is ("checks", "verifier runs"); the y axis shows the share of these.
+    pub population: String,
+    pub honest: Sample,
+    pub cheat: Sample,
+    pub threshold: Option<Threshold>,
+    /// Forces a linear axis over this range (for bounded quantities such as accept rates).
+    pub fixed_range: Option<(f64, f64)>,
+}
+
+impl DistributionPanel {
+    fn for_metric(metric: CheckMetric, honest: Sample, cheat: Sample) -> Self {
+        Self {
+            title: metric.title().to_string(),
+            quantity: metric.quantity().to_string(),
+            population: "checks".to_string(),
+            honest,
+            cheat,
+            threshold: None,
+            fixed_range: None,
+        }
+    }
+
+    fn accept_rate(honest: Sample, cheat: Sample, threshold: Option<Threshold>) -> Self {
+        Self {
+            title: "accept rate per verifier run".to_string(),
+            quantity: "accept rate (fraction of checks accepted)".to_string(),
+            population: "verifier runs".to_string(),
+            honest,
+            cheat,
+            threshold,
+            fixed_range: Some((0.0, 1.0)),
+        }
+    }
+}
+
+/// Whether a trial is an honest scenario (expected to PASS) or a cheating one.
+fn is_honest(trial: &TrialResult) -> bool {
+    trial.summary.expected_verdict == TrialVerdict::Pass
+}
+
+/// The six panels for checks and accept rates of trials; trials expected to PASS are honest,
+/// the others cheating.
+pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<DistributionPanel> {
+    let checks = |honest: bool| {
+        trials
+            .iter()
+            .filter(move |trial| is_honest(trial) == honest)
+            .flat_map(|trial| &trial.verifiers)
+            .flat_map(|verifier| &verifier.statistics.checks)
+    };
+    let mut panels: Vec<DistributionPanel> = GRID_METRICS
+        .iter()
+        .map(|&metric| {
+            let values = |honest: bool| {
+                Sample::from_values(checks(honest).map(|c| metric.value(&c.metrics)).collect())
+            };
+            DistributionPanel::for_metric(metric, values(true), values(false))
+        })
+        .collect();
+
+    let verifier_runs = || {
+        trials
+            .iter()
+            .flat_map(|t| t.verifiers.iter().map(move |v| (t, v)))
+    };
+    let accept_rates = |honest: bool| {
+        Sample::from_values(
+            verifier_runs()
+                .filter(|(trial, verifier)| is_honest(trial) == honest && verifier.complete)
+                .map(|(_, verifier)| verifier.statistics.summary.accept_rate)
+                .collect(),
+        )
+    };
+    let mut cutoffs: Vec<f64> = verifier_runs().map(|(_, v)| v.cutoff).collect();
+    cutoffs.sort_by(f64::total_cmp);
+    cutoffs.dedup();
+    let threshold = cutoffs.first().map(|&value| Threshold {
+        value,
+        label: if cutoffs.len() == 1 {
+            "cutoff".to_string()
+        } else {
+            "lowest cutoff".to_string()
+        },
+    });
+    panels.push(DistributionPanel::accept_rate(
+        accept_rates(true),
+        accept_rates(false),
+        threshold,
+    ));
+    panels
+}
+
+/// Exact statistics from the optimizer's full-data distribution.
+fn summary_from_distribution(distribution: &Option<Distribution>) -> Option<SampleSummary> {
+    distribution.as_ref().map(|d| SampleSummary {
+        count: d.count,
+        mean: d.mean,
+        p95: d.p95,
+    })
+}
+
+/// The six panels for an optimization report, with its recommended thresholds.
+pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<DistributionPanel> {
+    let mut panels: Vec<DistributionPanel> = GRID_METRICS
+        .iter()
+        .map(|&metric| {
+            let found = report.metrics.iter().find(|m| m.metric == metric.name());
+            match found {
+                Some(metric_report) => {
+                    let mut panel = DistributionPanel::for_metric(
+                        metric,
+                        Sample {
+                            values: metric_report.honest_values.clone(),
+                            summary: summary_from_distribution(&metric_report.honest),
+                        },
+                        Sample {
+                            values: metric_report.cheat_values.clone(),
+                            summary: summary_from_distribution(&metric_report.cheat),
+                        },
+                    );
+                    // Pw is the one metric where higher means a closer match.
+                    let rule = if metric == CheckMetric::Pw {
+                        "recommended threshold (accept at or above)"
+                    } else {
+                        "recommended threshold (accept at or below)"
+                    };
+                    panel.threshold = metric_report.recommended_threshold.map(|value| Threshold {
+                        value,
+                        label: rule.to_string(),
+                    });
+                    panel
+                }
+                None => DistributionPanel::for_metric(metric, Sample::default(), Sample::default()),
+            }
+        })
+        .collect();
+    let rates = &report.accept_rates;
+    panels.push(DistributionPanel::accept_rate(
+        Sample {
+            values: rates.honest.clone(),
+            summary: summary_from_distribution(&rates.honest_stats),
+        },
+        Sample {
+            values: rates.cheat.clone(),
+            summary: summary_from_distribution(&rates.cheat_stats),
+        },
+        None,
+    ));
+    panels
+}
+
+/// Draws the panels in a grid of three columns (the reference layout is 2 × 3) under a shared
+/// legend, and writes the PNG to `path`.
+pub fn plot_threshold_distributions(
+    title: &str,
+    panels: &[DistributionPanel],
+    path: &Path,
+) -> anyhow::Result<()> {
+    ensure_fonts()?;
+    anyhow::ensure!(!panels.is_empty(), "no distribution panels to draw");
+    let root = BitMapBackend::new(path, GRID_FIGURE_SIZE).into_drawing_area();
+    root.fill(&BACKGROUND)?;
+    let body = draw_title(
+        &root,
+        title,
+        Some("share of each group per bin (each group sums to 100 %) · 30 bins"),
+    )?;
+
+    let any_honest = panels.iter().any(|p| !p.honest.values.is_empty());
+    let any_cheat = panels.iter().any(|p| !p.cheat.values.is_empty());
+    let any_threshold = panels.iter().any(|p| p.threshold.is_some());
+    let mut legend = Vec::new();
+    if any_honest {
+        legend.push(LegendEntry::new(
+            LegendMark::Box(HONEST_COLOR.mix(0.5)),
+            "honest (expected PASS)",
+        ));
+    }
+    if any_cheat {
+        legend.push(LegendEntry::new(
+            LegendMark::Box(CHEAT_COLOR.mix(0.5)),
+            "cheating (expected REJECT)",
+        ));
+    }
+    legend.push(LegendEntry::new(LegendMark::Line(MUTED_TEXT, 3), "mean"));
+    legend.push(LegendEntry::new(
+        LegendMark::Dashed(MUTED_TEXT, 3),
+        "95th percentile",
+    ));
+    if any_threshold {
+        legend.push(LegendEntry::new(
+            LegendMark::Line(THRESHOLD_COLOR, 5),
+            "threshold",
+        ));
+    }
+    let legend_height = draw_legend_row(&body, &legend, 14)?;
+    let grid = body.split_vertically(legend_height + 16).1;
+
+    let columns = 3;
+    let rows = panels.len().div_ceil(columns);
+    let cells = grid.split_evenly((rows, columns));
+    for (panel, cell) in panels.iter().zip(cells.iter()) {
+        draw_panel(panel, &cell.margin(6, 10, 12, 12))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// One line of the panel header: the group's count, mean and p95, and how many values could
+/// not be drawn (±inf and NaN from checks with non-finite elements).
+fn group_note(name: &str, sample: &Sample, summary: &SampleSummary) -> String {
+    let mut note = format!(
+        "{name}: n = {} · mean {} · p95 {}",
+        summary.count,
+        format_number(summary.mean),
+        format_number(summary.p95)
+    );
+    let non_finite = sample.values.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        note.push_str(&format!(" · {non_finite} non-finite not drawn"));
+    }
+    note
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    panel: &DistributionPanel,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let groups: Vec<(&str, &Sample, RGBColor)> = [
+        ("honest", &panel.honest, HONEST_COLOR),
+        ("cheating", &panel.cheat, CHEAT_COLOR),
+    ]
+    .into_iter()
+    .filter(|(_, sample, _)| !sample.values.is_empty())
+    .collect();
+
+    // Header: the title, then one line per group and one for the threshold.
+    area.draw(&Text::new(
+        panel.title.clone(),
+        (8, 2),
+        bold_font(PANEL_TITLE_SIZE),
+    ))?;
+    let mut header_height = PANEL_TITLE_SIZE as i32 + 10;
+    let line_height = NOTE_SIZE as i32 + 7;
+    for (name, sample, color) in &groups {
+        if let Some(summary) = sample.summary() {
+            area.draw(&Text::new(
+                group_note(name, sample, &summary),
+                (8, header_height),
+                font(NOTE_SIZE).color(color),
+            ))?;
+            header_height += line_height;
+        }
+    }
+    if let Some(threshold) = &panel.threshold {
+        area.draw(&Text::new(
+            format!("{}: {}", threshold.label, format_number(threshold.value)),
+            (8, header_height),
+            font(NOTE_SIZE).color(&THRESHOLD_COLOR),
+        ))?;
+    }
+    // Reserve the same header height in every panel so the plots line up.
+    let chart_area = area
+        .split_vertically(PANEL_TITLE_SIZE as i32 + 10 + 3 * line_height + 4)
+        .1;
+
+    let all_values: Vec<f64> = groups
+        .iter()
+        .flat_map(|(_, sample, _)| sample.values.iter().copied())
+        .chain(panel.threshold.as_ref().map(|t| t.value))
+        .collect();
+    let axis = ValueAxis::fit(&all_values, panel.fixed_range);
+    let histograms: Vec<(Vec<f64>, RGBColor)> = groups
+        .iter()
+        .map(|(_, sample, color)| {
+            let counts = axis.histogram(&sample.values, DISTRIBUTION_BINS);
+            let total = counts.iter().sum::<usize>().max(1) as f64;
+            let shares = counts.iter().map(|&c| c as f64 / total).collect();
+            (shares, *color)
+        })
+        .collect();
+    let highest = histograms
+        .iter()
+        .flat_map(|(shares, _)| shares.iter().copied())
+        .fold(0.0, f64::max);
+    let y_end = if highest > 0.0 {
+        (highest * 1.1).min(1.05)
+    } else {
+        1.0
+    };
+
+    // A little room past both ends, so lines at the bounds (an accept rate of 1) stay whole.
+    let pad = (axis.end - axis.start) * 0.015;
+    let x_range = TickedRange::new(axis.start - pad, axis.end + pad, axis.ticks.clone());
+    let mut chart = ChartBuilder::on(&chart_area)
+        .margin_right(18)
+        .margin_top(4)
+        .x_label_area_size(62)
+        .y_label_area_size(82)
+        .build_cartesian_2d(x_range, 0.0..y_end)?;
+    let tick_formatter = |value: &f64| axis.tick_label(*value);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&tick_formatter)
+        .y_label_formatter(&|share: &f64| format!("{}%", format_number(share * 100.0)))
+        .y_labels(6)
+        .x_desc(axis.describe(&panel.quantity))
+        .y_desc(format!("% of {}", panel.population))
+        .label_style(font(TICK_LABEL_SIZE))
+        .axis_desc_style(font(AXIS_DESC_SIZE))
+        .bold_line_style(GRID_COLOR)
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+
+    if groups.is_empty() {
+        chart.plotting_area().draw(&Text::new(
+            "no data",
+            ((axis.start + axis.end) / 2.0, y_end / 2.0),
+            font(PANEL_TITLE_SIZE)
+                .color(&MUTED_TEXT)
+                .pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        return Ok(());
+    }
+
+    for (shares, color) in &histograms {
+        let bars = shares
+            .iter()
+            .enumerate()
+            .filter(|(_, share)| **share > 0.0)
+            .map(|(index, share)| {
+                let (left, right) = axis.bin_edges(index, DISTRIBUTION_BINS);
+                [(left, 0.0), (right, *share)]
+            });
+        chart.draw_series(
+            bars.clone()
+                .map(|c| Rectangle::new(c, color.mix(0.45).filled())),
+        )?;
+        chart.draw_series(bars.map(|c| Rectangle::new(c, color.stroke_width(1))))?;
+    }
+
+    for (_, sample, color) in &groups {
+        let Some(summary) = sample.summary() else {
+            continue;
+        };
+        if summary.mean.is_finite() {
+            let mean = axis.to_axis(summary.mean);
+            chart.draw_series(LineSeries::new(
+                [(mean, 0.0), (mean, y_end)],
+                color.stroke_width(3),
+            ))?;
+        }
+        if summary.p95.is_finite() {
+            let p95 = axis.to_axis(summary.p95);
+            chart.draw_series(DashedLineSeries::new(
+                [(p95, 0.0), (p95, y_end)],
+                9,
+                7,
+                color.stroke_width(3),
+            ))?;
+        }
+    }
+    if let Some(threshold) = panel.threshold.as_ref().filter(|t| t.value.is_finite()) {
+        let x = axis.to_axis(threshold.value);
+        chart.draw_series(LineSeries::new(
+            [(x, 0.0), (x, y_end)],
+            THRESHOLD_COLOR.stroke_width(5),
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Reading the JSON files the figures are made from: trial results, run summaries (with the
+//! trial files they list) and optimization reports, told apart by their fields.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::experiment::results::{RunSummary, TrialResult};
+use crate::stats::optimize::OptimizationReport;
+
+/// Larger inputs are refused rather than read into memory (a trial with every check of a
+/// long generation is a few MiB; this leaves ample room).
+pub const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One input file, parsed.
+#[derive(Debug, Clone)]
+pub enum PlotInput {
+    Trial {
+        path: PathBuf,
+        trial: Box<TrialResult>,
+    },
+    /// A run summary with the trials it lists (path of each, resolved).
+    Summary {
+        path: PathBuf,
+        summary: Box<RunSummary>,
+        trials: Vec<(PathBuf, TrialResult)>,
+    },
+    Report {
+        path: PathBuf,
+        report: Box<OptimizationReport>,
+    },
+}
+
+/// What kind of file a JSON document is, judged by fields only that kind has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputKind {
+    Trial,
+    Summary,
+    Report,
+}
+
+fn kind_of(value: &Value) -> Option<InputKind> {
+    let object = value.as_object()?;
+    let has = |field: &str| object.contains_key(field);
+    if has("trial_files") && has("aggregate") {
+        Some(InputKind::Summary)
+    } else if has("verifiers") && has("inference") && has("trial") {
+        Some(InputKind::Trial)
+    } else if has("metrics") && has("accept_rates") {
+        Some(InputKind::Report)
+    } else {
+        None
+    }
+}
+
+/// Reads a JSON file, refusing files over [`MAX_INPUT_BYTES`].
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("{}: cannot read its metadata", path.display()))?
+        .len();
+    if size > MAX_INPUT_BYTES {
+        bail!(
+            "{}: {size} bytes is more than the {MAX_INPUT_BYTES} bytes accepted",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        bail!(
+            "{}: grew past {MAX_INPUT_BYTES} bytes while reading",
+            path.display()
+        );
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+fn parse_as<T: DeserializeOwned>(path: &Path, value: Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(value).with_context(|| {
+        format!(
+            "{}: looks like {what} but does not match its format",
+            path.display()
+        )
+    })
+}
+
+/// The trial file a run summary lists, resolved against the summary's directory. Absolute
+/// paths, `..` and links that lead out of that directory are refused, so a summary cannot
+/// make the plotter read arbitrary files.
+pub fn resolve_trial_file(summary_path: &Path, listed: &str) -> anyhow::Result<PathBuf> {
+    let relative = Path::new(listed);
+    let stays_inside = !listed.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !stays_inside {
+        bail!(
+            "{}: trial file {listed:?} must be a relative path inside the summary's directory",
+            summary_path.display()
+        );
+    }
+    let directory = summary_path.parent().unwrap_or(Path::new("."));
+    let directory = if directory.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        directory
+    };
+    let joined = directory.join(relative);
+    let resolved = joined.canonicalize().with_context(|| {
+        format!(
+            "{}: trial file {listed:?} ({}) cannot be found",
+            summary_path.display(),
+            joined.display()
+        )
+    })?;
+    let canonical_directory = directory
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve its directory", summary_path.display()))?;
+    if !resolved.starts_with(&canonical_directory) {
+        bail!(
+            "{}: trial file {listed:?} leads outside the summary's directory (to {})",
+            summary_path.display(),
+            resolved.display()
+        );
+    }
+    Ok(resolved)
+}
+
+fn load_trial(path: &Path, value: Value) -> anyhow::Result<TrialResult> {
+    parse_as(path, value, "a trial result")
+}
+
+/// Reads and parses one input file, with the trial files of a run summary.
+pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
+    let value = read_json(path)?;
+    match kind_of(&value) {
+        Some(InputKind::Trial) => Ok(PlotInput::Trial {
+            path: path.to_path_buf(),
+            trial: Box::new(load_trial(path, value)?),
+        }),
+        Some(InputKind::Summary) => {
+            let summary: RunSummary = parse_as(path, value, "a run summary")?;
+            let mut trials = Vec::with_capacity(summary.trial_files.len());
+            for listed in &summary.trial_files {
+                let trial_path = resolve_trial_file(path, listed)?;
+                let trial_value = read_json(&trial_path)
+                    .with_context(|| format!("{}: trial file {listed:?}", path.display()))?;
+                if kind_of(&trial_value) != Some(InputKind::Trial) {
+                    bail!(
+                        "{}: trial file {listed:?} is not a trial result",
+                        path.display()
+                    );
+                }
+                let trial = load_trial(&trial_path, trial_value)?;
+                trials.push((trial_path, trial));
+            }
+            Ok(PlotInput::Summary {
+                path: path.to_path_buf(),
+                summary: Box::new(summary),
+                trials,
+            })
+        }
+        Some(InputKind::Report) => Ok(PlotInput::Report {
+            path: path.to_path_buf(),
+            report: Box::new(parse_as(path, value, "an optimization report")?),
+        }),
+        None => bail!(
+            "{}: not a trial result (fields verifiers, inference, trial), run summary \
+             (trial_files, aggregate) or optimization report (metrics, accept_rates)",
+            path.display()
+        ),
+    }
+}

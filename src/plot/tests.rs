@@ -1,0 +1,650 @@
+//! Renders every figure from small but realistic results and checks the PNGs: size, colour,
+//! and that something was drawn where the data goes. Set `VERILLM_PLOT_TEST_OUT` to a
+//! directory to keep copies of the images for looking at them.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::experiment::results::{
+    Aggregate, CheckRecord, InferenceInfo, Overhead, PromptInfo, RoleSpec, RunSummary, TrialResult,
+    TrialSummary, TrialVerdict, Verdict, VerifierResult, VerifierStatistics, VerifierSummary,
+    RESULT_FORMAT_VERSION,
+};
+use crate::stats::metrics::CheckMetrics;
+use crate::stats::optimize::{build_report, OptimizationReport};
+
+/// SmolLM2-135M's hidden size.
+const HIDDEN: usize = 576;
+
+/// Deterministic pseudo-random numbers in [0, 1) so the figures are reproducible.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Log-uniform factor in [1/spread, spread].
+    fn factor(&mut self, spread: f64) -> f64 {
+        spread.powf(2.0 * self.next() - 1.0)
+    }
+}
+
+/// Metrics of a check whose relative error is `relative` (0 = bit-identical vectors).
+fn metrics_for(relative: f64, noise: &mut Noise) -> CheckMetrics {
+    if relative == 0.0 {
+        return CheckMetrics {
+            n: HIDDEN,
+            exact_matches: HIDDEN,
+            pe: 0.0,
+            pm: 0.0,
+            pw: 1.0,
+            mean_abs: 0.0,
+            max_abs: 0.0,
+            count_gt_0_2: 0,
+            count_le_0_2: 0,
+            count_gt_5: 0,
+            count_0_2_to_5: 0,
+            rel_l2: 0.0,
+            cosine: 1.0,
+            ulp_mean: 0.0,
+            ulp_median: 0.0,
+            non_finite: 0,
+        };
+    }
+    let mean_abs = relative * 0.7 * noise.factor(1.5);
+    let max_abs = mean_abs * 9.0 * noise.factor(1.5);
+    let pm = (relative * 900.0 * noise.factor(1.3)).min(1.0);
+    let pe = (relative * 6.0 * noise.factor(1.4)).min(0.5);
+    let exact = ((1.0 - pm) * 0.4 * HIDDEN as f64) as usize;
+    let over_0_2 = if max_abs > 0.2 {
+        (HIDDEN as f64 * (relative * 2.0).min(0.5)) as usize
+    } else {
+        0
+    };
+    CheckMetrics {
+        n: HIDDEN,
+        exact_matches: exact,
+        pe,
+        pm,
+        pw: (1.0 - pm) * 0.6,
+        mean_abs,
+        max_abs,
+        count_gt_0_2: over_0_2,
+        count_le_0_2: HIDDEN - exact - over_0_2,
+        count_gt_5: 0,
+        count_0_2_to_5: over_0_2,
+        rel_l2: relative,
+        cosine: 1.0 - relative * relative / 2.0,
+        ulp_mean: relative * 1.3e4 * noise.factor(1.3),
+        ulp_median: relative * 0.9e4 * noise.factor(1.3),
+        non_finite: 0,
+    }
+}
+
+fn role(precision: &str, device: &str, dtype: &str) -> RoleSpec {
+    RoleSpec {
+        model: "smollm2-135m".to_string(),
+        precision: precision.to_string(),
+        device: device.to_string(),
+        dtype: dtype.to_string(),
+    }
+}
+
+/// How a verifier's errors behave in a scenario.
+#[derive(Clone, Copy)]
+enum Scenario {
+    /// Same device and dtype: most vectors bit-identical, a few rounding differences.
+    HonestSameDevice,
+    /// bf16 inference checked in f32: small errors growing with depth.
+    HonestCrossPrecision,
+    /// q4_0 weights claimed as full precision: large errors everywhere.
+    CheatQuantized,
+}
+
+fn relative_error(scenario: Scenario, layer: usize, noise: &mut Noise) -> f64 {
+    let depth = layer as f64 / 30.0;
+    match scenario {
+        Scenario::HonestSameDevice => {
+            if noise.next() < 0.7 {
+                0.0
+            } else {
+                1e-7 * noise.factor(8.0)
+            }
+        }
+        Scenario::HonestCrossPrecision => 2e-3 * (0.3 + depth) * noise.factor(3.0),
+        Scenario::CheatQuantized => 0.05 * (0.2 + depth) * noise.factor(3.0),
+    }
+}
+
+fn verifier(
+    name: &str,
+    scenario: Scenario,
+    layers: &[usize],
+    positions: usize,
+    cutoff: f64,
+    noise: &mut Noise,
+) -> VerifierResult {
+    let threshold = 0.01;
+    let checks: Vec<CheckRecord> = (0..positions)
+        .flat_map(|position| layers.iter().map(move |&layer| (position, layer)))
+        .map(|(position, layer)| {
+            let metrics = metrics_for(relative_error(scenario, layer, noise), noise);
+            CheckRecord {
+                position,
+                layer,
+                accept: metrics.rel_l2 <= threshold,
+                metrics,
+            }
+        })
+        .collect();
+    let accepted = checks.iter().filter(|c| c.accept).count();
+    let total = checks.len();
+    let accept_rate = accepted as f64 / total as f64;
+    let rel: Vec<f64> = checks.iter().map(|c| c.metrics.rel_l2).collect();
+    let summary = VerifierSummary {
+        accept_rate,
+        accepted,
+        total_checks: total,
+        mean_rel_l2: rel.iter().sum::<f64>() / total as f64,
+        max_rel_l2: rel.iter().copied().fold(0.0, f64::max),
+        mean_pe: checks.iter().map(|c| c.metrics.pe).sum::<f64>() / total as f64,
+        mean_abs: checks.iter().map(|c| c.metrics.mean_abs).sum::<f64>() / total as f64,
+        max_abs: checks.iter().map(|c| c.metrics.max_abs).fold(0.0, f64::max),
+    };
+    let embedding_checks = (0..positions)
+        .map(|position| CheckRecord {
+            position,
+            layer: 0,
+            accept: true,
+            metrics: metrics_for(0.0, noise),
+        })
+        .collect();
+    let inference_time = 6.0 * noise.factor(1.2);
+    let verification_time = inference_time * 0.12 * noise.factor(1.6);
+    VerifierResult {
+        name: name.to_string(),
+        role: role("full", "cpu", "f32"),
+        policy: "precision_aware (f32 tier: rel_l2 <= 0.01, pe <= 0.05)".to_string(),
+        cutoff,
+        statistics: VerifierStatistics {
+            summary,
+            checks,
+            embedding_checks,
+        },
+        overhead: Overhead {
+            verification_time_s: verification_time,
+            inference_time_s: inference_time,
+            percentage: verification_time / inference_time * 100.0,
+        },
+        verdict: if accept_rate >= cutoff {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        complete: true,
+    }
+}
+
+/// A trial with three verifiers; honest experiments mix same-device and cross-precision
+/// verifiers so the values span many decades and include exact zeros.
+fn trial(
+    experiment: &str,
+    index: usize,
+    honest: bool,
+    layers: &[usize],
+    positions: usize,
+) -> TrialResult {
+    let mut noise = Noise(index as u64 * 7919 + experiment.len() as u64 * 104729 + 1);
+    let cutoff = if honest { 0.9 } else { 0.8 };
+    let scenarios = if honest {
+        [
+            Scenario::HonestCrossPrecision,
+            Scenario::HonestCrossPrecision,
+            Scenario::HonestSameDevice,
+        ]
+    } else {
+        [Scenario::CheatQuantized; 3]
+    };
+    let verifiers: Vec<VerifierResult> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, &scenario)| {
+            verifier(
+                &format!("verifier{}", i + 1),
+                scenario,
+                layers,
+                positions,
+                cutoff,
+                &mut noise,
+            )
+        })
+        .collect();
+    let avg_accept_rate = verifiers
+        .iter()
+        .map(|v| v.statistics.summary.accept_rate)
+        .sum::<f64>()
+        / verifiers.len() as f64;
+    let all_pass = verifiers.iter().all(|v| v.verdict == Verdict::Pass);
+    let final_verdict = if all_pass {
+        TrialVerdict::Pass
+    } else {
+        TrialVerdict::Reject
+    };
+    let expected_verdict = if honest {
+        TrialVerdict::Pass
+    } else {
+        TrialVerdict::Reject
+    };
+    TrialResult {
+        format_version: RESULT_FORMAT_VERSION,
+        experiment: experiment.to_string(),
+        trial: index,
+        started_at: 1_700_000_000 + index as u64 * 60,
+        pairing: if honest {
+            "cross-precision on cpu: bf16 -> f32".to_string()
+        } else {
+            "q4_0 inference -> full verifiers on cpu".to_string()
+        },
+        prompt: PromptInfo {
+            category: "short".to_string(),
+            id: format!("short-{index}"),
+            text: "Explain why the sky is blue.".to_string(),
+        },
+        sampled_layers: layers.to_vec(),
+        inference: InferenceInfo {
+            role: role(if honest { "full" } else { "q4_0" }, "cpu:bf16", "bf16"),
+            prompt_tokens: 12,
+            generated_tokens: positions,
+            time_s: 6.0,
+            tokens_per_s: positions as f64 / 6.0,
+            output_text: "Because of Rayleigh scattering.".to_string(),
+            output_ids: (0..positions as u32).collect(),
+            captured_bytes: positions * layers.len() * HIDDEN * 4,
+        },
+        summary: TrialSummary {
+            avg_accept_rate,
+            final_verdict,
+            expected_verdict,
+            expectation_held: final_verdict == expected_verdict,
+            detected: (!honest).then_some(final_verdict == TrialVerdict::Reject),
+        },
+        verifiers,
+        complete: true,
+    }
+}
+
+fn honest_trials() -> Vec<TrialResult> {
+    let layers: Vec<usize> = (1..=7).map(|k| k * 4).collect();
+    (0..3)
+        .map(|i| trial("exp2", i, true, &layers, 40))
+        .collect()
+}
+
+fn cheat_trials() -> Vec<TrialResult> {
+    (0..3)
+        .map(|i| trial("exp3", i, false, &[8, 16, 24], 64))
+        .collect()
+}
+
+fn report_for(honest: &[TrialResult], cheat: &[TrialResult]) -> OptimizationReport {
+    let checks = |trials: &[TrialResult]| -> Vec<CheckMetrics> {
+        trials
+            .iter()
+            .flat_map(|t| &t.verifiers)
+            .flat_map(|v| &v.statistics.checks)
+            .map(|c| c.metrics.clone())
+            .collect()
+    };
+    let rates = |trials: &[TrialResult]| -> Vec<f64> {
+        trials
+            .iter()
+            .flat_map(|t| &t.verifiers)
+            .map(|v| v.statistics.summary.accept_rate)
+            .collect()
+    };
+    build_report(
+        vec!["exp2".to_string(), "exp3".to_string()],
+        honest.len() + cheat.len(),
+        &checks(honest),
+        &checks(cheat),
+        &rates(honest),
+        &rates(cheat),
+    )
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) {
+    std::fs::write(
+        path,
+        serde_json::to_vec_pretty(value).expect("serializable"),
+    )
+    .expect("writable");
+}
+
+fn summary_for(experiment: &str, trials: &[TrialResult], files: Vec<String>) -> RunSummary {
+    RunSummary {
+        format_version: RESULT_FORMAT_VERSION,
+        experiment: experiment.to_string(),
+        description: "test run".to_string(),
+        started_at: 1_700_000_000,
+        pairing: trials[0].pairing.clone(),
+        inference: trials[0].inference.role.clone(),
+        verifiers: trials[0].verifiers.iter().map(|v| v.role.clone()).collect(),
+        cutoff: trials[0].verifiers[0].cutoff,
+        expected_verdict: trials[0].summary.expected_verdict,
+        trials: trials.len(),
+        trial_files: files,
+        aggregate: Aggregate {
+            avg_accept_rate: trials
+                .iter()
+                .map(|t| t.summary.avg_accept_rate)
+                .sum::<f64>()
+                / trials.len() as f64,
+            avg_overhead_percentage: 12.0,
+            pass_rate: 1.0,
+            detection_rate: None,
+            expectation_rate: 1.0,
+        },
+        complete: true,
+    }
+}
+
+/// Writes a run directory per experiment (summary + trial files) and an optimization report,
+/// and returns the inputs for [`plot_files`].
+fn write_inputs(root: &Path) -> Vec<PathBuf> {
+    let honest = honest_trials();
+    let cheat = cheat_trials();
+    let mut inputs = Vec::new();
+    for (experiment, trials) in [("exp2", &honest), ("exp3", &cheat)] {
+        let run_dir = root.join(format!("{experiment}-run"));
+        std::fs::create_dir_all(run_dir.join("trials")).expect("creatable");
+        let mut files = Vec::new();
+        for trial in trials {
+            let name = format!("trials/trial_{}.json", trial.trial);
+            write_json(&run_dir.join(&name), trial);
+            files.push(name);
+        }
+        let summary_path = run_dir.join("summary.json");
+        write_json(&summary_path, &summary_for(experiment, trials, files));
+        inputs.push(summary_path);
+    }
+    let report_path = root.join("optimization.json");
+    write_json(&report_path, &report_for(&honest, &cheat));
+    inputs.push(report_path);
+    inputs
+}
+
+/// Keeps a copy of the figures when `VERILLM_PLOT_TEST_OUT` names a directory.
+fn keep_copies(paths: &[PathBuf]) {
+    if let Some(directory) = std::env::var_os("VERILLM_PLOT_TEST_OUT") {
+        let directory = PathBuf::from(directory);
+        std::fs::create_dir_all(&directory).expect("creatable");
+        for path in paths {
+            std::fs::copy(path, directory.join(path.file_name().expect("file name")))
+                .expect("copyable");
+        }
+    }
+}
+
+/// Decodes the PNG and checks it is large, colourful, and has coloured pixels inside the
+/// region where plots are drawn (not only in titles or legends).
+fn assert_readable_figure(path: &Path) {
+    let image = image::open(path)
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()))
+        .to_rgb8();
+    let (width, height) = image.dimensions();
+    assert!(
+        width >= 1600 && height >= 1000,
+        "{} is only {width}×{height}",
+        path.display()
+    );
+    let is_colour = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0;
+        r.abs_diff(g) > 24 || g.abs_diff(b) > 24 || r.abs_diff(b) > 24
+    };
+    let mut colours = std::collections::HashSet::new();
+    for pixel in image.pixels().filter(|p| is_colour(p)) {
+        colours.insert(pixel.0);
+    }
+    assert!(
+        colours.len() >= 3,
+        "{} has only {} distinct colours",
+        path.display(),
+        colours.len()
+    );
+    let mut drawn = 0usize;
+    for y in (height * 15 / 100)..(height * 90 / 100) {
+        for x in (width * 10 / 100)..(width * 75 / 100) {
+            if is_colour(image.get_pixel(x, y)) {
+                drawn += 1;
+            }
+        }
+    }
+    assert!(
+        drawn >= 500,
+        "{} has only {drawn} coloured pixels in the plot region",
+        path.display()
+    );
+    let name = path.file_name().expect("file name").to_string_lossy();
+    assert!(
+        !name.contains(':') && !name.contains(' '),
+        "bad file name {name}"
+    );
+}
+
+#[test]
+fn every_figure_from_result_files_renders() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let inputs = write_inputs(scratch.path());
+    let out_dir = scratch.path().join("figures");
+    let written = plot_files(&inputs, &out_dir).expect("figures written");
+    keep_copies(&written);
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "exp2_trial0_verifier1_heatmap_rel_l2.png",
+        "exp3_trial2_verifier3_heatmap_rel_l2.png",
+        "exp2_exp3_threshold_distributions.png",
+        "exp2_exp3_accept_rates.png",
+        "exp2_exp3_overhead.png",
+        "optimization_roc.png",
+        "optimization_threshold_distributions.png",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    // 6 trials × 3 verifiers heatmaps + 3 trial-set figures + 2 report figures.
+    assert_eq!(written.len(), 6 * 3 + 3 + 2, "{names:?}");
+    for path in &written {
+        assert!(path.starts_with(&out_dir));
+        assert_readable_figure(path);
+    }
+}
+
+#[test]
+fn export_trial_writes_heatmaps_and_trial_figures() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let trial = &cheat_trials()[0];
+    let written = export_trial(trial, scratch.path()).expect("figures written");
+    keep_copies(&written);
+    assert_eq!(written.len(), 3 + 3);
+    for path in &written {
+        assert_readable_figure(path);
+    }
+}
+
+#[test]
+fn every_heatmap_metric_renders() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let trial = &honest_trials()[1];
+    for metric in CheckMetric::ALL {
+        // verifier3 is the same-device one: mostly exact zeros.
+        let path = scratch.path().join(format!("heatmap_{metric}.png"));
+        plot_check_heatmap(trial, 2, metric, &path).expect("heatmap written");
+        keep_copies(std::slice::from_ref(&path));
+        assert_readable_figure(&path);
+    }
+    let error = plot_check_heatmap(trial, 7, CheckMetric::Pe, &scratch.path().join("x.png"))
+        .expect_err("no such verifier");
+    assert!(
+        error.to_string().contains("no verifier number 7"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_long_trial_with_every_layer_renders() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let layers: Vec<usize> = (1..=30).collect();
+    let long = trial("exp5", 0, false, &layers, 300);
+    let path = scratch.path().join("long_heatmap.png");
+    plot_check_heatmap(&long, 0, CheckMetric::RelL2, &path).expect("heatmap written");
+    keep_copies(std::slice::from_ref(&path));
+    assert_readable_figure(&path);
+}
+
+#[test]
+fn a_trial_given_directly_and_through_its_summary_is_plotted_once() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut inputs = write_inputs(scratch.path());
+    inputs.push(scratch.path().join("exp2-run/trials/trial_0.json"));
+    let written = plot_files(&inputs, &scratch.path().join("figures")).expect("written");
+    assert_eq!(written.len(), 6 * 3 + 3 + 2);
+}
+
+#[test]
+fn summary_entries_leaving_its_directory_are_refused() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let trials = honest_trials();
+    write_json(&scratch.path().join("outside.json"), &trials[0]);
+    let run_dir = scratch.path().join("run");
+    std::fs::create_dir_all(&run_dir).expect("creatable");
+    for listed in ["../outside.json", "/etc/passwd", ""] {
+        let summary_path = run_dir.join("summary.json");
+        write_json(
+            &summary_path,
+            &summary_for("exp2", &trials, vec![listed.to_string()]),
+        );
+        let error = plot_files(
+            std::slice::from_ref(&summary_path),
+            &scratch.path().join("figures"),
+        )
+        .expect_err("refused");
+        let message = format!("{error:#}");
+        assert!(message.contains("summary.json"), "{message}");
+        assert!(
+            message.contains("inside the summary's directory"),
+            "{message}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(
+            scratch.path().join("outside.json"),
+            run_dir.join("link.json"),
+        )
+        .expect("symlink");
+        let summary_path = run_dir.join("summary.json");
+        write_json(
+            &summary_path,
+            &summary_for("exp2", &trials, vec!["link.json".to_string()]),
+        );
+        let error =
+            plot_files(&[summary_path], &scratch.path().join("figures")).expect_err("refused");
+        assert!(format!("{error:#}").contains("leads outside"), "{error:#}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_the_file() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let out_dir = scratch.path().join("figures");
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("broken.json", b"{\"trial\": ", "not valid JSON"),
+        ("unknown.json", b"{\"hello\": 1}", "not a trial result"),
+        (
+            "half_trial.json",
+            b"{\"trial\": 0, \"verifiers\": [], \"inference\": {}}",
+            "looks like a trial result",
+        ),
+        ("list.json", b"[1, 2, 3]", "not a trial result"),
+    ];
+    for (name, contents, expected) in cases {
+        let path = scratch.path().join(name);
+        std::fs::write(&path, contents).expect("writable");
+        let error = plot_files(&[path], &out_dir).expect_err("refused");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(name) && message.contains(expected),
+            "{message}"
+        );
+    }
+
+    let huge = scratch.path().join("huge.json");
+    let file = std::fs::File::create(&huge).expect("creatable");
+    file.set_len(MAX_INPUT_BYTES + 1).expect("sparse file");
+    let error = plot_files(&[huge], &out_dir).expect_err("refused");
+    assert!(format!("{error:#}").contains("huge.json"), "{error:#}");
+
+    let missing = scratch.path().join("missing.json");
+    let error = plot_files(&[missing], &out_dir).expect_err("refused");
+    assert!(format!("{error:#}").contains("missing.json"), "{error:#}");
+}
+
+#[test]
+fn plain_data_figures_render() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let curves = vec![
+        RocCurve {
+            label: "perfect".to_string(),
+            points: vec![(0.0, 0.0), (0.0, 1.0), (1.0, 1.0)],
+            auc: None,
+        },
+        RocCurve {
+            label: "weak".to_string(),
+            points: vec![(0.0, 0.0), (0.3, 0.5), (0.6, 0.8), (1.0, 1.0)],
+            auc: None,
+        },
+    ];
+    assert_eq!(curves[0].area(), 1.0);
+    let roc_path = scratch.path().join("roc.png");
+    plot_roc_curves("ROC", &curves, &roc_path).expect("written");
+    keep_copies(std::slice::from_ref(&roc_path));
+    assert_readable_figure(&roc_path);
+
+    let groups = vec![AcceptRateGroup {
+        label: "exp1".to_string(),
+        cutoff: Some(0.95),
+        verifiers: vec![
+            VerifierAcceptRates {
+                verifier: "a".to_string(),
+                rates: vec![1.0, 0.98],
+            },
+            VerifierAcceptRates {
+                verifier: "b".to_string(),
+                rates: vec![0.5],
+            },
+        ],
+    }];
+    let bars_path = scratch.path().join("bars.png");
+    plot_accept_rates("Accept rates", &groups, &bars_path).expect("written");
+    keep_copies(std::slice::from_ref(&bars_path));
+    assert_readable_figure(&bars_path);
+
+    let overhead_path = scratch.path().join("overhead.png");
+    let samples = vec![OverheadSamples {
+        verifier: "a".to_string(),
+        percentages: vec![10.0, 12.0, 11.0, 30.0],
+    }];
+    plot_overhead("Overhead", &samples, &overhead_path).expect("written");
+    keep_copies(std::slice::from_ref(&overhead_path));
+    assert_readable_figure(&overhead_path);
+}
