@@ -489,15 +489,7 @@ mod tests {
 
     /// Where the shared fixtures and the test GGUF are (the crate's test helpers can replace this).
     fn test_paths() -> (PathBuf, PathBuf) {
-        let fixtures = std::env::var_os("VERILLM_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
-            });
-        let model = std::env::var_os("VERILLM_TEST_MODEL")
-            .map(PathBuf::from)
-            .expect("set VERILLM_TEST_MODEL to the SmolLM2-135M-Instruct GGUF");
-        (fixtures.join("smollm2-135m"), model)
+        (crate::testutil::smollm_fixture(""), crate::testutil::embedded_gguf())
     }
 
     /// The first fixture text: SmolLM2's default system prompt, one user turn, and the

@@ -48,7 +48,9 @@ impl LoadedModel {
 /// Loads `source` at `precision` on `profile`.
 pub fn load_model(name: &str, source: &ModelSource, precision: Precision, profile: DeviceProfile) -> Result<LoadedModel> {
     let device = profile.open()?;
-    let dtype = if precision.uses_quantized_kernels() { DType::F32 } else { profile.dtype };
+    // Quantized kernels take f32 inputs; the rest of the network (norms, attention, residual)
+    // still runs in the profile's dtype, as a quantized model on that hardware would.
+    let dtype = profile.dtype;
     match source {
         ModelSource::Gguf(path) => {
             let (mut file, _) = WeightFile::open_gguf(path)?;

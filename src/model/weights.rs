@@ -243,6 +243,11 @@ impl WeightBuilder<'_> {
             Some(b) => self.optional_float(b)?,
             None => None,
         };
+        // A quantized matmul returns f32, so its bias must be f32 too.
+        let bias = match (&weight, bias) {
+            (LinearWeight::Quantized(_), Some(b)) => Some(b.to_dtype(DType::F32)?),
+            (_, b) => b,
+        };
         Ok(Linear { weight, bias })
     }
 

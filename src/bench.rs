@@ -1,0 +1,151 @@
+//! `verillm-tui bench`: speed and memory figures for the embedded model on this machine.
+//! Timings are measured here and printed; tests never assert on them.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::engine::events::{CancelToken, EventSink};
+use crate::engine::inference::generate;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::verification::{verify, VerifyJob, DEFAULT_CHUNK};
+use crate::experiment::runner::{render_prompt, RolePlan, Workspace};
+use crate::model::device::DeviceProfile;
+use crate::model::embedded::EMBEDDED_MODEL_ID;
+use crate::model::weights::Precision;
+use crate::model::LoadedModel;
+use crate::stats::metrics::CompareDtype;
+use crate::stats::policy::PolicyConfig;
+
+/// The 22-token chat prompt the reference figures were measured with.
+const BENCH_PROMPT: &str = "What is the capital of France?";
+
+#[derive(Debug, Serialize)]
+pub struct DecodeFigure {
+    pub precision: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RatioFigure {
+    pub new_tokens: usize,
+    pub inference_s: f64,
+    pub verification_s: f64,
+    pub ratio_percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub decode: Vec<DecodeFigure>,
+    pub prefill_full_f32_tokens_per_s: f64,
+    pub prefill_tokens: usize,
+    pub verification_ratio: Vec<RatioFigure>,
+    pub peak_rss_mib: Option<f64>,
+    pub tui_render_ms_mean: Option<f64>,
+    pub tui_render_ms_max: Option<f64>,
+}
+
+fn greedy(max_new_tokens: usize) -> SamplingParams {
+    SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, repetition_penalty: 1.0, seed: 1, min_new_tokens: max_new_tokens, max_new_tokens }
+}
+
+fn decode_figure(model: &LoadedModel, prompt_ids: &[u32], n: usize, layers: &[usize]) -> Result<DecodeFigure> {
+    let out = generate(model, prompt_ids, &greedy(n), layers, &EventSink::none(), 0, &CancelToken::new())?;
+    Ok(DecodeFigure {
+        precision: model.model.precision.to_string(),
+        prompt_tokens: prompt_ids.len(),
+        new_tokens: out.output_ids.len(),
+        prefill_tokens_per_s: prompt_ids.len() as f64 / out.prefill_s,
+        decode_tokens_per_s: (out.output_ids.len() as f64) / out.decode_s,
+    })
+}
+
+pub fn run_bench(ws: &Workspace, ratio_sizes: &[usize], measure_render: bool) -> Result<BenchReport> {
+    let role = |precision| RolePlan { model: EMBEDDED_MODEL_ID.into(), precision, device: DeviceProfile::CPU_F32 };
+    let full = ws.load(&role(Precision::Full))?;
+    let native = ws.load(&role(Precision::Native))?;
+    let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
+    let prompt_ids = full.tokenizer.encode(&prompt)?;
+    let layers: Vec<usize> = vec![8, 16, 24];
+    eprintln!("bench: decoding 128 tokens (native Q4_1, then full f32)…");
+    let decode = vec![decode_figure(&native, &prompt_ids, 128, &layers)?, decode_figure(&full, &prompt_ids, 128, &layers)?];
+
+    // Prefill throughput on a 512-token sequence (the verifier's workload), no taps beyond 24.
+    let long_ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(512).collect();
+    let start = Instant::now();
+    full.model.forward(&long_ids, &mut full.model.new_cache(), &[full.model.config.n_layers], false)?;
+    let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
+
+    let mut ratios = Vec::new();
+    for &n in ratio_sizes {
+        eprintln!("bench: verification/inference at N={n}…");
+        let out = generate(&full, &prompt_ids, &greedy(n), &layers, &EventSink::none(), 0, &CancelToken::new())?;
+        let policy = PolicyConfig::default();
+        let job = VerifyJob {
+            prompt_ids: &prompt_ids,
+            output_ids: &out.output_ids,
+            committed: &out.captured,
+            inference_dtype: CompareDtype::F32,
+            policy: &policy,
+            chunk: DEFAULT_CHUNK,
+        };
+        let ver = verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())?;
+        ratios.push(RatioFigure { new_tokens: n, inference_s: out.total_s, verification_s: ver.time_s, ratio_percent: 100.0 * ver.time_s / out.total_s });
+    }
+    // Rendering cost of the run view after a long run: 4096 tokens × 3 verifiers × 3 layers.
+    let (tui_mean, tui_max) = if measure_render {
+        eprintln!("bench: TUI frame rendering after 4096 tokens × 3 verifiers…");
+        let (mean, max) = crate::tui::render_benchmark(4096, 3, 3, 200);
+        (Some(mean), Some(max))
+    } else {
+        (None, None)
+    };
+    Ok(BenchReport {
+        model: EMBEDDED_MODEL_ID.into(),
+        threads: candle_core::utils::get_num_threads(),
+        decode,
+        prefill_full_f32_tokens_per_s: prefill_rate,
+        prefill_tokens: long_ids.len(),
+        verification_ratio: ratios,
+        peak_rss_mib: peak_rss_mib(),
+        tui_render_ms_mean: tui_mean,
+        tui_render_ms_max: tui_max,
+    })
+}
+
+/// Peak resident memory of this process (Linux: VmHWM).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn print_report(r: &BenchReport) {
+    println!("verillm-tui bench — {} on this machine ({} threads)", r.model, r.threads);
+    for d in &r.decode {
+        println!(
+            "  decode with capture, {:<6}: {:6.1} tok/s   (prefill of the {}-token prompt: {:6.1} tok/s)",
+            d.precision, d.decode_tokens_per_s, d.prompt_tokens, d.prefill_tokens_per_s
+        );
+    }
+    println!("  prefill full f32, {} tokens: {:.1} tok/s", r.prefill_tokens, r.prefill_full_f32_tokens_per_s);
+    for v in &r.verification_ratio {
+        println!(
+            "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%",
+            v.new_tokens, v.inference_s, v.verification_s, v.ratio_percent
+        );
+    }
+    if let Some(m) = r.peak_rss_mib {
+        println!("  peak memory: {m:.0} MiB");
+    }
+    if let (Some(a), Some(b)) = (r.tui_render_ms_mean, r.tui_render_ms_max) {
+        println!("  TUI frame render (synthetic long run): mean {a:.2} ms, max {b:.2} ms");
+    }
+}

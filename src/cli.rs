@@ -1,0 +1,588 @@
+//! The command line: `verillm-tui` alone opens the TUI; subcommands run headless.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::events::{CancelToken, EngineEvent, EventSink};
+use crate::experiment::bundle::read_bundle;
+use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
+use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
+use crate::experiment::runner::{self, RolePlan, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace};
+use crate::model::device::DeviceProfile;
+use crate::model::embedded::{ensure_embedded_model, model_dir, EMBEDDED_MODEL_ID};
+use crate::model::weights::Precision;
+use crate::stats::policy::PolicyConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "verillm-tui", version, about = "Lab console for verifiable LLM inference (VeriLLM): record hidden states while decoding, verify them with one prefill.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Configuration directory (models.yaml, experiments.yaml, prompts.yaml); also VERILLM_CONFIG_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Model cache directory; also VERILLM_MODEL_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Where results and logs are written; also VERILLM_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open the interactive console (the default).
+    Tui,
+    /// Generate tokens, record hidden states, and write an inference bundle.
+    Infer(InferArgs),
+    /// Verify an inference bundle made here or on another machine.
+    Verify(VerifyArgs),
+    /// Run an experiment (exp1..exp5, or all) end to end.
+    Run(RunArgs),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(TokenizeArgs),
+    /// Fetch the embedded default model into the model cache.
+    FetchModel,
+    /// List the device profiles this build and machine offer.
+    Devices,
+    /// Measure decode/prefill speed, verification overhead and memory on this machine.
+    Bench(BenchArgs),
+    /// Run honest and cheating scenarios and derive thresholds from the measured separation.
+    Optimize(OptimizeArgs),
+    /// Draw PNG figures from result, summary or optimization JSON files.
+    Plot(PlotArgs),
+    /// Check that this build, machine, model cache and configuration are ready.
+    Doctor,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Output lengths at which verification time / inference time is measured.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub ratio_at: Vec<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct OptimizeArgs {
+    /// exp1..exp5, or all.
+    #[arg(long, default_value = "all")]
+    pub experiment: String,
+    #[arg(long, default_value_t = 2)]
+    pub trials: usize,
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// trial_*.json, summary.json or optimization.json files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output directory (default: <data>/plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Registry id, .gguf path, Hugging Face directory, or hf:org/name.
+    #[arg(long, default_value = EMBEDDED_MODEL_ID)]
+    pub model: String,
+    #[arg(long, default_value = "full", value_parser = parse_precision)]
+    pub precision: Precision,
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceProfile,
+    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Send the text as it is, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub min_tokens: usize,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Hidden-state indices to record: `every:8`, `all`, or a list like `8,16,24`.
+    #[arg(long, default_value = "every:8", value_parser = parse_layers)]
+    pub layers: LayerSelection,
+    /// Bundle directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Bundle directory (manifest.json + hidden_states.safetensors).
+    pub bundle: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub verifiers: usize,
+    /// Model to verify with (default: the bundle's model name).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceProfile,
+    #[arg(long, default_value = "full", value_parser = parse_precision)]
+    pub precision: Precision,
+    #[arg(long, value_enum, default_value_t = PolicyChoice::PrecisionAware)]
+    pub policy: PolicyChoice,
+    /// Accept-rate cutoff a verifier must exceed to pass.
+    #[arg(long, default_value_t = 0.95)]
+    pub cutoff: f64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum PolicyChoice {
+    PrecisionAware,
+    Seed,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// exp1..exp5, or `all`.
+    pub experiment: String,
+    #[arg(long)]
+    pub trials: Option<usize>,
+    #[arg(long)]
+    pub verifiers: Option<usize>,
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    #[arg(long)]
+    pub min_tokens: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Trials run in parallel (never two on one GPU at once).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Results directory (default: <data>/<experiment>/run-<time>); bundle directory with --step infer.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = StepChoice::Both)]
+    pub step: StepChoice,
+    /// Bundle directory to verify (with --step verify).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepChoice {
+    Both,
+    Infer,
+    Verify,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    #[arg(long, default_value = EMBEDDED_MODEL_ID)]
+    pub model: String,
+    pub text: String,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}
+
+fn parse_device(s: &str) -> Result<DeviceProfile, String> {
+    DeviceProfile::parse(s)
+}
+
+pub fn parse_layers(s: &str) -> Result<LayerSelection, String> {
+    if s == "all" {
+        return Ok(LayerSelection::All);
+    }
+    if let Some(n) = s.strip_prefix("every:") {
+        let n: usize = n.parse().map_err(|_| format!("`{s}`: expected every:N with N a positive integer"))?;
+        if n == 0 {
+            return Err(format!("`{s}`: N must be at least 1"));
+        }
+        return Ok(LayerSelection::Every(n));
+    }
+    let list: Result<Vec<usize>, _> = s.split(',').map(|x| x.trim().parse::<usize>()).collect();
+    match list {
+        Ok(l) if !l.is_empty() => Ok(LayerSelection::List(l)),
+        _ => Err(format!("`{s}`: expected every:N, all, or a comma-separated list like 8,16,24")),
+    }
+}
+
+/// Directories from flags, then environment, then platform defaults.
+pub fn data_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os("VERILLM_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    match directories::ProjectDirs::from("org", "verillm", "verillm-tui") {
+        Some(dirs) => dirs.data_dir().to_path_buf(),
+        None => PathBuf::from("data"),
+    }
+}
+
+pub fn workspace(global: &GlobalArgs) -> Result<Workspace> {
+    let config_dir = global.config_dir.clone().or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+    let config = ConfigSet::load(config_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    Ok(Workspace::new(config, model_dir(global.model_dir.as_deref()), data_dir(global.data_dir.as_deref())))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status for a verdict: 0 PASS, 3 REJECT (1 is left for errors).
+fn verdict_code(v: TrialVerdict) -> ExitCode {
+    match v {
+        TrialVerdict::Pass => ExitCode::SUCCESS,
+        TrialVerdict::Reject => ExitCode::from(3),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        None | Some(Command::Tui) => tui(&global).await,
+        Some(Command::FetchModel) => {
+            let path = ensure_embedded_model(&model_dir(global.model_dir.as_deref()))?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Devices) => {
+            for p in crate::model::device::available_profiles() {
+                println!("{p}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Tokenize(args)) => {
+            let ws = workspace(&global)?;
+            let m = ws.load(&RolePlan { model: args.model, precision: Precision::Full, device: DeviceProfile::CPU_F32 })?;
+            println!("{}", serde_json::to_string(&m.tokenizer.encode(&args.text)?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Infer(args)) => infer(&global, args).await,
+        Some(Command::Verify(args)) => verify(&global, args).await,
+        Some(Command::Run(args)) => run(&global, args).await,
+        Some(Command::Bench(args)) => bench(&global, args).await,
+        Some(Command::Optimize(args)) => optimize(&global, args).await,
+        Some(Command::Plot(args)) => {
+            let out = args.out.unwrap_or_else(|| data_dir(global.data_dir.as_deref()).join("plots"));
+            for p in crate::plot::plot_files(&args.files, &out)? {
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Doctor) => {
+            let config_dir = global.config_dir.clone().or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+            let checks = crate::doctor::run_checks(
+                config_dir.as_deref(),
+                &model_dir(global.model_dir.as_deref()),
+                &data_dir(global.data_dir.as_deref()),
+            );
+            Ok(if crate::doctor::print_checks(&checks) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// Prints progress to stderr (stdout stays clean for --json).
+fn progress_printer(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut started = std::time::Instant::now();
+        while let Some(ev) = rx.recv().await {
+            let line = match ev {
+                EngineEvent::TrialStarted { trial, prompt_tokens, max_new_tokens, .. } => {
+                    started = std::time::Instant::now();
+                    Some(format!("trial {trial}: prompt {prompt_tokens} tokens, generating up to {max_new_tokens}"))
+                }
+                EngineEvent::Token { trial, index, .. } if (index + 1) % 32 == 0 => {
+                    let rate = (index + 1) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    Some(format!("trial {trial}: {} tokens, {rate:.1} tok/s", index + 1))
+                }
+                EngineEvent::InferenceDone { trial, tokens, time_s } => {
+                    Some(format!("trial {trial}: inference done, {tokens} tokens in {time_s:.2} s ({:.1} tok/s)", tokens as f64 / time_s.max(1e-9)))
+                }
+                EngineEvent::VerifierDone { trial, verifier, accept_rate, verdict, overhead_percentage } => Some(format!(
+                    "trial {trial}: verifier {} accept rate {accept_rate:.3} {verdict:?}, overhead {overhead_percentage:.1}%",
+                    verifier + 1
+                )),
+                EngineEvent::TrialDone { trial, result } => Some(format!(
+                    "trial {trial}: {:?} (expected {:?})",
+                    result.summary.final_verdict, result.summary.expected_verdict
+                )),
+                EngineEvent::Log { message, .. } => Some(message),
+                EngineEvent::Failed { message } => Some(format!("failed: {message}")),
+                _ => None,
+            };
+            if let Some(l) = line {
+                let _ = writeln!(std::io::stderr(), "{l}");
+            }
+        }
+    })
+}
+
+fn sink_with_progress() -> (EventSink, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (EventSink::new(tx), progress_printer(rx))
+}
+
+async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?,
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+    let role = RolePlan { model: args.model.clone(), precision: args.precision, device: args.device };
+    let sampling = crate::engine::sampling::SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        min_new_tokens: args.min_tokens,
+        max_new_tokens: args.max_tokens,
+    };
+    sampling.validate().map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
+    let plan = TrialPlan {
+        experiment: "infer".into(),
+        trial: 0,
+        prompt: PromptInfo { category: "cli".into(), id: "cli".into(), text: text.clone() },
+        messages: vec![("user".into(), text.clone())],
+        inference: role,
+        verifiers: Vec::new(),
+        sampling,
+        policy: PolicyConfig::default(),
+        cutoff: 0.95,
+        expected: TrialVerdict::Pass,
+        chunk: crate::engine::verification::DEFAULT_CHUNK,
+        spec_layers: args.layers,
+    };
+    let (sink, printer) = sink_with_progress();
+    let cancel = CancelToken::new();
+    let raw = args.raw.then_some(text);
+    let ws2 = ws.clone();
+    let (mut manifest, states) = tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel)).await??;
+    manifest.context = None;
+    printer.abort();
+    crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
+    eprintln!(
+        "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
+        args.out.display(),
+        manifest.output_ids.len(),
+        states.layers,
+        states.bytes() as f64 / 1024.0
+    );
+    println!("{}", manifest.output_text);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.cutoff) {
+        bail!("--cutoff {} must be between 0 and 1", args.cutoff);
+    }
+    if args.verifiers == 0 {
+        bail!("--verifiers must be at least 1");
+    }
+    let ws = Arc::new(workspace(global)?);
+    let bundle = read_bundle(&args.bundle)?;
+    let model = args.model.unwrap_or_else(|| bundle.manifest.model.name.clone());
+    let role = RolePlan { model, precision: args.precision, device: args.device };
+    let settings = VerifySettings {
+        verifiers: vec![role; args.verifiers],
+        policy: match args.policy {
+            PolicyChoice::PrecisionAware => PolicyConfig::default(),
+            PolicyChoice::Seed => PolicyConfig::seed_default(),
+        },
+        cutoff: args.cutoff,
+        expected: TrialVerdict::Pass,
+        chunk: crate::engine::verification::DEFAULT_CHUNK,
+    };
+    let prompt = PromptInfo { category: String::new(), id: String::new(), text: bundle.manifest.prompt_text.clone() };
+    let (sink, printer) = sink_with_progress();
+    let result = runner::verify_trial(ws, Arc::new(bundle.manifest), Arc::new(bundle.states), &settings, prompt, sink, CancelToken::new()).await?;
+    printer.abort();
+    print_trial(&result, args.json)?;
+    Ok(verdict_code(result.summary.final_verdict))
+}
+
+fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+        return Ok(());
+    }
+    for v in &result.verifiers {
+        println!(
+            "{}: {} {} {}  accept rate {:.4} ({}/{})  {:?}  overhead {:.1}%",
+            v.name,
+            v.role.device,
+            v.role.dtype,
+            v.role.precision,
+            v.statistics.summary.accept_rate,
+            v.statistics.summary.accepted,
+            v.statistics.summary.total_checks,
+            v.verdict,
+            v.overhead.percentage
+        );
+    }
+    println!("verdict: {:?}", result.summary.final_verdict);
+    Ok(())
+}
+
+async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let names: Vec<String> = if args.experiment == "all" {
+        experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect()
+    } else {
+        if ws.config.experiments.get(&args.experiment).is_none() {
+            bail!("unknown experiment `{}`; known: {}, all", args.experiment, ws.config.experiments.experiment_names().join(", "));
+        }
+        vec![args.experiment.clone()]
+    };
+    let step = match args.step {
+        StepChoice::Both => RunStep::Both,
+        StepChoice::Infer => RunStep::Infer,
+        StepChoice::Verify => RunStep::Verify,
+    };
+    if step == RunStep::Infer && args.out.is_none() {
+        bail!("--step infer needs --out DIR for the bundles");
+    }
+    let mut summaries = Vec::new();
+    let mut all_held = true;
+    for name in names {
+        let req = RunRequest {
+            experiment: name.clone(),
+            trials: args.trials,
+            verifiers: args.verifiers,
+            max_new_tokens: args.max_tokens,
+            min_new_tokens: args.min_tokens,
+            seed: args.seed,
+            jobs: args.jobs,
+            out: args.out.as_ref().map(|o| if args.experiment == "all" { o.join(&name) } else { o.clone() }),
+            step,
+            from: args.from.as_ref().map(|f| if args.experiment == "all" { f.join(&name) } else { f.clone() }),
+            ..Default::default()
+        };
+        let (sink, printer) = sink_with_progress();
+        let outcome = runner::run_experiment(ws.clone(), req, sink, CancelToken::new()).await;
+        let _ = printer.await;
+        let outcome = outcome?;
+        if let (Some(s), Some(p)) = (&outcome.summary, &outcome.summary_path) {
+            eprintln!(
+                "{name}: avg accept rate {:.4}, pass rate {:.2}, expected {:?} held in {:.0}% of trials — {}",
+                s.aggregate.avg_accept_rate,
+                s.aggregate.pass_rate,
+                s.expected_verdict,
+                100.0 * s.aggregate.expectation_rate,
+                p.display()
+            );
+            all_held &= s.aggregate.expectation_rate == 1.0;
+            summaries.push(s.clone());
+        } else if step == RunStep::Infer {
+            eprintln!("{name}: bundles written to {}", outcome.out_dir.display());
+        }
+    }
+    if args.json {
+        let out = if summaries.len() == 1 { serde_json::to_string_pretty(&summaries[0])? } else { serde_json::to_string_pretty(&summaries)? };
+        println!("{out}");
+    }
+    Ok(if all_held { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+/// The main job. Until the console lands, it runs experiment 1 headless.
+async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
+    run(global, RunArgs {
+        experiment: "exp1".into(),
+        trials: None,
+        verifiers: None,
+        max_tokens: None,
+        min_tokens: None,
+        seed: None,
+        jobs: 1,
+        json: false,
+        out: None,
+        step: StepChoice::Both,
+        from: None,
+    })
+    .await
+}
+
+async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let sizes = args.ratio_at.clone();
+    let report = tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, true)).await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        crate::bench::print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let names: Vec<String> = if args.experiment == "all" {
+        experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect()
+    } else {
+        if ws.config.experiments.get(&args.experiment).is_none() {
+            bail!("unknown experiment `{}`; known: {}, all", args.experiment, ws.config.experiments.experiment_names().join(", "));
+        }
+        vec![args.experiment.clone()]
+    };
+    if args.trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    let (sink, printer) = sink_with_progress();
+    let outcome = crate::experiment::optimize::optimize(ws, names, args.trials, args.max_tokens, sink, CancelToken::new()).await;
+    let _ = printer.await;
+    let outcome = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.report)?);
+    } else {
+        print!("{}", crate::experiment::optimize::format_report(&outcome.report));
+        println!("\n{}", outcome.report.recommended_yaml);
+    }
+    eprintln!("wrote {} and {}", outcome.json_path.display(), outcome.yaml_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,102 @@
+//! `optimize`: run honest and cheating scenarios, pool every check and accept rate, and measure
+//! how well each metric separates them; recommend thresholds from the data.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::results::{TrialResult, TrialVerdict};
+use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
+use crate::engine::events::{CancelToken, EventSink};
+use crate::stats::metrics::{dtype_from_name, CheckMetrics, CompareDtype};
+use crate::stats::optimize::{build_report_for_tier, OptimizationReport};
+
+pub struct OptimizeOutcome {
+    pub report: OptimizationReport,
+    pub json_path: PathBuf,
+    pub yaml_path: PathBuf,
+}
+
+/// The precision tier a trial's checks were judged at (coarsest dtype of the pair).
+fn trial_tier(t: &TrialResult) -> CompareDtype {
+    let inference = dtype_from_name(&t.inference.role.dtype).unwrap_or(CompareDtype::F32);
+    t.verifiers
+        .iter()
+        .filter_map(|v| dtype_from_name(&v.role.dtype))
+        .fold(inference, CompareDtype::coarsest)
+}
+
+/// Splits finished trials into honest (expected PASS) and cheat (expected REJECT) data.
+pub fn pool(trials: &[TrialResult]) -> (Vec<CheckMetrics>, Vec<CheckMetrics>, Vec<f64>, Vec<f64>) {
+    let (mut honest, mut cheat, mut honest_rates, mut cheat_rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for t in trials {
+        let is_honest = t.summary.expected_verdict == TrialVerdict::Pass;
+        for v in &t.verifiers {
+            let checks = v.statistics.checks.iter().map(|c| c.metrics.clone());
+            if is_honest {
+                honest.extend(checks);
+                honest_rates.push(v.statistics.summary.accept_rate);
+            } else {
+                cheat.extend(checks);
+                cheat_rates.push(v.statistics.summary.accept_rate);
+            }
+        }
+    }
+    (honest, cheat, honest_rates, cheat_rates)
+}
+
+pub async fn optimize(
+    ws: Arc<Workspace>,
+    experiments: Vec<String>,
+    trials: usize,
+    max_new_tokens: Option<usize>,
+    sink: EventSink,
+    cancel: CancelToken,
+) -> Result<OptimizeOutcome> {
+    let mut all = Vec::new();
+    for name in &experiments {
+        let req = RunRequest { experiment: name.clone(), trials: Some(trials), max_new_tokens, jobs: 1, ..Default::default() };
+        let outcome = run_experiment(ws.clone(), req, sink.clone(), cancel.clone()).await?;
+        all.extend(outcome.trials);
+    }
+    let (honest, cheat, honest_rates, cheat_rates) = pool(&all);
+    // Thresholds are per precision tier; name the tier when every trial shares one.
+    let mut tiers: Vec<CompareDtype> = all.iter().map(trial_tier).collect();
+    tiers.dedup();
+    let tier = (tiers.len() == 1).then(|| tiers[0]);
+    let report = build_report_for_tier(experiments.clone(), trials, &honest, &cheat, &honest_rates, &cheat_rates, tier);
+    let dir = new_run_dir(&ws.data_dir, "optimize")?;
+    let json_path = dir.join("optimization.json");
+    let yaml_path = dir.join("recommended_policy.yaml");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&yaml_path, &report.recommended_yaml)?;
+    Ok(OptimizeOutcome { report, json_path, yaml_path })
+}
+
+/// A plain-text table of the report for the terminal.
+pub fn format_report(r: &OptimizationReport) -> String {
+    let mut out = format!(
+        "{:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  {:<23} {}\n",
+        "metric", "honest p50", "p95", "p99", "max", "cheat p50", "AUC", "zero-error interval", "recommended"
+    );
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3e}"));
+    for m in &r.metrics {
+        let h = m.honest.as_ref();
+        out.push_str(&format!(
+            "{:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  {:<23} {}\n",
+            m.metric,
+            f(h.map(|d| d.p50)),
+            f(h.map(|d| d.p95)),
+            f(h.map(|d| d.p99)),
+            f(h.map(|d| d.max)),
+            f(m.cheat.as_ref().map(|d| d.p50)),
+            m.auc.map_or("-".into(), |a| format!("{a:.4}")),
+            m.zero_error_interval.map_or("none".into(), |(a, b)| format!("[{a:.2e}, {b:.2e})")),
+            f(m.recommended_threshold),
+        ));
+    }
+    let rates = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ");
+    out.push_str(&format!("accept rates — honest: [{}]  cheat: [{}]\n", rates(&r.accept_rates.honest), rates(&r.accept_rates.cheat)));
+    out
+}

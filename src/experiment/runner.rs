@@ -1,0 +1,733 @@
+//! Runs experiments: per trial one inference, then the verifiers concurrently on background
+//! tasks; writes one JSON per trial and a summary per run. Also the two halves on their own
+//! (`--step infer` writes bundles, `--step verify` checks bundles made elsewhere).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use tokio::task::JoinSet;
+
+use super::bundle::{read_bundle, write_bundle, BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION};
+use super::config::{ChatRole, ConfigSet, ExperimentSpec, Prompt, WeightsLocation};
+use super::results::*;
+use crate::engine::capture::CapturedStates;
+use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::engine::inference::generate;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::verification::{verify, VerificationOutput, VerifyJob, DEFAULT_CHUNK};
+use crate::model::chat::ChatMessage as TemplateMessage;
+use crate::model::device::{dtype_name, DeviceKind, DeviceProfile};
+use crate::model::source::{parse_model_arg, ModelSource};
+use crate::model::weights::Precision;
+use crate::model::{load_model, LoadedModel};
+use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::stats::policy::{verdict, PolicyConfig};
+use crate::util::unix_now;
+
+/// A role with its precision parsed for the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RolePlan {
+    pub model: String,
+    pub precision: Precision,
+    pub device: DeviceProfile,
+}
+
+/// Shared state of one process: configuration, directories, and loaded models (loaded once,
+/// shared by every role that uses the same model, precision and device profile).
+pub struct Workspace {
+    pub config: ConfigSet,
+    pub model_dir: PathBuf,
+    pub data_dir: PathBuf,
+    models: Mutex<HashMap<RolePlan, LoadedModel>>,
+    gpu_locks: Mutex<HashMap<DeviceKind, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Workspace {
+    pub fn new(config: ConfigSet, model_dir: PathBuf, data_dir: PathBuf) -> Self {
+        Workspace { config, model_dir, data_dir, models: Mutex::default(), gpu_locks: Mutex::default() }
+    }
+
+    /// A registry id from models.yaml, or anything `parse_model_arg` understands.
+    pub fn model_source(&self, name: &str) -> Result<ModelSource> {
+        let Some(entry) = self.config.models.get(name) else {
+            return parse_model_arg(name, &self.model_dir);
+        };
+        match entry.source.location() {
+            WeightsLocation::Embedded { .. } => parse_model_arg("embedded", &self.model_dir),
+            WeightsLocation::Hub { repo, revision } => {
+                Ok(ModelSource::Hub { repo: repo.to_string(), revision: revision.to_string() })
+            }
+            WeightsLocation::Path(p) => parse_model_arg(&p.to_string_lossy(), &self.model_dir),
+        }
+    }
+
+    /// Loads (or reuses) a model for a role.
+    pub fn load(&self, role: &RolePlan) -> Result<LoadedModel> {
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = models.get(role) {
+            return Ok(m.clone());
+        }
+        let source = self.model_source(&role.model)?;
+        let m = load_model(&role.model, &source, role.precision, role.device)
+            .with_context(|| format!("loading {} ({}, {})", role.model, role.precision, role.device))?;
+        models.insert(role.clone(), m.clone());
+        Ok(m)
+    }
+
+    fn gpu_lock(&self, kind: DeviceKind) -> Arc<tokio::sync::Mutex<()>> {
+        self.gpu_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default().clone()
+    }
+}
+
+/// Which half of a trial to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunStep {
+    #[default]
+    Both,
+    /// Write inference bundles only.
+    Infer,
+    /// Verify bundles written by `Infer` (possibly on another machine).
+    Verify,
+}
+
+/// What to run, with the command line's or the TUI's overrides of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub experiment: String,
+    pub trials: Option<usize>,
+    pub verifiers: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub min_new_tokens: Option<usize>,
+    pub seed: Option<u64>,
+    pub jobs: usize,
+    /// Results directory (default: `<data>/<experiment>/run-<time>`); bundle directory for `Infer`.
+    pub out: Option<PathBuf>,
+    pub step: RunStep,
+    /// Bundle directory for `Verify`.
+    pub from: Option<PathBuf>,
+    pub inference_role: Option<RolePlan>,
+    pub verifier_roles: Option<Vec<RolePlan>>,
+    pub chunk: Option<usize>,
+}
+
+/// Everything one trial needs, resolved from configuration and overrides.
+#[derive(Debug, Clone)]
+pub struct TrialPlan {
+    pub experiment: String,
+    pub trial: usize,
+    pub prompt: PromptInfo,
+    pub messages: Vec<(String, String)>,
+    pub inference: RolePlan,
+    pub verifiers: Vec<RolePlan>,
+    pub sampling: SamplingParams,
+    pub policy: PolicyConfig,
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    pub chunk: usize,
+    pub spec_layers: super::config::LayerSelection,
+}
+
+fn parse_precision(p: impl std::fmt::Display) -> Result<Precision> {
+    p.to_string().parse::<Precision>().map_err(anyhow::Error::msg)
+}
+
+pub fn gpu_available() -> bool {
+    crate::model::device::available_profiles().iter().any(|p| p.is_gpu())
+}
+
+/// The roles an experiment runs with on this machine, after overrides.
+pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(RolePlan, Vec<RolePlan>)> {
+    let gpu = gpu_available();
+    let inference = match &req.inference_role {
+        Some(r) => r.clone(),
+        None => {
+            let r = spec.inference_role(gpu);
+            RolePlan { model: r.model, precision: parse_precision(r.precision)?, device: r.device }
+        }
+    };
+    let mut verifiers = match &req.verifier_roles {
+        Some(v) => v.clone(),
+        None => spec
+            .verifier_roles(gpu)
+            .into_iter()
+            .map(|r| Ok(RolePlan { model: r.model, precision: parse_precision(r.precision)?, device: r.device }))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if let Some(n) = req.verifiers {
+        ensure!(n > 0, "--verifiers must be at least 1");
+        ensure!(!verifiers.is_empty(), "the experiment defines no verifiers");
+        verifiers = (0..n).map(|i| verifiers[i % verifiers.len()].clone()).collect();
+    }
+    Ok((inference, verifiers))
+}
+
+/// Plans every trial of a run.
+pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
+    let spec = ws
+        .config
+        .experiments
+        .get(&req.experiment)
+        .ok_or_else(|| anyhow!("unknown experiment `{}`; known: {}", req.experiment, ws.config.experiments.experiment_names().join(", ")))?;
+    let (inference, verifiers) = resolve_roles(spec, req)?;
+    let prompts = spec.select_prompts(&ws.config.prompts);
+    ensure!(!prompts.is_empty(), "experiment {}: no prompts selected", req.experiment);
+    let (min_cfg, max_cfg) = spec.new_token_budget(&ws.config.prompts);
+    let max_new = req.max_new_tokens.unwrap_or(max_cfg);
+    let min_new = req.min_new_tokens.unwrap_or(min_cfg).min(max_new);
+    let trials = req.trials.unwrap_or(spec.trials);
+    ensure!(trials > 0, "--trials must be at least 1");
+    let base_seed = req.seed.or(spec.seed).unwrap_or(0);
+    Ok((0..trials)
+        .map(|trial| {
+            let prompt = prompts[trial % prompts.len()];
+            TrialPlan {
+                experiment: req.experiment.clone(),
+                trial,
+                prompt: PromptInfo {
+                    category: spec.prompts.category.to_string(),
+                    id: prompt.id.clone(),
+                    text: prompt_display(prompt),
+                },
+                messages: prompt_messages(prompt),
+                inference: inference.clone(),
+                verifiers: verifiers.clone(),
+                sampling: SamplingParams {
+                    temperature: spec.temperature.unwrap_or(0.7),
+                    top_p: spec.top_p.unwrap_or(0.9),
+                    top_k: spec.top_k.unwrap_or(0),
+                    repetition_penalty: 1.1,
+                    seed: base_seed + trial as u64,
+                    min_new_tokens: min_new,
+                    max_new_tokens: max_new,
+                },
+                policy: spec.policy.clone(),
+                cutoff: spec.cutoff,
+                expected: spec.expected,
+                chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+                spec_layers: spec.layers.clone(),
+            }
+        })
+        .collect())
+}
+
+fn prompt_messages(p: &Prompt) -> Vec<(String, String)> {
+    match (&p.messages, &p.text) {
+        (Some(m), _) => m.iter().map(|m| (m.role.as_str().to_string(), m.content.clone())).collect(),
+        (None, Some(t)) => vec![(ChatRole::User.as_str().to_string(), t.clone())],
+        (None, None) => Vec::new(),
+    }
+}
+
+fn prompt_display(p: &Prompt) -> String {
+    match (&p.text, &p.messages) {
+        (Some(t), _) => t.clone(),
+        (None, Some(m)) => m.last().map(|m| m.content.clone()).unwrap_or_default(),
+        (None, None) => String::new(),
+    }
+}
+
+/// Renders chat messages with the model's own template (raw concatenation when it has none).
+pub fn render_prompt(model: &LoadedModel, messages: &[(String, String)]) -> Result<String> {
+    match &model.chat_template {
+        Some(t) => {
+            let msgs: Vec<TemplateMessage> = messages
+                .iter()
+                .map(|(role, content)| TemplateMessage { role: role.clone(), content: content.clone() })
+                .collect();
+            t.render(&msgs, true)
+        }
+        None => Ok(messages.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n")),
+    }
+}
+
+/// The inference half: decode, capture, and describe it as a bundle manifest.
+pub fn infer_trial(
+    ws: &Workspace,
+    plan: &TrialPlan,
+    prompt_text: Option<String>,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<(Manifest, CapturedStates)> {
+    let model = ws.load(&plan.inference)?;
+    let prompt_text = match prompt_text {
+        Some(t) => t,
+        None => render_prompt(&model, &plan.messages)?,
+    };
+    let prompt_ids = model.tokenizer.encode(&prompt_text)?;
+    let layers = plan.spec_layers.resolve(model.model.config.n_layers);
+    ensure!(!layers.is_empty(), "no layers selected to check");
+    sink.emit(EngineEvent::TrialStarted {
+        trial: plan.trial,
+        prompt_category: plan.prompt.category.clone(),
+        prompt_tokens: prompt_ids.len(),
+        max_new_tokens: plan.sampling.max_new_tokens,
+        sampled_layers: layers.clone(),
+        verifiers: plan.verifiers.iter().map(role_spec_of_plan).collect(),
+    });
+    let out = generate(&model, &prompt_ids, &plan.sampling, &layers, sink, plan.trial, cancel)?;
+    sink.emit(EngineEvent::InferenceDone { trial: plan.trial, tokens: out.output_ids.len(), time_s: out.total_s });
+    let manifest = Manifest {
+        format_version: BUNDLE_FORMAT_VERSION,
+        model: ModelIdentity {
+            name: model.name.clone(),
+            weights_sha256: model.weights_sha256.clone(),
+            n_layers: model.model.config.n_layers,
+            hidden: model.model.config.hidden,
+        },
+        precision: plan.inference.precision.to_string(),
+        device: plan.inference.device.device_name(),
+        dtype: dtype_name(model.compute_dtype()).to_string(),
+        tokenizer: model.tokenizer.identity(),
+        prompt_text,
+        prompt_ids,
+        output_text: out.output_text.clone(),
+        output_ids: out.output_ids.clone(),
+        sampling: plan.sampling.clone(),
+        layers,
+        timings: Timings { prefill_s: out.prefill_s, decode_s: out.decode_s, total_s: out.total_s, tokens_per_s: out.tokens_per_s() },
+        hidden_states: TensorFile { file: super::bundle::TENSORS_FILE.into(), sha256: String::new(), bytes: 0 },
+        context: Some(BundleContext {
+            experiment: plan.experiment.clone(),
+            trial: plan.trial,
+            prompt_category: plan.prompt.category.clone(),
+            prompt_id: plan.prompt.id.clone(),
+        }),
+    };
+    if out.cancelled {
+        sink.log(LogLevel::Warn, format!("trial {}: inference cancelled after {} tokens", plan.trial, out.output_ids.len()));
+    }
+    Ok((manifest, out.captured))
+}
+
+fn role_spec_of_plan(r: &RolePlan) -> RoleSpec {
+    RoleSpec { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.device_name(), dtype: dtype_name(r.device.dtype).into() }
+}
+
+/// Describes how inference and verifiers are paired on this machine, stated in every result.
+pub fn describe_pairing(inference: &RoleSpec, verifiers: &[RoleSpec]) -> String {
+    let parts: Vec<String> = verifiers
+        .iter()
+        .map(|v| {
+            let same_device = v.device == inference.device;
+            let kind = match (same_device, v.dtype == inference.dtype) {
+                (true, true) => "same profile",
+                (true, false) => "cross-precision",
+                (false, _) => "cross-device",
+            };
+            format!(
+                "{kind}: {} {} {} -> {} {} {}",
+                inference.device, inference.dtype, inference.precision, v.device, v.dtype, v.precision
+            )
+        })
+        .collect();
+    let mut unique = parts.clone();
+    unique.dedup();
+    unique.join("; ")
+}
+
+/// Checks that a verifier model is the one the bundle commits to.
+pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<()> {
+    if manifest.model.weights_sha256 != verifier.weights_sha256 {
+        bail!(
+            "the bundle was made with model `{}` (weights sha256 {}), but this verifier loaded `{}` (sha256 {}); refusing to compare different models",
+            manifest.model.name,
+            manifest.model.weights_sha256,
+            verifier.name,
+            verifier.weights_sha256
+        );
+    }
+    if manifest.tokenizer != verifier.tokenizer.identity() {
+        bail!("the bundle's tokenizer ({}) differs from the verifier's ({})", manifest.tokenizer, verifier.tokenizer.identity());
+    }
+    if let Some(bad) = manifest.prompt_ids.iter().chain(&manifest.output_ids).find(|&&id| id as usize >= verifier.model.config.vocab_size) {
+        bail!("token id {bad} in the bundle is outside the vocabulary ({})", verifier.model.config.vocab_size);
+    }
+    Ok(())
+}
+
+/// Settings of the verification half.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    pub verifiers: Vec<RolePlan>,
+    pub policy: PolicyConfig,
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    pub chunk: usize,
+}
+
+/// The verification half: every verifier on its own blocking task, concurrently.
+pub async fn verify_trial(
+    ws: Arc<Workspace>,
+    manifest: Arc<Manifest>,
+    states: Arc<CapturedStates>,
+    settings: &VerifySettings,
+    prompt: PromptInfo,
+    sink: EventSink,
+    cancel: CancelToken,
+) -> Result<TrialResult> {
+    let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
+    let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
+    let mut tasks = JoinSet::new();
+    for (index, role) in settings.verifiers.iter().cloned().enumerate() {
+        let (ws, manifest, states, sink, cancel) = (ws.clone(), manifest.clone(), states.clone(), sink.clone(), cancel.clone());
+        let (policy, chunk) = (settings.policy.clone(), settings.chunk);
+        tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
+            let model = ws.load(&role)?;
+            check_same_model(&manifest, &model)?;
+            sink.emit(EngineEvent::VerifierStarted { trial, verifier: index });
+            let job = VerifyJob {
+                prompt_ids: &manifest.prompt_ids,
+                output_ids: &manifest.output_ids,
+                committed: &states,
+                inference_dtype,
+                policy: &policy,
+                chunk,
+            };
+            let out = verify(&model, &job, &sink, trial, index, &cancel)?;
+            let mut spec = role_spec_of_plan(&role);
+            spec.dtype = dtype_name(model.compute_dtype()).to_string();
+            Ok((index, spec, out))
+        });
+    }
+    let mut outputs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, spec, out) = joined.map_err(|e| anyhow!("a verifier task failed: {e}"))??;
+        let accept_rate = out.accept_rate();
+        let overhead = 100.0 * out.time_s / manifest.timings.total_s.max(1e-9);
+        let passed = verdict(accept_rate, settings.cutoff);
+        sink.emit(EngineEvent::VerifierDone {
+            trial,
+            verifier: index,
+            accept_rate,
+            verdict: if passed { Verdict::Pass } else { Verdict::Fail },
+            overhead_percentage: overhead,
+        });
+        outputs.push((index, spec, out));
+    }
+    outputs.sort_by_key(|(i, _, _)| *i);
+    Ok(assemble_trial(&manifest, settings, prompt, outputs))
+}
+
+fn assemble_trial(manifest: &Manifest, settings: &VerifySettings, prompt: PromptInfo, outputs: Vec<(usize, RoleSpec, VerificationOutput)>) -> TrialResult {
+    let inference_role = RoleSpec {
+        model: manifest.model.name.clone(),
+        precision: manifest.precision.clone(),
+        device: manifest.device.clone(),
+        dtype: manifest.dtype.clone(),
+    };
+    let ctx = manifest.context.clone();
+    let verifiers: Vec<VerifierResult> = outputs
+        .into_iter()
+        .map(|(index, role, out)| {
+            let accept_rate = out.accept_rate();
+            let fold = |f: fn(&CheckRecord) -> f64| out.checks.iter().map(f);
+            let n = out.checks.len().max(1) as f64;
+            let summary = VerifierSummary {
+                accept_rate,
+                accepted: out.accepted(),
+                total_checks: out.checks.len(),
+                mean_rel_l2: fold(|c| c.metrics.rel_l2).sum::<f64>() / n,
+                max_rel_l2: fold(|c| c.metrics.rel_l2).fold(0.0, f64::max),
+                mean_pe: fold(|c| c.metrics.pe).sum::<f64>() / n,
+                mean_abs: fold(|c| c.metrics.mean_abs).sum::<f64>() / n,
+                max_abs: fold(|c| c.metrics.max_abs).fold(0.0, f64::max),
+            };
+            VerifierResult {
+                name: format!("verifier_{}", index + 1),
+                role,
+                policy: settings.policy.name().to_string(),
+                cutoff: settings.cutoff,
+                overhead: Overhead {
+                    verification_time_s: out.time_s,
+                    inference_time_s: manifest.timings.total_s,
+                    percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
+                },
+                verdict: if verdict(accept_rate, settings.cutoff) { Verdict::Pass } else { Verdict::Fail },
+                complete: !out.cancelled,
+                statistics: VerifierStatistics { summary, checks: out.checks, embedding_checks: out.embedding_checks },
+            }
+        })
+        .collect();
+    let avg_accept_rate = verifiers.iter().map(|v| v.statistics.summary.accept_rate).sum::<f64>() / verifiers.len().max(1) as f64;
+    // The trial passes when a majority of its verifiers pass.
+    let passes = verifiers.iter().filter(|v| v.verdict == Verdict::Pass).count();
+    let final_verdict = if passes * 2 > verifiers.len() { TrialVerdict::Pass } else { TrialVerdict::Reject };
+    let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
+    let complete = verifiers.iter().all(|v| v.complete) && manifest.output_ids.len() == manifest.sampling.max_new_tokens.min(manifest.output_ids.len());
+    TrialResult {
+        format_version: RESULT_FORMAT_VERSION,
+        experiment: ctx.as_ref().map_or_else(|| "verify".into(), |c| c.experiment.clone()),
+        trial: ctx.as_ref().map_or(0, |c| c.trial),
+        started_at: unix_now(),
+        pairing: describe_pairing(&inference_role, &specs),
+        prompt,
+        sampled_layers: manifest.layers.clone(),
+        inference: InferenceInfo {
+            role: inference_role,
+            prompt_tokens: manifest.prompt_ids.len(),
+            generated_tokens: manifest.output_ids.len(),
+            time_s: manifest.timings.total_s,
+            tokens_per_s: manifest.timings.tokens_per_s,
+            output_text: manifest.output_text.clone(),
+            output_ids: manifest.output_ids.clone(),
+            captured_bytes: (manifest.output_ids.len() * manifest.model.hidden * manifest.layers.len())
+                * dtype_from_name(&manifest.dtype).map_or(4, |d| match d {
+                    CompareDtype::F32 => 4,
+                    _ => 2,
+                }),
+        },
+        verifiers,
+        summary: TrialSummary {
+            avg_accept_rate,
+            final_verdict,
+            expected_verdict: settings.expected,
+            expectation_held: final_verdict == settings.expected,
+            detected: (settings.expected == TrialVerdict::Reject).then_some(final_verdict == TrialVerdict::Reject),
+        },
+        complete,
+    }
+}
+
+/// Where a run writes: `<data>/<experiment>/run-<UTC time>[-n]`, never reusing a directory.
+pub fn new_run_dir(base: &Path, experiment: &str) -> Result<PathBuf> {
+    let parent = base.join(experiment);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let stamp = utc_stamp(unix_now());
+    for n in 0..1000 {
+        let name = if n == 0 { format!("run-{stamp}") } else { format!("run-{stamp}-{n}") };
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("could not find a free run directory under {}", parent.display())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC (no `:` so the name is valid everywhere).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// What a finished (or cancelled) run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub summary: Option<RunSummary>,
+    pub summary_path: Option<PathBuf>,
+    pub trials: Vec<TrialResult>,
+    pub out_dir: PathBuf,
+}
+
+/// Runs an experiment (or one of its halves), writing results as each trial finishes.
+pub async fn run_experiment(ws: Arc<Workspace>, req: RunRequest, sink: EventSink, cancel: CancelToken) -> Result<RunOutcome> {
+    let outcome = run_inner(ws, &req, &sink, &cancel).await;
+    match &outcome {
+        Ok(o) => sink.emit(EngineEvent::RunDone { summary_path: o.summary_path.clone(), cancelled: cancel.is_cancelled() }),
+        Err(e) => sink.emit(EngineEvent::Failed { message: format!("{e:#}") }),
+    }
+    outcome
+}
+
+async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cancel: &CancelToken) -> Result<RunOutcome> {
+    let spec = ws.config.experiments.get(&req.experiment).cloned();
+    if req.step == RunStep::Verify {
+        let from = req.from.as_ref().ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
+        return verify_bundles(ws, req, from, sink, cancel).await;
+    }
+    let plans = plan_trials(&ws, req)?;
+    let spec = spec.expect("plan_trials checked the experiment exists");
+    let out_dir = match (&req.out, req.step) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        (None, _) => new_run_dir(&ws.data_dir, &req.experiment)?,
+    };
+    sink.log(LogLevel::Info, format!("{}: {} trial(s), results in {}", req.experiment, plans.len(), out_dir.display()));
+    let jobs = req.jobs.max(1);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut tasks = JoinSet::new();
+    for plan in plans.clone() {
+        let (ws, sink, cancel, out_dir, semaphore) = (ws.clone(), sink.clone(), cancel.clone(), out_dir.clone(), semaphore.clone());
+        let step = req.step;
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await?;
+            // Never two jobs on one GPU at once: a trial holds the locks of the GPUs it uses.
+            let mut gpus: Vec<DeviceKind> = std::iter::once(&plan.inference).chain(&plan.verifiers).filter(|r| r.device.is_gpu()).map(|r| r.device.kind).collect();
+            gpus.sort_by_key(|k| format!("{k:?}"));
+            gpus.dedup();
+            let locks: Vec<_> = gpus.iter().map(|k| ws.gpu_lock(*k)).collect();
+            let mut _guards = Vec::new();
+            for l in &locks {
+                _guards.push(l.clone().lock_owned().await);
+            }
+            if cancel.is_cancelled() {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            run_one_trial(ws, plan, step, &out_dir, sink, cancel).await.map(Some)
+        });
+    }
+    let mut trials = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.map_err(|e| anyhow!("trial task failed: {e}"))? {
+            Ok(Some(Some(t))) => trials.push(t),
+            Ok(_) => {}
+            Err(e) => {
+                sink.log(LogLevel::Error, format!("{e:#}"));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    trials.sort_by_key(|t| t.trial);
+    if req.step == RunStep::Infer {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        return Ok(RunOutcome { summary: None, summary_path: None, trials, out_dir });
+    }
+    // Whatever was computed is kept, even when a trial failed or the run was cancelled.
+    let summary = summarize(&req.experiment, &spec.description, &trials, spec.cutoff, spec.expected, !cancel.is_cancelled() && first_error.is_none());
+    let summary_path = out_dir.join("summary.json");
+    if let Some(s) = &summary {
+        std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
+    }
+    if let Some(e) = first_error {
+        return Err(e.context(format!("partial results kept in {}", out_dir.display())));
+    }
+    Ok(RunOutcome { summary_path: summary.as_ref().map(|_| summary_path), summary, trials, out_dir })
+}
+
+async fn run_one_trial(ws: Arc<Workspace>, plan: TrialPlan, step: RunStep, out_dir: &Path, sink: EventSink, cancel: CancelToken) -> Result<Option<TrialResult>> {
+    let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
+    let (manifest, states) = tokio::task::spawn_blocking(move || infer_trial(&ws2, &plan2, None, &sink2, &cancel2))
+        .await
+        .map_err(|e| anyhow!("inference task failed: {e}"))??;
+    if step == RunStep::Infer {
+        let dir = out_dir.join(trial_dir_name(plan.trial));
+        write_bundle(&dir, manifest, &states)?;
+        sink.log(LogLevel::Info, format!("trial {}: bundle written to {}", plan.trial, dir.display()));
+        return Ok(None);
+    }
+    let settings = VerifySettings { verifiers: plan.verifiers.clone(), policy: plan.policy.clone(), cutoff: plan.cutoff, expected: plan.expected, chunk: plan.chunk };
+    let result = verify_trial(ws, Arc::new(manifest), Arc::new(states), &settings, plan.prompt.clone(), sink.clone(), cancel.clone()).await?;
+    write_trial(out_dir, &result)?;
+    sink.emit(EngineEvent::TrialDone { trial: plan.trial, result: Box::new(result.clone()) });
+    Ok(Some(result))
+}
+
+pub fn trial_dir_name(trial: usize) -> String {
+    format!("trial_{trial:03}")
+}
+
+pub fn trial_file_name(trial: usize) -> String {
+    format!("trial_{trial:03}.json")
+}
+
+fn write_trial(out_dir: &Path, result: &TrialResult) -> Result<()> {
+    let path = out_dir.join(trial_file_name(result.trial));
+    std::fs::write(&path, serde_json::to_vec_pretty(result)?).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn verify_bundles(ws: Arc<Workspace>, req: &RunRequest, from: &Path, sink: &EventSink, cancel: &CancelToken) -> Result<RunOutcome> {
+    let spec = ws.config.experiments.get(&req.experiment).cloned().ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
+    let (_, verifiers) = resolve_roles(&spec, req)?;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
+        .with_context(|| format!("reading bundle directory {}", from.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name().to_string_lossy().starts_with("trial_"))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    ensure!(!dirs.is_empty(), "{}: no trial_* bundle directories", from.display());
+    let out_dir = match &req.out {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => new_run_dir(&ws.data_dir, &req.experiment)?,
+    };
+    let settings = VerifySettings { verifiers, policy: spec.policy.clone(), cutoff: spec.cutoff, expected: spec.expected, chunk: req.chunk.unwrap_or(DEFAULT_CHUNK) };
+    let mut trials = Vec::new();
+    for dir in dirs {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let bundle = read_bundle(&dir)?;
+        let ctx = bundle.manifest.context.clone();
+        if let Some(c) = &ctx {
+            ensure!(c.experiment == req.experiment, "{}: bundle belongs to experiment {}, not {}", dir.display(), c.experiment, req.experiment);
+        }
+        let prompt = PromptInfo {
+            category: ctx.as_ref().map_or_else(String::new, |c| c.prompt_category.clone()),
+            id: ctx.as_ref().map_or_else(String::new, |c| c.prompt_id.clone()),
+            text: bundle.manifest.prompt_text.clone(),
+        };
+        let trial = ctx.as_ref().map_or(0, |c| c.trial);
+        let result = verify_trial(ws.clone(), Arc::new(bundle.manifest), Arc::new(bundle.states), &settings, prompt, sink.clone(), cancel.clone()).await?;
+        write_trial(&out_dir, &result)?;
+        sink.emit(EngineEvent::TrialDone { trial, result: Box::new(result.clone()) });
+        trials.push(result);
+    }
+    let summary = summarize(&req.experiment, &spec.description, &trials, spec.cutoff, spec.expected, !cancel.is_cancelled());
+    let summary_path = out_dir.join("summary.json");
+    if let Some(s) = &summary {
+        std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
+    }
+    Ok(RunOutcome { summary_path: summary.as_ref().map(|_| summary_path), summary, trials, out_dir })
+}
+
+/// The run summary over the trials that finished.
+pub fn summarize(experiment: &str, description: &str, trials: &[TrialResult], cutoff: f64, expected: TrialVerdict, complete: bool) -> Option<RunSummary> {
+    let first = trials.first()?;
+    let n = trials.len() as f64;
+    let overheads: Vec<f64> = trials.iter().flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage)).collect();
+    let passes = trials.iter().filter(|t| t.summary.final_verdict == TrialVerdict::Pass).count() as f64;
+    Some(RunSummary {
+        format_version: RESULT_FORMAT_VERSION,
+        experiment: experiment.to_string(),
+        description: description.to_string(),
+        started_at: first.started_at,
+        pairing: first.pairing.clone(),
+        inference: first.inference.role.clone(),
+        verifiers: first.verifiers.iter().map(|v| v.role.clone()).collect(),
+        cutoff,
+        expected_verdict: expected,
+        trials: trials.len(),
+        trial_files: trials.iter().map(|t| trial_file_name(t.trial)).collect(),
+        aggregate: Aggregate {
+            avg_accept_rate: trials.iter().map(|t| t.summary.avg_accept_rate).sum::<f64>() / n,
+            avg_overhead_percentage: overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
+            pass_rate: passes / n,
+            detection_rate: (expected == TrialVerdict::Reject).then_some(1.0 - passes / n),
+            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64 / n,
+        },
+        complete,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps_have_no_colons() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_795_700_000), "20261126-104320");
+    }
+}
