@@ -1,0 +1,372 @@
+//! The console's whole state and how engine events change it (keys: `keys.rs`). Nothing here
+//! touches the backend: requests that need it come back as an [`Action`] for the event loop to
+//! carry out, which keeps every transition testable without models, files or a terminal.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::engine::events::{EngineEvent, LogLevel};
+use crate::experiment::results::TrialResult;
+
+use super::heatmap::HeatMetric;
+use super::picker::PickerState;
+use super::results::results_entries;
+use super::trial_view::{RunState, RunStatus, TrialView};
+use super::{Backend, CancelToken, ExperimentChoice, PastRun};
+
+/// What the rest of the program must do after a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    None,
+    Quit,
+    StartRun(ExperimentChoice),
+    RefreshPastRuns,
+    /// Read a saved trial into slot `slot` of the run being reviewed.
+    LoadTrial {
+        slot: usize,
+        path: PathBuf,
+    },
+    Export(ExportRequest),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportRequest {
+    /// Trials already in memory.
+    Trials(Vec<TrialResult>),
+    /// Saved trials to load first.
+    Files(Vec<PathBuf>),
+}
+
+/// The choices the picker offers, read once from the backend.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    pub experiments: Vec<ExperimentChoice>,
+    pub models: Vec<String>,
+    pub devices: Vec<String>,
+    pub precisions: Vec<String>,
+}
+
+impl Catalog {
+    pub fn from_backend(backend: &dyn Backend) -> Catalog {
+        Catalog {
+            experiments: backend.experiments(),
+            models: backend.models(),
+            devices: backend.devices(),
+            precisions: backend.precisions(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Picker,
+    Run,
+    Results,
+}
+
+/// A question waiting for y/n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    QuitDuringRun,
+    CancelRun,
+}
+
+/// Panes of the run view, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPane {
+    Text,
+    Verifiers,
+    Heatmap,
+    Log,
+}
+
+impl RunPane {
+    const ORDER: [RunPane; 4] = [
+        RunPane::Text,
+        RunPane::Verifiers,
+        RunPane::Heatmap,
+        RunPane::Log,
+    ];
+
+    pub(super) fn step(self, delta: isize) -> RunPane {
+        let index = RunPane::ORDER
+            .iter()
+            .position(|pane| *pane == self)
+            .unwrap_or(0);
+        let count = RunPane::ORDER.len() as isize;
+        RunPane::ORDER[(index as isize + delta).rem_euclid(count) as usize]
+    }
+}
+
+/// Which run the run view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewing {
+    Session(usize),
+    /// The past run in [`App::review`].
+    Past,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// The newest log lines; old ones fall off so a chatty engine cannot grow memory without bound.
+#[derive(Debug, Clone, Default)]
+pub struct LogBuffer {
+    lines: VecDeque<LogLine>,
+}
+
+impl LogBuffer {
+    pub const CAPACITY: usize = 5000;
+
+    /// Adds a message; one with several lines becomes several log lines.
+    pub fn push(&mut self, level: LogLevel, text: impl Into<String>) {
+        for line in text.into().lines() {
+            if self.lines.len() == Self::CAPACITY {
+                self.lines.pop_front();
+            }
+            let text = line.to_string();
+            self.lines.push_back(LogLine { level, text });
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&LogLine> {
+        self.lines.get(index)
+    }
+}
+
+pub struct App {
+    pub catalog: Catalog,
+    pub screen: Screen,
+    pub show_help: bool,
+    pub confirm: Option<Confirm>,
+    pub picker: PickerState,
+    /// Runs started in this session, oldest first.
+    pub session_runs: Vec<RunState>,
+    /// Index in `session_runs` of the run receiving engine events.
+    pub live_run: Option<usize>,
+    pub past_runs: Vec<PastRun>,
+    /// A past run opened from the results view.
+    pub review: Option<RunState>,
+    pub viewing: Viewing,
+    pub results_selected: usize,
+    pub run_pane: RunPane,
+    pub metric: HeatMetric,
+    pub selected_verifier: usize,
+    pub log: LogBuffer,
+    /// Lines scrolled back from the newest (0 follows the tail).
+    pub log_scroll: usize,
+    pub text_scroll: usize,
+}
+
+impl App {
+    pub fn new(catalog: Catalog) -> App {
+        App {
+            picker: PickerState::new(catalog.experiments.clone()),
+            catalog,
+            screen: Screen::Picker,
+            show_help: false,
+            confirm: None,
+            session_runs: Vec::new(),
+            live_run: None,
+            past_runs: Vec::new(),
+            review: None,
+            viewing: Viewing::Session(0),
+            results_selected: 0,
+            run_pane: RunPane::Heatmap,
+            metric: HeatMetric::default(),
+            selected_verifier: 0,
+            log: LogBuffer::default(),
+            log_scroll: 0,
+            text_scroll: 0,
+        }
+    }
+
+    /// The run the run view shows, if any.
+    pub fn shown_run(&self) -> Option<&RunState> {
+        match self.viewing {
+            Viewing::Session(index) => self.session_runs.get(index),
+            Viewing::Past => self.review.as_ref(),
+        }
+    }
+
+    pub(super) fn shown_run_mut(&mut self) -> Option<&mut RunState> {
+        match self.viewing {
+            Viewing::Session(index) => self.session_runs.get_mut(index),
+            Viewing::Past => self.review.as_mut(),
+        }
+    }
+
+    pub fn live(&self) -> Option<&RunState> {
+        self.live_run.and_then(|index| self.session_runs.get(index))
+    }
+
+    pub fn log_line(&mut self, level: LogLevel, text: impl Into<String>) {
+        self.log.push(level, text);
+    }
+
+    /// Shows a run that the backend has just been asked to start.
+    pub fn begin_run(&mut self, choice: ExperimentChoice, cancel: CancelToken) {
+        self.log_line(LogLevel::Info, format!("starting {}", choice.name));
+        let mut run = RunState::live(choice, cancel);
+        run.started_unix = Some(unix_now());
+        self.session_runs.push(run);
+        let index = self.session_runs.len() - 1;
+        self.live_run = Some(index);
+        self.open_run_view(Viewing::Session(index));
+    }
+
+    /// The backend refused to start the run it was just given.
+    pub fn run_start_failed(&mut self, error: &anyhow::Error) {
+        self.handle_event(EngineEvent::Failed {
+            message: format!("could not start: {error:#}"),
+        });
+    }
+
+    pub fn set_past_runs(&mut self, runs: Vec<PastRun>) {
+        self.past_runs = runs;
+        let count = results_entries(self).len();
+        self.results_selected = self.results_selected.min(count.saturating_sub(1));
+    }
+
+    /// A saved trial arrived (or failed to) for slot `slot` of the reviewed run.
+    pub fn trial_loaded(&mut self, slot: usize, loaded: anyhow::Result<TrialResult>) {
+        match loaded {
+            Ok(result) => {
+                if let Some(run) = self.review.as_mut() {
+                    if let Some(view) = run.trials.get_mut(slot) {
+                        *view = TrialView::from_result(result);
+                    }
+                }
+            }
+            Err(error) => self.log_line(LogLevel::Error, format!("cannot load trial: {error:#}")),
+        }
+    }
+
+    pub(super) fn open_run_view(&mut self, viewing: Viewing) {
+        self.viewing = viewing;
+        self.screen = Screen::Run;
+        self.selected_verifier = 0;
+        self.text_scroll = 0;
+        self.log_scroll = 0;
+    }
+
+    /// Applies one engine event to the live run (log lines go to the log whatever happens).
+    pub fn handle_event(&mut self, event: EngineEvent) {
+        if let EngineEvent::Log { level, message } = event {
+            self.log_line(level, message);
+            return;
+        }
+        let Some(run) = self
+            .live_run
+            .and_then(|index| self.session_runs.get_mut(index))
+        else {
+            return;
+        };
+        match event {
+            EngineEvent::Log { .. } => {}
+            EngineEvent::TrialStarted {
+                trial,
+                prompt_category,
+                prompt_tokens,
+                max_new_tokens,
+                sampled_layers,
+                verifiers,
+            } => {
+                run.trial_mut(trial).start(
+                    prompt_category,
+                    prompt_tokens,
+                    max_new_tokens,
+                    sampled_layers,
+                    verifiers,
+                );
+                if run.follow_latest {
+                    let started = run.trials.iter().rposition(|view| view.trial == trial);
+                    run.selected_trial = started.unwrap_or(0);
+                }
+            }
+            EngineEvent::Token {
+                trial,
+                index,
+                text,
+                step_ms,
+                ..
+            } => run.trial_mut(trial).push_token(index, &text, step_ms),
+            EngineEvent::InferenceDone {
+                trial,
+                tokens,
+                time_s,
+            } => run.trial_mut(trial).inference_done(tokens, time_s),
+            EngineEvent::VerifierStarted { trial, verifier } => {
+                run.trial_mut(trial).verifier_mut(verifier).started = true
+            }
+            EngineEvent::Check {
+                trial,
+                verifier,
+                position,
+                layer,
+                accept,
+                metrics,
+            } => run
+                .trial_mut(trial)
+                .record_check(verifier, position, layer, accept, &metrics),
+            EngineEvent::VerifierDone {
+                trial,
+                verifier,
+                accept_rate,
+                verdict,
+                overhead_percentage,
+            } => {
+                run.trial_mut(trial).verifier_mut(verifier).outcome =
+                    Some(super::trial_view::VerifierOutcome {
+                        accept_rate,
+                        verdict,
+                        overhead_percentage,
+                    })
+            }
+            EngineEvent::TrialDone { trial, result } => run.trial_mut(trial).finish(result),
+            EngineEvent::RunDone {
+                summary_path,
+                cancelled,
+            } => {
+                run.summary_path = summary_path.clone();
+                run.end(if cancelled {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Finished
+                });
+                let word = if cancelled {
+                    "cancelled; partial results kept"
+                } else {
+                    "finished"
+                };
+                let place = summary_path.map(|path| format!(" ({})", path.display()));
+                let message = format!("run {word}{}", place.unwrap_or_default());
+                self.live_run = None;
+                self.log_line(LogLevel::Info, message);
+            }
+            EngineEvent::Failed { message } => {
+                run.end(RunStatus::Failed(message.clone()));
+                self.live_run = None;
+                self.log_line(LogLevel::Error, format!("run failed: {message}"));
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

@@ -1,0 +1,188 @@
+//! Top-level drawing: picks the screen, then overlays help and questions. Also the small pieces
+//! every view shares (footer, focus borders, verdict colours, time formats).
+
+use std::time::Duration;
+
+use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, Confirm, Screen};
+use super::{help, picker, results, run_view};
+
+/// Below this size the layout cannot show its panes; a message says so instead.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        render_too_small(frame, area);
+        return;
+    }
+    match app.screen {
+        Screen::Picker => picker::render(frame, area, app),
+        Screen::Run => run_view::render(frame, area, app),
+        Screen::Results => results::render(frame, area, app),
+    }
+    if app.show_help {
+        help::render(frame, area);
+    }
+    if let Some(question) = app.confirm {
+        render_confirm(frame, area, app, question);
+    }
+}
+
+fn render_too_small(frame: &mut Frame, area: Rect) {
+    let text = vec![
+        Line::styled(
+            "Terminal too small",
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Line::from(format!(
+            "need at least {MIN_WIDTH}×{MIN_HEIGHT}, now {}×{}",
+            area.width, area.height
+        )),
+        Line::from("enlarge the window, or press q to quit"),
+    ];
+    let [middle] = Layout::vertical([Constraint::Length(3)])
+        .flex(Flex::Center)
+        .areas(area);
+    let paragraph = Paragraph::new(text)
+        .alignment(Alignment::Center)
+        .wrap(Wrap { trim: true });
+    frame.render_widget(paragraph, if area.height >= 3 { middle } else { area });
+}
+
+fn render_confirm(frame: &mut Frame, area: Rect, app: &App, question: Confirm) {
+    let name = app
+        .live()
+        .map_or("the experiment", |run| run.choice.name.as_str());
+    let text = match question {
+        Confirm::QuitDuringRun => format!("{name} is running. Cancel it and quit?"),
+        Confirm::CancelRun => format!("Cancel {name}? What was computed is kept."),
+    };
+    let popup = centered(area, 56, 5);
+    let block = Block::bordered()
+        .border_type(BorderType::Double)
+        .border_style(Style::default().fg(Color::Yellow))
+        .title(" Confirm ");
+    let lines = vec![
+        Line::from(text),
+        Line::from(vec![
+            Span::styled(
+                "y",
+                Style::default()
+                    .fg(Color::Green)
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(" yes    "),
+            Span::styled(
+                "n",
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(" no"),
+        ]),
+    ];
+    frame.render_widget(Clear, popup);
+    let paragraph = Paragraph::new(lines).block(block).wrap(Wrap { trim: true });
+    frame.render_widget(paragraph.alignment(Alignment::Center), popup);
+}
+
+/// A `width`×`height` rectangle in the middle of `area` (shrunk to fit).
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
+    cell
+}
+
+/// One line of `key description` hints.
+pub fn render_footer(frame: &mut Frame, area: Rect, hints: &[(&str, &str)]) {
+    let key = Style::default().fg(Color::Black).bg(Color::Gray);
+    let mut spans = Vec::new();
+    for (keys, what) in hints {
+        spans.push(Span::styled(format!(" {keys} "), key));
+        spans.push(Span::raw(format!(" {what}  ")));
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+/// A bordered pane whose border lights up when it has the keyboard.
+pub fn focus_block(title: &str, focused: bool) -> Block<'static> {
+    let (style, border) = if focused {
+        (Style::default().fg(Color::Cyan), BorderType::Thick)
+    } else {
+        (Style::default().fg(Color::DarkGray), BorderType::Plain)
+    };
+    Block::bordered()
+        .border_type(border)
+        .border_style(style)
+        .title(Span::styled(
+            format!(" {title} "),
+            Style::default().add_modifier(Modifier::BOLD),
+        ))
+}
+
+/// PASS is green; FAIL and REJECT are red; anything else (pending) is plain.
+pub fn verdict_style(verdict: &str) -> Style {
+    match verdict {
+        "PASS" => Style::default()
+            .fg(Color::Green)
+            .add_modifier(Modifier::BOLD),
+        "FAIL" | "REJECT" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        _ => Style::default(),
+    }
+}
+
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` UTC (civil-from-days, no date crate needed).
+pub fn format_unix(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let minutes_of_day = seconds % 86_400 / 60;
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        minutes_of_day / 60,
+        minutes_of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations_read_right() {
+        assert_eq!(format_unix(0), "1970-01-01 00:00");
+        assert_eq!(format_unix(1_709_210_096), "2024-02-29 12:34");
+        assert_eq!(format_duration(Duration::from_secs(3_725)), "01:02:05");
+    }
+}

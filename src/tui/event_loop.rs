@@ -1,0 +1,326 @@
+//! The terminal session: raw mode and alternate screen behind a guard that restores them on every
+//! exit path, an input thread, and a loop that drains all engine events each frame before drawing
+//! at most ~30 times a second (a flood of events never stalls the screen).
+
+use std::io::{self, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use crossterm::cursor::{Hide, Show};
+use crossterm::event::{self, Event, KeyCode, KeyModifiers};
+use crossterm::execute;
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::engine::events::{EngineEvent, LogLevel};
+
+use super::app::{Action, App, Catalog, ExportRequest};
+use super::{draw, Backend, CancelToken};
+
+/// ~30 frames per second.
+const FRAME: Duration = Duration::from_millis(33);
+/// Longest a frame spends applying events: an engine producing faster than the UI can apply must
+/// not keep the screen from being drawn; what is left waits for the next frame.
+const DRAIN_BUDGET: Duration = Duration::from_millis(25);
+/// After quitting with a run going, how long to wait for the engines to save partial results.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+
+/// True while raw mode / the alternate screen are on, so restoring happens exactly once.
+static TERMINAL_ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Set by the panic hook: the loop then stops instead of drawing over a restored terminal.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+static PANIC_HOOK: Once = Once::new();
+
+fn restore_terminal() {
+    if TERMINAL_ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
+    }
+}
+
+/// Owns the terminal modes; dropping it (normal return, `?`, unwinding) puts the terminal back.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> io::Result<TerminalGuard> {
+        PANIC_HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                PANICKED.store(true, Ordering::SeqCst);
+                // Restore first, or the panic message lands in the alternate screen and is lost.
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        PANICKED.store(false, Ordering::SeqCst);
+        enable_raw_mode()?;
+        TERMINAL_ACTIVE.store(true, Ordering::SeqCst);
+        let guard = TerminalGuard;
+        execute!(io::stdout(), EnterAlternateScreen, Hide)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Whether the loop goes on after an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// Carries out what a key asked for. Engine events, and notes from background exports, come back
+/// on `events`.
+pub fn perform(
+    app: &mut App,
+    backend: &Arc<dyn Backend>,
+    action: Action,
+    events: &UnboundedSender<EngineEvent>,
+) -> Flow {
+    match action {
+        Action::None => {}
+        Action::Quit => return Flow::Quit,
+        Action::StartRun(choice) => {
+            let cancel = CancelToken::new();
+            app.begin_run(choice.clone(), cancel.clone());
+            if let Err(error) = backend.start(choice, events.clone(), cancel) {
+                app.run_start_failed(&error);
+            }
+        }
+        Action::RefreshPastRuns => app.set_past_runs(backend.past_runs()),
+        Action::LoadTrial { slot, path } => app.trial_loaded(slot, backend.load_trial(&path)),
+        Action::Export(request) => {
+            app.log_line(LogLevel::Info, "exporting PNGs…");
+            let backend = Arc::clone(backend);
+            let events = events.clone();
+            let job = move || export(backend.as_ref(), request, &events);
+            // Plotting takes a while: keep it off the drawing thread when there is a runtime.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(job)),
+                Err(_) => job(),
+            }
+        }
+    }
+    Flow::Continue
+}
+
+/// Writes the PNGs and reports each written path (or error) as a log line.
+fn export(backend: &dyn Backend, request: ExportRequest, events: &UnboundedSender<EngineEvent>) {
+    let log = |level, message: String| {
+        let _ = events.send(EngineEvent::Log { level, message });
+    };
+    let trials: Vec<anyhow::Result<_>> = match request {
+        ExportRequest::Trials(trials) => trials.into_iter().map(Ok).collect(),
+        ExportRequest::Files(paths) => paths.iter().map(|path| backend.load_trial(path)).collect(),
+    };
+    for trial in trials {
+        let written = trial.and_then(|trial| {
+            let paths = backend.export_pngs(&trial)?;
+            Ok((trial.experiment, trial.trial, paths))
+        });
+        match written {
+            Ok((experiment, trial, paths)) => {
+                log(
+                    LogLevel::Info,
+                    format!("exported {experiment} trial {trial}: {} PNGs", paths.len()),
+                );
+                for path in paths {
+                    log(LogLevel::Info, format!("  wrote {}", path.display()));
+                }
+            }
+            Err(error) => log(LogLevel::Error, format!("export failed: {error:#}")),
+        }
+    }
+}
+
+/// Reads terminal input on its own thread (crossterm's reads block). Dropping it stops and joins
+/// the thread on every exit path, so no key is swallowed after the console is gone.
+struct InputReader {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InputReader {
+    fn spawn(input: UnboundedSender<io::Result<Event>>) -> io::Result<InputReader> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("tui-input".into())
+            .spawn(move || {
+                while !stop_seen.load(Ordering::SeqCst) {
+                    match event::poll(Duration::from_millis(50)) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            let read = event::read();
+                            let failed = read.is_err();
+                            if input.send(read).is_err() || failed {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = input.send(Err(error));
+                            break;
+                        }
+                    }
+                }
+            })?;
+        Ok(InputReader {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for InputReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // Returns within one poll interval (50 ms).
+            let _ = thread.join();
+        }
+    }
+}
+
+/// SIGTERM and SIGHUP end the session like a quit (the guard restores the terminal).
+struct Termination {
+    #[cfg(unix)]
+    signals: (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+}
+
+impl Termination {
+    fn new() -> io::Result<Termination> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Termination {
+                signals: (
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ),
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Termination {})
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.signals.0.recv() => {}
+            _ = self.signals.1.recv() => {}
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    }
+}
+
+/// Runs the console until the person quits, a signal arrives, or something fails. The terminal
+/// is restored in every case, and a run still going is cancelled.
+pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<()> {
+    let mut app = App::new(Catalog::from_backend(backend.as_ref()));
+    app.set_past_runs(backend.past_runs());
+    let mut termination = Termination::new()?;
+    let guard = TerminalGuard::enter()?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    let (input_tx, mut input_rx) = unbounded_channel();
+    let reader = InputReader::spawn(input_tx)?;
+
+    let outcome = drive(
+        &mut terminal,
+        &mut app,
+        &backend,
+        &mut input_rx,
+        &mut termination,
+    )
+    .await;
+
+    // Whatever ended the loop, nobody watches the engines any more.
+    app.cancel_live_run();
+    drop(reader);
+    drop(terminal);
+    drop(guard);
+    outcome
+}
+
+/// Applies every waiting engine event (within [`DRAIN_BUDGET`]); true if there was any.
+pub fn drain_events(app: &mut App, events: &mut UnboundedReceiver<EngineEvent>) -> bool {
+    let deadline = Instant::now() + DRAIN_BUDGET;
+    let mut applied = 0usize;
+    while let Ok(event) = events.try_recv() {
+        app.handle_event(event);
+        applied += 1;
+        if applied.is_multiple_of(1024) && Instant::now() >= deadline {
+            break;
+        }
+    }
+    applied > 0
+}
+
+async fn drive(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    app: &mut App,
+    backend: &Arc<dyn Backend>,
+    input: &mut UnboundedReceiver<io::Result<Event>>,
+    termination: &mut Termination,
+) -> anyhow::Result<()> {
+    let (engine_tx, mut engine_rx) = unbounded_channel();
+    let mut ticker = tokio::time::interval(FRAME);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    let mut quit_deadline: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                dirty |= drain_events(app, &mut engine_rx);
+                if PANICKED.load(Ordering::SeqCst) {
+                    anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
+                }
+                if dirty || app.live().is_some() {
+                    terminal.draw(|frame| draw(frame, app))?;
+                    dirty = false;
+                }
+                if quit_deadline.is_some_and(|deadline| app.live().is_none() || Instant::now() >= deadline) {
+                    return Ok(());
+                }
+            }
+            read = input.recv() => {
+                dirty = true;
+                match read {
+                    Some(Ok(Event::Key(key))) => {
+                        let insists = matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
+                            || (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c'));
+                        if quit_deadline.is_some() {
+                            if insists {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        let action = app.handle_key(key);
+                        if perform(app, backend, action, &engine_tx) == Flow::Quit {
+                            if app.live().is_none() {
+                                return Ok(());
+                            }
+                            app.cancel_live_run();
+                            app.log_line(LogLevel::Warn, "waiting for the engines to save partial results (q to leave now)…");
+                            quit_deadline = Some(Instant::now() + QUIT_GRACE);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error.into()),
+                    None => anyhow::bail!("the terminal input reader stopped"),
+                }
+            }
+            _ = termination.wait() => return Ok(()),
+        }
+    }
+}

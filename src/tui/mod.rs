@@ -1,0 +1,107 @@
+//! The terminal lab console. It only draws state and turns keys into requests: everything that
+//! touches models, files or plots goes through [`Backend`], so the UI can be tested with a fake
+//! backend and fed with synthetic engine events.
+
+pub mod app;
+mod bench;
+mod draw;
+pub mod event_loop;
+pub mod heatmap;
+mod help;
+mod keys;
+mod picker;
+mod results;
+mod run_view;
+pub mod trial_view;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_keys;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::events::EngineEvent;
+use crate::experiment::results::{RunSummary, TrialResult, TrialVerdict};
+
+pub use crate::engine::events::CancelToken;
+pub use app::{Action, App, Catalog, ExportRequest, Screen};
+pub use bench::render_benchmark;
+pub use draw::{draw, MIN_HEIGHT, MIN_WIDTH};
+pub use event_loop::{drain_events, perform, run_tui};
+pub use heatmap::HeatMetric;
+
+/// Who runs one role of an experiment: the model, its weight precision and the device profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChoice {
+    pub model: String,
+    /// `full`, `q4_0`, … as listed by [`Backend::precisions`].
+    pub precision: String,
+    /// Device profile such as `cpu`, `cpu:bf16`, `cuda:0:f16`.
+    pub device: String,
+}
+
+/// One experiment as configured, possibly edited in the picker before it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentChoice {
+    pub name: String,
+    pub description: String,
+    pub inference: RoleChoice,
+    pub verifiers: Vec<RoleChoice>,
+    /// Minimum accept rate for a verifier to PASS, as a fraction (0.95); values above 1 are read
+    /// as percentages.
+    pub cutoff: f64,
+    /// What an honest setup should give (PASS) or what catching a cheat gives (REJECT).
+    pub expected: TrialVerdict,
+    pub trials: usize,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    pub prompt_category: String,
+}
+
+/// A run found in the data directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastRun {
+    /// The run summary file; its `trial_files` are relative to this file's directory.
+    pub summary_path: PathBuf,
+    pub summary: RunSummary,
+}
+
+impl PastRun {
+    /// Where each trial result of this run lies on disk.
+    pub fn trial_paths(&self) -> Vec<PathBuf> {
+        let dir = self.summary_path.parent().unwrap_or(Path::new("."));
+        self.summary
+            .trial_files
+            .iter()
+            .map(|file| dir.join(file))
+            .collect()
+    }
+}
+
+/// What the TUI needs from the rest of the program.
+pub trait Backend: Send + Sync + 'static {
+    /// Experiments from the configuration, in display order.
+    fn experiments(&self) -> Vec<ExperimentChoice>;
+    fn models(&self) -> Vec<String>;
+    /// Device profiles, e.g. `cpu`, `cpu:bf16`, `cuda:0:f16`.
+    fn devices(&self) -> Vec<String>;
+    /// Weight precisions, e.g. `full`, `q4_0`.
+    fn precisions(&self) -> Vec<String>;
+    /// Starts a run on background tasks; its events arrive on `events`. Cancelled via `cancel`;
+    /// a cancelled run still ends with [`EngineEvent::RunDone`] so its partial results are kept.
+    fn start(
+        &self,
+        choice: ExperimentChoice,
+        events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
+        cancel: CancelToken,
+    ) -> anyhow::Result<()>;
+    /// Runs found in the data directory.
+    fn past_runs(&self) -> Vec<PastRun>;
+    fn load_trial(&self, path: &Path) -> anyhow::Result<TrialResult>;
+    /// Writes PNGs for a trial and returns their paths. May take a while: the UI calls it off
+    /// the drawing thread.
+    fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>>;
+}

@@ -1,0 +1,349 @@
+//! Experiment picker: the configured experiments, and their settings edited before a start.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, Catalog};
+use super::draw::{focus_block, render_footer, verdict_style};
+use super::run_view::verdict_word;
+use super::{ExperimentChoice, RoleChoice};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickerFocus {
+    List,
+    Fields,
+}
+
+/// One editable setting of the selected experiment. Roles count from 0 = inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Model(usize),
+    Precision(usize),
+    Device(usize),
+    Trials,
+    MaxNewTokens,
+    Seed,
+}
+
+/// The picker's cursor and the (possibly edited) experiments.
+#[derive(Debug, Clone)]
+pub struct PickerState {
+    pub choices: Vec<ExperimentChoice>,
+    pub selected: usize,
+    pub focus: PickerFocus,
+    /// Index into [`fields`] of the selected experiment.
+    pub field: usize,
+}
+
+/// The settings of `choice` in the order the cursor visits them.
+pub fn fields(choice: &ExperimentChoice) -> Vec<Field> {
+    let roles = 1 + choice.verifiers.len();
+    let role_fields =
+        (0..roles).flat_map(|r| [Field::Model(r), Field::Precision(r), Field::Device(r)]);
+    role_fields
+        .chain([Field::Trials, Field::MaxNewTokens, Field::Seed])
+        .collect()
+}
+
+fn role_mut(choice: &mut ExperimentChoice, role: usize) -> Option<&mut RoleChoice> {
+    match role {
+        0 => Some(&mut choice.inference),
+        n => choice.verifiers.get_mut(n - 1),
+    }
+}
+
+/// The option `delta` steps away from `current` in `options` (wrapping).
+fn cycle(options: &[String], current: &str, delta: isize) -> Option<String> {
+    if options.is_empty() {
+        return None;
+    }
+    let count = options.len() as isize;
+    let next = match options.iter().position(|option| option == current) {
+        Some(index) => (index as isize + delta).rem_euclid(count),
+        None if delta > 0 => 0,
+        None => count - 1,
+    };
+    Some(options[next as usize].clone())
+}
+
+/// Numbers typed into a field stop here, so a held key cannot overflow.
+const MAX_TYPED: u64 = 10_000_000;
+
+impl PickerState {
+    pub fn new(choices: Vec<ExperimentChoice>) -> PickerState {
+        PickerState {
+            choices,
+            selected: 0,
+            focus: PickerFocus::List,
+            field: 0,
+        }
+    }
+
+    pub fn current(&self) -> Option<&ExperimentChoice> {
+        self.choices.get(self.selected)
+    }
+
+    pub fn current_field(&self) -> Option<Field> {
+        self.current()
+            .and_then(|choice| fields(choice).get(self.field).copied())
+    }
+
+    pub fn toggle_focus(&mut self) {
+        self.focus = match self.focus {
+            PickerFocus::List => PickerFocus::Fields,
+            PickerFocus::Fields => PickerFocus::List,
+        };
+    }
+
+    /// Up/down: the experiment in the list, or the setting in the fields.
+    pub fn move_cursor(&mut self, delta: isize) {
+        let (value, count) = match self.focus {
+            PickerFocus::List => (&mut self.selected, self.choices.len()),
+            PickerFocus::Fields => {
+                let count = self.current().map_or(0, |choice| fields(choice).len());
+                (&mut self.field, count)
+            }
+        };
+        *value = value
+            .saturating_add_signed(delta)
+            .min(count.saturating_sub(1));
+        if self.focus == PickerFocus::List {
+            self.field = 0;
+        }
+    }
+
+    /// Left/right: the previous/next option, or a smaller/larger number.
+    pub fn change_field(&mut self, delta: isize, catalog: &Catalog) {
+        if self.focus != PickerFocus::Fields {
+            return;
+        }
+        let Some(field) = self.current_field() else {
+            return;
+        };
+        let Some(choice) = self.choices.get_mut(self.selected) else {
+            return;
+        };
+        match field {
+            Field::Model(role) | Field::Precision(role) | Field::Device(role) => {
+                let Some(role) = role_mut(choice, role) else {
+                    return;
+                };
+                let (options, value) = match field {
+                    Field::Model(_) => (&catalog.models, &mut role.model),
+                    Field::Precision(_) => (&catalog.precisions, &mut role.precision),
+                    _ => (&catalog.devices, &mut role.device),
+                };
+                if let Some(next) = cycle(options, value, delta) {
+                    *value = next;
+                }
+            }
+            Field::Trials => choice.trials = choice.trials.saturating_add_signed(delta).max(1),
+            Field::MaxNewTokens => {
+                choice.max_new_tokens = choice
+                    .max_new_tokens
+                    .saturating_add_signed(delta * 16)
+                    .max(1)
+            }
+            Field::Seed => choice.seed = choice.seed.saturating_add_signed(delta as i64),
+        }
+    }
+
+    /// Digits typed on a number field append to it.
+    pub fn type_digit(&mut self, digit: u8) {
+        self.edit_number(|value| (value * 10 + u64::from(digit)).min(MAX_TYPED));
+    }
+
+    pub fn erase_digit(&mut self) {
+        self.edit_number(|value| value / 10);
+    }
+
+    fn edit_number(&mut self, edit: impl Fn(u64) -> u64) {
+        if self.focus != PickerFocus::Fields {
+            return;
+        }
+        let Some(field) = self.current_field() else {
+            return;
+        };
+        let Some(choice) = self.choices.get_mut(self.selected) else {
+            return;
+        };
+        match field {
+            Field::Trials => choice.trials = edit(choice.trials as u64) as usize,
+            Field::MaxNewTokens => {
+                choice.max_new_tokens = edit(choice.max_new_tokens as u64) as usize
+            }
+            Field::Seed => choice.seed = edit(choice.seed),
+            _ => {}
+        }
+    }
+}
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let [title, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_title(frame, title, app);
+    let [list, details] =
+        Layout::horizontal([Constraint::Length(30), Constraint::Min(0)]).areas(body);
+    render_list(frame, list, app);
+    render_details(frame, details, app);
+    render_footer(
+        frame,
+        footer,
+        &[
+            ("↑↓", "choose"),
+            ("Tab", "list/fields"),
+            ("←→", "change"),
+            ("0-9", "type"),
+            ("Enter", "start"),
+            ("r", "results"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+    );
+}
+
+fn render_title(frame: &mut Frame, area: Rect, app: &App) {
+    let mut spans = vec![Span::styled(
+        "VeriLLM lab · pick an experiment",
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    if let Some(run) = app.live() {
+        spans.push(Span::styled(
+            format!("   ● running: {} (g to watch)", run.choice.name),
+            Style::default().fg(Color::Yellow),
+        ));
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn render_list(frame: &mut Frame, area: Rect, app: &App) {
+    let picker = &app.picker;
+    let items: Vec<ListItem> = picker
+        .choices
+        .iter()
+        .map(|choice| {
+            let expected = verdict_word(choice.expected);
+            let trials = if choice.trials == 1 {
+                "trial"
+            } else {
+                "trials"
+            };
+            ListItem::new(vec![
+                Line::styled(
+                    choice.name.clone(),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Line::from(vec![
+                    Span::raw("  expect "),
+                    Span::styled(expected, verdict_style(expected)),
+                    Span::raw(format!(" · {} {trials}", choice.trials)),
+                ]),
+            ])
+        })
+        .collect();
+    let block = focus_block("Experiments", picker.focus == PickerFocus::List);
+    let list = List::new(items)
+        .block(block)
+        .highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
+    let mut state = ListState::default().with_selected(Some(picker.selected));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+fn render_details(frame: &mut Frame, area: Rect, app: &App) {
+    let picker = &app.picker;
+    let editing = picker.focus == PickerFocus::Fields;
+    let block = focus_block("Settings (Tab to edit, Enter to start)", editing);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(choice) = picker.current() else {
+        frame.render_widget(Paragraph::new("No experiments configured."), inner);
+        return;
+    };
+    let [description, settings] =
+        Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(inner);
+    let text = format!("{}: {}", choice.name, choice.description);
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), description);
+
+    let selected = if editing {
+        picker.current_field()
+    } else {
+        None
+    };
+    let cell = |text: String, width: usize, field: Field| {
+        let style = if selected == Some(field) {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        };
+        Span::styled(format!("{text:<width$}"), style)
+    };
+    let header = Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
+    let expected = verdict_word(choice.expected);
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw(format!(
+                "prompt: {}   cutoff: {:.1}%   expected: ",
+                choice.prompt_category,
+                cutoff_percent(choice.cutoff)
+            )),
+            Span::styled(expected, verdict_style(expected)),
+        ]),
+        Line::default(),
+        Line::styled(
+            format!(
+                "{:<12}{:<24}{:<11}{}",
+                "Role", "Model", "Precision", "Device"
+            ),
+            header,
+        ),
+    ];
+    let roles = std::iter::once(&choice.inference).chain(&choice.verifiers);
+    for (index, role) in roles.enumerate() {
+        let name = if index == 0 {
+            "inference".to_string()
+        } else {
+            format!("verifier {index}")
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!("{name:<12}")),
+            cell(role.model.clone(), 23, Field::Model(index)),
+            Span::raw(" "),
+            cell(role.precision.clone(), 10, Field::Precision(index)),
+            Span::raw(" "),
+            cell(role.device.clone(), 14, Field::Device(index)),
+        ]));
+    }
+    lines.push(Line::default());
+    for (label, value, field) in [
+        ("Trials", choice.trials.to_string(), Field::Trials),
+        (
+            "Max new tokens",
+            choice.max_new_tokens.to_string(),
+            Field::MaxNewTokens,
+        ),
+        ("Seed", choice.seed.to_string(), Field::Seed),
+    ] {
+        lines.push(Line::from(vec![
+            Span::raw(format!("{label:<16}")),
+            cell(value, 10, field),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), settings);
+}
+
+/// Cutoffs are fractions; a value above 1 was written as a percentage already.
+pub fn cutoff_percent(cutoff: f64) -> f64 {
+    if cutoff > 1.0 {
+        cutoff
+    } else {
+        cutoff * 100.0
+    }
+}

@@ -1,0 +1,291 @@
+//! Results view: this session's runs and those found on disk, with their summaries; Enter opens
+//! one in the run view.
+
+use std::path::PathBuf;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::Frame;
+
+use crate::experiment::results::TrialVerdict;
+
+use super::app::App;
+use super::draw::{focus_block, format_unix, render_footer, verdict_style};
+use super::picker::cutoff_percent;
+use super::run_view::verdict_word;
+use super::trial_view::RunStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntrySource {
+    /// Index into `App::session_runs`.
+    Session(usize),
+    /// Index into `App::past_runs`.
+    Past(usize),
+}
+
+/// One line of the results list, summarised the same way for both sources.
+#[derive(Debug, Clone)]
+pub struct ResultsEntry {
+    pub source: EntrySource,
+    pub experiment: String,
+    pub description: String,
+    pub pairing: String,
+    pub roles: String,
+    pub started_unix: Option<u64>,
+    pub trials_done: usize,
+    pub trials_planned: usize,
+    pub avg_accept_rate: Option<f64>,
+    pub avg_overhead: Option<f64>,
+    pub pass_rate: Option<f64>,
+    pub detection_rate: Option<f64>,
+    pub expected: TrialVerdict,
+    /// Fraction of trials whose verdict matched the expectation.
+    pub expectation_rate: Option<f64>,
+    pub cutoff: f64,
+    pub status: String,
+    pub summary_path: Option<PathBuf>,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0usize), |(sum, count), value| {
+        (sum + value, count + 1)
+    });
+    (count > 0).then(|| sum / count as f64)
+}
+
+/// Session runs (newest first), then past runs not already listed as session runs.
+pub fn results_entries(app: &App) -> Vec<ResultsEntry> {
+    let mut entries = Vec::new();
+    for (index, run) in app.session_runs.iter().enumerate().rev() {
+        let results = run.results();
+        let fraction = |hit: &dyn Fn(&&crate::experiment::results::TrialResult) -> bool| {
+            (!results.is_empty())
+                .then(|| results.iter().filter(|r| hit(r)).count() as f64 / results.len() as f64)
+        };
+        let roles = std::iter::once(&run.choice.inference)
+            .chain(&run.choice.verifiers)
+            .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        entries.push(ResultsEntry {
+            source: EntrySource::Session(index),
+            experiment: run.choice.name.clone(),
+            description: run.choice.description.clone(),
+            pairing: results.first().map_or(String::new(), |r| r.pairing.clone()),
+            roles,
+            started_unix: run.started_unix,
+            trials_done: results.len(),
+            trials_planned: run.choice.trials,
+            avg_accept_rate: mean(results.iter().map(|r| r.summary.avg_accept_rate)),
+            avg_overhead: mean(
+                results
+                    .iter()
+                    .flat_map(|r| r.verifiers.iter().map(|v| v.overhead.percentage)),
+            ),
+            pass_rate: fraction(&|r| r.summary.final_verdict == TrialVerdict::Pass),
+            detection_rate: None,
+            expected: run.choice.expected,
+            expectation_rate: fraction(&|r| r.summary.expectation_held),
+            cutoff: run.choice.cutoff,
+            status: status_word(&run.status).to_string(),
+            summary_path: run.summary_path.clone(),
+        });
+    }
+    let listed: Vec<&PathBuf> = app
+        .session_runs
+        .iter()
+        .filter_map(|r| r.summary_path.as_ref())
+        .collect();
+    for (index, past) in app.past_runs.iter().enumerate() {
+        if listed.contains(&&past.summary_path) {
+            continue;
+        }
+        let summary = &past.summary;
+        let roles = std::iter::once(&summary.inference)
+            .chain(&summary.verifiers)
+            .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        entries.push(ResultsEntry {
+            source: EntrySource::Past(index),
+            experiment: summary.experiment.clone(),
+            description: summary.description.clone(),
+            pairing: summary.pairing.clone(),
+            roles,
+            started_unix: Some(summary.started_at),
+            trials_done: summary.trial_files.len(),
+            trials_planned: summary.trials,
+            avg_accept_rate: Some(summary.aggregate.avg_accept_rate),
+            avg_overhead: Some(summary.aggregate.avg_overhead_percentage),
+            pass_rate: Some(summary.aggregate.pass_rate),
+            detection_rate: summary.aggregate.detection_rate,
+            expected: summary.expected_verdict,
+            expectation_rate: Some(summary.aggregate.expectation_rate),
+            cutoff: summary.cutoff,
+            status: if summary.complete {
+                "complete"
+            } else {
+                "incomplete"
+            }
+            .to_string(),
+            summary_path: Some(past.summary_path.clone()),
+        });
+    }
+    entries
+}
+
+fn status_word(status: &RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "running",
+        RunStatus::Cancelling => "cancelling",
+        RunStatus::Cancelled => "incomplete",
+        RunStatus::Finished => "complete",
+        RunStatus::Failed(_) => "failed",
+    }
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("—".to_string(), |value| format!("{:.1}%", value * 100.0))
+}
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let [title, list, details, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(7),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let entries = results_entries(app);
+    let heading = format!(
+        "Results · {} runs (this session first, then the data directory)",
+        entries.len()
+    );
+    frame.render_widget(
+        Line::styled(heading, Style::default().add_modifier(Modifier::BOLD)),
+        title,
+    );
+    render_table(frame, list, app, &entries);
+    render_details(frame, details, entries.get(app.results_selected));
+    render_footer(
+        frame,
+        footer,
+        &[
+            ("↑↓", "choose"),
+            ("Enter", "open"),
+            ("e", "export"),
+            ("q", "back"),
+            ("?", "help"),
+        ],
+    );
+}
+
+fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntry]) {
+    let header = Row::new([
+        "",
+        "Experiment",
+        "Started (UTC)",
+        "Trials",
+        "Avg accept",
+        "Pass rate",
+        "Expected",
+        "Held",
+        "Status",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows = entries.iter().map(|entry| {
+        let source = match entry.source {
+            EntrySource::Session(_) => "now",
+            EntrySource::Past(_) => "disk",
+        };
+        let expected = verdict_word(entry.expected);
+        let held_style = match entry.expectation_rate {
+            Some(rate) if rate >= 1.0 => Style::default().fg(Color::Green),
+            Some(_) => Style::default().fg(Color::Red),
+            None => Style::default(),
+        };
+        Row::new(vec![
+            Cell::from(source),
+            Cell::from(entry.experiment.clone()),
+            Cell::from(entry.started_unix.map_or("—".to_string(), format_unix)),
+            Cell::from(format!("{}/{}", entry.trials_done, entry.trials_planned)),
+            Cell::from(percent(entry.avg_accept_rate)),
+            Cell::from(percent(entry.pass_rate)),
+            Cell::from(Span::styled(expected, verdict_style(expected))),
+            Cell::from(Span::styled(percent(entry.expectation_rate), held_style)),
+            Cell::from(entry.status.clone()),
+        ])
+    });
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Min(10),
+        Constraint::Length(16),
+        Constraint::Length(6),
+        Constraint::Length(10),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(10),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(focus_block("Runs", true))
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    if entries.is_empty() {
+        let block = focus_block("Runs", true);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        frame.render_widget(
+            Paragraph::new("No runs yet: none in the data directory, none started."),
+            inner,
+        );
+        return;
+    }
+    let mut state = TableState::default().with_selected(Some(app.results_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn render_details(frame: &mut Frame, area: Rect, entry: Option<&ResultsEntry>) {
+    let block = focus_block("Summary", false);
+    let Some(entry) = entry else {
+        frame.render_widget(block, area);
+        return;
+    };
+    let dim = Style::default().fg(Color::DarkGray);
+    let detection = entry
+        .detection_rate
+        .map(|rate| format!(" · detection {:.1}%", rate * 100.0));
+    let lines = vec![
+        Line::from(format!("{}: {}", entry.experiment, entry.description)),
+        Line::from(vec![
+            Span::styled("roles ", dim),
+            Span::raw(entry.roles.clone()),
+        ]),
+        Line::from(vec![
+            Span::styled("pairing ", dim),
+            Span::raw(entry.pairing.clone()),
+        ]),
+        Line::from(format!(
+            "cutoff {:.1}% · avg overhead {} · pass rate {}{}",
+            cutoff_percent(entry.cutoff),
+            entry
+                .avg_overhead
+                .map_or("—".to_string(), |value| format!("{value:.1}%")),
+            percent(entry.pass_rate),
+            detection.unwrap_or_default()
+        )),
+        Line::styled(
+            entry
+                .summary_path
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            dim,
+        ),
+    ];
+    frame.render_widget(
+        Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
+        area,
+    );
+}

@@ -1,0 +1,367 @@
+//! Run view: one trial of a live or past run — generated text, token progress, one accept-rate
+//! gauge per verifier, the per-layer error heatmap of the selected verifier, and the log.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Gauge, Paragraph};
+use ratatui::Frame;
+
+use crate::engine::events::LogLevel;
+use crate::experiment::results::Verdict;
+
+use super::app::{App, RunPane};
+use super::draw::{focus_block, format_duration, render_footer, verdict_style};
+use super::heatmap::{self, ColourScale, ValueRange};
+use super::picker::cutoff_percent;
+use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let Some(run) = app.shown_run() else {
+        frame.render_widget(Paragraph::new("No run yet: press Esc and start one."), area);
+        return;
+    };
+    let trial = run.selected();
+    let verifier_rows = trial
+        .map_or(run.choice.verifiers.len(), |t| t.verifiers.len())
+        .max(1);
+    let log_height = (area.height / 5).clamp(4, 10);
+    let [header, tokens, middle, heat, log, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length((2 * verifier_rows as u16 + 2).max(8)),
+        Constraint::Min(5),
+        Constraint::Length(log_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(frame, header, run);
+    render_token_gauge(frame, tokens, trial);
+    let [text, verifiers] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(middle);
+    render_text(frame, text, app, trial);
+    render_verifiers(frame, verifiers, app, run, trial);
+    render_heatmap(frame, heat, app, trial);
+    render_log(frame, log, app);
+    render_footer(
+        frame,
+        footer,
+        &[
+            ("q", "back"),
+            ("Tab", "pane"),
+            ("←→", "trial"),
+            ("1-3", "verifier"),
+            ("m", "metric"),
+            ("c", "cancel"),
+            ("e", "export"),
+            ("r", "results"),
+            ("?", "help"),
+        ],
+    );
+}
+
+fn render_header(frame: &mut Frame, area: Rect, run: &RunState) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let (status, colour) = match &run.status {
+        RunStatus::Running => ("● running".to_string(), Color::Yellow),
+        RunStatus::Cancelling => ("cancelling…".to_string(), Color::Yellow),
+        RunStatus::Cancelled => ("cancelled (incomplete)".to_string(), Color::Magenta),
+        RunStatus::Finished => ("finished".to_string(), Color::Green),
+        RunStatus::Failed(message) => (format!("failed: {message}"), Color::Red),
+    };
+    let mut spans = vec![
+        Span::styled(run.choice.name.clone(), bold),
+        Span::raw(format!(
+            " · trial {}/{}",
+            run.selected_trial + 1,
+            run.trial_count().max(1)
+        )),
+    ];
+    if run.trials.len() > 1 {
+        spans.push(Span::styled(" ◀▶", Style::default().fg(Color::DarkGray)));
+    }
+    spans.push(Span::raw(" · "));
+    spans.push(Span::styled(status, Style::default().fg(colour)));
+    if let Some(elapsed) = run.elapsed() {
+        spans.push(Span::raw(format!(" · {}", format_duration(elapsed))));
+    }
+    if let Some(trial) = run.selected() {
+        if trial.status == TrialStatus::Incomplete {
+            spans.push(Span::styled(
+                " · trial incomplete",
+                Style::default().fg(Color::Magenta),
+            ));
+        }
+        if let Some((verdict, expected)) = trial.verdict() {
+            let (verdict, expected) = (verdict_word(verdict), verdict_word(expected));
+            let held = if verdict == expected { "✓" } else { "✗" };
+            spans.push(Span::raw(" · verdict "));
+            spans.push(Span::styled(verdict, verdict_style(verdict)));
+            spans.push(Span::raw(format!(" (expected {expected} {held})")));
+        }
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+pub fn verdict_word(verdict: crate::experiment::results::TrialVerdict) -> &'static str {
+    match verdict {
+        crate::experiment::results::TrialVerdict::Pass => "PASS",
+        crate::experiment::results::TrialVerdict::Reject => "REJECT",
+    }
+}
+
+fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) {
+    let Some(trial) = trial else {
+        frame.render_widget(Line::from("waiting for the first trial…"), area);
+        return;
+    };
+    let ratio = match trial.status {
+        TrialStatus::Decoding if trial.max_new_tokens > 0 => {
+            trial.tokens as f64 / trial.max_new_tokens as f64
+        }
+        TrialStatus::Decoding | TrialStatus::NotLoaded => 0.0,
+        _ => 1.0,
+    };
+    let speed = trial
+        .tokens_per_s()
+        .map(|rate| format!(" · {rate:.1} tok/s"))
+        .unwrap_or_default();
+    let label = format!(
+        "{}/{} tokens{speed} · prompt {} tok ({})",
+        trial.tokens, trial.max_new_tokens, trial.prompt_tokens, trial.prompt_category
+    );
+    let gauge = Gauge::default()
+        .ratio(ratio.clamp(0.0, 1.0))
+        .label(label)
+        .use_unicode(true)
+        .gauge_style(Style::default().fg(Color::Blue).bg(Color::Black));
+    frame.render_widget(gauge, area);
+}
+
+fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialView>) {
+    let block = focus_block("Generated text", app.run_pane == RunPane::Text);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let text = trial.map_or("", |trial| trial.text.as_str());
+    let rows = tail_rows(
+        text,
+        inner.width as usize,
+        inner.height as usize,
+        app.text_scroll,
+    );
+    frame.render_widget(
+        Paragraph::new(rows.into_iter().map(Line::from).collect::<Vec<_>>()),
+        inner,
+    );
+}
+
+/// The `height` wrapped rows of `text` that end `scroll` rows above its end. Only the rows shown
+/// (plus the scroll) are built, so a long text costs no more per frame than a short one.
+pub fn tail_rows(text: &str, width: usize, height: usize, scroll: usize) -> Vec<String> {
+    if width == 0 || height == 0 {
+        return Vec::new();
+    }
+    let wanted = height + scroll;
+    let mut newest_first: Vec<String> = Vec::new();
+    for line in text.rsplit('\n') {
+        let chars = line.chars().count();
+        let chunks = chars.div_ceil(width).max(1);
+        let needed = chunks.min(wanted - newest_first.len());
+        let first_char = (chunks - needed) * width;
+        let start = line
+            .char_indices()
+            .nth(first_char)
+            .map_or(line.len(), |(byte, _)| byte);
+        let piece: Vec<char> = line[start..].chars().collect();
+        let mut rows: Vec<String> = piece
+            .chunks(width)
+            .map(|chunk| chunk.iter().collect())
+            .collect();
+        if rows.is_empty() {
+            rows.push(String::new());
+        }
+        newest_first.extend(rows.into_iter().rev());
+        if newest_first.len() >= wanted {
+            break;
+        }
+    }
+    let skip = scroll.min(newest_first.len().saturating_sub(height));
+    newest_first
+        .into_iter()
+        .skip(skip)
+        .take(height)
+        .rev()
+        .collect()
+}
+
+fn render_verifiers(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    run: &RunState,
+    trial: Option<&TrialView>,
+) {
+    let cutoff = cutoff_percent(run.choice.cutoff);
+    let title = format!("Verifiers · cutoff {cutoff:.1}%");
+    let block = focus_block(&title, app.run_pane == RunPane::Verifiers);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(trial) = trial else { return };
+    let rows = Layout::vertical(vec![Constraint::Length(2); trial.verifiers.len()]).split(inner);
+    for (index, (verifier, row)) in trial.verifiers.iter().zip(rows.iter()).enumerate() {
+        let selected = index == app.selected_verifier;
+        render_verifier(frame, *row, index, verifier, run, selected, cutoff);
+    }
+}
+
+fn verifier_label(index: usize, verifier: &VerifierView, run: &RunState) -> String {
+    match (&verifier.role, run.choice.verifiers.get(index)) {
+        (Some(role), _) => format!(
+            "{}/{}/{} ({})",
+            role.model, role.precision, role.device, role.dtype
+        ),
+        (None, Some(role)) => format!("{}/{}/{}", role.model, role.precision, role.device),
+        (None, None) => "?".to_string(),
+    }
+}
+
+fn render_verifier(
+    frame: &mut Frame,
+    area: Rect,
+    index: usize,
+    verifier: &VerifierView,
+    run: &RunState,
+    selected: bool,
+    cutoff: f64,
+) {
+    let [title, bar] = Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let marker = if selected { "▶" } else { " " };
+    let mut spans = vec![Span::styled(
+        format!("{marker}V{} ", index + 1),
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    let state = match verifier.outcome {
+        Some(outcome) => {
+            let word = if outcome.verdict == Verdict::Pass {
+                "PASS"
+            } else {
+                "FAIL"
+            };
+            vec![
+                Span::styled(word, verdict_style(word)),
+                Span::raw(format!(" overhead {:.1}% ", outcome.overhead_percentage)),
+            ]
+        }
+        None if verifier.started && run.is_active() => {
+            vec![Span::styled("running ", Style::default().fg(Color::Yellow))]
+        }
+        None if verifier.started => vec![Span::styled(
+            "incomplete ",
+            Style::default().fg(Color::Magenta),
+        )],
+        None => vec![Span::styled(
+            "waiting ",
+            Style::default().fg(Color::DarkGray),
+        )],
+    };
+    spans.extend(state);
+    spans.push(Span::styled(
+        verifier_label(index, verifier, run),
+        Style::default().fg(Color::Gray),
+    ));
+    frame.render_widget(Line::from(spans), title);
+
+    let rate = verifier.accept_rate();
+    let colour = match (verifier.outcome, rate) {
+        (Some(outcome), _) if outcome.verdict == Verdict::Pass => Color::Green,
+        (Some(_), _) => Color::Red,
+        (None, Some(rate)) if rate * 100.0 >= cutoff => Color::Green,
+        (None, Some(_)) => Color::Yellow,
+        (None, None) => Color::DarkGray,
+    };
+    let label = match rate {
+        Some(rate) => format!(
+            "{:.1}% accepted · {}/{} checks",
+            rate * 100.0,
+            verifier.accepted,
+            verifier.checks
+        ),
+        None => "no checks yet".to_string(),
+    };
+    let gauge = Gauge::default()
+        .ratio(rate.unwrap_or(0.0).clamp(0.0, 1.0))
+        .label(label)
+        .use_unicode(true)
+        .gauge_style(Style::default().fg(colour).bg(Color::Black));
+    frame.render_widget(gauge, bar);
+}
+
+fn render_heatmap(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialView>) {
+    let verifier = trial.and_then(|trial| {
+        let index = app
+            .selected_verifier
+            .min(trial.verifiers.len().saturating_sub(1));
+        trial.verifiers.get(index).map(|verifier| (index, verifier))
+    });
+    let title = match verifier {
+        Some((index, view)) => {
+            let who = view
+                .role
+                .as_ref()
+                .map_or(String::new(), |role| format!(" {}", role.device));
+            format!(
+                "Errors by layer · V{}{who} · {} (log) · worst per cell",
+                index + 1,
+                app.metric.name()
+            )
+        }
+        None => "Errors by layer".to_string(),
+    };
+    let block = focus_block(&title, app.run_pane == RunPane::Heatmap);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let (Some(trial), Some((_, view))) = (trial, verifier) else {
+        frame.render_widget(
+            Line::styled("waiting for checks…", Style::default().fg(Color::DarkGray)),
+            inner,
+        );
+        return;
+    };
+    // One scale for all verifiers of the trial, so switching verifier compares like with like.
+    let range = trial
+        .verifiers
+        .iter()
+        .map(|verifier| verifier.grid.range(app.metric))
+        .fold(ValueRange::default(), ValueRange::union);
+    let scale = ColourScale::from_range(range);
+    heatmap::render(
+        frame.buffer_mut(),
+        inner,
+        &view.grid,
+        app.metric,
+        trial.columns(),
+        scale,
+    );
+}
+
+fn render_log(frame: &mut Frame, area: Rect, app: &App) {
+    let block = focus_block("Log", app.run_pane == RunPane::Log);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let height = inner.height as usize;
+    let total = app.log.len();
+    let scroll = app.log_scroll.min(total.saturating_sub(height));
+    let end = total - scroll;
+    let lines: Vec<Line> = (end.saturating_sub(height)..end)
+        .filter_map(|index| app.log.get(index))
+        .map(|line| {
+            let style = match line.level {
+                LogLevel::Info => Style::default(),
+                LogLevel::Warn => Style::default().fg(Color::Yellow),
+                LogLevel::Error => Style::default().fg(Color::Red),
+            };
+            Line::styled(line.text.clone(), style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}

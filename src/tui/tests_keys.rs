@@ -1,0 +1,265 @@
+//! Key handling: navigation, editing, and the questions asked before cancelling or quitting.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::engine::events::EngineEvent;
+
+use super::app::{Action, App, Confirm, RunPane, Screen};
+use super::bench::synthetic_trial_events;
+use super::heatmap::HeatMetric;
+use super::picker::{Field, PickerFocus};
+use super::tests::{app_with_run, assert_shows, catalog, key, screen};
+use super::trial_view::{RunStatus, TrialStatus};
+
+fn press(app: &mut App, code: KeyCode) -> Action {
+    app.handle_key(key(code))
+}
+
+fn ctrl_c() -> KeyEvent {
+    KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+}
+
+/// A run whose first trial is decoding: tokens arrived, no verdict yet.
+fn running_app() -> App {
+    let events = synthetic_trial_events(0, 64, 16, 3, 4)
+        .into_iter()
+        .filter(|event| !matches!(event, EngineEvent::InferenceDone { .. }))
+        .collect();
+    app_with_run(events)
+}
+
+#[test]
+fn picker_navigation_moves_between_experiments_and_fields() {
+    let mut app = App::new(catalog());
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.picker.selected, 1);
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.picker.selected, 1, "stops at the last experiment");
+    press(&mut app, KeyCode::Char('k'));
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.picker.selected, 0);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.picker.focus, PickerFocus::Fields);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.picker.current_field(), Some(Field::Precision(0)));
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.picker.focus, PickerFocus::List);
+    press(&mut app, KeyCode::Char('h'));
+    let untouched = &catalog().experiments[0];
+    assert_eq!(
+        app.picker.current(),
+        Some(untouched),
+        "← in the list edits nothing"
+    );
+    press(&mut app, KeyCode::Char('l'));
+    assert_eq!(
+        app.picker.focus,
+        PickerFocus::Fields,
+        "→ in the list enters the fields"
+    );
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(
+        app.picker.focus,
+        PickerFocus::List,
+        "Esc in the fields goes back"
+    );
+}
+
+#[test]
+fn editing_fields_changes_the_started_choice() {
+    let mut app = App::new(catalog());
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(
+        app.picker.current().unwrap().inference.model,
+        "qwen2.5-0.5b"
+    );
+    press(&mut app, KeyCode::Right);
+    assert_eq!(
+        app.picker.current().unwrap().inference.model,
+        "tiny-llama",
+        "options wrap"
+    );
+    press(&mut app, KeyCode::Char('h'));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.picker.current_field(), Some(Field::Device(0)));
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.picker.current().unwrap().inference.device, "cpu:bf16");
+    while app.picker.current_field() != Some(Field::Trials) {
+        press(&mut app, KeyCode::Down);
+    }
+    press(&mut app, KeyCode::Backspace);
+    press(&mut app, KeyCode::Char('4'));
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Right);
+    assert_shows(&screen(&app, 110, 30), "qwen2.5-0.5b");
+    match press(&mut app, KeyCode::Enter) {
+        Action::StartRun(choice) => {
+            assert_eq!(choice.trials, 42);
+            assert_eq!(choice.max_new_tokens, 64 + 16);
+            assert_eq!(choice.inference.model, "qwen2.5-0.5b");
+            assert_eq!(choice.inference.device, "cpu:bf16");
+        }
+        other => panic!("expected a start, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_start_never_asks_for_zero_trials() {
+    let mut app = App::new(catalog());
+    press(&mut app, KeyCode::Tab);
+    while app.picker.current_field() != Some(Field::Trials) {
+        press(&mut app, KeyCode::Down);
+    }
+    press(&mut app, KeyCode::Backspace);
+    assert!(
+        matches!(press(&mut app, KeyCode::Enter), Action::StartRun(choice) if choice.trials == 1)
+    );
+}
+
+#[test]
+fn cancel_asks_first_and_keeps_what_was_computed() {
+    let mut app = running_app();
+    let token = app.live().unwrap().cancel.clone().unwrap();
+    press(&mut app, KeyCode::Char('c'));
+    assert_eq!(app.confirm, Some(Confirm::CancelRun));
+    assert_shows(
+        &screen(&app, 100, 30),
+        "Cancel exp1-honest? What was computed is kept.",
+    );
+    press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.confirm, None);
+    assert!(!token.is_cancelled());
+
+    press(&mut app, KeyCode::Char('c'));
+    press(&mut app, KeyCode::Char('y'));
+    assert!(token.is_cancelled());
+    assert_eq!(app.live().unwrap().status, RunStatus::Cancelling);
+    app.handle_event(EngineEvent::RunDone {
+        summary_path: None,
+        cancelled: true,
+    });
+    let run = &app.session_runs[0];
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.trials[0].status, TrialStatus::Incomplete);
+    assert_eq!(run.trials[0].tokens, 64, "computed tokens are kept");
+    let buffer = screen(&app, 120, 40);
+    assert_shows(&buffer, "cancelled (incomplete)");
+    assert_shows(&buffer, "trial incomplete");
+    press(&mut app, KeyCode::Char('c'));
+    assert_eq!(app.confirm, None, "nothing left to cancel");
+}
+
+#[test]
+fn quitting_during_a_run_asks_for_confirmation() {
+    let mut idle = App::new(catalog());
+    assert_eq!(press(&mut idle, KeyCode::Char('q')), Action::Quit);
+
+    let mut app = running_app();
+    let token = app.live().unwrap().cancel.clone().unwrap();
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(app.screen, Screen::Picker, "Esc in the run view goes back");
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::None);
+    assert_eq!(app.confirm, Some(Confirm::QuitDuringRun));
+    assert_shows(
+        &screen(&app, 100, 30),
+        "exp1-honest is running. Cancel it and quit?",
+    );
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(app.confirm, None);
+    press(&mut app, KeyCode::Char('q'));
+    assert_eq!(press(&mut app, KeyCode::Char('y')), Action::Quit);
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn ctrl_c_quits_at_once_when_idle_and_asks_during_a_run() {
+    let mut idle = App::new(catalog());
+    assert_eq!(idle.handle_key(ctrl_c()), Action::Quit);
+    let mut app = running_app();
+    assert_eq!(app.handle_key(ctrl_c()), Action::None);
+    assert_eq!(app.confirm, Some(Confirm::QuitDuringRun));
+    assert_eq!(
+        app.handle_key(ctrl_c()),
+        Action::Quit,
+        "a second Ctrl-C insists"
+    );
+}
+
+#[test]
+fn run_view_keys_switch_pane_verifier_metric_and_trial() {
+    let mut events = synthetic_trial_events(0, 8, 8, 3, 4);
+    events.extend(synthetic_trial_events(1, 8, 4, 3, 4));
+    let mut app = app_with_run(events);
+    let run = |app: &App| app.session_runs[0].clone();
+    assert_eq!(run(&app).selected_trial, 1, "follows the newest trial");
+    press(&mut app, KeyCode::Left);
+    assert_eq!(
+        (run(&app).selected_trial, run(&app).follow_latest),
+        (0, false)
+    );
+    press(&mut app, KeyCode::Char(']'));
+    assert_eq!(
+        (run(&app).selected_trial, run(&app).follow_latest),
+        (1, true)
+    );
+
+    assert_eq!(app.run_pane, RunPane::Heatmap);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.run_pane, RunPane::Log);
+    press(&mut app, KeyCode::BackTab);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected_verifier, 1);
+    press(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.selected_verifier, 2);
+    press(&mut app, KeyCode::Char('9'));
+    assert_eq!(app.selected_verifier, 2, "no ninth verifier");
+    press(&mut app, KeyCode::Char('m'));
+    assert_eq!(app.metric, HeatMetric::MeanAbs);
+    assert_shows(&screen(&app, 120, 40), "V3 cpu:v3 · mean_abs (log)");
+
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Picker);
+    press(&mut app, KeyCode::Char('g'));
+    assert_eq!(app.screen, Screen::Run);
+}
+
+#[test]
+fn help_opens_closes_and_swallows_other_keys() {
+    let mut app = App::new(catalog());
+    press(&mut app, KeyCode::Char('?'));
+    assert!(app.show_help);
+    assert_eq!(press(&mut app, KeyCode::Down), Action::None);
+    assert_eq!(app.picker.selected, 0);
+    assert_eq!(
+        press(&mut app, KeyCode::Char('q')),
+        Action::None,
+        "q closes help, not the app"
+    );
+    assert!(!app.show_help);
+    press(&mut app, KeyCode::Char('?'));
+    press(&mut app, KeyCode::Esc);
+    assert!(!app.show_help);
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut app = App::new(catalog());
+    let mut release = key(KeyCode::Char('q'));
+    release.kind = KeyEventKind::Release;
+    assert_eq!(app.handle_key(release), Action::None);
+}
+
+#[test]
+fn results_view_opens_and_goes_back() {
+    let mut app = running_app();
+    assert_eq!(press(&mut app, KeyCode::Char('r')), Action::RefreshPastRuns);
+    assert_eq!(app.screen, Screen::Results);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Run, "Enter opens this session's run");
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('q'));
+    assert_eq!(app.screen, Screen::Picker);
+}
