@@ -728,6 +728,7 @@ mod tests {
     #[test]
     fn utc_stamps_have_no_colons() {
         assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(1_795_700_000), "20261126-104320");
+        assert_eq!(utc_stamp(1_795_700_000), "20261126-133320");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
     }
 }

@@ -1,0 +1,237 @@
+//! End-to-end tests of the headless command line on the embedded model: each runs the real
+//! binary in its own process, with its own data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verillm-tui"));
+    c.env_remove("VERILLM_CONFIG_DIR");
+    c
+}
+
+fn run_ok(args: &[&str], data: &Path) -> Output {
+    let out = bin().args(args).env("VERILLM_DATA_DIR", data).output().expect("spawn verillm-tui");
+    assert!(
+        out.status.success(),
+        "verillm-tui {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run_err(args: &[&str], data: &Path) -> String {
+    let out = bin().args(args).env("VERILLM_DATA_DIR", data).output().expect("spawn verillm-tui");
+    assert!(!out.status.success(), "verillm-tui {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn trial_files(summary_dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(summary_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("trial_"))
+        .collect();
+    files.sort();
+    files.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+}
+
+fn only_run_dir(data: &Path, experiment: &str) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(data.join(experiment)).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn every_experiment_gives_its_expected_verdict_on_every_trial() {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_ok(&["run", "all", "--trials", "2", "--max-tokens", "64", "--json"], data.path());
+    let summaries = json(&out);
+    let summaries = summaries.as_array().expect("one summary per experiment");
+    assert_eq!(summaries.len(), 5);
+    for s in summaries {
+        let name = s["experiment"].as_str().unwrap();
+        let expected = s["expected_verdict"].as_str().unwrap();
+        assert_eq!(s["aggregate"]["expectation_rate"], 1.0, "{name}: {s}");
+        let run_dir = only_run_dir(data.path(), name);
+        assert!(!run_dir.to_string_lossy().contains(':'));
+        let trials = trial_files(&run_dir);
+        assert_eq!(trials.len(), 2, "{name}");
+        for t in &trials {
+            assert_eq!(t["summary"]["final_verdict"], expected, "{name}");
+            assert_eq!(t["verifiers"].as_array().unwrap().len(), 3);
+            for v in t["verifiers"].as_array().unwrap() {
+                assert!(v["overhead"]["percentage"].as_f64().unwrap() > 0.0);
+                assert!(v["statistics"]["summary"]["total_checks"].as_u64().unwrap() > 0);
+            }
+        }
+        match name {
+            "exp1" => {
+                assert_eq!(s["aggregate"]["avg_accept_rate"], 1.0, "exp1 must accept every check");
+                for t in &trials {
+                    assert!(t["inference"]["generated_tokens"].as_u64().unwrap() >= 16);
+                    for v in t["verifiers"].as_array().unwrap() {
+                        assert_eq!(v["statistics"]["summary"]["accept_rate"], 1.0);
+                        assert_eq!(v["verdict"], "PASS");
+                    }
+                }
+            }
+            "exp2" => assert!(s["pairing"].as_str().unwrap().contains("bf16"), "exp2 states its pairing: {}", s["pairing"]),
+            _ => {
+                assert_eq!(s["aggregate"]["detection_rate"], 1.0, "{name}");
+                for t in &trials {
+                    for v in t["verifiers"].as_array().unwrap() {
+                        assert_eq!(v["verdict"], "FAIL", "{name}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let bundle = data.path().join("bundle");
+    let b = bundle.to_str().unwrap();
+    run_ok(&["infer", "--prompt", "Name three prime numbers.", "--max-tokens", "24", "--layers", "8,16,30", "--out", b], data.path());
+    let manifest: Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["layers"], serde_json::json!([8, 16, 30]));
+    let verified = json(&run_ok(&["verify", b, "--json"], data.path()));
+    assert_eq!(verified["summary"]["final_verdict"], "PASS");
+    for v in verified["verifiers"].as_array().unwrap() {
+        assert_eq!(v["statistics"]["summary"]["accept_rate"], 1.0);
+    }
+
+    // Another model: the bundle claims weights this verifier does not have.
+    let other = data.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut m = manifest.clone();
+    m["model"]["weights_sha256"] = Value::String("0".repeat(64));
+    std::fs::write(other.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::copy(bundle.join("hidden_states.safetensors"), other.join("hidden_states.safetensors")).unwrap();
+    let err = run_err(&["verify", other.to_str().unwrap()], data.path());
+    assert!(err.contains("different models"), "{err}");
+
+    // Tampered hidden states: the checksum no longer matches.
+    let tensors = bundle.join("hidden_states.safetensors");
+    let mut bytes = std::fs::read(&tensors).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0x40;
+    std::fs::write(&tensors, bytes).unwrap();
+    let err = run_err(&["verify", b], data.path());
+    assert!(err.contains("sha256") && err.contains("altered"), "{err}");
+
+    // A manifest pointing outside its bundle is refused before anything is opened.
+    let mut m = manifest;
+    m["hidden_states"]["file"] = Value::String("../../etc/passwd".into());
+    std::fs::write(bundle.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = run_err(&["verify", b], data.path());
+    assert!(err.contains("only `hidden_states.safetensors`"), "{err}");
+}
+
+#[test]
+fn quantized_inference_is_rejected_by_full_precision_verifiers() {
+    let data = tempfile::tempdir().unwrap();
+    let bundle = data.path().join("q4");
+    let b = bundle.to_str().unwrap();
+    run_ok(&["infer", "--precision", "q4_0", "--prompt", "Explain what a hash map is.", "--max-tokens", "32", "--out", b], data.path());
+    let out = bin().args(["verify", b, "--json"]).env("VERILLM_DATA_DIR", data.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "REJECT exits with 3: {}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["summary"]["final_verdict"], "REJECT");
+    for v in v["verifiers"].as_array().unwrap() {
+        assert_eq!(v["verdict"], "FAIL");
+        assert!(v["statistics"]["summary"]["accept_rate"].as_f64().unwrap() < 0.5);
+    }
+}
+
+#[test]
+fn two_step_run_across_processes_equals_the_one_step_run() {
+    let data = tempfile::tempdir().unwrap();
+    for exp in ["exp1", "exp3"] {
+        let bundles = data.path().join(format!("bundles-{exp}"));
+        let one = data.path().join(format!("one-{exp}"));
+        let two = data.path().join(format!("two-{exp}"));
+        let args = ["--trials", "2", "--max-tokens", "32"];
+        run_ok(&[&["run", exp, "--out", one.to_str().unwrap()], &args[..]].concat(), data.path());
+        run_ok(&[&["run", exp, "--step", "infer", "--out", bundles.to_str().unwrap()], &args[..]].concat(), data.path());
+        assert!(bundles.join("trial_000").join("manifest.json").exists());
+        run_ok(&["run", exp, "--step", "verify", "--from", bundles.to_str().unwrap(), "--out", two.to_str().unwrap()], data.path());
+        let (a, b) = (trial_files(&one), trial_files(&two));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x["inference"]["output_ids"], y["inference"]["output_ids"], "{exp}: same tokens");
+            assert_eq!(x["summary"]["final_verdict"], y["summary"]["final_verdict"]);
+            for (vx, vy) in x["verifiers"].as_array().unwrap().iter().zip(y["verifiers"].as_array().unwrap()) {
+                assert_eq!(vx["statistics"]["summary"]["accept_rate"], vy["statistics"]["summary"]["accept_rate"]);
+                let rel = |v: &Value| v["statistics"]["checks"].as_array().unwrap().iter().map(|c| c["rel_l2"].clone()).collect::<Vec<_>>();
+                assert_eq!(rel(vx), rel(vy), "{exp}: identical per-check metrics");
+            }
+        }
+    }
+}
+
+#[test]
+fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_ok(&["optimize", "--experiment", "all", "--trials", "1", "--max-tokens", "24", "--json"], data.path());
+    let report = json(&out);
+    let rel = report["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "rel_l2").expect("rel_l2 reported");
+    for k in ["count", "mean", "std", "min", "max", "p50", "p90", "p95", "p99"] {
+        assert!(rel["honest"][k].is_number(), "honest {k}: {rel}");
+        assert!(rel["cheat"][k].is_number(), "cheat {k}");
+    }
+    assert!(rel["auc"].as_f64().unwrap() > 0.9, "rel_l2 separates honest from q4: {}", rel["auc"]);
+    let yaml = report["recommended_yaml"].as_str().unwrap();
+    assert!(yaml.contains("rel_l2_max"), "{yaml}");
+    let parsed: serde_yaml::Value = serde_yaml::from_str(yaml).expect("the snippet is valid YAML");
+    assert!(!parsed.is_null());
+    let files: Vec<_> = std::fs::read_dir(data.path().join("optimize")).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn malformed_arguments_name_what_is_wrong() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let err = run_err(&["infer", "--precision", "q3", "--prompt", "x", "--out", "o"], d);
+    assert!(err.contains("q3") && err.contains("--precision"), "{err}");
+    let err = run_err(&["infer", "--max-tokens", "lots", "--prompt", "x", "--out", "o"], d);
+    assert!(err.contains("lots") && err.contains("--max-tokens"), "{err}");
+    let err = run_err(&["infer", "--layers", "every:0", "--prompt", "x", "--out", "o"], d);
+    assert!(err.contains("every:0"), "{err}");
+    let err = run_err(&["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"], d);
+    assert!(err.contains("tpu:0"), "{err}");
+    let err = run_err(&["infer", "--top-p", "1.5", "--prompt", "x", "--out", "o"], d);
+    assert!(err.contains("top-p 1.5"), "{err}");
+    let err = run_err(&["run", "exp9"], d);
+    assert!(err.contains("exp9") && err.contains("exp1"), "{err}");
+    let err = run_err(&["verify", "/nonexistent/bundle"], d);
+    assert!(err.contains("/nonexistent/bundle"), "{err}");
+    let err = run_err(&["verify", "/tmp", "--cutoff", "1.5"], d);
+    assert!(err.contains("--cutoff 1.5"), "{err}");
+    let err = run_err(&["run", "exp1", "--config-dir", "/nonexistent/configs"], d);
+    assert!(err.contains("/nonexistent/configs"), "{err}");
+}
+
+#[test]
+fn tokenize_prints_the_reference_ids() {
+    let data = tempfile::tempdir().unwrap();
+    let fixture: Value = serde_json::from_slice(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/smollm2-135m/tokenization.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &fixture[1];
+    let out = run_ok(&["tokenize", case["text"].as_str().unwrap()], data.path());
+    let ids: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids, case["ids"]);
+}
