@@ -530,22 +530,10 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     Ok(if all_held { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
-/// The main job. Until the console lands, it runs experiment 1 headless.
+/// The main job: the interactive console.
 async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
-    run(global, RunArgs {
-        experiment: "exp1".into(),
-        trials: None,
-        verifiers: None,
-        max_tokens: None,
-        min_tokens: None,
-        seed: None,
-        jobs: 1,
-        json: false,
-        out: None,
-        step: StepChoice::Both,
-        from: None,
-    })
-    .await
+    crate::console::run_console(workspace(global)?).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {

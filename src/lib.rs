@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod console;
 pub mod doctor;
 pub mod engine;
 pub mod experiment;

@@ -1,0 +1,182 @@
+//! The interactive console wired to the real engines: a [`Backend`] over the [`Workspace`],
+//! and the main job (`verillm-tui` with no arguments).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::experiment::config::experiment_names;
+use crate::experiment::results::{RunSummary, TrialResult};
+use crate::experiment::runner::{resolve_roles, run_experiment, RolePlan, RunRequest, Workspace};
+use crate::model::device::{available_profiles, DeviceProfile};
+use crate::model::weights::Precision;
+use crate::tui::{Backend, ExperimentChoice, PastRun, RoleChoice};
+
+/// Result files from elsewhere are bounded before they are parsed.
+const MAX_RESULT_BYTES: u64 = 512 << 20;
+
+pub struct WorkspaceBackend {
+    ws: Arc<Workspace>,
+    log: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+impl WorkspaceBackend {
+    /// Logs go to `<data>/logs/verillm-tui.log`, never to the terminal the console draws on.
+    pub fn new(ws: Arc<Workspace>) -> Self {
+        let dir = ws.data_dir.join("logs");
+        let file = std::fs::create_dir_all(&dir)
+            .ok()
+            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("verillm-tui.log")).ok());
+        WorkspaceBackend { ws, log: Arc::new(Mutex::new(file)) }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.ws.data_dir.join("logs").join("verillm-tui.log")
+    }
+}
+
+fn role_choice(r: &RolePlan) -> RoleChoice {
+    RoleChoice { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.to_string() }
+}
+
+fn role_plan(r: &RoleChoice) -> Result<RolePlan> {
+    Ok(RolePlan {
+        model: r.model.clone(),
+        precision: r.precision.parse::<Precision>().map_err(anyhow::Error::msg)?,
+        device: DeviceProfile::parse(&r.device).map_err(anyhow::Error::msg)?,
+    })
+}
+
+fn log_line(file: &Mutex<Option<std::fs::File>>, line: &str) {
+    if let Some(f) = file.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        let _ = writeln!(f, "{} {line}", crate::util::unix_now());
+    }
+}
+
+impl Backend for WorkspaceBackend {
+    fn experiments(&self) -> Vec<ExperimentChoice> {
+        let cfg = &self.ws.config;
+        experiment_names()
+            .iter()
+            .filter_map(|name| {
+                let spec = cfg.experiments.get(name)?;
+                let (inference, verifiers) = resolve_roles(spec, &RunRequest::default()).ok()?;
+                Some(ExperimentChoice {
+                    name: name.to_string(),
+                    description: spec.description.clone(),
+                    inference: role_choice(&inference),
+                    verifiers: verifiers.iter().map(role_choice).collect(),
+                    cutoff: spec.cutoff,
+                    expected: spec.expected,
+                    trials: spec.trials,
+                    max_new_tokens: spec.new_token_budget(&cfg.prompts).1,
+                    seed: spec.seed.unwrap_or(0),
+                    prompt_category: spec.prompts.category.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn models(&self) -> Vec<String> {
+        self.ws.config.models.ids().into_iter().map(String::from).collect()
+    }
+
+    fn devices(&self) -> Vec<String> {
+        available_profiles().iter().map(|p| p.to_string()).collect()
+    }
+
+    fn precisions(&self) -> Vec<String> {
+        Precision::NAMES.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn start(&self, choice: ExperimentChoice, events: tokio::sync::mpsc::UnboundedSender<EngineEvent>, cancel: CancelToken) -> Result<()> {
+        let req = RunRequest {
+            experiment: choice.name.clone(),
+            trials: Some(choice.trials.max(1)),
+            max_new_tokens: Some(choice.max_new_tokens.max(1)),
+            seed: Some(choice.seed),
+            jobs: 1,
+            inference_role: Some(role_plan(&choice.inference)?),
+            verifier_roles: Some(choice.verifiers.iter().map(role_plan).collect::<Result<_>>()?),
+            ..Default::default()
+        };
+        // Engine → log file → console: every message is also kept on disk.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EngineEvent>();
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match &ev {
+                    EngineEvent::Log { level, message } => log_line(&log, &format!("{level:?} {message}")),
+                    EngineEvent::Failed { message } => log_line(&log, &format!("Error {message}")),
+                    EngineEvent::TrialDone { trial, result } => log_line(
+                        &log,
+                        &format!("Info trial {trial} done: {:?} (expected {:?})", result.summary.final_verdict, result.summary.expected_verdict),
+                    ),
+                    EngineEvent::RunDone { summary_path, cancelled } => {
+                        log_line(&log, &format!("Info run done (cancelled: {cancelled}) {:?}", summary_path))
+                    }
+                    _ => {}
+                }
+                if events.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+        log_line(&self.log, &format!("Info starting {} with {:?}", choice.name, choice));
+        let sink = EventSink::new(tx);
+        sink.log(LogLevel::Info, format!("{}: loading models (first use of a precision quantizes or dequantizes the weights)…", choice.name));
+        let ws = self.ws.clone();
+        tokio::spawn(async move {
+            // Errors reach the console as EngineEvent::Failed from run_experiment itself.
+            let _ = run_experiment(ws, req, sink, cancel).await;
+        });
+        Ok(())
+    }
+
+    fn past_runs(&self) -> Vec<PastRun> {
+        let mut runs = Vec::new();
+        let Ok(experiments) = std::fs::read_dir(&self.ws.data_dir) else { return runs };
+        for exp in experiments.flatten() {
+            let Ok(run_dirs) = std::fs::read_dir(exp.path()) else { continue };
+            for run in run_dirs.flatten() {
+                let path = run.path().join("summary.json");
+                if let Ok(summary) = read_json::<RunSummary>(&path) {
+                    runs.push(PastRun { summary_path: path, summary });
+                }
+            }
+        }
+        runs.sort_by(|a, b| b.summary.started_at.cmp(&a.summary.started_at).then(b.summary_path.cmp(&a.summary_path)));
+        runs
+    }
+
+    fn load_trial(&self, path: &Path) -> Result<TrialResult> {
+        read_json(path)
+    }
+
+    fn export_pngs(&self, trial: &TrialResult) -> Result<Vec<PathBuf>> {
+        let dir = self.ws.data_dir.join("plots").join(&trial.experiment);
+        let written = crate::plot::export_trial(trial, &dir)?;
+        log_line(&self.log, &format!("Info exported {} PNGs to {}", written.len(), dir.display()));
+        Ok(written)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let size = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+    if size > MAX_RESULT_BYTES {
+        return Err(anyhow!("{}: {size} bytes is more than the {MAX_RESULT_BYTES}-byte limit", path.display()));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: not a valid result file", path.display()))
+}
+
+/// `verillm-tui` with no arguments: make sure the embedded model is there (before the screen
+/// is taken over, so pip's output stays readable), then open the console.
+pub async fn run_console(ws: Workspace) -> Result<()> {
+    crate::model::embedded::ensure_embedded_model(&ws.model_dir)?;
+    let backend = Arc::new(WorkspaceBackend::new(Arc::new(ws)));
+    crate::tui::run_tui(backend).await
+}
