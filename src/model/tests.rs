@@ -163,3 +163,4 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
     let err = load_model("absent", &missing, Precision::Full, DeviceProfile::CPU_F32).err().unwrap().to_string();
     assert!(err.contains("verillm-test/absent") && err.contains("HF_HUB_OFFLINE"), "{err}");
 }
+
