@@ -195,8 +195,48 @@ fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
     assert!(yaml.contains("rel_l2_max"), "{yaml}");
     let parsed: serde_yaml::Value = serde_yaml::from_str(yaml).expect("the snippet is valid YAML");
     assert!(!parsed.is_null());
-    let files: Vec<_> = std::fs::read_dir(data.path().join("optimize")).unwrap().collect();
-    assert_eq!(files.len(), 1);
+    let runs: Vec<PathBuf> = std::fs::read_dir(data.path().join("optimize")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1);
+
+    // Every figure, drawn from this small real run: its optimization report and run summaries.
+    let mut inputs = vec![runs[0].join("optimization.json")];
+    for exp in ["exp1", "exp3"] {
+        inputs.push(only_run_dir(data.path(), exp).join("summary.json"));
+    }
+    let plots = data.path().join("plots");
+    let mut args = vec!["plot".to_string(), "--out".into(), plots.display().to_string()];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_ok(&args, data.path());
+    let written: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect();
+    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    for kind in ["threshold_distributions", "heatmap_rel_l2", "accept_rates", "roc", "overhead"] {
+        assert!(names.iter().any(|n| n.contains(kind)), "no {kind} figure in {names:?}");
+    }
+    for path in &written {
+        let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+        assert!(img.width() >= 1600 && img.height() >= 1000, "{}: {}x{}", path.display(), img.width(), img.height());
+        let mut colours = std::collections::HashSet::new();
+        for p in img.pixels().step_by(7) {
+            colours.insert(p.0);
+        }
+        assert!(colours.len() > 8, "{}: only {} colours", path.display(), colours.len());
+    }
+}
+
+#[test]
+fn doctor_reports_a_ready_machine_and_names_the_fix_for_a_broken_config() {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_ok(&["doctor"], data.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("✅ embedded model") && text.contains("✅ plots can be drawn"), "{text}");
+    let bad = data.path().join("bad-config");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("experiments.yaml"), "experiments:\n  exp1: [not, a, mapping\n").unwrap();
+    let out = bin().args(["doctor", "--config-dir", bad.to_str().unwrap()]).env("VERILLM_DATA_DIR", data.path()).output().unwrap();
+    assert!(!out.status.success(), "a broken configuration is critical");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("❌ configuration") && text.contains("experiments.yaml") && text.contains("fix:"), "{text}");
 }
 
 #[test]
