@@ -10,7 +10,7 @@ use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::generate;
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{verify, VerifyJob, DEFAULT_CHUNK};
-use crate::experiment::runner::{render_prompt, RolePlan, Workspace};
+use crate::experiment::runner::{render_prompt, Role, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::EMBEDDED_MODEL_ID;
 use crate::model::weights::Precision;
@@ -67,7 +67,7 @@ fn decode_figure(model: &LoadedModel, prompt_ids: &[u32], n: usize, layers: &[us
 }
 
 pub fn run_bench(ws: &Workspace, ratio_sizes: &[usize], measure_render: bool) -> Result<BenchReport> {
-    let role = |precision| RolePlan { model: EMBEDDED_MODEL_ID.into(), precision, device: DeviceProfile::CPU_F32 };
+    let role = |precision| Role { model: EMBEDDED_MODEL_ID.into(), precision, device: DeviceProfile::CPU_F32 };
     let full = ws.load(&role(Precision::Full))?;
     let native = ws.load(&role(Precision::Native))?;
     let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;

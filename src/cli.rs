@@ -12,7 +12,7 @@ use crate::engine::events::{CancelToken, EngineEvent, EventSink};
 use crate::experiment::bundle::read_bundle;
 use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
-use crate::experiment::runner::{self, RolePlan, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace};
+use crate::experiment::runner::{self, Role, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::{ensure_embedded_model, model_dir, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
@@ -317,7 +317,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Tokenize(args)) => {
             let ws = workspace(&global)?;
-            let m = ws.load(&RolePlan { model: args.model, precision: Precision::Full, device: DeviceProfile::CPU_F32 })?;
+            let m = ws.load(&Role { model: args.model, precision: Precision::Full, device: DeviceProfile::CPU_F32 })?;
             println!("{}", serde_json::to_string(&m.tokenizer.encode(&args.text)?)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -393,7 +393,7 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
         (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?,
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
-    let role = RolePlan { model: args.model.clone(), precision: args.precision, device: args.device };
+    let role = Role { model: args.model.clone(), precision: args.precision, device: args.device };
     let sampling = crate::engine::sampling::SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -447,7 +447,7 @@ async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let bundle = read_bundle(&args.bundle)?;
     let model = args.model.unwrap_or_else(|| bundle.manifest.model.name.clone());
-    let role = RolePlan { model, precision: args.precision, device: args.device };
+    let role = Role { model, precision: args.precision, device: args.device };
     let settings = VerifySettings {
         verifiers: vec![role; args.verifiers],
         policy: match args.policy {

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::experiment::config::experiment_names;
 use crate::experiment::results::{RunSummary, TrialResult};
-use crate::experiment::runner::{resolve_roles, run_experiment, RolePlan, RunRequest, Workspace};
+use crate::experiment::runner::{resolve_roles, run_experiment, Role, RunRequest, Workspace};
 use crate::model::device::{available_profiles, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::tui::{Backend, ExperimentChoice, PastRun, RoleChoice};
@@ -38,12 +38,12 @@ impl WorkspaceBackend {
     }
 }
 
-fn role_choice(r: &RolePlan) -> RoleChoice {
+fn role_choice(r: &Role) -> RoleChoice {
     RoleChoice { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.to_string() }
 }
 
-fn role_plan(r: &RoleChoice) -> Result<RolePlan> {
-    Ok(RolePlan {
+fn role_plan(r: &RoleChoice) -> Result<Role> {
+    Ok(Role {
         model: r.model.clone(),
         precision: r.precision.parse::<Precision>().map_err(anyhow::Error::msg)?,
         device: DeviceProfile::parse(&r.device).map_err(anyhow::Error::msg)?,

@@ -675,51 +675,8 @@ fn natural_key(name: &str) -> (String, u64, String) {
     (stem.to_string(), number, name.to_string())
 }
 
-/// Weight precision a role runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Precision {
-    /// Unquantized weights, computed in the device profile's dtype.
-    #[serde(rename = "full")]
-    Full,
-    #[serde(rename = "q4_0")]
-    Q4_0,
-    #[serde(rename = "q4_1")]
-    Q4_1,
-    #[serde(rename = "q4_k")]
-    Q4K,
-    #[serde(rename = "q5_k")]
-    Q5K,
-    #[serde(rename = "q8_0")]
-    Q8_0,
-    /// The weights exactly as the source ships them (e.g. the embedded Q4_1 GGUF).
-    #[serde(rename = "native")]
-    Native,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Full => "full",
-            Precision::Q4_0 => "q4_0",
-            Precision::Q4_1 => "q4_1",
-            Precision::Q4K => "q4_k",
-            Precision::Q5K => "q5_k",
-            Precision::Q8_0 => "q8_0",
-            Precision::Native => "native",
-        }
-    }
-
-    /// True for the formats that requantize the weights.
-    pub fn is_quantized(self) -> bool {
-        !matches!(self, Precision::Full | Precision::Native)
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Weight precision a role runs with (`full`, `q4_0`, …, `native`).
+pub use crate::model::weights::Precision;
 
 /// The inferencer: which model, at which precision, where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -756,7 +713,7 @@ pub struct VerifierConfig {
 }
 
 /// A role with every default filled in and the device chosen for this machine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Role {
     pub model: String,
     pub precision: Precision,
@@ -1520,12 +1477,12 @@ mod tests {
             assert_eq!(spec.sampled_layers(model.layers), vec![8, 16, 24], "{name}");
         }
         let exp3 = config.experiments.get("exp3").unwrap();
-        assert_eq!(exp3.inference.precision, Precision::Q4_0);
+        assert_eq!(exp3.inference.precision.to_string(), "q4_0");
         let exp5 = config.experiments.get("exp5").unwrap();
         assert!(exp5
             .verifier_roles(false)
             .iter()
-            .all(|r| r.precision == Precision::Q4_0));
+            .all(|r| r.precision.to_string() == "q4_0"));
         // exp2 crosses precisions on a CPU-only machine: bf16 inference, f32 verifiers.
         let exp2 = config.experiments.get("exp2").unwrap();
         assert_eq!(

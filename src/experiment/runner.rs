@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use tokio::task::JoinSet;
 
 use super::bundle::{read_bundle, write_bundle, BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION};
+pub use super::config::Role;
 use super::config::{ChatRole, ConfigSet, ExperimentSpec, Prompt, WeightsLocation};
 use super::results::*;
 use crate::engine::capture::CapturedStates;
@@ -18,21 +19,12 @@ use crate::engine::inference::generate;
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{verify, VerificationOutput, VerifyJob, DEFAULT_CHUNK};
 use crate::model::chat::ChatMessage as TemplateMessage;
-use crate::model::device::{dtype_name, DeviceKind, DeviceProfile};
+use crate::model::device::{dtype_name, DeviceKind};
 use crate::model::source::{parse_model_arg, ModelSource};
-use crate::model::weights::Precision;
 use crate::model::{load_model, LoadedModel};
 use crate::stats::metrics::{dtype_from_name, CompareDtype};
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;
-
-/// A role with its precision parsed for the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RolePlan {
-    pub model: String,
-    pub precision: Precision,
-    pub device: DeviceProfile,
-}
 
 /// Shared state of one process: configuration, directories, and loaded models (loaded once,
 /// shared by every role that uses the same model, precision and device profile).
@@ -40,7 +32,7 @@ pub struct Workspace {
     pub config: ConfigSet,
     pub model_dir: PathBuf,
     pub data_dir: PathBuf,
-    models: Mutex<HashMap<RolePlan, LoadedModel>>,
+    models: Mutex<HashMap<Role, LoadedModel>>,
     gpu_locks: Mutex<HashMap<DeviceKind, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -64,7 +56,7 @@ impl Workspace {
     }
 
     /// Loads (or reuses) a model for a role.
-    pub fn load(&self, role: &RolePlan) -> Result<LoadedModel> {
+    pub fn load(&self, role: &Role) -> Result<LoadedModel> {
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = models.get(role) {
             return Ok(m.clone());
@@ -107,8 +99,8 @@ pub struct RunRequest {
     pub step: RunStep,
     /// Bundle directory for `Verify`.
     pub from: Option<PathBuf>,
-    pub inference_role: Option<RolePlan>,
-    pub verifier_roles: Option<Vec<RolePlan>>,
+    pub inference_role: Option<Role>,
+    pub verifier_roles: Option<Vec<Role>>,
     pub chunk: Option<usize>,
 }
 
@@ -119,8 +111,8 @@ pub struct TrialPlan {
     pub trial: usize,
     pub prompt: PromptInfo,
     pub messages: Vec<(String, String)>,
-    pub inference: RolePlan,
-    pub verifiers: Vec<RolePlan>,
+    pub inference: Role,
+    pub verifiers: Vec<Role>,
     pub sampling: SamplingParams,
     pub policy: PolicyConfig,
     pub cutoff: f64,
@@ -129,22 +121,18 @@ pub struct TrialPlan {
     pub spec_layers: super::config::LayerSelection,
 }
 
-fn parse_precision(p: impl std::fmt::Display) -> Result<Precision> {
-    p.to_string().parse::<Precision>().map_err(anyhow::Error::msg)
-}
-
 pub fn gpu_available() -> bool {
     crate::model::device::available_profiles().iter().any(|p| p.is_gpu())
 }
 
 /// The roles an experiment runs with on this machine, after overrides.
-pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(RolePlan, Vec<RolePlan>)> {
+pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, Vec<Role>)> {
     let gpu = gpu_available();
     let inference = match &req.inference_role {
         Some(r) => r.clone(),
         None => {
             let r = spec.inference_role(gpu);
-            RolePlan { model: r.model, precision: parse_precision(r.precision)?, device: r.device }
+            Role { model: r.model, precision: r.precision, device: r.device }
         }
     };
     let mut verifiers = match &req.verifier_roles {
@@ -152,8 +140,8 @@ pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(RolePla
         None => spec
             .verifier_roles(gpu)
             .into_iter()
-            .map(|r| Ok(RolePlan { model: r.model, precision: parse_precision(r.precision)?, device: r.device }))
-            .collect::<Result<Vec<_>>>()?,
+            .map(|r| Role { model: r.model, precision: r.precision, device: r.device })
+            .collect(),
     };
     if let Some(n) = req.verifiers {
         ensure!(n > 0, "--verifiers must be at least 1");
@@ -301,7 +289,7 @@ pub fn infer_trial(
     Ok((manifest, out.captured))
 }
 
-fn role_spec_of_plan(r: &RolePlan) -> RoleSpec {
+fn role_spec_of_plan(r: &Role) -> RoleSpec {
     RoleSpec { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.device_name(), dtype: dtype_name(r.device.dtype).into() }
 }
 
@@ -350,7 +338,7 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
 /// Settings of the verification half.
 #[derive(Debug, Clone)]
 pub struct VerifySettings {
-    pub verifiers: Vec<RolePlan>,
+    pub verifiers: Vec<Role>,
     pub policy: PolicyConfig,
     pub cutoff: f64,
     pub expected: TrialVerdict,

@@ -53,6 +53,31 @@ impl FromStr for Precision {
     }
 }
 
+/// Written as its name (`q4_0`); unknown names are refused with the list of known ones.
+impl serde::Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor (not String then parse) so the error is raised at the value itself and
+        // YAML errors keep the full key path, like an enum's unknown variant.
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Precision;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "one of {}", Precision::NAMES.join(", "))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Precision, E> {
+                v.parse().map_err(|_| E::unknown_variant(v, &Precision::NAMES))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
