@@ -489,16 +489,20 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `expN` or `all` (the configured experiments in order), refusing unknown names.
+fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>> {
+    if arg == "all" {
+        return Ok(experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect());
+    }
+    if ws.config.experiments.get(arg).is_none() {
+        bail!("unknown experiment `{arg}`; known: {}, all", ws.config.experiments.experiment_names().join(", "));
+    }
+    Ok(vec![arg.to_string()])
+}
+
 async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
-    let names: Vec<String> = if args.experiment == "all" {
-        experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect()
-    } else {
-        if ws.config.experiments.get(&args.experiment).is_none() {
-            bail!("unknown experiment `{}`; known: {}, all", args.experiment, ws.config.experiments.experiment_names().join(", "));
-        }
-        vec![args.experiment.clone()]
-    };
+    let names = experiments_named(&ws, &args.experiment)?;
     let step = match args.step {
         StepChoice::Both => RunStep::Both,
         StepChoice::Infer => RunStep::Infer,
@@ -569,14 +573,7 @@ async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
 
 async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
-    let names: Vec<String> = if args.experiment == "all" {
-        experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect()
-    } else {
-        if ws.config.experiments.get(&args.experiment).is_none() {
-            bail!("unknown experiment `{}`; known: {}, all", args.experiment, ws.config.experiments.experiment_names().join(", "));
-        }
-        vec![args.experiment.clone()]
-    };
+    let names = experiments_named(&ws, &args.experiment)?;
     if args.trials == 0 {
         bail!("--trials must be at least 1");
     }
