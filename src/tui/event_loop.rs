@@ -185,8 +185,16 @@ impl Drop for InputReader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
-            // Returns within one poll interval (50 ms).
-            let _ = thread.join();
+            // Normally the thread ends within one poll interval (50 ms). When the terminal has
+            // gone away (hang-up), crossterm's poll can spin on end-of-file and never return:
+            // then the thread is left behind rather than keeping the process alive.
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
