@@ -16,6 +16,14 @@ use super::style::{format_number, power_of_ten_label};
 /// Positive values spanning at least this ratio (two decades) get a log axis.
 const LOG_SCALE_MIN_RATIO: f64 = 100.0;
 
+/// Linear axes whose largest tick is below 10^MIN or at least 10^MAX get their tick labels
+/// divided by a shared power of ten ([`ValueAxis::shared_exponent`]).
+const SHARED_EXPONENT_MIN: i32 = -2;
+const SHARED_EXPONENT_MAX: i32 = 5;
+
+/// Least free space between neighbouring tick labels, in pixels.
+pub const TICK_LABEL_GAP_PX: f64 = 14.0;
+
 /// How values map onto an axis.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scale {
@@ -139,31 +147,38 @@ impl ValueAxis {
         }
     }
 
+    /// The power of ten every tick label of a linear axis is divided by, when plain decimals
+    /// would be long ("0.00125") or mix notations: ticks up to 0.00175 read "0 … 1.75" with
+    /// "×10⁻³" in the axis description. None when the labels are plain numbers.
+    pub fn shared_exponent(&self) -> Option<i32> {
+        if self.scale != Scale::Linear {
+            return None;
+        }
+        let largest = self.ticks.iter().map(|t| t.abs()).fold(0.0, f64::max);
+        if largest == 0.0 || !largest.is_finite() {
+            return None;
+        }
+        let exponent = largest.log10().floor() as i32;
+        (!(SHARED_EXPONENT_MIN..SHARED_EXPONENT_MAX).contains(&exponent)).then_some(exponent)
+    }
+
     /// Tick label for a drawing coordinate.
     pub fn tick_label(&self, position: f64) -> String {
         match self.scale {
             Scale::Linear => {
-                // As many decimals as the tick step needs, so 1.025 is not shown as "1.03".
                 let step = self
                     .ticks
                     .windows(2)
                     .map(|pair| pair[1] - pair[0])
                     .next()
                     .unwrap_or(1.0);
-                let magnitude = position.abs().max(step);
-                if !(1e-3..1e5).contains(&magnitude) {
-                    return format_number(position);
+                match self.shared_exponent() {
+                    Some(exponent) => {
+                        let unit = 10f64.powi(exponent);
+                        linear_label(position / unit, step / unit)
+                    }
+                    None => linear_label(position, step),
                 }
-                let decimals = (0..=6)
-                    .find(|&d| {
-                        let scale = 10f64.powi(d);
-                        ((step * scale).round() - step * scale).abs() < 1e-6 * scale.max(1.0)
-                    })
-                    .unwrap_or(6) as usize;
-                if position.abs() < step * 1e-6 {
-                    return "0".to_string();
-                }
-                format!("{position:.decimals$}")
             }
             Scale::Log { .. } => {
                 let plain_range =
@@ -178,10 +193,91 @@ impl ValueAxis {
         }
     }
 
+    /// Whether the tick labels, centred on their ticks along an axis `pixel_width` pixels
+    /// long (from `start` to `end`), keep at least `TICK_LABEL_GAP_PX` between neighbours.
+    /// `label_width` measures a label in pixels.
+    pub fn labels_fit(&self, pixel_width: f64, label_width: &impl Fn(&str) -> f64) -> bool {
+        let span = self.end - self.start;
+        if span <= 0.0 {
+            return true;
+        }
+        let pixels_per_unit = pixel_width / span;
+        let widths: Vec<f64> = self
+            .ticks
+            .iter()
+            .map(|t| label_width(&self.tick_label(*t)))
+            .collect();
+        self.ticks
+            .windows(2)
+            .zip(widths.windows(2))
+            .all(|(ticks, widths)| {
+                (ticks[1] - ticks[0]) * pixels_per_unit
+                    >= (widths[0] + widths[1]) / 2.0 + TICK_LABEL_GAP_PX
+            })
+    }
+
+    /// Drops ticks until their labels fit along an axis `pixel_width` pixels long (see
+    /// [`Self::labels_fit`]): a linear axis moves to the next round step (0.25 → 0.5 → 1 …),
+    /// a log axis first drops the 2× and 5× ticks, then keeps every second, third … decade.
+    /// The range is kept, so the data and the histogram bins do not move; at least two ticks
+    /// stay even if those still collide.
+    pub fn with_ticks_fitting(self, pixel_width: f64, label_width: impl Fn(&str) -> f64) -> Self {
+        if self.labels_fit(pixel_width, &label_width) {
+            return self;
+        }
+        let mut candidates: Vec<Vec<f64>> = Vec::new();
+        match self.scale {
+            Scale::Linear => {
+                let mut step = self
+                    .ticks
+                    .windows(2)
+                    .map(|pair| pair[1] - pair[0])
+                    .next()
+                    .unwrap_or(self.end - self.start);
+                // Each round step is larger than the last; the cap only guards odd floats.
+                for _ in 0..64 {
+                    step = nice_step(step * (1.0 + 1e-6));
+                    let ticks = multiples_within(step, self.start, self.end);
+                    if ticks.len() < 2 {
+                        break;
+                    }
+                    candidates.push(ticks);
+                }
+            }
+            Scale::Log { .. } => {
+                let decades: Vec<f64> = self
+                    .ticks
+                    .iter()
+                    .copied()
+                    .filter(|t| (t - t.round()).abs() < 1e-9)
+                    .collect();
+                candidates.push(decades.clone());
+                for every in 2..decades.len() {
+                    let ticks: Vec<f64> = decades.iter().copied().step_by(every).collect();
+                    if ticks.len() < 2 {
+                        break;
+                    }
+                    candidates.push(ticks);
+                }
+            }
+        }
+        let mut fitted = self.clone();
+        for ticks in candidates {
+            fitted.ticks = ticks;
+            if fitted.labels_fit(pixel_width, &label_width) {
+                break;
+            }
+        }
+        fitted
+    }
+
     /// Axis description: the quantity, plus how the scale treats it.
     pub fn describe(&self, quantity: &str) -> String {
         match self.scale {
-            Scale::Linear => quantity.to_string(),
+            Scale::Linear => match self.shared_exponent() {
+                Some(exponent) => format!("{quantity} (×{})", power_of_ten_label(exponent)),
+                None => quantity.to_string(),
+            },
             Scale::Log { floor } if self.has_clamped_zeros => format!(
                 "{quantity} (log scale; 0 shown at {})",
                 power_of_ten_label(floor.log10().round() as i32)
@@ -267,6 +363,32 @@ impl Ranged for TickedRange {
     fn range(&self) -> Range<f64> {
         self.start..self.end
     }
+}
+
+/// Label of a linear tick at `value`, with as many decimals as the tick `step` needs, so
+/// 1.025 is not shown as "1.03".
+fn linear_label(value: f64, step: f64) -> String {
+    let magnitude = value.abs().max(step);
+    if !(1e-3..1e5).contains(&magnitude) {
+        return format_number(value);
+    }
+    if value.abs() < step * 1e-6 {
+        return "0".to_string();
+    }
+    let decimals = (0..=6)
+        .find(|&d| {
+            let scale = 10f64.powi(d);
+            ((step * scale).round() - step * scale).abs() < 1e-6 * scale.max(1.0)
+        })
+        .unwrap_or(6) as usize;
+    format!("{value:.decimals$}")
+}
+
+/// The multiples of `step` within `start..=end`.
+fn multiples_within(step: f64, start: f64, end: f64) -> Vec<f64> {
+    let first = (start / step - 1e-9).ceil() as i64;
+    let last = (end / step + 1e-9).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
 }
 
 /// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `raw`.
@@ -373,6 +495,81 @@ mod tests {
         let axis = ValueAxis::fit(&[0.0, 0.0], None);
         assert!(axis.end > axis.start);
         assert_eq!(axis.histogram(&[0.0, 0.0], 10).iter().sum::<usize>(), 2);
+    }
+
+    /// Roughly DejaVu Sans at the tick label size: 12 px per character.
+    fn twelve_px_per_char(label: &str) -> f64 {
+        label.chars().count() as f64 * 12.0
+    }
+
+    #[test]
+    fn small_linear_ticks_share_one_power_of_ten() {
+        // The "Pe" panel: ticks every 0.00025 up to 0.00175 used to read "2.5e-4 … 0.00100".
+        let axis = ValueAxis::fit(&[0.0, 0.0, 0.0017], None);
+        assert_eq!(axis.shared_exponent(), Some(-3));
+        let labels: Vec<String> = axis.ticks.iter().map(|t| axis.tick_label(*t)).collect();
+        assert_eq!(
+            labels,
+            ["0", "0.25", "0.50", "0.75", "1.00", "1.25", "1.50", "1.75"]
+        );
+        assert_eq!(axis.describe("Pe"), "Pe (×10⁻³)");
+        // "mean |Δ|": one notation for every tick.
+        let axis = ValueAxis::fit(&[2e-6, 4e-5], None);
+        assert_eq!(axis.shared_exponent(), Some(-5));
+        assert_eq!(axis.tick_label(1.5e-5), "1.5");
+        assert_eq!(axis.describe("mean |Δ|"), "mean |Δ| (×10⁻⁵)");
+        // Ordinary magnitudes keep plain labels.
+        let axis = ValueAxis::fit(&[0.0, 0.05], None);
+        assert_eq!(axis.shared_exponent(), None);
+        assert_eq!(axis.tick_label(0.01), "0.01");
+        assert_eq!(axis.describe("Pw"), "Pw");
+    }
+
+    #[test]
+    fn ticks_are_thinned_until_their_labels_fit_the_width() {
+        // 0 … 1.025 by 0.025: 42 labels such as "0.025" (60 px) cannot share 400 px.
+        let axis = ValueAxis::linear(0.0, 1.0e-2).with_ticks_fitting(400.0, twelve_px_per_char);
+        assert_eq!(axis.scale, Scale::Linear);
+        assert!(axis.labels_fit(400.0, &twelve_px_per_char), "{axis:?}");
+        let wide = ValueAxis::linear(1.0, 1.000_35);
+        assert!(!wide.labels_fit(300.0, &twelve_px_per_char));
+        let fitted = wide.clone().with_ticks_fitting(300.0, twelve_px_per_char);
+        assert!(fitted.labels_fit(300.0, &twelve_px_per_char), "{fitted:?}");
+        assert!(fitted.ticks.len() >= 2 && fitted.ticks.len() < wide.ticks.len());
+        // The range (and so the histogram bins) stays; the ticks stay round and inside it.
+        assert_eq!((fitted.start, fitted.end), (wide.start, wide.end));
+        let step = fitted.ticks[1] - fitted.ticks[0];
+        assert!(fitted.ticks.iter().all(|t| {
+            *t >= fitted.start - 1e-12
+                && *t <= fitted.end + 1e-12
+                && ((t / step) - (t / step).round()).abs() < 1e-6
+        }));
+        // Every neighbouring pair keeps the gap: centre distance ≥ mean width + gap.
+        let pixels_per_unit = 300.0 / (fitted.end - fitted.start);
+        for pair in fitted.ticks.windows(2) {
+            let widths: f64 = pair
+                .iter()
+                .map(|t| twelve_px_per_char(&fitted.tick_label(*t)))
+                .sum();
+            assert!((pair[1] - pair[0]) * pixels_per_unit >= widths / 2.0 + TICK_LABEL_GAP_PX);
+        }
+        // Labels that already fit are left alone.
+        let roomy = ValueAxis::linear(0.0, 1.0);
+        assert_eq!(
+            roomy.clone().with_ticks_fitting(1000.0, twelve_px_per_char),
+            roomy
+        );
+    }
+
+    #[test]
+    fn a_narrow_log_axis_drops_intermediate_ticks_then_decades() {
+        let axis = ValueAxis::log(0.3, 0.9, false);
+        let fitted = axis.with_ticks_fitting(60.0, twelve_px_per_char);
+        assert_eq!(fitted.ticks, [-1.0, 0.0]);
+        let decades = ValueAxis::log(1e-12, 1.0, false);
+        let fitted = decades.with_ticks_fitting(150.0, twelve_px_per_char);
+        assert!(fitted.labels_fit(150.0, &twelve_px_per_char), "{fitted:?}");
+        assert!(fitted.ticks.len() >= 2);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::axis::{SampleSummary, TickedRange, ValueAxis};
 use super::metric::CheckMetric;
 use super::style::{
-    bold_font, draw_legend_row, draw_title, ensure_fonts, font, format_number, LegendEntry,
-    LegendMark, AXIS_DESC_SIZE, BACKGROUND, CHEAT_COLOR, GRID_COLOR, GRID_FIGURE_SIZE,
+    bold_font, draw_legend_row, draw_title, ensure_fonts, font, format_number, tick_label_width,
+    LegendEntry, LegendMark, AXIS_DESC_SIZE, BACKGROUND, CHEAT_COLOR, GRID_COLOR, GRID_FIGURE_SIZE,
     HONEST_COLOR, MUTED_TEXT, NOTE_SIZE, PANEL_TITLE_SIZE, THRESHOLD_COLOR, TICK_LABEL_SIZE,
 };
 use crate::experiment::results::{TrialResult, TrialVerdict};
@@ -21,6 +21,12 @@ use crate::stats::optimize::OptimizationReport;
 
 /// Histogram bins per panel, as in the reference project.
 pub const DISTRIBUTION_BINS: usize = 30;
+
+/// Panel chart layout: space right of the plot, room for the y tick labels, and the share of
+/// the value range left free past each end of the x axis.
+const PANEL_MARGIN_RIGHT: u32 = 18;
+const PANEL_Y_LABEL_AREA: u32 = 82;
+const PANEL_X_PAD: f64 = 0.015;
 
 /// The metrics of the reference project's grid, in its order; accept rate is the sixth panel.
 pub const GRID_METRICS: [CheckMetric; 5] = [
@@ -340,7 +346,15 @@ where
         .flat_map(|(_, sample, _)| sample.values.iter().copied())
         .chain(panel.threshold.as_ref().map(|t| t.value))
         .collect();
-    let axis = ValueAxis::fit(&all_values, panel.fixed_range);
+    // Fewer ticks where their labels would run together in this narrow panel.
+    let plot_width = chart_area
+        .dim_in_pixel()
+        .0
+        .saturating_sub(PANEL_MARGIN_RIGHT + PANEL_Y_LABEL_AREA) as f64;
+    let axis = ValueAxis::fit(&all_values, panel.fixed_range)
+        .with_ticks_fitting(plot_width / (1.0 + 2.0 * PANEL_X_PAD), |label| {
+            tick_label_width(&chart_area, label)
+        });
     let histograms: Vec<(Vec<f64>, RGBColor)> = groups
         .iter()
         .map(|(_, sample, color)| {
@@ -361,13 +375,13 @@ where
     };
 
     // A little room past both ends, so lines at the bounds (an accept rate of 1) stay whole.
-    let pad = (axis.end - axis.start) * 0.015;
+    let pad = (axis.end - axis.start) * PANEL_X_PAD;
     let x_range = TickedRange::new(axis.start - pad, axis.end + pad, axis.ticks.clone());
     let mut chart = ChartBuilder::on(&chart_area)
-        .margin_right(18)
+        .margin_right(PANEL_MARGIN_RIGHT)
         .margin_top(4)
         .x_label_area_size(62)
-        .y_label_area_size(82)
+        .y_label_area_size(PANEL_Y_LABEL_AREA)
         .build_cartesian_2d(x_range, 0.0..y_end)?;
     let tick_formatter = |value: &f64| axis.tick_label(*value);
     chart

@@ -7,8 +7,8 @@ use plotters::prelude::*;
 
 use super::axis::{SampleSummary, Scale, TickedRange, ValueAxis};
 use super::style::{
-    draw_legend_row, draw_title, ensure_fonts, font, format_number, series_color, LegendEntry,
-    LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, GRID_COLOR, TICK_LABEL_SIZE,
+    draw_legend_row, draw_title, ensure_fonts, font, format_number, series_color, tick_label_width,
+    LegendEntry, LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, GRID_COLOR, TICK_LABEL_SIZE,
 };
 use crate::experiment::results::TrialResult;
 
@@ -91,6 +91,10 @@ pub fn plot_overhead(title: &str, samples: &[OverheadSamples], path: &Path) -> a
         }
         axis => axis,
     };
+    // Fewer ticks if their labels would run together; the plot is the area less the left and
+    // right margins and the y label area set below.
+    let plot_width = chart_area.dim_in_pixel().0.saturating_sub(16 + 30 + 90) as f64;
+    let axis = axis.with_ticks_fitting(plot_width, |label| tick_label_width(&chart_area, label));
     let bins = bin_count(all.len() / samples.len().max(1));
     let counts: Vec<Vec<usize>> = samples
         .iter()

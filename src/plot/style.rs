@@ -85,6 +85,14 @@ pub fn bold_font(size: u32) -> TextStyle<'static> {
         .color(&TEXT_COLOR)
 }
 
+/// Width in pixels of a tick label drawn in `area` (estimated from the character count if the
+/// font cannot measure it).
+pub fn tick_label_width<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, label: &str) -> f64 {
+    area.estimate_text_size(label, &font(TICK_LABEL_SIZE))
+        .map(|(width, _)| width as f64)
+        .unwrap_or(label.chars().count() as f64 * TICK_LABEL_SIZE as f64 * 0.65)
+}
+
 /// Writes a figure title and an optional subtitle centred at the top of `area`, and returns
 /// the part of `area` below them.
 pub fn draw_title<DB: DrawingBackend>(
