@@ -26,3 +26,46 @@ bench: model
 
 doctor: build
 	$(BIN) doctor
+
+# ---- The GPU path: candle's CUDA backend (`--features cuda`), built without a CUDA toolkit ----
+# scripts/cuda-toolchain.sh puts NVIDIA's nvcc 13.0 from PyPI (checksummed wheels) into
+# .build/cuda/nvidia/cu13; scripts/cuda-stubs.sh writes link-time stubs of libcuda, libnvrtc,
+# libcurand, libcublas and libcublasLt into .build/cuda/stubs, so the binary links on a machine
+# with no driver and loads the real libraries on the GPU machine (scripts/gpu-device-run.sh).
+# A separate target dir keeps the CPU build in target/release intact. The binary is built for
+# x86-64-v3 (AVX2/FMA) instead of this machine's native CPU, because it runs on another machine.
+CUDA_DIR := $(CURDIR)/.build/cuda
+CUDA_ROOT_DIR := $(CUDA_DIR)/nvidia/cu13
+CUDA_STUBS := $(CUDA_DIR)/stubs
+CUDA_TARGET_DIR := $(CURDIR)/target/cuda
+CUDA_BIN := $(CUDA_TARGET_DIR)/release/verillm-tui
+CUDA_COMPUTE_CAP ?= 90
+CUDA_RUSTFLAGS ?= -C target-cpu=x86-64-v3
+CUDA_ENV = CUDA_ROOT="$(CUDA_ROOT_DIR)" CUDA_PATH="$(CUDA_ROOT_DIR)" PATH="$(CUDA_ROOT_DIR)/bin:$$PATH" \
+	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR="$(CUDA_TARGET_DIR)" \
+	LIBRARY_PATH="$(CUDA_STUBS)" RUSTFLAGS="$(CUDA_RUSTFLAGS) -L native=$(CUDA_STUBS)"
+
+.PHONY: cuda-toolchain build-cuda check-cuda
+
+cuda-toolchain:
+	scripts/cuda-toolchain.sh "$(CUDA_DIR)"
+
+# The library first (no link step), then stubs from its undefined symbols, then the binary.
+build-cuda: cuda-toolchain
+	$(CUDA_ENV) $(CARGO) build --release --features cuda --lib
+	scripts/cuda-stubs.sh "$(CUDA_TARGET_DIR)/release" "$(CUDA_STUBS)" "$(CUDA_ROOT_DIR)"
+	$(CUDA_ENV) $(CARGO) build --release --features cuda
+	@echo "CUDA build: $(CUDA_BIN)"
+
+# Type-checks every target with the cuda feature (candle-kernels' build script still runs nvcc).
+check-cuda: cuda-toolchain
+	$(CUDA_ENV) $(CARGO) check --release --features cuda --all-targets
+
+# The cuda binary stripped and xz-compressed (~10 MB instead of ~66 MB), for carrying to a GPU
+# machine whose transfer limit is 64 MiB: .build/cuda/dist/verillm-tui.xz.
+.PHONY: dist-cuda
+dist-cuda: build-cuda
+	mkdir -p "$(CUDA_DIR)/dist"
+	strip -o "$(CUDA_DIR)/dist/verillm-tui" "$(CUDA_BIN)"
+	xz -f -T2 "$(CUDA_DIR)/dist/verillm-tui"
+	@ls -l "$(CUDA_DIR)/dist/verillm-tui.xz"

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# What a GPU machine runs to exercise the CUDA build of verillm-tui (built here with
+# `make build-cuda`: target/cuda/release/verillm-tui).
+#
+# Usage: scripts/gpu-device-run.sh BIN MODEL
+#   BIN    the cuda build of verillm-tui, or that file compressed (.xz, .gz, .zst): the device
+#          tool carries at most 64 MiB per call, and the binary is ~66 MB (~10 MB as .xz).
+#   MODEL  the embedded model's GGUF (SmolLM2-135M-Instruct.Q4_1.gguf), given as
+#            - the .gguf file itself, or
+#            - a folder holding its pieces model.part* (made with e.g.
+#              `split -b 30M SmolLM2-135M-Instruct.Q4_1.gguf model.part`), or
+#            - a path prefix of those pieces (DIR/model.part),
+#          joined in name order; either way the file must have sha256
+#          b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53.
+#
+# Environment (all optional):
+#   OUT          where results go (default ./gpu-results). Written there: summary.txt (one line
+#                per step with its exit status and time), run.log (everything printed) and
+#                results.tar.gz (the whole tree: each step's stdout/stderr, run summaries and
+#                trial JSON, bench JSON, the generated config folders). Set KEEP_TREE=1 to
+#                also leave the unpacked tree in $OUT/tree (the device tool returns at most
+#                8 files, so by default only those three files are left in $OUT).
+#   WORK         scratch folder (default /tmp/verillm-gpu).
+#   DTYPES       GPU dtypes to try (default "f16 bf16").
+#   EXPERIMENTS  experiments to run per dtype (default "exp1 exp2 exp3 exp5").
+#   TRIALS       --trials for each run (default 3); MAX_TOKENS: --max-tokens if set.
+#   STEP_TIMEOUT seconds allowed per step (default 240).
+#   CUDA_LIB_DIRS extra folders (colon-separated) searched first for the CUDA libraries.
+#   BENCH=0      skip bench.
+#   PROFILE_TEMPLATE  the forced profile, {dtype} replaced by each dtype (default cuda:0:{dtype}).
+#   CHECK_LIBS=0 skip the CUDA library search (for a rehearsal with a CPU build).
+#   DRY_RUN=1    write the config folders and list the steps without running them.
+# Rehearsal on a machine with no GPU (CPU build, configs forced to cpu:bf16, short runs):
+#   CHECK_LIBS=0 PROFILE_TEMPLATE='cpu:{dtype}' DTYPES=bf16 EXPERIMENTS='exp1 exp2' TRIALS=1 \
+#     MAX_TOKENS=8 BENCH=0 OUT=/tmp/rehearsal scripts/gpu-device-run.sh target/release/verillm-tui MODEL
+#
+# The binary links libcuda.so.1, libcudart.so.13, libnvrtc.so.13, libcurand.so.10,
+# libcublas.so.13 and libcublasLt.so.13 by SONAME. libcuda comes with the driver; the others
+# come with a CUDA 13 toolkit or with the nvidia-* pip wheels (e.g. PyTorch's cu130 build:
+# site-packages/nvidia/cu13/lib). This script finds them (LD_LIBRARY_PATH, ldconfig, the usual
+# toolkit folders, then `find /`) and puts their folders on LD_LIBRARY_PATH; `ldd` output is
+# saved, and a missing library stops the run before anything else.
+#
+# Steps: devices; for each dtype D in DTYPES: doctor with the generated config, then run each experiment with the inferencer
+# (and every verifier that has a gpu_device in configs/experiments.yaml) forced to cuda:0:D; the
+# cross-device verifiers of exp2/exp4 stay on the CPU (f32), so exp2 is cuda D inference -> cpu
+# f32 verification; then bench (with --device cuda:0:D per dtype when this build's bench has
+# --device). Steps go on after a failure; the script exits non-zero if any step failed.
+set -uo pipefail
+
+die() { echo "gpu-device-run: $*" >&2; [ -n "${SUMMARY:-}" ] && echo "stopped: $*" >>"$SUMMARY"; exit 2; }
+
+BIN=${1:-}
+MODEL=${2:-}
+[ -n "$BIN" ] && [ -n "$MODEL" ] || die "usage: $0 BIN MODEL   (see the top of this file)"
+[ -f "$BIN" ] || die "no such file: $BIN"
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+OUT=${OUT:-./gpu-results}
+WORK=${WORK:-/tmp/verillm-gpu}
+DTYPES=${DTYPES:-f16 bf16}
+EXPERIMENTS=${EXPERIMENTS:-exp1 exp2 exp3 exp5}
+TRIALS=${TRIALS:-3}
+MAX_TOKENS=${MAX_TOKENS:-}
+STEP_TIMEOUT=${STEP_TIMEOUT:-240}
+DRY_RUN=${DRY_RUN:-0}
+PROFILE_TEMPLATE=${PROFILE_TEMPLATE:-cuda:0:\{dtype\}}
+CHECK_LIBS=${CHECK_LIBS:-1}
+BENCH=${BENCH:-1}
+GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+mkdir -p "$OUT" "$WORK"
+OUT=$(cd "$OUT" && pwd)
+TREE=$WORK/results
+rm -rf "$TREE"
+mkdir -p "$TREE/models" "$TREE/data"
+# A compressed binary (the stripped build is ~64 MB, ~10 MB as .xz) is unpacked first.
+case $BIN in
+    *.xz) xz -dc "$BIN" >"$WORK/verillm-tui" || die "cannot unpack $BIN"; BIN=$WORK/verillm-tui ;;
+    *.gz) gzip -dc "$BIN" >"$WORK/verillm-tui" || die "cannot unpack $BIN"; BIN=$WORK/verillm-tui ;;
+    *.zst) zstd -dc "$BIN" >"$WORK/verillm-tui" || die "cannot unpack $BIN"; BIN=$WORK/verillm-tui ;;
+esac
+chmod +x "$BIN" 2>/dev/null || true
+[ -x "$BIN" ] || die "not an executable: $BIN"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+LOG=$OUT/run.log
+SUMMARY=$OUT/summary.txt
+: >"$LOG"
+: >"$SUMMARY"
+exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
+
+note() { echo "== $*"; }
+
+# ---- the model -------------------------------------------------------------------------------
+MODEL_DIR=$TREE/models
+GGUF=$MODEL_DIR/$GGUF_NAME
+if [ -f "$MODEL" ]; then
+    cp "$MODEL" "$GGUF"
+else
+    if [ -d "$MODEL" ]; then
+        # Pieces anywhere below the folder (they may have travelled in separate folders),
+        # ordered by file name.
+        parts=$(find "$MODEL" -type f -name 'model.part*' -printf '%f\t%p\n' | LC_ALL=C sort | cut -f2)
+    else
+        parts=$(ls -1 "$MODEL"* 2>/dev/null | LC_ALL=C sort)
+    fi
+    [ -n "$parts" ] || die "no model file and no pieces model.part* at $MODEL"
+    note "joining model pieces: $(echo $parts)"
+    # shellcheck disable=SC2086
+    cat $parts >"$GGUF"
+fi
+actual=$(sha256sum "$GGUF" | cut -d' ' -f1)
+[ "$actual" = "$GGUF_SHA256" ] || die "model sha256 is $actual, expected $GGUF_SHA256"
+note "model ok: $GGUF"
+
+# ---- the CUDA libraries ----------------------------------------------------------------------
+NEEDED_LIBS="libcuda.so.1 libcudart.so.13 libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13"
+lib_dirs=()
+add_dir() { local d; for d in "${lib_dirs[@]}"; do [ "$d" = "$1" ] && return; done; lib_dirs+=("$1"); }
+find_lib() { # name -> folder on stdout
+    local name=$1 d
+    IFS=: read -r -a extra <<<"${CUDA_LIB_DIRS:-}:${LD_LIBRARY_PATH:-}"
+    for d in "${extra[@]}" /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu \
+        /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+        case $d in ""|*stubs*) continue ;; esac
+        [ -e "$d/$name" ] && { echo "$d"; return; }
+    done
+    d=$(ldconfig -p 2>/dev/null | awk -v n="$name" '$1 == n { print $NF; exit }')
+    [ -n "$d" ] && { dirname "$d"; return; }
+    d=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name "$name" -print 2>/dev/null | grep -v '/stubs/' | head -1)
+    [ -n "$d" ] && { dirname "$d"; return; }
+    d=$(find / \( -path /proc -o -path /sys \) -prune -o -name "$name" -print 2>/dev/null | grep -v '/stubs/' | head -1)
+    [ -n "$d" ] && dirname "$d"
+}
+missing=""
+if [ "$DRY_RUN" != 1 ] && [ "$CHECK_LIBS" = 1 ]; then
+    for name in $NEEDED_LIBS; do
+        dir=$(find_lib "$name")
+        if [ -z "$dir" ]; then missing="$missing $name"; else echo "found $name in $dir"; add_dir "$dir"; fi
+    done
+    LD_LIBRARY_PATH=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export LD_LIBRARY_PATH
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    ldd "$BIN" >"$TREE/ldd.txt" 2>&1
+    cat "$TREE/ldd.txt"
+    (nvidia-smi >"$TREE/nvidia-smi.txt" 2>&1) || true
+    [ -z "$missing" ] || echo "MISSING CUDA LIBRARIES:$missing"
+fi
+
+# ---- config folders: every experiment forced onto one GPU profile ----------------------------
+write_config() { # dtype profile dir
+    python3 - "$REPO/configs/experiments.yaml" "$2" "$3/experiments.yaml" <<'PY' || return 1
+import sys, yaml
+src, profile, dst = sys.argv[1:]
+with open(src) as f:
+    doc = yaml.safe_load(f)
+for name, exp in doc["experiments"].items():
+    inf = exp["inference"]
+    inf["device"] = profile
+    inf.pop("gpu_device", None)
+    for v in exp["verifiers"]:
+        # Verifiers that follow the GPU (gpu_device set) move with it; cross-device verifiers
+        # (exp2, exp4: CPU f32) stay where they are.
+        if "gpu_device" in v:
+            v["device"] = profile
+            v.pop("gpu_device", None)
+    exp["description"] = f"{exp.get('description', '')} [forced: inference on {profile}]"
+with open(dst, "w") as f:
+    f.write(f"# Generated by scripts/gpu-device-run.sh from configs/experiments.yaml: {profile}\n")
+    yaml.safe_dump(doc, f, sort_keys=False)
+PY
+}
+
+failures=0
+step() { # name, command...
+    local name=$1; shift
+    local dir=$TREE/steps
+    mkdir -p "$dir"
+    note "$name: $*"
+    if [ "$DRY_RUN" = 1 ]; then echo "DRY $name: $*" >>"$SUMMARY"; return 0; fi
+    local start end rc
+    start=$(date +%s.%N)
+    timeout "$STEP_TIMEOUT" "$@" >"$dir/$name.out" 2>"$dir/$name.err"
+    rc=$?
+    end=$(date +%s.%N)
+    tail -n 20 "$dir/$name.out"; tail -n 20 "$dir/$name.err"
+    local secs
+    secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    printf '%-24s rc=%-3s %7ss  %s\n' "$name" "$rc" "$secs" "$*" | tee -a "$SUMMARY"
+    [ "$rc" = 0 ] || failures=$((failures + 1))
+}
+
+G=(--model-dir "$MODEL_DIR" --data-dir "$TREE/data")
+run_extra=(--trials "$TRIALS" --json)
+[ -n "$MAX_TOKENS" ] && run_extra+=(--max-tokens "$MAX_TOKENS")
+
+if [ -n "$missing" ]; then
+    echo "missing CUDA libraries:$missing" | tee -a "$SUMMARY"
+    failures=1
+else
+    step devices "$BIN" "${G[@]}" devices
+    for dtype in $DTYPES; do
+        profile=${PROFILE_TEMPLATE//\{dtype\}/$dtype}
+        cfg=$TREE/config-$dtype
+        mkdir -p "$cfg"
+        if ! write_config "$dtype" "$profile" "$cfg"; then
+            echo "config-$dtype: could not write (python3 with PyYAML needed)" | tee -a "$SUMMARY"
+            failures=$((failures + 1))
+            continue
+        fi
+        # Checks the build, the devices, the model and the generated config together.
+        step "doctor-$dtype" "$BIN" "${G[@]}" --config-dir "$cfg" doctor
+        for exp in $EXPERIMENTS; do
+            step "$exp-$dtype" "$BIN" "${G[@]}" --config-dir "$cfg" run "$exp" "${run_extra[@]}" \
+                --out "$TREE/data/$exp-$dtype"
+        done
+        if [ "$BENCH" = 1 ] && "$BIN" bench --help 2>/dev/null | grep -q -- '--device'; then
+            step "bench-$dtype" "$BIN" "${G[@]}" bench --json --device "$profile"
+        fi
+    done
+    if [ "$BENCH" = 1 ] && ! "$BIN" bench --help 2>/dev/null | grep -q -- '--device'; then
+        step bench "$BIN" "${G[@]}" bench --json
+    fi
+fi
+
+# ---- pack --------------------------------------------------------------------------------------
+rm -f "$GGUF" # 93 MB, and already known
+tar -C "$WORK" -czf "$OUT/results.tar.gz" results
+if [ "${KEEP_TREE:-0}" = 1 ]; then rm -rf "$OUT/tree"; cp -r "$TREE" "$OUT/tree"; fi
+note "summary ($failures failed):"
+cat "$SUMMARY"
+exec >&- 2>&-
+wait "$TEE_PID" 2>/dev/null
+[ "$failures" = 0 ]
