@@ -52,11 +52,32 @@ pub struct BenchReport {
 }
 
 fn greedy(max_new_tokens: usize) -> SamplingParams {
-    SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, repetition_penalty: 1.0, seed: 1, min_new_tokens: max_new_tokens, max_new_tokens }
+    SamplingParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        repetition_penalty: 1.0,
+        seed: 1,
+        min_new_tokens: max_new_tokens,
+        max_new_tokens,
+    }
 }
 
-fn decode_figure(model: &LoadedModel, prompt_ids: &[u32], n: usize, layers: &[usize]) -> Result<DecodeFigure> {
-    let out = generate(model, prompt_ids, &greedy(n), layers, &EventSink::none(), 0, &CancelToken::new())?;
+fn decode_figure(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    n: usize,
+    layers: &[usize],
+) -> Result<DecodeFigure> {
+    let out = generate(
+        model,
+        prompt_ids,
+        &greedy(n),
+        layers,
+        &EventSink::none(),
+        0,
+        &CancelToken::new(),
+    )?;
     Ok(DecodeFigure {
         precision: model.model.precision.to_string(),
         prompt_tokens: prompt_ids.len(),
@@ -66,26 +87,50 @@ fn decode_figure(model: &LoadedModel, prompt_ids: &[u32], n: usize, layers: &[us
     })
 }
 
-pub fn run_bench(ws: &Workspace, ratio_sizes: &[usize], measure_render: bool) -> Result<BenchReport> {
-    let role = |precision| Role { model: EMBEDDED_MODEL_ID.into(), precision, device: DeviceProfile::CPU_F32 };
+pub fn run_bench(
+    ws: &Workspace,
+    ratio_sizes: &[usize],
+    measure_render: bool,
+) -> Result<BenchReport> {
+    let role = |precision| Role {
+        model: EMBEDDED_MODEL_ID.into(),
+        precision,
+        device: DeviceProfile::CPU_F32,
+    };
     let full = ws.load(&role(Precision::Full))?;
     let native = ws.load(&role(Precision::Native))?;
     let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
     let prompt_ids = full.tokenizer.encode(&prompt)?;
     let layers: Vec<usize> = vec![8, 16, 24];
     eprintln!("bench: decoding 128 tokens (native Q4_1, then full f32)…");
-    let decode = vec![decode_figure(&native, &prompt_ids, 128, &layers)?, decode_figure(&full, &prompt_ids, 128, &layers)?];
+    let decode = vec![
+        decode_figure(&native, &prompt_ids, 128, &layers)?,
+        decode_figure(&full, &prompt_ids, 128, &layers)?,
+    ];
 
     // Prefill throughput on a 512-token sequence (the verifier's workload), no taps beyond 24.
     let long_ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(512).collect();
     let start = Instant::now();
-    full.model.forward(&long_ids, &mut full.model.new_cache(), &[full.model.config.n_layers], false)?;
+    full.model.forward(
+        &long_ids,
+        &mut full.model.new_cache(),
+        &[full.model.config.n_layers],
+        false,
+    )?;
     let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
 
     let mut ratios = Vec::new();
     for &n in ratio_sizes {
         eprintln!("bench: verification/inference at N={n}…");
-        let out = generate(&full, &prompt_ids, &greedy(n), &layers, &EventSink::none(), 0, &CancelToken::new())?;
+        let out = generate(
+            &full,
+            &prompt_ids,
+            &greedy(n),
+            &layers,
+            &EventSink::none(),
+            0,
+            &CancelToken::new(),
+        )?;
         let policy = PolicyConfig::default();
         let job = VerifyJob {
             prompt_ids: &prompt_ids,
@@ -96,7 +141,12 @@ pub fn run_bench(ws: &Workspace, ratio_sizes: &[usize], measure_render: bool) ->
             chunk: DEFAULT_CHUNK,
         };
         let ver = verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())?;
-        ratios.push(RatioFigure { new_tokens: n, inference_s: out.total_s, verification_s: ver.time_s, ratio_percent: 100.0 * ver.time_s / out.total_s });
+        ratios.push(RatioFigure {
+            new_tokens: n,
+            inference_s: out.total_s,
+            verification_s: ver.time_s,
+            ratio_percent: 100.0 * ver.time_s / out.total_s,
+        });
     }
     // Rendering cost of the run view after a long run: 4096 tokens × 3 verifiers × 3 layers.
     let (tui_mean, tui_max) = if measure_render {
@@ -128,14 +178,20 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn print_report(r: &BenchReport) {
-    println!("verillm-tui bench — {} on this machine ({} threads)", r.model, r.threads);
+    println!(
+        "verillm-tui bench — {} on this machine ({} threads)",
+        r.model, r.threads
+    );
     for d in &r.decode {
         println!(
             "  decode with capture, {:<6}: {:6.1} tok/s   (prefill of the {}-token prompt: {:6.1} tok/s)",
             d.precision, d.decode_tokens_per_s, d.prompt_tokens, d.prefill_tokens_per_s
         );
     }
-    println!("  prefill full f32, {} tokens: {:.1} tok/s", r.prefill_tokens, r.prefill_full_f32_tokens_per_s);
+    println!(
+        "  prefill full f32, {} tokens: {:.1} tok/s",
+        r.prefill_tokens, r.prefill_full_f32_tokens_per_s
+    );
     for v in &r.verification_ratio {
         println!(
             "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%",

@@ -12,14 +12,20 @@ use crate::engine::events::{CancelToken, EngineEvent, EventSink};
 use crate::experiment::bundle::read_bundle;
 use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
-use crate::experiment::runner::{self, Role, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace};
+use crate::experiment::runner::{
+    self, Role, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace,
+};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::{ensure_embedded_model, model_dir, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
 use crate::stats::policy::PolicyConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "verillm-tui", version, about = "Lab console for verifiable LLM inference (VeriLLM): record hidden states while decoding, verify them with one prefill.")]
+#[command(
+    name = "verillm-tui",
+    version,
+    about = "Lab console for verifiable LLM inference (VeriLLM): record hidden states while decoding, verify them with one prefill."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -112,7 +118,11 @@ pub struct InferArgs {
     pub precision: Precision,
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceProfile,
-    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
     pub prompt: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
@@ -226,7 +236,9 @@ pub fn parse_layers(s: &str) -> Result<LayerSelection, String> {
         return Ok(LayerSelection::All);
     }
     if let Some(n) = s.strip_prefix("every:") {
-        let n: usize = n.parse().map_err(|_| format!("`{s}`: expected every:N with N a positive integer"))?;
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("`{s}`: expected every:N with N a positive integer"))?;
         if n == 0 {
             return Err(format!("`{s}`: N must be at least 1"));
         }
@@ -235,7 +247,9 @@ pub fn parse_layers(s: &str) -> Result<LayerSelection, String> {
     let list: Result<Vec<usize>, _> = s.split(',').map(|x| x.trim().parse::<usize>()).collect();
     match list {
         Ok(l) if !l.is_empty() => Ok(LayerSelection::List(l)),
-        _ => Err(format!("`{s}`: expected every:N, all, or a comma-separated list like 8,16,24")),
+        _ => Err(format!(
+            "`{s}`: expected every:N, all, or a comma-separated list like 8,16,24"
+        )),
     }
 }
 
@@ -254,9 +268,16 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 pub fn workspace(global: &GlobalArgs) -> Result<Workspace> {
-    let config_dir = global.config_dir.clone().or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+    let config_dir = global
+        .config_dir
+        .clone()
+        .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
     let config = ConfigSet::load(config_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
-    Ok(Workspace::new(config, model_dir(global.model_dir.as_deref()), data_dir(global.data_dir.as_deref())))
+    Ok(Workspace::new(
+        config,
+        model_dir(global.model_dir.as_deref()),
+        data_dir(global.data_dir.as_deref()),
+    ))
 }
 
 /// Sets the CPU thread count before any compute thread exists. candle sizes its pool from
@@ -276,7 +297,10 @@ fn configure_threads(flag: Option<usize>) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     configure_threads(cli.global.threads);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -320,8 +344,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Tokenize(args)) => {
             let ws = workspace(&global)?;
-            let m = ws.load(&Role { model: args.model, precision: Precision::Full, device: DeviceProfile::CPU_F32 })?;
-            println!("{}", serde_json::to_string(&m.tokenizer.encode(&args.text)?)?);
+            let m = ws.load(&Role {
+                model: args.model,
+                precision: Precision::Full,
+                device: DeviceProfile::CPU_F32,
+            })?;
+            println!(
+                "{}",
+                serde_json::to_string(&m.tokenizer.encode(&args.text)?)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Infer(args)) => infer(&global, args).await,
@@ -330,26 +361,37 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Bench(args)) => bench(&global, args).await,
         Some(Command::Optimize(args)) => optimize(&global, args).await,
         Some(Command::Plot(args)) => {
-            let out = args.out.unwrap_or_else(|| data_dir(global.data_dir.as_deref()).join("plots"));
+            let out = args
+                .out
+                .unwrap_or_else(|| data_dir(global.data_dir.as_deref()).join("plots"));
             for p in crate::plot::plot_files(&args.files, &out)? {
                 println!("{}", p.display());
             }
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {
-            let config_dir = global.config_dir.clone().or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+            let config_dir = global
+                .config_dir
+                .clone()
+                .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
             let checks = crate::doctor::run_checks(
                 config_dir.as_deref(),
                 &model_dir(global.model_dir.as_deref()),
                 &data_dir(global.data_dir.as_deref()),
             );
-            Ok(if crate::doctor::print_checks(&checks) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if crate::doctor::print_checks(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
 
 /// Prints progress to stderr (stdout stays clean for --json).
-fn progress_printer(mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>) -> tokio::task::JoinHandle<()> {
+fn progress_printer(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut started = std::time::Instant::now();
         while let Some(ev) = rx.recv().await {
@@ -393,10 +435,16 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let text = match (&args.prompt, &args.prompt_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?
+        }
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
-    let role = Role { model: args.model.clone(), precision: args.precision, device: args.device };
+    let role = Role {
+        model: args.model.clone(),
+        precision: args.precision,
+        device: args.device,
+    };
     let sampling = crate::engine::sampling::SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -406,11 +454,17 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
         min_new_tokens: args.min_tokens,
         max_new_tokens: args.max_tokens,
     };
-    sampling.validate().map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
+    sampling
+        .validate()
+        .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
     let plan = TrialPlan {
         experiment: "infer".into(),
         trial: 0,
-        prompt: PromptInfo { category: "cli".into(), id: "cli".into(), text: text.clone() },
+        prompt: PromptInfo {
+            category: "cli".into(),
+            id: "cli".into(),
+            text: text.clone(),
+        },
         messages: vec![("user".into(), text.clone())],
         inference: role,
         verifiers: Vec::new(),
@@ -425,7 +479,9 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
     let cancel = CancelToken::new();
     let raw = args.raw.then_some(text);
     let ws2 = ws.clone();
-    let (mut manifest, states) = tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel)).await??;
+    let (mut manifest, states) =
+        tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel))
+            .await??;
     manifest.context = None;
     printer.abort();
     crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
@@ -449,8 +505,14 @@ async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     }
     let ws = Arc::new(workspace(global)?);
     let bundle = read_bundle(&args.bundle)?;
-    let model = args.model.unwrap_or_else(|| bundle.manifest.model.name.clone());
-    let role = Role { model, precision: args.precision, device: args.device };
+    let model = args
+        .model
+        .unwrap_or_else(|| bundle.manifest.model.name.clone());
+    let role = Role {
+        model,
+        precision: args.precision,
+        device: args.device,
+    };
     let settings = VerifySettings {
         verifiers: vec![role; args.verifiers],
         policy: match args.policy {
@@ -461,9 +523,22 @@ async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
         expected: TrialVerdict::Pass,
         chunk: crate::engine::verification::DEFAULT_CHUNK,
     };
-    let prompt = PromptInfo { category: String::new(), id: String::new(), text: bundle.manifest.prompt_text.clone() };
+    let prompt = PromptInfo {
+        category: String::new(),
+        id: String::new(),
+        text: bundle.manifest.prompt_text.clone(),
+    };
     let (sink, printer) = sink_with_progress();
-    let result = runner::verify_trial(ws, Arc::new(bundle.manifest), Arc::new(bundle.states), &settings, prompt, sink, CancelToken::new()).await?;
+    let result = runner::verify_trial(
+        ws,
+        Arc::new(bundle.manifest),
+        Arc::new(bundle.states),
+        &settings,
+        prompt,
+        sink,
+        CancelToken::new(),
+    )
+    .await?;
     printer.abort();
     print_trial(&result, args.json)?;
     Ok(verdict_code(result.summary.final_verdict))
@@ -495,10 +570,17 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
 /// `expN` or `all` (the configured experiments in order), refusing unknown names.
 fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>> {
     if arg == "all" {
-        return Ok(experiment_names().iter().map(|s| s.to_string()).filter(|n| ws.config.experiments.get(n).is_some()).collect());
+        return Ok(experiment_names()
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|n| ws.config.experiments.get(n).is_some())
+            .collect());
     }
     if ws.config.experiments.get(arg).is_none() {
-        bail!("unknown experiment `{arg}`; known: {}, all", ws.config.experiments.experiment_names().join(", "));
+        bail!(
+            "unknown experiment `{arg}`; known: {}, all",
+            ws.config.experiments.experiment_names().join(", ")
+        );
     }
     Ok(vec![arg.to_string()])
 }
@@ -525,9 +607,21 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             min_new_tokens: args.min_tokens,
             seed: args.seed,
             jobs: args.jobs,
-            out: args.out.as_ref().map(|o| if args.experiment == "all" { o.join(&name) } else { o.clone() }),
+            out: args.out.as_ref().map(|o| {
+                if args.experiment == "all" {
+                    o.join(&name)
+                } else {
+                    o.clone()
+                }
+            }),
             step,
-            from: args.from.as_ref().map(|f| if args.experiment == "all" { f.join(&name) } else { f.clone() }),
+            from: args.from.as_ref().map(|f| {
+                if args.experiment == "all" {
+                    f.join(&name)
+                } else {
+                    f.clone()
+                }
+            }),
             ..Default::default()
         };
         let (sink, printer) = sink_with_progress();
@@ -550,10 +644,18 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         }
     }
     if args.json {
-        let out = if summaries.len() == 1 { serde_json::to_string_pretty(&summaries[0])? } else { serde_json::to_string_pretty(&summaries)? };
+        let out = if summaries.len() == 1 {
+            serde_json::to_string_pretty(&summaries[0])?
+        } else {
+            serde_json::to_string_pretty(&summaries)?
+        };
         println!("{out}");
     }
-    Ok(if all_held { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if all_held {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// The main job: the interactive console.
@@ -565,7 +667,8 @@ async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
 async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let sizes = args.ratio_at.clone();
-    let report = tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, true)).await??;
+    let report =
+        tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, true)).await??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -581,15 +684,30 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
         bail!("--trials must be at least 1");
     }
     let (sink, printer) = sink_with_progress();
-    let outcome = crate::experiment::optimize::optimize(ws, names, args.trials, args.max_tokens, sink, CancelToken::new()).await;
+    let outcome = crate::experiment::optimize::optimize(
+        ws,
+        names,
+        args.trials,
+        args.max_tokens,
+        sink,
+        CancelToken::new(),
+    )
+    .await;
     let _ = printer.await;
     let outcome = outcome?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome.report)?);
     } else {
-        print!("{}", crate::experiment::optimize::format_report(&outcome.report));
+        print!(
+            "{}",
+            crate::experiment::optimize::format_report(&outcome.report)
+        );
         println!("\n{}", outcome.report.recommended_yaml);
     }
-    eprintln!("wrote {} and {}", outcome.json_path.display(), outcome.yaml_path.display());
+    eprintln!(
+        "wrote {} and {}",
+        outcome.json_path.display(),
+        outcome.yaml_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

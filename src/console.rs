@@ -27,10 +27,17 @@ impl WorkspaceBackend {
     /// Logs go to `<data>/logs/verillm-tui.log`, never to the terminal the console draws on.
     pub fn new(ws: Arc<Workspace>) -> Self {
         let dir = ws.data_dir.join("logs");
-        let file = std::fs::create_dir_all(&dir)
-            .ok()
-            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("verillm-tui.log")).ok());
-        WorkspaceBackend { ws, log: Arc::new(Mutex::new(file)) }
+        let file = std::fs::create_dir_all(&dir).ok().and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("verillm-tui.log"))
+                .ok()
+        });
+        WorkspaceBackend {
+            ws,
+            log: Arc::new(Mutex::new(file)),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -39,13 +46,20 @@ impl WorkspaceBackend {
 }
 
 fn role_choice(r: &Role) -> RoleChoice {
-    RoleChoice { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.to_string() }
+    RoleChoice {
+        model: r.model.clone(),
+        precision: r.precision.to_string(),
+        device: r.device.to_string(),
+    }
 }
 
 fn role_plan(r: &RoleChoice) -> Result<Role> {
     Ok(Role {
         model: r.model.clone(),
-        precision: r.precision.parse::<Precision>().map_err(anyhow::Error::msg)?,
+        precision: r
+            .precision
+            .parse::<Precision>()
+            .map_err(anyhow::Error::msg)?,
         device: DeviceProfile::parse(&r.device).map_err(anyhow::Error::msg)?,
     })
 }
@@ -81,7 +95,13 @@ impl Backend for WorkspaceBackend {
     }
 
     fn models(&self) -> Vec<String> {
-        self.ws.config.models.ids().into_iter().map(String::from).collect()
+        self.ws
+            .config
+            .models
+            .ids()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     fn devices(&self) -> Vec<String> {
@@ -92,7 +112,12 @@ impl Backend for WorkspaceBackend {
         Precision::NAMES.iter().map(|s| s.to_string()).collect()
     }
 
-    fn start(&self, choice: ExperimentChoice, events: tokio::sync::mpsc::UnboundedSender<EngineEvent>, cancel: CancelToken) -> Result<()> {
+    fn start(
+        &self,
+        choice: ExperimentChoice,
+        events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
+        cancel: CancelToken,
+    ) -> Result<()> {
         let req = RunRequest {
             experiment: choice.name.clone(),
             trials: Some(choice.trials.max(1)),
@@ -100,7 +125,13 @@ impl Backend for WorkspaceBackend {
             seed: Some(choice.seed),
             jobs: 1,
             inference_role: Some(role_plan(&choice.inference)?),
-            verifier_roles: Some(choice.verifiers.iter().map(role_plan).collect::<Result<_>>()?),
+            verifier_roles: Some(
+                choice
+                    .verifiers
+                    .iter()
+                    .map(role_plan)
+                    .collect::<Result<_>>()?,
+            ),
             ..Default::default()
         };
         // Engine → log file → console: every message is also kept on disk.
@@ -109,15 +140,24 @@ impl Backend for WorkspaceBackend {
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match &ev {
-                    EngineEvent::Log { level, message } => log_line(&log, &format!("{level:?} {message}")),
+                    EngineEvent::Log { level, message } => {
+                        log_line(&log, &format!("{level:?} {message}"))
+                    }
                     EngineEvent::Failed { message } => log_line(&log, &format!("Error {message}")),
                     EngineEvent::TrialDone { trial, result } => log_line(
                         &log,
-                        &format!("Info trial {trial} done: {:?} (expected {:?})", result.summary.final_verdict, result.summary.expected_verdict),
+                        &format!(
+                            "Info trial {trial} done: {:?} (expected {:?})",
+                            result.summary.final_verdict, result.summary.expected_verdict
+                        ),
                     ),
-                    EngineEvent::RunDone { summary_path, cancelled } => {
-                        log_line(&log, &format!("Info run done (cancelled: {cancelled}) {:?}", summary_path))
-                    }
+                    EngineEvent::RunDone {
+                        summary_path,
+                        cancelled,
+                    } => log_line(
+                        &log,
+                        &format!("Info run done (cancelled: {cancelled}) {:?}", summary_path),
+                    ),
                     _ => {}
                 }
                 if events.send(ev).is_err() {
@@ -125,7 +165,10 @@ impl Backend for WorkspaceBackend {
                 }
             }
         });
-        log_line(&self.log, &format!("Info starting {} with {:?}", choice.name, choice));
+        log_line(
+            &self.log,
+            &format!("Info starting {} with {:?}", choice.name, choice),
+        );
         let sink = EventSink::new(tx);
         sink.log(LogLevel::Info, format!("{}: loading models (first use of a precision quantizes or dequantizes the weights)…", choice.name));
         let ws = self.ws.clone();
@@ -138,17 +181,29 @@ impl Backend for WorkspaceBackend {
 
     fn past_runs(&self) -> Vec<PastRun> {
         let mut runs = Vec::new();
-        let Ok(experiments) = std::fs::read_dir(&self.ws.data_dir) else { return runs };
+        let Ok(experiments) = std::fs::read_dir(&self.ws.data_dir) else {
+            return runs;
+        };
         for exp in experiments.flatten() {
-            let Ok(run_dirs) = std::fs::read_dir(exp.path()) else { continue };
+            let Ok(run_dirs) = std::fs::read_dir(exp.path()) else {
+                continue;
+            };
             for run in run_dirs.flatten() {
                 let path = run.path().join("summary.json");
                 if let Ok(summary) = read_json::<RunSummary>(&path) {
-                    runs.push(PastRun { summary_path: path, summary });
+                    runs.push(PastRun {
+                        summary_path: path,
+                        summary,
+                    });
                 }
             }
         }
-        runs.sort_by(|a, b| b.summary.started_at.cmp(&a.summary.started_at).then(b.summary_path.cmp(&a.summary_path)));
+        runs.sort_by(|a, b| {
+            b.summary
+                .started_at
+                .cmp(&a.summary.started_at)
+                .then(b.summary_path.cmp(&a.summary_path))
+        });
         runs
     }
 
@@ -159,18 +214,27 @@ impl Backend for WorkspaceBackend {
     fn export_pngs(&self, trial: &TrialResult) -> Result<Vec<PathBuf>> {
         let dir = self.ws.data_dir.join("plots").join(&trial.experiment);
         let written = crate::plot::export_trial(trial, &dir)?;
-        log_line(&self.log, &format!("Info exported {} PNGs to {}", written.len(), dir.display()));
+        log_line(
+            &self.log,
+            &format!("Info exported {} PNGs to {}", written.len(), dir.display()),
+        );
         Ok(written)
     }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let size = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .len();
     if size > MAX_RESULT_BYTES {
-        return Err(anyhow!("{}: {size} bytes is more than the {MAX_RESULT_BYTES}-byte limit", path.display()));
+        return Err(anyhow!(
+            "{}: {size} bytes is more than the {MAX_RESULT_BYTES}-byte limit",
+            path.display()
+        ));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: not a valid result file", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a valid result file", path.display()))
 }
 
 /// `verillm-tui` with no arguments: make sure the embedded model is there (before the screen

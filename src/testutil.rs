@@ -13,7 +13,9 @@ use crate::model::{load_model, LoadedModel};
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("VERILLM_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+        })
 }
 
 pub fn smollm_fixture(name: &str) -> PathBuf {
@@ -26,19 +28,27 @@ pub fn embedded_gguf() -> PathBuf {
         return PathBuf::from(p);
     }
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| ensure_embedded_model(&model_dir(None)).expect("embedded model available")).clone()
+    PATH.get_or_init(|| ensure_embedded_model(&model_dir(None)).expect("embedded model available"))
+        .clone()
 }
 
 /// The embedded model at a precision on the CPU, loaded once per process and profile.
 pub fn embedded(precision: Precision, profile: DeviceProfile) -> LoadedModel {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    static CACHE: OnceLock<Mutex<HashMap<(Precision, DeviceProfile), LoadedModel>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<(Precision, DeviceProfile), LoadedModel>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap();
     map.entry((precision, profile))
         .or_insert_with(|| {
-            load_model("smollm2-135m", &ModelSource::Gguf(embedded_gguf()), precision, profile).expect("load embedded model")
+            load_model(
+                "smollm2-135m",
+                &ModelSource::Gguf(embedded_gguf()),
+                precision,
+                profile,
+            )
+            .expect("load embedded model")
         })
         .clone()
 }

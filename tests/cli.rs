@@ -13,7 +13,11 @@ fn bin() -> Command {
 }
 
 fn run_ok(args: &[&str], data: &Path) -> Output {
-    let out = bin().args(args).env("VERILLM_DATA_DIR", data).output().expect("spawn verillm-tui");
+    let out = bin()
+        .args(args)
+        .env("VERILLM_DATA_DIR", data)
+        .output()
+        .expect("spawn verillm-tui");
     assert!(
         out.status.success(),
         "verillm-tui {args:?} failed ({}):\n{}",
@@ -24,27 +28,47 @@ fn run_ok(args: &[&str], data: &Path) -> Output {
 }
 
 fn run_err(args: &[&str], data: &Path) -> String {
-    let out = bin().args(args).env("VERILLM_DATA_DIR", data).output().expect("spawn verillm-tui");
+    let out = bin()
+        .args(args)
+        .env("VERILLM_DATA_DIR", data)
+        .output()
+        .expect("spawn verillm-tui");
     assert!(!out.status.success(), "verillm-tui {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn trial_files(summary_dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(summary_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("trial_"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("trial_")
+        })
         .collect();
     files.sort();
-    files.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+    files
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
 }
 
 fn only_run_dir(data: &Path, experiment: &str) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(data.join(experiment)).unwrap().map(|e| e.unwrap().path()).collect();
+    let dirs: Vec<PathBuf> = std::fs::read_dir(data.join(experiment))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
 }
@@ -52,7 +76,18 @@ fn only_run_dir(data: &Path, experiment: &str) -> PathBuf {
 #[test]
 fn every_experiment_gives_its_expected_verdict_on_every_trial() {
     let data = tempfile::tempdir().unwrap();
-    let out = run_ok(&["run", "all", "--trials", "2", "--max-tokens", "64", "--json"], data.path());
+    let out = run_ok(
+        &[
+            "run",
+            "all",
+            "--trials",
+            "2",
+            "--max-tokens",
+            "64",
+            "--json",
+        ],
+        data.path(),
+    );
     let summaries = json(&out);
     let summaries = summaries.as_array().expect("one summary per experiment");
     assert_eq!(summaries.len(), 5);
@@ -74,7 +109,10 @@ fn every_experiment_gives_its_expected_verdict_on_every_trial() {
         }
         match name {
             "exp1" => {
-                assert_eq!(s["aggregate"]["avg_accept_rate"], 1.0, "exp1 must accept every check");
+                assert_eq!(
+                    s["aggregate"]["avg_accept_rate"], 1.0,
+                    "exp1 must accept every check"
+                );
                 for t in &trials {
                     assert!(t["inference"]["generated_tokens"].as_u64().unwrap() >= 16);
                     for v in t["verifiers"].as_array().unwrap() {
@@ -83,7 +121,11 @@ fn every_experiment_gives_its_expected_verdict_on_every_trial() {
                     }
                 }
             }
-            "exp2" => assert!(s["pairing"].as_str().unwrap().contains("bf16"), "exp2 states its pairing: {}", s["pairing"]),
+            "exp2" => assert!(
+                s["pairing"].as_str().unwrap().contains("bf16"),
+                "exp2 states its pairing: {}",
+                s["pairing"]
+            ),
             _ => {
                 assert_eq!(s["aggregate"]["detection_rate"], 1.0, "{name}");
                 for t in &trials {
@@ -101,8 +143,22 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     let data = tempfile::tempdir().unwrap();
     let bundle = data.path().join("bundle");
     let b = bundle.to_str().unwrap();
-    run_ok(&["infer", "--prompt", "Name three prime numbers.", "--max-tokens", "24", "--layers", "8,16,30", "--out", b], data.path());
-    let manifest: Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    run_ok(
+        &[
+            "infer",
+            "--prompt",
+            "Name three prime numbers.",
+            "--max-tokens",
+            "24",
+            "--layers",
+            "8,16,30",
+            "--out",
+            b,
+        ],
+        data.path(),
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["layers"], serde_json::json!([8, 16, 30]));
     let verified = json(&run_ok(&["verify", b, "--json"], data.path()));
     assert_eq!(verified["summary"]["final_verdict"], "PASS");
@@ -116,7 +172,11 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     let mut m = manifest.clone();
     m["model"]["weights_sha256"] = Value::String("0".repeat(64));
     std::fs::write(other.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    std::fs::copy(bundle.join("hidden_states.safetensors"), other.join("hidden_states.safetensors")).unwrap();
+    std::fs::copy(
+        bundle.join("hidden_states.safetensors"),
+        other.join("hidden_states.safetensors"),
+    )
+    .unwrap();
     let err = run_err(&["verify", other.to_str().unwrap()], data.path());
     assert!(err.contains("different models"), "{err}");
 
@@ -132,7 +192,11 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     // A manifest pointing outside its bundle is refused before anything is opened.
     let mut m = manifest;
     m["hidden_states"]["file"] = Value::String("../../etc/passwd".into());
-    std::fs::write(bundle.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(
+        bundle.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
     let err = run_err(&["verify", b], data.path());
     assert!(err.contains("only `hidden_states.safetensors`"), "{err}");
 }
@@ -142,9 +206,31 @@ fn quantized_inference_is_rejected_by_full_precision_verifiers() {
     let data = tempfile::tempdir().unwrap();
     let bundle = data.path().join("q4");
     let b = bundle.to_str().unwrap();
-    run_ok(&["infer", "--precision", "q4_0", "--prompt", "Explain what a hash map is.", "--max-tokens", "32", "--out", b], data.path());
-    let out = bin().args(["verify", b, "--json"]).env("VERILLM_DATA_DIR", data.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "REJECT exits with 3: {}", String::from_utf8_lossy(&out.stderr));
+    run_ok(
+        &[
+            "infer",
+            "--precision",
+            "q4_0",
+            "--prompt",
+            "Explain what a hash map is.",
+            "--max-tokens",
+            "32",
+            "--out",
+            b,
+        ],
+        data.path(),
+    );
+    let out = bin()
+        .args(["verify", b, "--json"])
+        .env("VERILLM_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "REJECT exits with 3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out);
     assert_eq!(v["summary"]["final_verdict"], "REJECT");
     for v in v["verifiers"].as_array().unwrap() {
@@ -161,19 +247,66 @@ fn two_step_run_across_processes_equals_the_one_step_run() {
         let one = data.path().join(format!("one-{exp}"));
         let two = data.path().join(format!("two-{exp}"));
         let args = ["--trials", "2", "--max-tokens", "32"];
-        run_ok(&[&["run", exp, "--out", one.to_str().unwrap()], &args[..]].concat(), data.path());
-        run_ok(&[&["run", exp, "--step", "infer", "--out", bundles.to_str().unwrap()], &args[..]].concat(), data.path());
+        run_ok(
+            &[&["run", exp, "--out", one.to_str().unwrap()], &args[..]].concat(),
+            data.path(),
+        );
+        run_ok(
+            &[
+                &[
+                    "run",
+                    exp,
+                    "--step",
+                    "infer",
+                    "--out",
+                    bundles.to_str().unwrap(),
+                ],
+                &args[..],
+            ]
+            .concat(),
+            data.path(),
+        );
         assert!(bundles.join("trial_000").join("manifest.json").exists());
-        run_ok(&["run", exp, "--step", "verify", "--from", bundles.to_str().unwrap(), "--out", two.to_str().unwrap()], data.path());
+        run_ok(
+            &[
+                "run",
+                exp,
+                "--step",
+                "verify",
+                "--from",
+                bundles.to_str().unwrap(),
+                "--out",
+                two.to_str().unwrap(),
+            ],
+            data.path(),
+        );
         let (a, b) = (trial_files(&one), trial_files(&two));
         assert_eq!(a.len(), 2);
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x["inference"]["output_ids"], y["inference"]["output_ids"], "{exp}: same tokens");
+            assert_eq!(
+                x["inference"]["output_ids"], y["inference"]["output_ids"],
+                "{exp}: same tokens"
+            );
             assert_eq!(x["summary"]["final_verdict"], y["summary"]["final_verdict"]);
-            for (vx, vy) in x["verifiers"].as_array().unwrap().iter().zip(y["verifiers"].as_array().unwrap()) {
-                assert_eq!(vx["statistics"]["summary"]["accept_rate"], vy["statistics"]["summary"]["accept_rate"]);
-                let rel = |v: &Value| v["statistics"]["checks"].as_array().unwrap().iter().map(|c| c["rel_l2"].clone()).collect::<Vec<_>>();
+            for (vx, vy) in x["verifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(y["verifiers"].as_array().unwrap())
+            {
+                assert_eq!(
+                    vx["statistics"]["summary"]["accept_rate"],
+                    vy["statistics"]["summary"]["accept_rate"]
+                );
+                let rel = |v: &Value| {
+                    v["statistics"]["checks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c["rel_l2"].clone())
+                        .collect::<Vec<_>>()
+                };
                 assert_eq!(rel(vx), rel(vy), "{exp}: identical per-check metrics");
             }
         }
@@ -183,19 +316,45 @@ fn two_step_run_across_processes_equals_the_one_step_run() {
 #[test]
 fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
     let data = tempfile::tempdir().unwrap();
-    let out = run_ok(&["optimize", "--experiment", "all", "--trials", "1", "--max-tokens", "24", "--json"], data.path());
+    let out = run_ok(
+        &[
+            "optimize",
+            "--experiment",
+            "all",
+            "--trials",
+            "1",
+            "--max-tokens",
+            "24",
+            "--json",
+        ],
+        data.path(),
+    );
     let report = json(&out);
-    let rel = report["metrics"].as_array().unwrap().iter().find(|m| m["metric"] == "rel_l2").expect("rel_l2 reported");
-    for k in ["count", "mean", "std", "min", "max", "p50", "p90", "p95", "p99"] {
+    let rel = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "rel_l2")
+        .expect("rel_l2 reported");
+    for k in [
+        "count", "mean", "std", "min", "max", "p50", "p90", "p95", "p99",
+    ] {
         assert!(rel["honest"][k].is_number(), "honest {k}: {rel}");
         assert!(rel["cheat"][k].is_number(), "cheat {k}");
     }
-    assert!(rel["auc"].as_f64().unwrap() > 0.9, "rel_l2 separates honest from q4: {}", rel["auc"]);
+    assert!(
+        rel["auc"].as_f64().unwrap() > 0.9,
+        "rel_l2 separates honest from q4: {}",
+        rel["auc"]
+    );
     let yaml = report["recommended_yaml"].as_str().unwrap();
     assert!(yaml.contains("rel_l2_max"), "{yaml}");
     let parsed: serde_yaml::Value = serde_yaml::from_str(yaml).expect("the snippet is valid YAML");
     assert!(!parsed.is_null());
-    let runs: Vec<PathBuf> = std::fs::read_dir(data.path().join("optimize")).unwrap().map(|e| e.unwrap().path()).collect();
+    let runs: Vec<PathBuf> = std::fs::read_dir(data.path().join("optimize"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(runs.len(), 1);
 
     // Every figure, drawn from this small real run: its optimization report and run summaries.
@@ -204,23 +363,55 @@ fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
         inputs.push(only_run_dir(data.path(), exp).join("summary.json"));
     }
     let plots = data.path().join("plots");
-    let mut args = vec!["plot".to_string(), "--out".into(), plots.display().to_string()];
+    let mut args = vec![
+        "plot".to_string(),
+        "--out".into(),
+        plots.display().to_string(),
+    ];
     args.extend(inputs.iter().map(|p| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_ok(&args, data.path());
-    let written: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect();
-    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
-    for kind in ["threshold_distributions", "heatmap_rel_l2", "accept_rates", "roc", "overhead"] {
-        assert!(names.iter().any(|n| n.contains(kind)), "no {kind} figure in {names:?}");
+    let written: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    for kind in [
+        "threshold_distributions",
+        "heatmap_rel_l2",
+        "accept_rates",
+        "roc",
+        "overhead",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(kind)),
+            "no {kind} figure in {names:?}"
+        );
     }
     for path in &written {
-        let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
-        assert!(img.width() >= 1600 && img.height() >= 1000, "{}: {}x{}", path.display(), img.width(), img.height());
+        let img = image::open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8();
+        assert!(
+            img.width() >= 1600 && img.height() >= 1000,
+            "{}: {}x{}",
+            path.display(),
+            img.width(),
+            img.height()
+        );
         let mut colours = std::collections::HashSet::new();
         for p in img.pixels().step_by(7) {
             colours.insert(p.0);
         }
-        assert!(colours.len() > 8, "{}: only {} colours", path.display(), colours.len());
+        assert!(
+            colours.len() > 8,
+            "{}: only {} colours",
+            path.display(),
+            colours.len()
+        );
     }
 }
 
@@ -229,29 +420,73 @@ fn doctor_reports_a_ready_machine_and_names_the_fix_for_a_broken_config() {
     let data = tempfile::tempdir().unwrap();
     let out = run_ok(&["doctor"], data.path());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("✅ embedded model") && text.contains("✅ plots can be drawn"), "{text}");
+    assert!(
+        text.contains("✅ embedded model") && text.contains("✅ plots can be drawn"),
+        "{text}"
+    );
     let bad = data.path().join("bad-config");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("experiments.yaml"), "experiments:\n  exp1: [not, a, mapping\n").unwrap();
-    let out = bin().args(["doctor", "--config-dir", bad.to_str().unwrap()]).env("VERILLM_DATA_DIR", data.path()).output().unwrap();
+    std::fs::write(
+        bad.join("experiments.yaml"),
+        "experiments:\n  exp1: [not, a, mapping\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["doctor", "--config-dir", bad.to_str().unwrap()])
+        .env("VERILLM_DATA_DIR", data.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a broken configuration is critical");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("❌ configuration") && text.contains("experiments.yaml") && text.contains("fix:"), "{text}");
+    assert!(
+        text.contains("❌ configuration")
+            && text.contains("experiments.yaml")
+            && text.contains("fix:"),
+        "{text}"
+    );
 }
 
 #[test]
 fn malformed_arguments_name_what_is_wrong() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
-    let err = run_err(&["infer", "--precision", "q3", "--prompt", "x", "--out", "o"], d);
+    let err = run_err(
+        &["infer", "--precision", "q3", "--prompt", "x", "--out", "o"],
+        d,
+    );
     assert!(err.contains("q3") && err.contains("--precision"), "{err}");
-    let err = run_err(&["infer", "--max-tokens", "lots", "--prompt", "x", "--out", "o"], d);
-    assert!(err.contains("lots") && err.contains("--max-tokens"), "{err}");
-    let err = run_err(&["infer", "--layers", "every:0", "--prompt", "x", "--out", "o"], d);
+    let err = run_err(
+        &[
+            "infer",
+            "--max-tokens",
+            "lots",
+            "--prompt",
+            "x",
+            "--out",
+            "o",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("lots") && err.contains("--max-tokens"),
+        "{err}"
+    );
+    let err = run_err(
+        &[
+            "infer", "--layers", "every:0", "--prompt", "x", "--out", "o",
+        ],
+        d,
+    );
     assert!(err.contains("every:0"), "{err}");
-    let err = run_err(&["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"], d);
+    let err = run_err(
+        &["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"],
+        d,
+    );
     assert!(err.contains("tpu:0"), "{err}");
-    let err = run_err(&["infer", "--top-p", "1.5", "--prompt", "x", "--out", "o"], d);
+    let err = run_err(
+        &["infer", "--top-p", "1.5", "--prompt", "x", "--out", "o"],
+        d,
+    );
     assert!(err.contains("top-p 1.5"), "{err}");
     let err = run_err(&["run", "exp9"], d);
     assert!(err.contains("exp9") && err.contains("exp1"), "{err}");
@@ -267,7 +502,11 @@ fn malformed_arguments_name_what_is_wrong() {
 fn tokenize_prints_the_reference_ids() {
     let data = tempfile::tempdir().unwrap();
     let fixture: Value = serde_json::from_slice(
-        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/smollm2-135m/tokenization.json")).unwrap(),
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/smollm2-135m/tokenization.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let case = &fixture[1];

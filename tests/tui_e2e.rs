@@ -19,13 +19,22 @@ impl Tmux {
     }
     fn keys(&self, keys: &[&str]) {
         for k in keys {
-            let ok = self.cmd().args(["send-keys", "-t", self.session, k]).status().unwrap().success();
+            let ok = self
+                .cmd()
+                .args(["send-keys", "-t", self.session, k])
+                .status()
+                .unwrap()
+                .success();
             assert!(ok, "send-keys {k}");
             std::thread::sleep(Duration::from_millis(60));
         }
     }
     fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", self.session]).output().unwrap();
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", self.session])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
     fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
@@ -52,7 +61,10 @@ impl Drop for Tmux {
 #[test]
 fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     assert!(
-        Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()),
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "this test needs tmux (apt-get install tmux; .ci/run installs it)"
     );
     let data = tempfile::tempdir().unwrap();
@@ -63,17 +75,34 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
         d = data.path().display(),
         bin = env!("CARGO_BIN_EXE_verillm-tui"),
     );
-    let tmux = Tmux { socket: format!("verillm-e2e-{}", std::process::id()), session: "e2e" };
+    let tmux = Tmux {
+        socket: format!("verillm-e2e-{}", std::process::id()),
+        session: "e2e",
+    };
     let ok = tmux
         .cmd()
-        .args(["new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "48", "sh", "-c", &script])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            tmux.session,
+            "-x",
+            "160",
+            "-y",
+            "48",
+            "sh",
+            "-c",
+            &script,
+        ])
         .env_remove("VERILLM_CONFIG_DIR")
         .status()
         .unwrap()
         .success();
     assert!(ok, "tmux new-session");
 
-    let s = tmux.wait_for("the experiment picker", Duration::from_secs(60), |s| s.contains("pick an experiment"));
+    let s = tmux.wait_for("the experiment picker", Duration::from_secs(60), |s| {
+        s.contains("pick an experiment")
+    });
     assert!(s.contains("exp1") && s.contains("exp5"), "{s}");
 
     // Into the settings of exp1: 4 roles × (model, precision, device), then trials and tokens.
@@ -83,15 +112,34 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     }
     tmux.keys(&["BSpace", "1", "Down", "BSpace", "BSpace", "1", "6"]);
     let s = tmux.screen();
-    assert!(s.contains("Trials          1") && s.contains("Max new tokens  16"), "{s}");
+    assert!(
+        s.contains("Trials          1") && s.contains("Max new tokens  16"),
+        "{s}"
+    );
     tmux.keys(&["Enter"]);
 
-    let s = tmux.wait_for("the verdicts", Duration::from_secs(300), |s| s.contains("finished") && s.contains("verdict"));
+    let s = tmux.wait_for("the verdicts", Duration::from_secs(300), |s| {
+        s.contains("finished") && s.contains("verdict")
+    });
     assert!(s.contains("verdict PASS (expected PASS"), "{s}");
-    assert!(s.contains("16/16 tokens"), "tokens streamed to the budget:\n{s}");
-    assert_eq!(s.matches("100.0% accepted").count(), 3, "three gauges at their final values:\n{s}");
-    assert_eq!(s.matches(" PASS overhead").count(), 3, "three verifier verdicts:\n{s}");
-    assert!(s.contains("L8") && s.contains("L16") && s.contains("L24"), "heatmap rows:\n{s}");
+    assert!(
+        s.contains("16/16 tokens"),
+        "tokens streamed to the budget:\n{s}"
+    );
+    assert_eq!(
+        s.matches("100.0% accepted").count(),
+        3,
+        "three gauges at their final values:\n{s}"
+    );
+    assert_eq!(
+        s.matches(" PASS overhead").count(),
+        3,
+        "three verifier verdicts:\n{s}"
+    );
+    assert!(
+        s.contains("L8") && s.contains("L16") && s.contains("L24"),
+        "heatmap rows:\n{s}"
+    );
 
     tmux.keys(&["e"]);
     let plots = data.path().join("plots").join("exp1");
@@ -99,20 +147,32 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     while count_pngs(&plots) < 6 && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(count_pngs(&plots) >= 6, "PNGs exported to {}", plots.display());
-    tmux.wait_for("the export message", Duration::from_secs(30), |s| s.contains("wrote"));
+    assert!(
+        count_pngs(&plots) >= 6,
+        "PNGs exported to {}",
+        plots.display()
+    );
+    tmux.wait_for("the export message", Duration::from_secs(30), |s| {
+        s.contains("wrote")
+    });
 
     tmux.keys(&["q"]);
-    tmux.wait_for("the picker again", Duration::from_secs(10), |s| s.contains("pick an experiment"));
+    tmux.wait_for("the picker again", Duration::from_secs(10), |s| {
+        s.contains("pick an experiment")
+    });
     // q steps back (settings → experiment list), then quits from the list.
     tmux.keys(&["q"]);
     std::thread::sleep(Duration::from_millis(300));
     if !tmux.screen().contains("EXIT=") {
         tmux.keys(&["q"]);
     }
-    let s = tmux.wait_for("the program to exit", Duration::from_secs(20), |s| s.contains("EXIT="));
+    let s = tmux.wait_for("the program to exit", Duration::from_secs(20), |s| {
+        s.contains("EXIT=")
+    });
     assert!(s.contains("EXIT=0"), "{s}");
-    let s = tmux.wait_for("stty", Duration::from_secs(5), |_| stty.with_extension("after").exists());
+    let s = tmux.wait_for("stty", Duration::from_secs(5), |_| {
+        stty.with_extension("after").exists()
+    });
     let before = std::fs::read_to_string(stty.with_extension("before")).unwrap();
     let after = std::fs::read_to_string(stty.with_extension("after")).unwrap();
     assert_eq!(before, after, "terminal modes restored after quitting\n{s}");
@@ -120,5 +180,9 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
 }
 
 fn count_pngs(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "png")).count())
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+            .count()
+    })
 }

@@ -18,25 +18,52 @@ pub struct CapturedStates {
 
 impl CapturedStates {
     pub fn new(layers: Vec<usize>, hidden: usize, dtype: DType) -> Result<Self> {
-        ensure!(matches!(dtype, DType::F32 | DType::F16 | DType::BF16), "cannot capture hidden states in {dtype:?}");
+        ensure!(
+            matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
+            "cannot capture hidden states in {dtype:?}"
+        );
         let data = vec![Vec::new(); layers.len()];
-        Ok(CapturedStates { layers, hidden, dtype, data, rows: 0 })
+        Ok(CapturedStates {
+            layers,
+            hidden,
+            dtype,
+            data,
+            rows: 0,
+        })
     }
 
     /// Appends rows for every layer: `taps` = (layer, [n, hidden]) for exactly our layers.
     pub fn push(&mut self, taps: &[(usize, Tensor)]) -> Result<usize> {
-        ensure!(taps.len() == self.layers.len(), "expected {} taps, got {}", self.layers.len(), taps.len());
+        ensure!(
+            taps.len() == self.layers.len(),
+            "expected {} taps, got {}",
+            self.layers.len(),
+            taps.len()
+        );
         let mut added = None;
         for (slot, (layer, t)) in taps.iter().enumerate() {
-            ensure!(*layer == self.layers[slot], "tap order: expected layer {}, got {layer}", self.layers[slot]);
+            ensure!(
+                *layer == self.layers[slot],
+                "tap order: expected layer {}, got {layer}",
+                self.layers[slot]
+            );
             let (n, h) = t.dims2()?;
             ensure!(h == self.hidden, "tap width {h} ≠ hidden {}", self.hidden);
             let t = t.to_dtype(self.dtype)?.flatten_all()?;
             let bytes = &mut self.data[slot];
             match self.dtype {
-                DType::F32 => t.to_vec1::<f32>()?.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-                DType::F16 => t.to_vec1::<f16>()?.iter().for_each(|v| bytes.extend_from_slice(&v.to_bits().to_le_bytes())),
-                DType::BF16 => t.to_vec1::<bf16>()?.iter().for_each(|v| bytes.extend_from_slice(&v.to_bits().to_le_bytes())),
+                DType::F32 => t
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
+                DType::F16 => t
+                    .to_vec1::<f16>()?
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_bits().to_le_bytes())),
+                DType::BF16 => t
+                    .to_vec1::<bf16>()?
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_bits().to_le_bytes())),
                 other => bail!("unsupported capture dtype {other:?}"),
             }
             added = Some(n);
@@ -58,22 +85,52 @@ impl CapturedStates {
     }
 
     /// Builds from per-layer byte buffers (a bundle), checking their sizes.
-    pub fn from_parts(layers: Vec<usize>, hidden: usize, dtype: DType, rows: usize, data: Vec<Vec<u8>>) -> Result<Self> {
+    pub fn from_parts(
+        layers: Vec<usize>,
+        hidden: usize,
+        dtype: DType,
+        rows: usize,
+        data: Vec<Vec<u8>>,
+    ) -> Result<Self> {
         let expected = rows * hidden * dtype.size_in_bytes();
         for (l, d) in layers.iter().zip(&data) {
-            ensure!(d.len() == expected, "layer {l}: {} bytes, expected {expected}", d.len());
+            ensure!(
+                d.len() == expected,
+                "layer {l}: {} bytes, expected {expected}",
+                d.len()
+            );
         }
-        ensure!(layers.len() == data.len(), "{} layers but {} buffers", layers.len(), data.len());
-        Ok(CapturedStates { layers, hidden, dtype, data, rows })
+        ensure!(
+            layers.len() == data.len(),
+            "{} layers but {} buffers",
+            layers.len(),
+            data.len()
+        );
+        Ok(CapturedStates {
+            layers,
+            hidden,
+            dtype,
+            data,
+            rows,
+        })
     }
 }
 
 /// Little-endian bytes of f32/f16/bf16 values, widened to f32 (exact for all three).
 pub fn decode_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
     match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+            .collect(),
         _ => Vec::new(),
     }
 }

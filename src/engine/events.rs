@@ -13,7 +13,10 @@ pub enum LogLevel {
 
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Log { level: LogLevel, message: String },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
     /// A trial begins: the inference is about to prefill its prompt.
     TrialStarted {
         trial: usize,
@@ -24,9 +27,22 @@ pub enum EngineEvent {
         verifiers: Vec<RoleSpec>,
     },
     /// One generated token, with the text it adds (incremental detokenization).
-    Token { trial: usize, index: usize, id: u32, text: String, step_ms: f64 },
-    InferenceDone { trial: usize, tokens: usize, time_s: f64 },
-    VerifierStarted { trial: usize, verifier: usize },
+    Token {
+        trial: usize,
+        index: usize,
+        id: u32,
+        text: String,
+        step_ms: f64,
+    },
+    InferenceDone {
+        trial: usize,
+        tokens: usize,
+        time_s: f64,
+    },
+    VerifierStarted {
+        trial: usize,
+        verifier: usize,
+    },
     /// One (position, layer) check finished.
     Check {
         trial: usize,
@@ -43,10 +59,18 @@ pub enum EngineEvent {
         verdict: Verdict,
         overhead_percentage: f64,
     },
-    TrialDone { trial: usize, result: Box<TrialResult> },
+    TrialDone {
+        trial: usize,
+        result: Box<TrialResult>,
+    },
     /// The whole run ended; `summary_path` is the run summary written to disk.
-    RunDone { summary_path: Option<std::path::PathBuf>, cancelled: bool },
-    Failed { message: String },
+    RunDone {
+        summary_path: Option<std::path::PathBuf>,
+        cancelled: bool,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// Where an engine sends its events: a channel, or nowhere (tests, benchmarks).
@@ -72,7 +96,10 @@ impl EventSink {
     }
 
     pub fn log(&self, level: LogLevel, message: impl Into<String>) {
-        self.emit(EngineEvent::Log { level, message: message.into() });
+        self.emit(EngineEvent::Log {
+            level,
+            message: message.into(),
+        });
     }
 }
 

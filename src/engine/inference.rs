@@ -25,7 +25,11 @@ pub struct InferenceOutput {
 
 impl InferenceOutput {
     pub fn tokens_per_s(&self) -> f64 {
-        if self.total_s > 0.0 { self.output_ids.len() as f64 / self.total_s } else { 0.0 }
+        if self.total_s > 0.0 {
+            self.output_ids.len() as f64 / self.total_s
+        } else {
+            0.0
+        }
     }
 }
 
@@ -72,7 +76,11 @@ pub fn generate(
             break;
         }
         let step_start = Instant::now();
-        let banned: &[u32] = if output_ids.len() < params.min_new_tokens { &eos } else { &[] };
+        let banned: &[u32] = if output_ids.len() < params.min_new_tokens {
+            &eos
+        } else {
+            &[]
+        };
         let next = sampler.sample(&logits, &history, banned);
         output_ids.push(next);
         history.push(next);
@@ -86,7 +94,13 @@ pub fn generate(
         step_ms.push(ms);
         let piece = stream.next_token(next)?.unwrap_or_default();
         text.push_str(&piece);
-        sink.emit(EngineEvent::Token { trial, index: output_ids.len() - 1, id: next, text: piece, step_ms: ms });
+        sink.emit(EngineEvent::Token {
+            trial,
+            index: output_ids.len() - 1,
+            id: next,
+            text: piece,
+            step_ms: ms,
+        });
         if is_last {
             break;
         }

@@ -42,7 +42,10 @@ impl SamplingParams {
             return Err(format!("top-p {} must be in (0, 1]", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(format!("repetition penalty {} must be > 0", self.repetition_penalty));
+            return Err(format!(
+                "repetition penalty {} must be > 0",
+                self.repetition_penalty
+            ));
         }
         if self.max_new_tokens == 0 {
             return Err("max new tokens must be at least 1".into());
@@ -78,7 +81,11 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / self.params.repetition_penalty } else { *l * self.params.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / self.params.repetition_penalty
+                    } else {
+                        *l * self.params.repetition_penalty
+                    };
                 }
             }
         }
@@ -91,7 +98,9 @@ impl Sampler {
             return argmax(&logits);
         }
         // Candidates sorted by logit, best first (ties by id, for determinism).
-        let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+        let mut order: Vec<usize> = (0..logits.len())
+            .filter(|&i| logits[i].is_finite())
+            .collect();
         if order.is_empty() {
             return argmax(&logits);
         }
@@ -100,8 +109,10 @@ impl Sampler {
             order.truncate(self.params.top_k);
         }
         let max = logits[order[0]];
-        let mut probs: Vec<f64> =
-            order.iter().map(|&i| ((logits[i] - max) / self.params.temperature).exp()).collect();
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] - max) / self.params.temperature).exp())
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if self.params.top_p < 1.0 {
@@ -145,22 +156,37 @@ mod tests {
     use super::*;
 
     fn params(temperature: f64) -> SamplingParams {
-        SamplingParams { temperature, top_p: 1.0, top_k: 0, repetition_penalty: 1.0, ..Default::default() }
+        SamplingParams {
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn greedy_picks_the_largest_logit() {
         let mut s = Sampler::new(params(0.0));
         assert_eq!(s.sample(&[0.1, 3.0, 2.0], &[], &[]), 1);
-        assert_eq!(s.sample(&[0.1, 3.0, 2.0], &[], &[1]), 2, "banned tokens are never chosen");
+        assert_eq!(
+            s.sample(&[0.1, 3.0, 2.0], &[], &[1]),
+            2,
+            "banned tokens are never chosen"
+        );
     }
 
     #[test]
     fn same_seed_same_tokens() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
-            (0..20).map(|_| s.sample(&logits, &[], &[])).collect::<Vec<_>>()
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params(1.0)
+            });
+            (0..20)
+                .map(|_| s.sample(&logits, &[], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -168,7 +194,10 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.5) });
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            ..params(1.5)
+        });
         for _ in 0..10 {
             assert_eq!(s.sample(&[0.0, 1.0, 0.9], &[], &[]), 1);
         }
@@ -177,7 +206,10 @@ mod tests {
     #[test]
     fn top_p_cuts_the_tail() {
         // Token 0 holds ~88% of the mass; top-p 0.5 keeps only it.
-        let mut s = Sampler::new(SamplingParams { top_p: 0.5, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            ..params(1.0)
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&[3.0, 1.0, 0.0], &[], &[]), 0);
         }
@@ -185,15 +217,29 @@ mod tests {
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0) });
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..params(0.0)
+        });
         assert_eq!(s.sample(&[2.0, 1.5], &[0], &[]), 1);
     }
 
     #[test]
     fn validation_names_the_bad_value() {
-        let e = SamplingParams { top_p: 1.5, ..Default::default() }.validate().unwrap_err();
+        let e = SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.contains("1.5"), "{e}");
-        let e = SamplingParams { min_new_tokens: 10, max_new_tokens: 5, ..Default::default() }.validate().unwrap_err();
+        let e = SamplingParams {
+            min_new_tokens: 10,
+            max_new_tokens: 5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.contains("10") && e.contains("5"), "{e}");
     }
 }

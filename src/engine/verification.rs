@@ -33,7 +33,11 @@ impl VerificationOutput {
         self.checks.iter().filter(|c| c.accept).count()
     }
     pub fn accept_rate(&self) -> f64 {
-        if self.checks.is_empty() { 0.0 } else { self.accepted() as f64 / self.checks.len() as f64 }
+        if self.checks.is_empty() {
+            0.0
+        } else {
+            self.accepted() as f64 / self.checks.len() as f64
+        }
     }
 }
 
@@ -76,7 +80,12 @@ pub fn verify(
 
     let start = Instant::now();
     let prompt_len = job.prompt_ids.len();
-    let sequence: Vec<u32> = job.prompt_ids.iter().chain(job.output_ids).copied().collect();
+    let sequence: Vec<u32> = job
+        .prompt_ids
+        .iter()
+        .chain(job.output_ids)
+        .copied()
+        .collect();
     let mut cache = tm.new_cache();
     let mut checks = Vec::with_capacity(committed.rows * committed.layers.len());
     let mut embedding_checks = Vec::new();
@@ -87,7 +96,12 @@ pub fn verify(
             break;
         }
         let chunk_end = (chunk_start + job.chunk).min(sequence.len());
-        let out = tm.forward(&sequence[chunk_start..chunk_end], &mut cache, &committed.layers, false)?;
+        let out = tm.forward(
+            &sequence[chunk_start..chunk_end],
+            &mut cache,
+            &committed.layers,
+            false,
+        )?;
         // Positions of generated tokens inside this chunk.
         let first = chunk_start.max(prompt_len);
         if first >= chunk_end {
@@ -98,9 +112,20 @@ pub fn verify(
             let rows: Vec<Vec<f32>> = rows.to_dtype(candle_core::DType::F32)?.to_vec2()?;
             for (k, recomputed) in rows.iter().enumerate() {
                 let position = first - prompt_len + k;
-                let metrics = compare(&committed.row_f32(slot, position), recomputed, compare_dtype)?;
-                let accept = job.policy.decide(&metrics, job.inference_dtype, verifier_dtype);
-                let record = CheckRecord { position, layer: *layer, accept, metrics };
+                let metrics = compare(
+                    &committed.row_f32(slot, position),
+                    recomputed,
+                    compare_dtype,
+                )?;
+                let accept = job
+                    .policy
+                    .decide(&metrics, job.inference_dtype, verifier_dtype);
+                let record = CheckRecord {
+                    position,
+                    layer: *layer,
+                    accept,
+                    metrics,
+                };
                 if *layer == 0 {
                     embedding_checks.push(record);
                 } else {
@@ -118,5 +143,10 @@ pub fn verify(
         }
     }
     checks.sort_by_key(|c| (c.position, c.layer));
-    Ok(VerificationOutput { checks, embedding_checks, time_s: start.elapsed().as_secs_f64(), cancelled })
+    Ok(VerificationOutput {
+        checks,
+        embedding_checks,
+        time_s: start.elapsed().as_secs_f64(),
+        cancelled,
+    })
 }

@@ -90,7 +90,8 @@ pub struct Bundle {
 
 /// Writes a bundle into `dir` (created if needed; existing bundle files are replaced).
 pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating bundle directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating bundle directory {}", dir.display()))?;
     let st_dtype = match states.dtype {
         DType::F32 => safetensors::Dtype::F32,
         DType::F16 => safetensors::Dtype::F16,
@@ -102,16 +103,27 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
         .iter()
         .zip(&states.data)
         .map(|(layer, data)| {
-            let view = safetensors::tensor::TensorView::new(st_dtype, vec![states.rows, states.hidden], data)
-                .map_err(|e| anyhow!("layer {layer}: {e}"))?;
+            let view = safetensors::tensor::TensorView::new(
+                st_dtype,
+                vec![states.rows, states.hidden],
+                data,
+            )
+            .map_err(|e| anyhow!("layer {layer}: {e}"))?;
             Ok((format!("layer.{layer}"), view))
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::tensor::serialize(views, None).context("serializing hidden states")?;
-    manifest.hidden_states = TensorFile { file: TENSORS_FILE.into(), sha256: sha256_bytes(&bytes), bytes: bytes.len() as u64 };
+    manifest.hidden_states = TensorFile {
+        file: TENSORS_FILE.into(),
+        sha256: sha256_bytes(&bytes),
+        bytes: bytes.len() as u64,
+    };
     manifest.layers = states.layers.clone();
     std::fs::write(dir.join(TENSORS_FILE), &bytes)?;
-    std::fs::write(dir.join(MANIFEST_FILE), serde_json::to_vec_pretty(&manifest)?)?;
+    std::fs::write(
+        dir.join(MANIFEST_FILE),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
     Ok(())
 }
 
@@ -122,7 +134,11 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
     let size = std::fs::metadata(&manifest_path)
         .with_context(|| format!("{}: no bundle manifest", manifest_path.display()))?
         .len();
-    ensure!(size <= MAX_MANIFEST_BYTES, "{}: {size} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit", manifest_path.display());
+    ensure!(
+        size <= MAX_MANIFEST_BYTES,
+        "{}: {size} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
+        manifest_path.display()
+    );
     let manifest: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path)?)
         .with_context(|| format!("{}: not a valid bundle manifest", manifest_path.display()))?;
     ensure!(
@@ -139,8 +155,14 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         manifest.hidden_states.file
     );
     let tensor_path = dir.join(TENSORS_FILE);
-    let actual_size = std::fs::metadata(&tensor_path).with_context(|| format!("{}: missing", tensor_path.display()))?.len();
-    ensure!(actual_size <= MAX_TENSOR_BYTES, "{}: {actual_size} bytes exceeds the limit", tensor_path.display());
+    let actual_size = std::fs::metadata(&tensor_path)
+        .with_context(|| format!("{}: missing", tensor_path.display()))?
+        .len();
+    ensure!(
+        actual_size <= MAX_TENSOR_BYTES,
+        "{}: {actual_size} bytes exceeds the limit",
+        tensor_path.display()
+    );
     ensure!(
         actual_size == manifest.hidden_states.bytes,
         "{}: {actual_size} bytes, but the manifest says {}",
@@ -154,20 +176,37 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         tensor_path.display(),
         manifest.hidden_states.sha256
     );
-    let dtype = dtype_from_name(&manifest.dtype)
-        .ok_or_else(|| anyhow!("{}: dtype `{}` is not f32, f16 or bf16", manifest_path.display(), manifest.dtype))?;
+    let dtype = dtype_from_name(&manifest.dtype).ok_or_else(|| {
+        anyhow!(
+            "{}: dtype `{}` is not f32, f16 or bf16",
+            manifest_path.display(),
+            manifest.dtype
+        )
+    })?;
     let n = manifest.output_ids.len();
     let hidden = manifest.model.hidden;
     let mut layers = manifest.layers.clone();
     layers.sort_unstable();
     layers.dedup();
-    ensure!(layers == manifest.layers, "{}: layers must be ascending and distinct", manifest_path.display());
+    ensure!(
+        layers == manifest.layers,
+        "{}: layers must be ascending and distinct",
+        manifest_path.display()
+    );
     if let Some(bad) = layers.iter().find(|&&l| l > manifest.model.n_layers) {
-        bail!("{}: layer {bad} is beyond the model's {} layers", manifest_path.display(), manifest.model.n_layers);
+        bail!(
+            "{}: layer {bad} is beyond the model's {} layers",
+            manifest_path.display(),
+            manifest.model.n_layers
+        );
     }
     let bytes = std::fs::read(&tensor_path)?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", tensor_path.display()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow!(
+            "{}: not a valid safetensors file: {e}",
+            tensor_path.display()
+        )
+    })?;
     let mut by_name: HashMap<String, Vec<u8>> = HashMap::new();
     for (name, view) in tensors.tensors() {
         let expected_dtype = match dtype {
@@ -175,14 +214,29 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
             DType::F16 => safetensors::Dtype::F16,
             _ => safetensors::Dtype::BF16,
         };
-        ensure!(view.dtype() == expected_dtype, "{}: tensor `{name}` is {:?}, manifest says {}", tensor_path.display(), view.dtype(), dtype_name(dtype));
-        ensure!(view.shape() == [n, hidden], "{}: tensor `{name}` has shape {:?}, expected [{n}, {hidden}]", tensor_path.display(), view.shape());
+        ensure!(
+            view.dtype() == expected_dtype,
+            "{}: tensor `{name}` is {:?}, manifest says {}",
+            tensor_path.display(),
+            view.dtype(),
+            dtype_name(dtype)
+        );
+        ensure!(
+            view.shape() == [n, hidden],
+            "{}: tensor `{name}` has shape {:?}, expected [{n}, {hidden}]",
+            tensor_path.display(),
+            view.shape()
+        );
         by_name.insert(name, view.data().to_vec());
     }
     let mut data = Vec::with_capacity(layers.len());
     for l in &layers {
         let name = format!("layer.{l}");
-        data.push(by_name.remove(&name).ok_or_else(|| anyhow!("{}: tensor `{name}` is missing", tensor_path.display()))?);
+        data.push(
+            by_name
+                .remove(&name)
+                .ok_or_else(|| anyhow!("{}: tensor `{name}` is missing", tensor_path.display()))?,
+        );
     }
     if let Some(extra) = by_name.keys().next() {
         bail!("{}: unexpected tensor `{extra}`", tensor_path.display());

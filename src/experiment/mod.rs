@@ -2,6 +2,6 @@
 
 pub mod bundle;
 pub mod config;
-pub mod results;
 pub mod optimize;
+pub mod results;
 pub mod runner;

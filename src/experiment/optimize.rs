@@ -29,7 +29,8 @@ fn trial_tier(t: &TrialResult) -> CompareDtype {
 
 /// Splits finished trials into honest (expected PASS) and cheat (expected REJECT) data.
 pub fn pool(trials: &[TrialResult]) -> (Vec<CheckMetrics>, Vec<CheckMetrics>, Vec<f64>, Vec<f64>) {
-    let (mut honest, mut cheat, mut honest_rates, mut cheat_rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut honest, mut cheat, mut honest_rates, mut cheat_rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in trials {
         let is_honest = t.summary.expected_verdict == TrialVerdict::Pass;
         for v in &t.verifiers {
@@ -56,7 +57,13 @@ pub async fn optimize(
 ) -> Result<OptimizeOutcome> {
     let mut all = Vec::new();
     for name in &experiments {
-        let req = RunRequest { experiment: name.clone(), trials: Some(trials), max_new_tokens, jobs: 1, ..Default::default() };
+        let req = RunRequest {
+            experiment: name.clone(),
+            trials: Some(trials),
+            max_new_tokens,
+            jobs: 1,
+            ..Default::default()
+        };
         let outcome = run_experiment(ws.clone(), req, sink.clone(), cancel.clone()).await?;
         all.extend(outcome.trials);
     }
@@ -65,20 +72,41 @@ pub async fn optimize(
     let mut tiers: Vec<CompareDtype> = all.iter().map(trial_tier).collect();
     tiers.dedup();
     let tier = (tiers.len() == 1).then(|| tiers[0]);
-    let report = build_report_for_tier(experiments.clone(), trials, &honest, &cheat, &honest_rates, &cheat_rates, tier);
+    let report = build_report_for_tier(
+        experiments.clone(),
+        trials,
+        &honest,
+        &cheat,
+        &honest_rates,
+        &cheat_rates,
+        tier,
+    );
     let dir = new_run_dir(&ws.data_dir, "optimize")?;
     let json_path = dir.join("optimization.json");
     let yaml_path = dir.join("recommended_policy.yaml");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&yaml_path, &report.recommended_yaml)?;
-    Ok(OptimizeOutcome { report, json_path, yaml_path })
+    Ok(OptimizeOutcome {
+        report,
+        json_path,
+        yaml_path,
+    })
 }
 
 /// A plain-text table of the report for the terminal.
 pub fn format_report(r: &OptimizationReport) -> String {
     let mut out = format!(
         "{:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  {:<23} {}\n",
-        "metric", "honest p50", "p95", "p99", "max", "cheat p50", "AUC", "zero-error interval", "recommended"
+        "metric",
+        "honest p50",
+        "p95",
+        "p99",
+        "max",
+        "cheat p50",
+        "AUC",
+        "zero-error interval",
+        "recommended"
     );
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3e}"));
     for m in &r.metrics {
@@ -92,11 +120,21 @@ pub fn format_report(r: &OptimizationReport) -> String {
             f(h.map(|d| d.max)),
             f(m.cheat.as_ref().map(|d| d.p50)),
             m.auc.map_or("-".into(), |a| format!("{a:.4}")),
-            m.zero_error_interval.map_or("none".into(), |(a, b)| format!("[{a:.2e}, {b:.2e})")),
+            m.zero_error_interval
+                .map_or("none".into(), |(a, b)| format!("[{a:.2e}, {b:.2e})")),
             f(m.recommended_threshold),
         ));
     }
-    let rates = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ");
-    out.push_str(&format!("accept rates — honest: [{}]  cheat: [{}]\n", rates(&r.accept_rates.honest), rates(&r.accept_rates.cheat)));
+    let rates = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    out.push_str(&format!(
+        "accept rates — honest: [{}]  cheat: [{}]\n",
+        rates(&r.accept_rates.honest),
+        rates(&r.accept_rates.cheat)
+    ));
     out
 }

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use tokio::task::JoinSet;
 
-use super::bundle::{read_bundle, write_bundle, BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION};
+use super::bundle::{
+    read_bundle, write_bundle, BundleContext, Manifest, ModelIdentity, TensorFile, Timings,
+    BUNDLE_FORMAT_VERSION,
+};
 pub use super::config::Role;
 use super::config::{ChatRole, ConfigSet, ExperimentSpec, Prompt, WeightsLocation};
 use super::results::*;
@@ -38,7 +41,13 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(config: ConfigSet, model_dir: PathBuf, data_dir: PathBuf) -> Self {
-        Workspace { config, model_dir, data_dir, models: Mutex::default(), gpu_locks: Mutex::default() }
+        Workspace {
+            config,
+            model_dir,
+            data_dir,
+            models: Mutex::default(),
+            gpu_locks: Mutex::default(),
+        }
     }
 
     /// A registry id from models.yaml, or anything `parse_model_arg` understands.
@@ -48,9 +57,10 @@ impl Workspace {
         };
         match entry.source.location() {
             WeightsLocation::Embedded { .. } => parse_model_arg("embedded", &self.model_dir),
-            WeightsLocation::Hub { repo, revision } => {
-                Ok(ModelSource::Hub { repo: repo.to_string(), revision: revision.to_string() })
-            }
+            WeightsLocation::Hub { repo, revision } => Ok(ModelSource::Hub {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+            }),
             WeightsLocation::Path(p) => parse_model_arg(&p.to_string_lossy(), &self.model_dir),
         }
     }
@@ -62,14 +72,24 @@ impl Workspace {
             return Ok(m.clone());
         }
         let source = self.model_source(&role.model)?;
-        let m = load_model(&role.model, &source, role.precision, role.device)
-            .with_context(|| format!("loading {} ({}, {})", role.model, role.precision, role.device))?;
+        let m =
+            load_model(&role.model, &source, role.precision, role.device).with_context(|| {
+                format!(
+                    "loading {} ({}, {})",
+                    role.model, role.precision, role.device
+                )
+            })?;
         models.insert(role.clone(), m.clone());
         Ok(m)
     }
 
     fn gpu_lock(&self, kind: DeviceKind) -> Arc<tokio::sync::Mutex<()>> {
-        self.gpu_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default().clone()
+        self.gpu_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default()
+            .clone()
     }
 }
 
@@ -122,7 +142,9 @@ pub struct TrialPlan {
 }
 
 pub fn gpu_available() -> bool {
-    crate::model::device::available_profiles().iter().any(|p| p.is_gpu())
+    crate::model::device::available_profiles()
+        .iter()
+        .any(|p| p.is_gpu())
 }
 
 /// The roles an experiment runs with on this machine, after overrides.
@@ -132,7 +154,11 @@ pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, V
         Some(r) => r.clone(),
         None => {
             let r = spec.inference_role(gpu);
-            Role { model: r.model, precision: r.precision, device: r.device }
+            Role {
+                model: r.model,
+                precision: r.precision,
+                device: r.device,
+            }
         }
     };
     let mut verifiers = match &req.verifier_roles {
@@ -140,27 +166,39 @@ pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, V
         None => spec
             .verifier_roles(gpu)
             .into_iter()
-            .map(|r| Role { model: r.model, precision: r.precision, device: r.device })
+            .map(|r| Role {
+                model: r.model,
+                precision: r.precision,
+                device: r.device,
+            })
             .collect(),
     };
     if let Some(n) = req.verifiers {
         ensure!(n > 0, "--verifiers must be at least 1");
         ensure!(!verifiers.is_empty(), "the experiment defines no verifiers");
-        verifiers = (0..n).map(|i| verifiers[i % verifiers.len()].clone()).collect();
+        verifiers = (0..n)
+            .map(|i| verifiers[i % verifiers.len()].clone())
+            .collect();
     }
     Ok((inference, verifiers))
 }
 
 /// Plans every trial of a run.
 pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
-    let spec = ws
-        .config
-        .experiments
-        .get(&req.experiment)
-        .ok_or_else(|| anyhow!("unknown experiment `{}`; known: {}", req.experiment, ws.config.experiments.experiment_names().join(", ")))?;
+    let spec = ws.config.experiments.get(&req.experiment).ok_or_else(|| {
+        anyhow!(
+            "unknown experiment `{}`; known: {}",
+            req.experiment,
+            ws.config.experiments.experiment_names().join(", ")
+        )
+    })?;
     let (inference, verifiers) = resolve_roles(spec, req)?;
     let prompts = spec.select_prompts(&ws.config.prompts);
-    ensure!(!prompts.is_empty(), "experiment {}: no prompts selected", req.experiment);
+    ensure!(
+        !prompts.is_empty(),
+        "experiment {}: no prompts selected",
+        req.experiment
+    );
     let (min_cfg, max_cfg) = spec.new_token_budget(&ws.config.prompts);
     let max_new = req.max_new_tokens.unwrap_or(max_cfg);
     let min_new = req.min_new_tokens.unwrap_or(min_cfg).min(max_new);
@@ -202,7 +240,10 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
 
 fn prompt_messages(p: &Prompt) -> Vec<(String, String)> {
     match (&p.messages, &p.text) {
-        (Some(m), _) => m.iter().map(|m| (m.role.as_str().to_string(), m.content.clone())).collect(),
+        (Some(m), _) => m
+            .iter()
+            .map(|m| (m.role.as_str().to_string(), m.content.clone()))
+            .collect(),
         (None, Some(t)) => vec![(ChatRole::User.as_str().to_string(), t.clone())],
         (None, None) => Vec::new(),
     }
@@ -222,11 +263,18 @@ pub fn render_prompt(model: &LoadedModel, messages: &[(String, String)]) -> Resu
         Some(t) => {
             let msgs: Vec<TemplateMessage> = messages
                 .iter()
-                .map(|(role, content)| TemplateMessage { role: role.clone(), content: content.clone() })
+                .map(|(role, content)| TemplateMessage {
+                    role: role.clone(),
+                    content: content.clone(),
+                })
                 .collect();
             t.render(&msgs, true)
         }
-        None => Ok(messages.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n")),
+        None => Ok(messages
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")),
     }
 }
 
@@ -254,8 +302,20 @@ pub fn infer_trial(
         sampled_layers: layers.clone(),
         verifiers: plan.verifiers.iter().map(role_spec_of_plan).collect(),
     });
-    let out = generate(&model, &prompt_ids, &plan.sampling, &layers, sink, plan.trial, cancel)?;
-    sink.emit(EngineEvent::InferenceDone { trial: plan.trial, tokens: out.output_ids.len(), time_s: out.total_s });
+    let out = generate(
+        &model,
+        &prompt_ids,
+        &plan.sampling,
+        &layers,
+        sink,
+        plan.trial,
+        cancel,
+    )?;
+    sink.emit(EngineEvent::InferenceDone {
+        trial: plan.trial,
+        tokens: out.output_ids.len(),
+        time_s: out.total_s,
+    });
     let manifest = Manifest {
         format_version: BUNDLE_FORMAT_VERSION,
         model: ModelIdentity {
@@ -274,8 +334,17 @@ pub fn infer_trial(
         output_ids: out.output_ids.clone(),
         sampling: plan.sampling.clone(),
         layers,
-        timings: Timings { prefill_s: out.prefill_s, decode_s: out.decode_s, total_s: out.total_s, tokens_per_s: out.tokens_per_s() },
-        hidden_states: TensorFile { file: super::bundle::TENSORS_FILE.into(), sha256: String::new(), bytes: 0 },
+        timings: Timings {
+            prefill_s: out.prefill_s,
+            decode_s: out.decode_s,
+            total_s: out.total_s,
+            tokens_per_s: out.tokens_per_s(),
+        },
+        hidden_states: TensorFile {
+            file: super::bundle::TENSORS_FILE.into(),
+            sha256: String::new(),
+            bytes: 0,
+        },
         context: Some(BundleContext {
             experiment: plan.experiment.clone(),
             trial: plan.trial,
@@ -284,13 +353,25 @@ pub fn infer_trial(
         }),
     };
     if out.cancelled {
-        sink.log(LogLevel::Warn, format!("trial {}: inference cancelled after {} tokens", plan.trial, out.output_ids.len()));
+        sink.log(
+            LogLevel::Warn,
+            format!(
+                "trial {}: inference cancelled after {} tokens",
+                plan.trial,
+                out.output_ids.len()
+            ),
+        );
     }
     Ok((manifest, out.captured))
 }
 
 fn role_spec_of_plan(r: &Role) -> RoleSpec {
-    RoleSpec { model: r.model.clone(), precision: r.precision.to_string(), device: r.device.device_name(), dtype: dtype_name(r.device.dtype).into() }
+    RoleSpec {
+        model: r.model.clone(),
+        precision: r.precision.to_string(),
+        device: r.device.device_name(),
+        dtype: dtype_name(r.device.dtype).into(),
+    }
 }
 
 /// Describes how inference and verifiers are paired on this machine, stated in every result.
@@ -306,7 +387,12 @@ pub fn describe_pairing(inference: &RoleSpec, verifiers: &[RoleSpec]) -> String 
             };
             format!(
                 "{kind}: {} {} {} -> {} {} {}",
-                inference.device, inference.dtype, inference.precision, v.device, v.dtype, v.precision
+                inference.device,
+                inference.dtype,
+                inference.precision,
+                v.device,
+                v.dtype,
+                v.precision
             )
         })
         .collect();
@@ -327,10 +413,22 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
         );
     }
     if manifest.tokenizer != verifier.tokenizer.identity() {
-        bail!("the bundle's tokenizer ({}) differs from the verifier's ({})", manifest.tokenizer, verifier.tokenizer.identity());
+        bail!(
+            "the bundle's tokenizer ({}) differs from the verifier's ({})",
+            manifest.tokenizer,
+            verifier.tokenizer.identity()
+        );
     }
-    if let Some(bad) = manifest.prompt_ids.iter().chain(&manifest.output_ids).find(|&&id| id as usize >= verifier.model.config.vocab_size) {
-        bail!("token id {bad} in the bundle is outside the vocabulary ({})", verifier.model.config.vocab_size);
+    if let Some(bad) = manifest
+        .prompt_ids
+        .iter()
+        .chain(&manifest.output_ids)
+        .find(|&&id| id as usize >= verifier.model.config.vocab_size)
+    {
+        bail!(
+            "token id {bad} in the bundle is outside the vocabulary ({})",
+            verifier.model.config.vocab_size
+        );
     }
     Ok(())
 }
@@ -359,12 +457,21 @@ pub async fn verify_trial(
     let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
     for (index, role) in settings.verifiers.iter().cloned().enumerate() {
-        let (ws, manifest, states, sink, cancel) = (ws.clone(), manifest.clone(), states.clone(), sink.clone(), cancel.clone());
+        let (ws, manifest, states, sink, cancel) = (
+            ws.clone(),
+            manifest.clone(),
+            states.clone(),
+            sink.clone(),
+            cancel.clone(),
+        );
         let (policy, chunk) = (settings.policy.clone(), settings.chunk);
         tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
             let model = ws.load(&role)?;
             check_same_model(&manifest, &model)?;
-            sink.emit(EngineEvent::VerifierStarted { trial, verifier: index });
+            sink.emit(EngineEvent::VerifierStarted {
+                trial,
+                verifier: index,
+            });
             let job = VerifyJob {
                 prompt_ids: &manifest.prompt_ids,
                 output_ids: &manifest.output_ids,
@@ -398,7 +505,12 @@ pub async fn verify_trial(
     Ok(assemble_trial(&manifest, settings, prompt, outputs))
 }
 
-fn assemble_trial(manifest: &Manifest, settings: &VerifySettings, prompt: PromptInfo, outputs: Vec<(usize, RoleSpec, VerificationOutput)>) -> TrialResult {
+fn assemble_trial(
+    manifest: &Manifest,
+    settings: &VerifySettings,
+    prompt: PromptInfo,
+    outputs: Vec<(usize, RoleSpec, VerificationOutput)>,
+) -> TrialResult {
     let inference_role = RoleSpec {
         model: manifest.model.name.clone(),
         precision: manifest.precision.clone(),
@@ -432,21 +544,47 @@ fn assemble_trial(manifest: &Manifest, settings: &VerifySettings, prompt: Prompt
                     inference_time_s: manifest.timings.total_s,
                     percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
                 },
-                verdict: if verdict(accept_rate, settings.cutoff) { Verdict::Pass } else { Verdict::Fail },
+                verdict: if verdict(accept_rate, settings.cutoff) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
                 complete: !out.cancelled,
-                statistics: VerifierStatistics { summary, checks: out.checks, embedding_checks: out.embedding_checks },
+                statistics: VerifierStatistics {
+                    summary,
+                    checks: out.checks,
+                    embedding_checks: out.embedding_checks,
+                },
             }
         })
         .collect();
-    let avg_accept_rate = verifiers.iter().map(|v| v.statistics.summary.accept_rate).sum::<f64>() / verifiers.len().max(1) as f64;
+    let avg_accept_rate = verifiers
+        .iter()
+        .map(|v| v.statistics.summary.accept_rate)
+        .sum::<f64>()
+        / verifiers.len().max(1) as f64;
     // The trial passes when a majority of its verifiers pass.
-    let passes = verifiers.iter().filter(|v| v.verdict == Verdict::Pass).count();
-    let final_verdict = if passes * 2 > verifiers.len() { TrialVerdict::Pass } else { TrialVerdict::Reject };
+    let passes = verifiers
+        .iter()
+        .filter(|v| v.verdict == Verdict::Pass)
+        .count();
+    let final_verdict = if passes * 2 > verifiers.len() {
+        TrialVerdict::Pass
+    } else {
+        TrialVerdict::Reject
+    };
     let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
-    let complete = verifiers.iter().all(|v| v.complete) && manifest.output_ids.len() == manifest.sampling.max_new_tokens.min(manifest.output_ids.len());
+    let complete = verifiers.iter().all(|v| v.complete)
+        && manifest.output_ids.len()
+            == manifest
+                .sampling
+                .max_new_tokens
+                .min(manifest.output_ids.len());
     TrialResult {
         format_version: RESULT_FORMAT_VERSION,
-        experiment: ctx.as_ref().map_or_else(|| "verify".into(), |c| c.experiment.clone()),
+        experiment: ctx
+            .as_ref()
+            .map_or_else(|| "verify".into(), |c| c.experiment.clone()),
         trial: ctx.as_ref().map_or(0, |c| c.trial),
         started_at: unix_now(),
         pairing: describe_pairing(&inference_role, &specs),
@@ -460,7 +598,9 @@ fn assemble_trial(manifest: &Manifest, settings: &VerifySettings, prompt: Prompt
             tokens_per_s: manifest.timings.tokens_per_s,
             output_text: manifest.output_text.clone(),
             output_ids: manifest.output_ids.clone(),
-            captured_bytes: (manifest.output_ids.len() * manifest.model.hidden * manifest.layers.len())
+            captured_bytes: (manifest.output_ids.len()
+                * manifest.model.hidden
+                * manifest.layers.len())
                 * dtype_from_name(&manifest.dtype).map_or(4, |d| match d {
                     CompareDtype::F32 => 4,
                     _ => 2,
@@ -472,7 +612,8 @@ fn assemble_trial(manifest: &Manifest, settings: &VerifySettings, prompt: Prompt
             final_verdict,
             expected_verdict: settings.expected,
             expectation_held: final_verdict == settings.expected,
-            detected: (settings.expected == TrialVerdict::Reject).then_some(final_verdict == TrialVerdict::Reject),
+            detected: (settings.expected == TrialVerdict::Reject)
+                .then_some(final_verdict == TrialVerdict::Reject),
         },
         complete,
     }
@@ -484,7 +625,11 @@ pub fn new_run_dir(base: &Path, experiment: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let stamp = utc_stamp(unix_now());
     for n in 0..1000 {
-        let name = if n == 0 { format!("run-{stamp}") } else { format!("run-{stamp}-{n}") };
+        let name = if n == 0 {
+            format!("run-{stamp}")
+        } else {
+            format!("run-{stamp}-{n}")
+        };
         let dir = parent.join(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
@@ -492,7 +637,10 @@ pub fn new_run_dir(base: &Path, experiment: &str) -> Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
         }
     }
-    bail!("could not find a free run directory under {}", parent.display())
+    bail!(
+        "could not find a free run directory under {}",
+        parent.display()
+    )
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC (no `:` so the name is valid everywhere).
@@ -509,7 +657,12 @@ pub fn utc_stamp(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// What a finished (or cancelled) run produced.
@@ -522,19 +675,37 @@ pub struct RunOutcome {
 }
 
 /// Runs an experiment (or one of its halves), writing results as each trial finishes.
-pub async fn run_experiment(ws: Arc<Workspace>, req: RunRequest, sink: EventSink, cancel: CancelToken) -> Result<RunOutcome> {
+pub async fn run_experiment(
+    ws: Arc<Workspace>,
+    req: RunRequest,
+    sink: EventSink,
+    cancel: CancelToken,
+) -> Result<RunOutcome> {
     let outcome = run_inner(ws, &req, &sink, &cancel).await;
     match &outcome {
-        Ok(o) => sink.emit(EngineEvent::RunDone { summary_path: o.summary_path.clone(), cancelled: cancel.is_cancelled() }),
-        Err(e) => sink.emit(EngineEvent::Failed { message: format!("{e:#}") }),
+        Ok(o) => sink.emit(EngineEvent::RunDone {
+            summary_path: o.summary_path.clone(),
+            cancelled: cancel.is_cancelled(),
+        }),
+        Err(e) => sink.emit(EngineEvent::Failed {
+            message: format!("{e:#}"),
+        }),
     }
     outcome
 }
 
-async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cancel: &CancelToken) -> Result<RunOutcome> {
+async fn run_inner(
+    ws: Arc<Workspace>,
+    req: &RunRequest,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<RunOutcome> {
     let spec = ws.config.experiments.get(&req.experiment).cloned();
     if req.step == RunStep::Verify {
-        let from = req.from.as_ref().ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
+        let from = req
+            .from
+            .as_ref()
+            .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
         return verify_bundles(ws, req, from, sink, cancel).await;
     }
     let plans = plan_trials(&ws, req)?;
@@ -546,17 +717,35 @@ async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cance
         }
         (None, _) => new_run_dir(&ws.data_dir, &req.experiment)?,
     };
-    sink.log(LogLevel::Info, format!("{}: {} trial(s), results in {}", req.experiment, plans.len(), out_dir.display()));
+    sink.log(
+        LogLevel::Info,
+        format!(
+            "{}: {} trial(s), results in {}",
+            req.experiment,
+            plans.len(),
+            out_dir.display()
+        ),
+    );
     let jobs = req.jobs.max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut tasks = JoinSet::new();
     for plan in plans.clone() {
-        let (ws, sink, cancel, out_dir, semaphore) = (ws.clone(), sink.clone(), cancel.clone(), out_dir.clone(), semaphore.clone());
+        let (ws, sink, cancel, out_dir, semaphore) = (
+            ws.clone(),
+            sink.clone(),
+            cancel.clone(),
+            out_dir.clone(),
+            semaphore.clone(),
+        );
         let step = req.step;
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
             // Never two jobs on one GPU at once: a trial holds the locks of the GPUs it uses.
-            let mut gpus: Vec<DeviceKind> = std::iter::once(&plan.inference).chain(&plan.verifiers).filter(|r| r.device.is_gpu()).map(|r| r.device.kind).collect();
+            let mut gpus: Vec<DeviceKind> = std::iter::once(&plan.inference)
+                .chain(&plan.verifiers)
+                .filter(|r| r.device.is_gpu())
+                .map(|r| r.device.kind)
+                .collect();
             gpus.sort_by_key(|k| format!("{k:?}"));
             gpus.dedup();
             let locks: Vec<_> = gpus.iter().map(|k| ws.gpu_lock(*k)).collect();
@@ -567,7 +756,9 @@ async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cance
             if cancel.is_cancelled() {
                 return Ok::<_, anyhow::Error>(None);
             }
-            run_one_trial(ws, plan, step, &out_dir, sink, cancel).await.map(Some)
+            run_one_trial(ws, plan, step, &out_dir, sink, cancel)
+                .await
+                .map(Some)
         });
     }
     let mut trials = Vec::new();
@@ -587,10 +778,22 @@ async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cance
         if let Some(e) = first_error {
             return Err(e);
         }
-        return Ok(RunOutcome { summary: None, summary_path: None, trials, out_dir });
+        return Ok(RunOutcome {
+            summary: None,
+            summary_path: None,
+            trials,
+            out_dir,
+        });
     }
     // Whatever was computed is kept, even when a trial failed or the run was cancelled.
-    let summary = summarize(&req.experiment, &spec.description, &trials, spec.cutoff, spec.expected, !cancel.is_cancelled() && first_error.is_none());
+    let summary = summarize(
+        &req.experiment,
+        &spec.description,
+        &trials,
+        spec.cutoff,
+        spec.expected,
+        !cancel.is_cancelled() && first_error.is_none(),
+    );
     let summary_path = out_dir.join("summary.json");
     if let Some(s) = &summary {
         std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
@@ -598,24 +801,58 @@ async fn run_inner(ws: Arc<Workspace>, req: &RunRequest, sink: &EventSink, cance
     if let Some(e) = first_error {
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
     }
-    Ok(RunOutcome { summary_path: summary.as_ref().map(|_| summary_path), summary, trials, out_dir })
+    Ok(RunOutcome {
+        summary_path: summary.as_ref().map(|_| summary_path),
+        summary,
+        trials,
+        out_dir,
+    })
 }
 
-async fn run_one_trial(ws: Arc<Workspace>, plan: TrialPlan, step: RunStep, out_dir: &Path, sink: EventSink, cancel: CancelToken) -> Result<Option<TrialResult>> {
+async fn run_one_trial(
+    ws: Arc<Workspace>,
+    plan: TrialPlan,
+    step: RunStep,
+    out_dir: &Path,
+    sink: EventSink,
+    cancel: CancelToken,
+) -> Result<Option<TrialResult>> {
     let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
-    let (manifest, states) = tokio::task::spawn_blocking(move || infer_trial(&ws2, &plan2, None, &sink2, &cancel2))
-        .await
-        .map_err(|e| anyhow!("inference task failed: {e}"))??;
+    let (manifest, states) =
+        tokio::task::spawn_blocking(move || infer_trial(&ws2, &plan2, None, &sink2, &cancel2))
+            .await
+            .map_err(|e| anyhow!("inference task failed: {e}"))??;
     if step == RunStep::Infer {
         let dir = out_dir.join(trial_dir_name(plan.trial));
         write_bundle(&dir, manifest, &states)?;
-        sink.log(LogLevel::Info, format!("trial {}: bundle written to {}", plan.trial, dir.display()));
+        sink.log(
+            LogLevel::Info,
+            format!("trial {}: bundle written to {}", plan.trial, dir.display()),
+        );
         return Ok(None);
     }
-    let settings = VerifySettings { verifiers: plan.verifiers.clone(), policy: plan.policy.clone(), cutoff: plan.cutoff, expected: plan.expected, chunk: plan.chunk };
-    let result = verify_trial(ws, Arc::new(manifest), Arc::new(states), &settings, plan.prompt.clone(), sink.clone(), cancel.clone()).await?;
+    let settings = VerifySettings {
+        verifiers: plan.verifiers.clone(),
+        policy: plan.policy.clone(),
+        cutoff: plan.cutoff,
+        expected: plan.expected,
+        chunk: plan.chunk,
+    };
+    let result = verify_trial(
+        ws,
+        Arc::new(manifest),
+        Arc::new(states),
+        &settings,
+        plan.prompt.clone(),
+        sink.clone(),
+        cancel.clone(),
+    )
+    .await?;
     write_trial(out_dir, &result)?;
-    sink.emit(EngineEvent::TrialDone { trial: plan.trial, result: Box::new(result.clone()) });
+    sink.emit(EngineEvent::TrialDone {
+        trial: plan.trial,
+        result: Box::new(result.clone()),
+    });
     Ok(Some(result))
 }
 
@@ -629,20 +866,39 @@ pub fn trial_file_name(trial: usize) -> String {
 
 fn write_trial(out_dir: &Path, result: &TrialResult) -> Result<()> {
     let path = out_dir.join(trial_file_name(result.trial));
-    std::fs::write(&path, serde_json::to_vec_pretty(result)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_vec_pretty(result)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
-async fn verify_bundles(ws: Arc<Workspace>, req: &RunRequest, from: &Path, sink: &EventSink, cancel: &CancelToken) -> Result<RunOutcome> {
-    let spec = ws.config.experiments.get(&req.experiment).cloned().ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
+async fn verify_bundles(
+    ws: Arc<Workspace>,
+    req: &RunRequest,
+    from: &Path,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<RunOutcome> {
+    let spec = ws
+        .config
+        .experiments
+        .get(&req.experiment)
+        .cloned()
+        .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
     let (_, verifiers) = resolve_roles(&spec, req)?;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
         .with_context(|| format!("reading bundle directory {}", from.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name().to_string_lossy().starts_with("trial_"))
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && e.file_name().to_string_lossy().starts_with("trial_")
+        })
         .map(|e| e.path())
         .collect();
     dirs.sort();
-    ensure!(!dirs.is_empty(), "{}: no trial_* bundle directories", from.display());
+    ensure!(
+        !dirs.is_empty(),
+        "{}: no trial_* bundle directories",
+        from.display()
+    );
     let out_dir = match &req.out {
         Some(d) => {
             std::fs::create_dir_all(d)?;
@@ -650,7 +906,13 @@ async fn verify_bundles(ws: Arc<Workspace>, req: &RunRequest, from: &Path, sink:
         }
         None => new_run_dir(&ws.data_dir, &req.experiment)?,
     };
-    let settings = VerifySettings { verifiers, policy: spec.policy.clone(), cutoff: spec.cutoff, expected: spec.expected, chunk: req.chunk.unwrap_or(DEFAULT_CHUNK) };
+    let settings = VerifySettings {
+        verifiers,
+        policy: spec.policy.clone(),
+        cutoff: spec.cutoff,
+        expected: spec.expected,
+        chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+    };
     let mut trials = Vec::new();
     for dir in dirs {
         if cancel.is_cancelled() {
@@ -659,33 +921,80 @@ async fn verify_bundles(ws: Arc<Workspace>, req: &RunRequest, from: &Path, sink:
         let bundle = read_bundle(&dir)?;
         let ctx = bundle.manifest.context.clone();
         if let Some(c) = &ctx {
-            ensure!(c.experiment == req.experiment, "{}: bundle belongs to experiment {}, not {}", dir.display(), c.experiment, req.experiment);
+            ensure!(
+                c.experiment == req.experiment,
+                "{}: bundle belongs to experiment {}, not {}",
+                dir.display(),
+                c.experiment,
+                req.experiment
+            );
         }
         let prompt = PromptInfo {
-            category: ctx.as_ref().map_or_else(String::new, |c| c.prompt_category.clone()),
-            id: ctx.as_ref().map_or_else(String::new, |c| c.prompt_id.clone()),
+            category: ctx
+                .as_ref()
+                .map_or_else(String::new, |c| c.prompt_category.clone()),
+            id: ctx
+                .as_ref()
+                .map_or_else(String::new, |c| c.prompt_id.clone()),
             text: bundle.manifest.prompt_text.clone(),
         };
         let trial = ctx.as_ref().map_or(0, |c| c.trial);
-        let result = verify_trial(ws.clone(), Arc::new(bundle.manifest), Arc::new(bundle.states), &settings, prompt, sink.clone(), cancel.clone()).await?;
+        let result = verify_trial(
+            ws.clone(),
+            Arc::new(bundle.manifest),
+            Arc::new(bundle.states),
+            &settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?;
         write_trial(&out_dir, &result)?;
-        sink.emit(EngineEvent::TrialDone { trial, result: Box::new(result.clone()) });
+        sink.emit(EngineEvent::TrialDone {
+            trial,
+            result: Box::new(result.clone()),
+        });
         trials.push(result);
     }
-    let summary = summarize(&req.experiment, &spec.description, &trials, spec.cutoff, spec.expected, !cancel.is_cancelled());
+    let summary = summarize(
+        &req.experiment,
+        &spec.description,
+        &trials,
+        spec.cutoff,
+        spec.expected,
+        !cancel.is_cancelled(),
+    );
     let summary_path = out_dir.join("summary.json");
     if let Some(s) = &summary {
         std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
     }
-    Ok(RunOutcome { summary_path: summary.as_ref().map(|_| summary_path), summary, trials, out_dir })
+    Ok(RunOutcome {
+        summary_path: summary.as_ref().map(|_| summary_path),
+        summary,
+        trials,
+        out_dir,
+    })
 }
 
 /// The run summary over the trials that finished.
-pub fn summarize(experiment: &str, description: &str, trials: &[TrialResult], cutoff: f64, expected: TrialVerdict, complete: bool) -> Option<RunSummary> {
+pub fn summarize(
+    experiment: &str,
+    description: &str,
+    trials: &[TrialResult],
+    cutoff: f64,
+    expected: TrialVerdict,
+    complete: bool,
+) -> Option<RunSummary> {
     let first = trials.first()?;
     let n = trials.len() as f64;
-    let overheads: Vec<f64> = trials.iter().flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage)).collect();
-    let passes = trials.iter().filter(|t| t.summary.final_verdict == TrialVerdict::Pass).count() as f64;
+    let overheads: Vec<f64> = trials
+        .iter()
+        .flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage))
+        .collect();
+    let passes = trials
+        .iter()
+        .filter(|t| t.summary.final_verdict == TrialVerdict::Pass)
+        .count() as f64;
     Some(RunSummary {
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.to_string(),
@@ -699,11 +1008,16 @@ pub fn summarize(experiment: &str, description: &str, trials: &[TrialResult], cu
         trials: trials.len(),
         trial_files: trials.iter().map(|t| trial_file_name(t.trial)).collect(),
         aggregate: Aggregate {
-            avg_accept_rate: trials.iter().map(|t| t.summary.avg_accept_rate).sum::<f64>() / n,
+            avg_accept_rate: trials
+                .iter()
+                .map(|t| t.summary.avg_accept_rate)
+                .sum::<f64>()
+                / n,
             avg_overhead_percentage: overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
             pass_rate: passes / n,
             detection_rate: (expected == TrialVerdict::Reject).then_some(1.0 - passes / n),
-            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64 / n,
+            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64
+                / n,
         },
         complete,
     })

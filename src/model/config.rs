@@ -59,8 +59,11 @@ impl ModelConfig {
                 .metadata
                 .get(&name)
                 .ok_or_else(|| anyhow!("GGUF metadata key `{name}` is missing"))?;
-            Ok(v.to_u64().or_else(|_| v.to_u32().map(u64::from)).or_else(|_| v.to_i32().map(|x| x as u64))
-                .with_context(|| format!("GGUF metadata key `{name}` is not an integer"))? as usize)
+            Ok(v.to_u64()
+                .or_else(|_| v.to_u32().map(u64::from))
+                .or_else(|_| v.to_i32().map(|x| x as u64))
+                .with_context(|| format!("GGUF metadata key `{name}` is not an integer"))?
+                as usize)
         };
         let n_heads = get_usize("attention.head_count")?;
         let hidden = get_usize("embedding_length")?;
@@ -84,7 +87,9 @@ impl ModelConfig {
                 .tensor_infos
                 .get("token_embd.weight")
                 .map(|t| t.shape.dims()[0])
-                .ok_or_else(|| anyhow!("GGUF has neither tokenizer.ggml.tokens nor token_embd.weight"))?,
+                .ok_or_else(|| {
+                    anyhow!("GGUF has neither tokenizer.ggml.tokens nor token_embd.weight")
+                })?,
         };
         let tie_embeddings = !content.tensor_infos.contains_key("output.weight");
         Ok(ModelConfig {
@@ -106,8 +111,8 @@ impl ModelConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let raw: HfConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid Hugging Face config.json", path.display()))?;
         let arch = match raw.model_type.as_str() {
@@ -123,7 +128,9 @@ impl ModelConfig {
                 factor: s.factor.unwrap_or(8.0),
                 low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
                 high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
+                original_max_position_embeddings: s
+                    .original_max_position_embeddings
+                    .unwrap_or(8192),
             }),
             Some(s) if s.rope_type.is_some() && s.rope_type.as_deref() != Some("default") => bail!(
                 "{}: rope_scaling type `{}` is not supported (supported: llama3, default)",
@@ -140,7 +147,9 @@ impl ModelConfig {
             intermediate: raw.intermediate_size,
             n_heads: raw.num_attention_heads,
             n_kv_heads,
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size / raw.num_attention_heads),
             vocab_size: raw.vocab_size,
             rms_eps: raw.rms_norm_eps,
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
@@ -159,7 +168,10 @@ impl ModelConfig {
             );
         }
         if self.head_dim % 2 != 0 {
-            bail!("head dimension {} is odd; rotary embeddings need an even one", self.head_dim);
+            bail!(
+                "head dimension {} is odd; rotary embeddings need an even one",
+                self.head_dim
+            );
         }
         Ok(())
     }

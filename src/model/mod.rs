@@ -46,7 +46,12 @@ impl LoadedModel {
 }
 
 /// Loads `source` at `precision` on `profile`.
-pub fn load_model(name: &str, source: &ModelSource, precision: Precision, profile: DeviceProfile) -> Result<LoadedModel> {
+pub fn load_model(
+    name: &str,
+    source: &ModelSource,
+    precision: Precision,
+    profile: DeviceProfile,
+) -> Result<LoadedModel> {
     let device = profile.open()?;
     // Quantized kernels take f32 inputs; the rest of the network (norms, attention, residual)
     // still runs in the profile's dtype, as a quantized model on that hardware would.
@@ -55,12 +60,19 @@ pub fn load_model(name: &str, source: &ModelSource, precision: Precision, profil
         ModelSource::Gguf(path) => {
             let (mut file, _) = WeightFile::open_gguf(path)?;
             let content = file.gguf_content().expect("opened as GGUF");
-            let config = ModelConfig::from_gguf(content).with_context(|| format!("{}", path.display()))?;
-            let tokenizer = TextTokenizer::from_gguf(content).with_context(|| format!("{}: tokenizer", path.display()))?;
+            let config =
+                ModelConfig::from_gguf(content).with_context(|| format!("{}", path.display()))?;
+            let tokenizer = TextTokenizer::from_gguf(content)
+                .with_context(|| format!("{}: tokenizer", path.display()))?;
             let chat_template = ChatTemplate::from_gguf(content)?.map(Arc::new);
             // llama.cpp permutes Llama q/k rows for interleaved rotary; Qwen2 keeps the HF layout.
             let interleaved = config.arch == Arch::Llama;
-            let mut builder = WeightBuilder { file: &mut file, precision, device, dtype };
+            let mut builder = WeightBuilder {
+                file: &mut file,
+                precision,
+                device,
+                dtype,
+            };
             let model = TappedModel::load(config, &mut builder, interleaved)?;
             Ok(LoadedModel {
                 name: name.to_string(),
@@ -96,7 +108,12 @@ fn load_hf_dir(
     let files = safetensors_files(dir)?;
     let mut file = WeightFile::open_safetensors(&files)?;
     // Native precision has no stored quantized tensors to keep in a float checkpoint.
-    let mut builder = WeightBuilder { file: &mut file, precision, device, dtype };
+    let mut builder = WeightBuilder {
+        file: &mut file,
+        precision,
+        device,
+        dtype,
+    };
     let model = TappedModel::load(config, &mut builder, false)?;
     Ok(LoadedModel {
         name: name.to_string(),
@@ -127,7 +144,11 @@ fn cached_sha256(files: &[PathBuf]) -> Result<String> {
             None => sha256_file(f)?,
         });
     }
-    let digest = if parts.len() == 1 { parts[0].clone() } else { crate::util::sha256_bytes(parts.join("\n").as_bytes()) };
+    let digest = if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        crate::util::sha256_bytes(parts.join("\n").as_bytes())
+    };
     cache.lock().unwrap().insert(files.to_vec(), digest.clone());
     Ok(digest)
 }

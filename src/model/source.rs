@@ -12,7 +12,10 @@ pub enum ModelSource {
     Gguf(PathBuf),
     /// A directory with `config.json`, `*.safetensors`, `tokenizer.json`.
     HfDir(PathBuf),
-    Hub { repo: String, revision: String },
+    Hub {
+        repo: String,
+        revision: String,
+    },
 }
 
 /// Reads a model argument: `smollm2-135m`/`embedded`, a path to a `.gguf` file or a
@@ -38,11 +41,18 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
         None => (repo, "main"),
     };
     let valid = repo.split('/').count() == 2
-        && repo.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        && repo.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
     if !valid {
         bail!("model `{arg}`: not a known model id, an existing path, or a hub repo id like hf:org/name");
     }
-    Ok(ModelSource::Hub { repo: repo.to_string(), revision: revision.to_string() })
+    Ok(ModelSource::Hub {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+    })
 }
 
 /// Fetches a hub repo's files into the Hugging Face cache (HF_HOME respected, so downloads made
@@ -52,7 +62,8 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
     use hf_hub::{Cache, Repo, RepoType};
     let hf_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::from_env().repo(hf_repo.clone());
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let api = if offline {
         None
     } else {
@@ -84,7 +95,11 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
         anyhow!(
             "{repo}@{revision}: config.json is not in the Hugging Face cache ({}){}",
             Cache::from_env().path().display(),
-            if offline { " and HF_HUB_OFFLINE is set" } else { "" }
+            if offline {
+                " and HF_HUB_OFFLINE is set"
+            } else {
+                ""
+            }
         )
     })?;
     get("tokenizer.json")?;
@@ -94,8 +109,9 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
             get(&shard)?.ok_or_else(|| anyhow!("{repo}: shard {shard} is missing"))?;
         }
     } else {
-        get("model.safetensors")?
-            .ok_or_else(|| anyhow!("{repo}@{revision}: neither model.safetensors nor an index was found"))?;
+        get("model.safetensors")?.ok_or_else(|| {
+            anyhow!("{repo}@{revision}: neither model.safetensors nor an index was found")
+        })?;
     }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
 }
@@ -103,19 +119,26 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
 /// The shard files named by a `model.safetensors.index.json`, refusing any that leave the
 /// directory.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let text =
+        std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index.display()))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| anyhow!("{}: no weight_map object", index.display()))?;
-    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     names.sort();
     names.dedup();
     for n in &names {
         if n.contains('/') || n.contains('\\') || n.starts_with('.') {
-            bail!("{}: shard name `{n}` leaves the model directory", index.display());
+            bail!(
+                "{}: shard name `{n}` leaves the model directory",
+                index.display()
+            );
         }
     }
     Ok(names)
@@ -125,11 +148,17 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        return Ok(shard_names(&index)?.into_iter().map(|n| dir.join(n)).collect());
+        return Ok(shard_names(&index)?
+            .into_iter()
+            .map(|n| dir.join(n))
+            .collect());
     }
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);
     }
-    bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display())
+    bail!(
+        "{}: no model.safetensors or model.safetensors.index.json",
+        dir.display()
+    )
 }

@@ -6,24 +6,50 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::device::DeviceProfile;
+use super::load_model;
 use super::source::ModelSource;
 use super::transformer::top_k_ids;
 use super::weights::Precision;
-use super::load_model;
 use crate::testutil::{embedded, smollm_fixture};
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
-    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
-    let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
+    let diff = (&a - &b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
+    let norm = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
     diff / norm
 }
 
 #[test]
 fn full_precision_matches_transformers_at_every_layer() {
-    let reference = candle_core::safetensors::load(smollm_fixture("reference_hidden_states.safetensors"), &Device::Cpu).unwrap();
-    let ids: Vec<u32> = reference["input_ids"].to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().iter().map(|&x| x as u32).collect();
+    let reference = candle_core::safetensors::load(
+        smollm_fixture("reference_hidden_states.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids: Vec<u32> = reference["input_ids"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
     let m = embedded(Precision::Full, DeviceProfile::CPU_F32);
     let n = m.model.config.n_layers;
     let taps: Vec<usize> = (0..=n).collect();
@@ -31,7 +57,11 @@ fn full_precision_matches_transformers_at_every_layer() {
     let out = m.model.forward(&ids, &mut cache, &taps, true).unwrap();
     let mut worst = 0f64;
     for (index, hidden) in &out.taps {
-        let key = if *index == n { "hidden.final_norm".to_string() } else { format!("hidden.{index}") };
+        let key = if *index == n {
+            "hidden.final_norm".to_string()
+        } else {
+            format!("hidden.{index}")
+        };
         let err = rel_l2(hidden, &reference[&key]);
         worst = worst.max(err);
         assert!(err <= 1e-4, "{key}: relative L2 error {err:e} > 1e-4");
@@ -40,27 +70,39 @@ fn full_precision_matches_transformers_at_every_layer() {
     let logits = out.logits.unwrap();
     let ref_logits = &reference["logits_last"];
     let ref_logits = ref_logits.flatten_all().unwrap();
-    assert_eq!(top_k_ids(&logits, 5).unwrap(), top_k_ids(&ref_logits, 5).unwrap());
+    assert_eq!(
+        top_k_ids(&logits, 5).unwrap(),
+        top_k_ids(&ref_logits, 5).unwrap()
+    );
     assert!(rel_l2(&logits, &ref_logits) < 1e-4);
 }
 
 #[test]
 fn decode_steps_agree_with_one_prefill_and_stopping_early_changes_nothing() {
     let m = embedded(Precision::Full, DeviceProfile::CPU_F32);
-    let ids = m.tokenizer.encode("The capital of France is Paris, and the capital of Italy is").unwrap();
+    let ids = m
+        .tokenizer
+        .encode("The capital of France is Paris, and the capital of Italy is")
+        .unwrap();
     let layers = [4usize, 15, 29];
     let mut cache = m.model.new_cache();
     let prefill = m.model.forward(&ids, &mut cache, &layers, false).unwrap();
     let mut cache = m.model.new_cache();
     let split = ids.len() - 3;
-    m.model.forward(&ids[..split], &mut cache, &[], true).unwrap();
+    m.model
+        .forward(&ids[..split], &mut cache, &[], true)
+        .unwrap();
     for (k, &id) in ids[split..].iter().enumerate() {
         let step = m.model.forward(&[id], &mut cache, &layers, true).unwrap();
         for ((l1, full), (l2, one)) in prefill.taps.iter().zip(&step.taps) {
             assert_eq!(l1, l2);
             let row = full.narrow(0, split + k, 1).unwrap();
             let err = rel_l2(one, &row);
-            assert!(err < 1e-5, "layer {l1} position {}: decode vs prefill {err:e}", split + k);
+            assert!(
+                err < 1e-5,
+                "layer {l1} position {}: decode vs prefill {err:e}",
+                split + k
+            );
         }
     }
 }
@@ -69,9 +111,18 @@ fn decode_steps_agree_with_one_prefill_and_stopping_early_changes_nothing() {
 fn quantized_weights_drift_far_more_than_full_precision() {
     let full = embedded(Precision::Full, DeviceProfile::CPU_F32);
     let q4 = embedded("q4_0".parse().unwrap(), DeviceProfile::CPU_F32);
-    let ids = full.tokenizer.encode("Explain recursion to a child.").unwrap();
-    let a = full.model.forward(&ids, &mut full.model.new_cache(), &[16], false).unwrap();
-    let b = q4.model.forward(&ids, &mut q4.model.new_cache(), &[16], false).unwrap();
+    let ids = full
+        .tokenizer
+        .encode("Explain recursion to a child.")
+        .unwrap();
+    let a = full
+        .model
+        .forward(&ids, &mut full.model.new_cache(), &[16], false)
+        .unwrap();
+    let b = q4
+        .model
+        .forward(&ids, &mut q4.model.new_cache(), &[16], false)
+        .unwrap();
     let err = rel_l2(&b.taps[0].1, &a.taps[0].1);
     assert!(err > 1e-2, "q4_0 drift {err:e} should be large");
 }
@@ -80,7 +131,8 @@ fn quantized_weights_drift_far_more_than_full_precision() {
 /// layout, with the real SmolLM2 tokenizer so token ids are meaningful.
 fn write_tiny_qwen2(dir: &std::path::Path, tied: bool) {
     let dev = Device::Cpu;
-    let (vocab, hidden, inter, layers, heads, kv) = (49152usize, 32usize, 64usize, 2usize, 4usize, 2usize);
+    let (vocab, hidden, inter, layers, heads, kv) =
+        (49152usize, 32usize, 64usize, 2usize, 4usize, 2usize);
     let head_dim = hidden / heads;
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let mut rnd = |name: &str, shape: &[usize], scale: f64| {
@@ -90,18 +142,42 @@ fn write_tiny_qwen2(dir: &std::path::Path, tied: bool) {
     rnd("model.embed_tokens.weight", &[vocab, hidden], 0.5);
     for i in 0..layers {
         let p = format!("model.layers.{i}");
-        rnd(&format!("{p}.self_attn.q_proj.weight"), &[heads * head_dim, hidden], 0.2);
-        rnd(&format!("{p}.self_attn.q_proj.bias"), &[heads * head_dim], 0.1);
-        rnd(&format!("{p}.self_attn.k_proj.weight"), &[kv * head_dim, hidden], 0.2);
+        rnd(
+            &format!("{p}.self_attn.q_proj.weight"),
+            &[heads * head_dim, hidden],
+            0.2,
+        );
+        rnd(
+            &format!("{p}.self_attn.q_proj.bias"),
+            &[heads * head_dim],
+            0.1,
+        );
+        rnd(
+            &format!("{p}.self_attn.k_proj.weight"),
+            &[kv * head_dim, hidden],
+            0.2,
+        );
         rnd(&format!("{p}.self_attn.k_proj.bias"), &[kv * head_dim], 0.1);
-        rnd(&format!("{p}.self_attn.v_proj.weight"), &[kv * head_dim, hidden], 0.2);
+        rnd(
+            &format!("{p}.self_attn.v_proj.weight"),
+            &[kv * head_dim, hidden],
+            0.2,
+        );
         rnd(&format!("{p}.self_attn.v_proj.bias"), &[kv * head_dim], 0.1);
-        rnd(&format!("{p}.self_attn.o_proj.weight"), &[hidden, heads * head_dim], 0.2);
+        rnd(
+            &format!("{p}.self_attn.o_proj.weight"),
+            &[hidden, heads * head_dim],
+            0.2,
+        );
         rnd(&format!("{p}.mlp.gate_proj.weight"), &[inter, hidden], 0.2);
         rnd(&format!("{p}.mlp.up_proj.weight"), &[inter, hidden], 0.2);
         rnd(&format!("{p}.mlp.down_proj.weight"), &[hidden, inter], 0.2);
         rnd(&format!("{p}.input_layernorm.weight"), &[hidden], 0.1);
-        rnd(&format!("{p}.post_attention_layernorm.weight"), &[hidden], 0.1);
+        rnd(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &[hidden],
+            0.1,
+        );
     }
     rnd("model.norm.weight", &[hidden], 0.1);
     if !tied {
@@ -115,8 +191,16 @@ fn write_tiny_qwen2(dir: &std::path::Path, tied: bool) {
         "max_position_embeddings": 512, "tie_word_embeddings": tied
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(smollm_fixture("hf_tokenizer/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    std::fs::copy(smollm_fixture("hf_tokenizer/tokenizer_config.json"), dir.join("tokenizer_config.json")).unwrap();
+    std::fs::copy(
+        smollm_fixture("hf_tokenizer/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        smollm_fixture("hf_tokenizer/tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -124,7 +208,13 @@ fn tiny_qwen2_from_safetensors_decodes_like_it_prefills() {
     for tied in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_qwen2(dir.path(), tied);
-        let m = load_model("tiny", &ModelSource::HfDir(dir.path().to_path_buf()), Precision::Full, DeviceProfile::CPU_F32).unwrap();
+        let m = load_model(
+            "tiny",
+            &ModelSource::HfDir(dir.path().to_path_buf()),
+            Precision::Full,
+            DeviceProfile::CPU_F32,
+        )
+        .unwrap();
         assert_eq!(m.model.config.n_layers, 2);
         let ids = m.tokenizer.encode("hello tiny qwen world").unwrap();
         let taps = [0usize, 1, 2];
@@ -148,7 +238,10 @@ fn tiny_qwen2_from_safetensors_decodes_like_it_prefills() {
 #[test]
 fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
     let home = tempfile::tempdir().unwrap();
-    let repo_dir = home.path().join("hub").join("models--verillm-test--tiny-qwen2");
+    let repo_dir = home
+        .path()
+        .join("hub")
+        .join("models--verillm-test--tiny-qwen2");
     let snapshot = repo_dir.join("snapshots").join("0123456789abcdef");
     std::fs::create_dir_all(&snapshot).unwrap();
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
@@ -157,10 +250,21 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
     std::env::set_var("HF_HOME", home.path());
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let source = super::source::parse_model_arg("hf:verillm-test/tiny-qwen2", home.path()).unwrap();
-    let m = load_model("hf:verillm-test/tiny-qwen2", &source, Precision::Full, DeviceProfile::CPU_F32).unwrap();
+    let m = load_model(
+        "hf:verillm-test/tiny-qwen2",
+        &source,
+        Precision::Full,
+        DeviceProfile::CPU_F32,
+    )
+    .unwrap();
     assert_eq!(m.model.config.hidden, 32);
     let missing = super::source::parse_model_arg("hf:verillm-test/absent", home.path()).unwrap();
-    let err = load_model("absent", &missing, Precision::Full, DeviceProfile::CPU_F32).err().unwrap().to_string();
-    assert!(err.contains("verillm-test/absent") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    let err = load_model("absent", &missing, Precision::Full, DeviceProfile::CPU_F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("verillm-test/absent") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
 }
-

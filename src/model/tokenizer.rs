@@ -524,7 +524,10 @@ mod tests {
 
     /// Where the shared fixtures and the test GGUF are (the crate's test helpers can replace this).
     fn test_paths() -> (PathBuf, PathBuf) {
-        (crate::testutil::smollm_fixture(""), crate::testutil::embedded_gguf())
+        (
+            crate::testutil::smollm_fixture(""),
+            crate::testutil::embedded_gguf(),
+        )
     }
 
     #[derive(serde::Deserialize)]

@@ -138,10 +138,18 @@ impl TappedModel {
             .layers
             .iter()
             .map(|l| {
-                [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]
-                    .iter()
-                    .map(|x| x.bytes())
-                    .sum::<usize>()
+                [
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.o_proj,
+                    &l.gate_proj,
+                    &l.up_proj,
+                    &l.down_proj,
+                ]
+                .iter()
+                .map(|x| x.bytes())
+                .sum::<usize>()
                     + t(&l.input_norm)
                     + t(&l.post_attention_norm)
             })
@@ -150,7 +158,10 @@ impl TappedModel {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: vec![None; self.config.n_layers], len: 0 }
+        KvCache {
+            layers: vec![None; self.config.n_layers],
+            len: 0,
+        }
     }
 
     /// Runs `ids` (the positions following those in `cache`) through the model.
@@ -168,7 +179,9 @@ impl TappedModel {
         ensure!(!ids.is_empty(), "forward called with no tokens");
         let n_layers = self.config.n_layers;
         if let Some(&bad) = taps.iter().find(|&&t| t > n_layers) {
-            bail!("hidden-state index {bad} is beyond the model's {n_layers} layers (0..={n_layers})");
+            bail!(
+                "hidden-state index {bad} is beyond the model's {n_layers} layers (0..={n_layers})"
+            );
         }
         let offset = cache.len;
         if offset + ids.len() > self.cos.dim(0)? {
@@ -201,7 +214,10 @@ impl TappedModel {
         }
         cache.len = offset + ids.len();
         if last_layer_needed < n_layers {
-            return Ok(ForwardOutput { taps: out, logits: None });
+            return Ok(ForwardOutput {
+                taps: out,
+                logits: None,
+            });
         }
         let normed = candle_nn::ops::rms_norm(&x, &self.final_norm, self.config.rms_eps as f32)?;
         if wants(n_layers) {
@@ -210,7 +226,12 @@ impl TappedModel {
         let logits = if want_logits {
             let last = normed.i((ids.len() - 1)..ids.len())?;
             let last = self.to_matmul_dtype(&last)?;
-            Some(self.lm_head.forward(&last)?.squeeze(0)?.to_dtype(DType::F32)?)
+            Some(
+                self.lm_head
+                    .forward(&last)?
+                    .squeeze(0)?
+                    .to_dtype(DType::F32)?,
+            )
         } else {
             None
         };
@@ -219,7 +240,11 @@ impl TappedModel {
 
     /// Quantized kernels take f32 activations; float weights take the compute dtype.
     fn to_matmul_dtype(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(if self.precision.uses_quantized_kernels() { x.to_dtype(DType::F32)? } else { x.clone() })
+        Ok(if self.precision.uses_quantized_kernels() {
+            x.to_dtype(DType::F32)?
+        } else {
+            x.clone()
+        })
     }
 
     fn decoder_layer(
@@ -239,7 +264,10 @@ impl TappedModel {
         let h = self.to_matmul_dtype(&h)?;
         let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?;
         let up = layer.up_proj.forward(&h)?;
-        let mlp = layer.down_proj.forward(&(gate * up)?)?.to_dtype(self.dtype)?;
+        let mlp = layer
+            .down_proj
+            .forward(&(gate * up)?)?
+            .to_dtype(self.dtype)?;
         Ok((x + mlp)?)
     }
 
@@ -257,7 +285,10 @@ impl TappedModel {
         let (n_heads, n_kv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let h = self.to_matmul_dtype(h)?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.to_dtype(self.dtype)?.reshape((seq, n, d))?.transpose(0, 1)?.contiguous()?)
+            Ok(t.to_dtype(self.dtype)?
+                .reshape((seq, n, d))?
+                .transpose(0, 1)?
+                .contiguous()?)
         };
         let q = heads(layer.q_proj.forward(&h)?, n_heads)?;
         let k = heads(layer.k_proj.forward(&h)?, n_kv)?;
@@ -266,9 +297,10 @@ impl TappedModel {
         let k = self.rotate(&k, offset)?;
 
         let (k, v) = match &cache.layers[index] {
-            Some((pk, pv)) if offset > 0 => {
-                (Tensor::cat(&[pk, &k], 1)?.contiguous()?, Tensor::cat(&[pv, &v], 1)?.contiguous()?)
-            }
+            Some((pk, pv)) if offset > 0 => (
+                Tensor::cat(&[pk, &k], 1)?.contiguous()?,
+                Tensor::cat(&[pv, &v], 1)?.contiguous()?,
+            ),
             _ => (k, v),
         };
         cache.layers[index] = Some((k.clone(), v.clone()));
@@ -285,7 +317,10 @@ impl TappedModel {
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
         let y = probs.matmul(&v)?; // [n_kv, group*seq, d]
-        let y = y.reshape((n_heads, seq, d))?.transpose(0, 1)?.reshape((seq, n_heads * d))?;
+        let y = y
+            .reshape((n_heads, seq, d))?
+            .transpose(0, 1)?
+            .reshape((seq, n_heads * d))?;
         let y = self.to_matmul_dtype(&y)?;
         Ok(layer.o_proj.forward(&y)?.to_dtype(self.dtype)?)
     }
@@ -307,13 +342,26 @@ impl TappedModel {
 
 /// Additive mask [seq, offset+seq]: 0 where query i may see key j (j ≤ offset+i), −∞ elsewhere.
 /// None for a single query, which may see everything before it.
-fn causal_mask(seq: usize, offset: usize, device: &Device, _dtype: DType) -> Result<Option<Tensor>> {
+fn causal_mask(
+    seq: usize,
+    offset: usize,
+    device: &Device,
+    _dtype: DType,
+) -> Result<Option<Tensor>> {
     if seq == 1 {
         return Ok(None);
     }
     let total = offset + seq;
     let values: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Ok(Some(Tensor::from_vec(values, (seq, total), device)?))
 }
@@ -335,7 +383,10 @@ fn rotary_tables(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<(Te
         .to_dtype(DType::F32)?
         .reshape((positions, 1))?;
     let angles = pos.broadcast_mul(&inv_freq)?;
-    Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+    Ok((
+        angles.cos()?.to_dtype(dtype)?,
+        angles.sin()?.to_dtype(dtype)?,
+    ))
 }
 
 /// Llama 3.1's rule: keep high frequencies, divide low ones by `factor`, blend in between.

@@ -71,7 +71,8 @@ impl<'de> serde::Deserialize<'de> for Precision {
                 write!(f, "one of {}", Precision::NAMES.join(", "))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Precision, E> {
-                v.parse().map_err(|_| E::unknown_variant(v, &Precision::NAMES))
+                v.parse()
+                    .map_err(|_| E::unknown_variant(v, &Precision::NAMES))
             }
         }
         d.deserialize_str(Name)
@@ -129,7 +130,10 @@ impl Linear {
                 t.elem_count() * t.dtype().size_in_bytes()
             }
         };
-        w + self.bias.as_ref().map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes())
+        w + self
+            .bias
+            .as_ref()
+            .map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes())
     }
 }
 
@@ -142,8 +146,14 @@ pub enum RawTensor {
 /// Where the weights come from; tensors are looked up by their Hugging Face names and mapped
 /// to llama.cpp's names for GGUF.
 pub enum WeightFile {
-    Gguf { path: PathBuf, content: gguf_file::Content, file: File },
-    Safetensors { tensors: candle_core::safetensors::MmapedSafetensors },
+    Gguf {
+        path: PathBuf,
+        content: gguf_file::Content,
+        file: File,
+    },
+    Safetensors {
+        tensors: candle_core::safetensors::MmapedSafetensors,
+    },
 }
 
 impl WeightFile {
@@ -153,7 +163,14 @@ impl WeightFile {
         let content = gguf_file::Content::read(&mut file)
             .with_context(|| format!("{}: not a readable GGUF file", path.display()))?;
         let n = content.tensor_infos.len();
-        Ok((WeightFile::Gguf { path: path.to_path_buf(), content, file }, n))
+        Ok((
+            WeightFile::Gguf {
+                path: path.to_path_buf(),
+                content,
+                file,
+            },
+            n,
+        ))
     }
 
     pub fn open_safetensors(paths: &[PathBuf]) -> Result<Self> {
@@ -183,7 +200,11 @@ impl WeightFile {
     /// Reads a tensor onto the CPU (quantization happens there; the caller moves it).
     pub fn read(&mut self, hf_name: &str) -> Result<RawTensor> {
         match self {
-            WeightFile::Gguf { path, content, file } => {
+            WeightFile::Gguf {
+                path,
+                content,
+                file,
+            } => {
                 let name = gguf_name(hf_name);
                 let q = content
                     .tensor(file, &name, &Device::Cpu)
@@ -279,16 +300,23 @@ impl WeightBuilder<'_> {
     /// Same as `linear` but from a tensor already in hand (tied embeddings).
     pub fn linear_from_float(&self, weight: &Tensor, name: &str) -> Result<Linear> {
         let raw = RawTensor::Float(weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?);
-        Ok(Linear { weight: self.linear_weight(raw, name)?, bias: None })
+        Ok(Linear {
+            weight: self.linear_weight(raw, name)?,
+            bias: None,
+        })
     }
 
     fn linear_weight(&self, raw: RawTensor, name: &str) -> Result<LinearWeight> {
         match (self.precision, raw) {
             (Precision::Full, RawTensor::Quantized(q)) => Ok(LinearWeight::Dense(
-                q.dequantize(&Device::Cpu)?.to_dtype(self.dtype)?.to_device(&self.device)?,
+                q.dequantize(&Device::Cpu)?
+                    .to_dtype(self.dtype)?
+                    .to_device(&self.device)?,
             )),
             (Precision::Full, RawTensor::Float(t)) | (Precision::Native, RawTensor::Float(t)) => {
-                Ok(LinearWeight::Dense(t.to_dtype(self.dtype)?.to_device(&self.device)?))
+                Ok(LinearWeight::Dense(
+                    t.to_dtype(self.dtype)?.to_device(&self.device)?,
+                ))
             }
             (Precision::Native, RawTensor::Quantized(q)) => {
                 let q = if self.device.is_cpu() {
@@ -333,8 +361,14 @@ mod tests {
 
     #[test]
     fn maps_hf_names_to_llama_cpp_names() {
-        assert_eq!(gguf_name("model.layers.3.self_attn.q_proj.weight"), "blk.3.attn_q.weight");
-        assert_eq!(gguf_name("model.layers.12.mlp.down_proj.weight"), "blk.12.ffn_down.weight");
+        assert_eq!(
+            gguf_name("model.layers.3.self_attn.q_proj.weight"),
+            "blk.3.attn_q.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.12.mlp.down_proj.weight"),
+            "blk.12.ffn_down.weight"
+        );
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }
