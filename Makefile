@@ -41,8 +41,10 @@ CUDA_TARGET_DIR := $(CURDIR)/target/cuda
 CUDA_BIN := $(CUDA_TARGET_DIR)/release/verillm-tui
 CUDA_COMPUTE_CAP ?= 90
 CUDA_RUSTFLAGS ?= -C target-cpu=x86-64-v3
+# nvcc processes candle-kernels' build script runs at once (its own default is half the CPUs).
+CUDA_NVCC_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CUDA_ENV = CUDA_ROOT="$(CUDA_ROOT_DIR)" CUDA_PATH="$(CUDA_ROOT_DIR)" PATH="$(CUDA_ROOT_DIR)/bin:$$PATH" \
-	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR="$(CUDA_TARGET_DIR)" \
+	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR="$(CUDA_TARGET_DIR)" CUDAFORGE_THREADS=$(CUDA_NVCC_JOBS) \
 	LIBRARY_PATH="$(CUDA_STUBS)" RUSTFLAGS="$(CUDA_RUSTFLAGS) -L native=$(CUDA_STUBS)"
 
 .PHONY: cuda-toolchain build-cuda check-cuda
