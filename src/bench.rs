@@ -41,6 +41,7 @@ pub struct RatioFigure {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    pub device: String,
     pub threads: usize,
     pub decode: Vec<DecodeFigure>,
     pub prefill_full_f32_tokens_per_s: f64,
@@ -90,33 +91,36 @@ fn decode_figure(
 pub fn run_bench(
     ws: &Workspace,
     ratio_sizes: &[usize],
+    device: DeviceProfile,
     measure_render: bool,
 ) -> Result<BenchReport> {
     let role = |precision| Role {
         model: EMBEDDED_MODEL_ID.into(),
         precision,
-        device: DeviceProfile::CPU_F32,
+        device,
     };
     let full = ws.load(&role(Precision::Full))?;
     let native = ws.load(&role(Precision::Native))?;
     let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
     let prompt_ids = full.tokenizer.encode(&prompt)?;
     let layers: Vec<usize> = vec![8, 16, 24];
-    eprintln!("bench: decoding 128 tokens (native Q4_1, then full f32)…");
+    eprintln!("bench: decoding 128 tokens on {device} (native Q4_1, then full)…");
     let decode = vec![
         decode_figure(&native, &prompt_ids, 128, &layers)?,
         decode_figure(&full, &prompt_ids, 128, &layers)?,
     ];
 
-    // Prefill throughput on a 512-token sequence (the verifier's workload), no taps beyond 24.
+    // Prefill throughput on a 512-token sequence through every layer (the verifier's workload).
     let long_ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(512).collect();
     let start = Instant::now();
-    full.model.forward(
+    let out = full.model.forward(
         &long_ids,
         &mut full.model.new_cache(),
         &[full.model.config.n_layers],
         false,
     )?;
+    // Reading a value back waits for asynchronous (GPU) work to finish.
+    out.taps[0].1.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
     let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
 
     let mut ratios = Vec::new();
@@ -136,7 +140,8 @@ pub fn run_bench(
             prompt_ids: &prompt_ids,
             output_ids: &out.output_ids,
             committed: &out.captured,
-            inference_dtype: CompareDtype::F32,
+            inference_dtype: crate::stats::metrics::dtype_from_name(crate::model::device::dtype_name(full.compute_dtype()))
+                .unwrap_or(CompareDtype::F32),
             policy: &policy,
             chunk: DEFAULT_CHUNK,
         };
@@ -158,6 +163,7 @@ pub fn run_bench(
     };
     Ok(BenchReport {
         model: EMBEDDED_MODEL_ID.into(),
+        device: device.to_string(),
         threads: candle_core::utils::get_num_threads(),
         decode,
         prefill_full_f32_tokens_per_s: prefill_rate,
@@ -179,8 +185,8 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 pub fn print_report(r: &BenchReport) {
     println!(
-        "verillm-tui bench — {} on this machine ({} threads)",
-        r.model, r.threads
+        "verillm-tui bench — {} on {} ({} CPU threads)",
+        r.model, r.device, r.threads
     );
     for d in &r.decode {
         println!(

@@ -81,6 +81,9 @@ pub struct BenchArgs {
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Device profile to measure (e.g. cpu, cuda:0:f16).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceProfile,
     /// Output lengths at which verification time / inference time is measured.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub ratio_at: Vec<usize>,
@@ -668,7 +671,7 @@ async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let sizes = args.ratio_at.clone();
     let report =
-        tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, true)).await??;
+        tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, args.device, true)).await??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
