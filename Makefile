@@ -12,7 +12,7 @@ run: model
 	$(BIN)
 
 test: model
-	$(CARGO) test --release
+	$(CARGO) test --release --lib --bins --tests
 
 build:
 	$(CARGO) build --release
