@@ -120,7 +120,11 @@ pub fn run_bench(
         false,
     )?;
     // Reading a value back waits for asynchronous (GPU) work to finish.
-    out.taps[0].1.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+    out.taps[0]
+        .1
+        .sum_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()?;
     let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
 
     let mut ratios = Vec::new();
@@ -140,8 +144,10 @@ pub fn run_bench(
             prompt_ids: &prompt_ids,
             output_ids: &out.output_ids,
             committed: &out.captured,
-            inference_dtype: crate::stats::metrics::dtype_from_name(crate::model::device::dtype_name(full.compute_dtype()))
-                .unwrap_or(CompareDtype::F32),
+            inference_dtype: crate::stats::metrics::dtype_from_name(
+                crate::model::device::dtype_name(full.compute_dtype()),
+            )
+            .unwrap_or(CompareDtype::F32),
             policy: &policy,
             chunk: DEFAULT_CHUNK,
         };

@@ -670,8 +670,10 @@ async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
 async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let sizes = args.ratio_at.clone();
-    let report =
-        tokio::task::spawn_blocking(move || crate::bench::run_bench(&ws, &sizes, args.device, true)).await??;
+    let report = tokio::task::spawn_blocking(move || {
+        crate::bench::run_bench(&ws, &sizes, args.device, true)
+    })
+    .await??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

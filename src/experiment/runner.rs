@@ -710,13 +710,7 @@ async fn run_inner(
     }
     let plans = plan_trials(&ws, req)?;
     let spec = spec.expect("plan_trials checked the experiment exists");
-    let out_dir = match (&req.out, req.step) {
-        (Some(dir), _) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            dir.clone()
-        }
-        (None, _) => new_run_dir(&ws.data_dir, &req.experiment)?,
-    };
+    let out_dir = results_dir(&ws, req)?;
     sink.log(
         LogLevel::Info,
         format!(
@@ -794,15 +788,12 @@ async fn run_inner(
         spec.expected,
         !cancel.is_cancelled() && first_error.is_none(),
     );
-    let summary_path = out_dir.join("summary.json");
-    if let Some(s) = &summary {
-        std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
-    }
+    let summary_path = write_summary(&out_dir, summary.as_ref())?;
     if let Some(e) = first_error {
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
     }
     Ok(RunOutcome {
-        summary_path: summary.as_ref().map(|_| summary_path),
+        summary_path,
         summary,
         trials,
         out_dir,
@@ -856,6 +847,28 @@ async fn run_one_trial(
     Ok(Some(result))
 }
 
+/// `--out DIR` (created if needed), else a new run directory under the data directory.
+fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<PathBuf> {
+    match &req.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(dir.clone())
+        }
+        None => new_run_dir(&ws.data_dir, &req.experiment),
+    }
+}
+
+/// Writes `summary.json` when there is a summary (at least one finished trial).
+fn write_summary(out_dir: &Path, summary: Option<&RunSummary>) -> Result<Option<PathBuf>> {
+    let Some(summary) = summary else {
+        return Ok(None);
+    };
+    let path = out_dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
 pub fn trial_dir_name(trial: usize) -> String {
     format!("trial_{trial:03}")
 }
@@ -899,13 +912,7 @@ async fn verify_bundles(
         "{}: no trial_* bundle directories",
         from.display()
     );
-    let out_dir = match &req.out {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => new_run_dir(&ws.data_dir, &req.experiment)?,
-    };
+    let out_dir = results_dir(&ws, req)?;
     let settings = VerifySettings {
         verifiers,
         policy: spec.policy.clone(),
@@ -964,12 +971,9 @@ async fn verify_bundles(
         spec.expected,
         !cancel.is_cancelled(),
     );
-    let summary_path = out_dir.join("summary.json");
-    if let Some(s) = &summary {
-        std::fs::write(&summary_path, serde_json::to_vec_pretty(s)?)?;
-    }
+    let summary_path = write_summary(&out_dir, summary.as_ref())?;
     Ok(RunOutcome {
-        summary_path: summary.as_ref().map(|_| summary_path),
+        summary_path,
         summary,
         trials,
         out_dir,
