@@ -1,0 +1,499 @@
+//! `experiments.yaml`: experiment specs, the roles they define, layer selection, and
+//! validation against the models and prompts in effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::models::{ModelEntry, ModelRegistry};
+use super::prompts::{Prompt, PromptCategory, PromptsFile};
+use super::{ConfigError, KeyPath, Precision, SourceFile};
+use crate::experiment::results::TrialVerdict;
+use crate::model::device::DeviceProfile;
+use crate::stats::policy::PolicyConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentsFile {
+    pub experiments: BTreeMap<String, ExperimentSpec>,
+}
+
+impl ExperimentsFile {
+    pub fn get(&self, name: &str) -> Option<&ExperimentSpec> {
+        self.experiments.get(name)
+    }
+
+    /// Names in natural order (exp1, exp2, …, exp10), which is how people number them.
+    pub fn experiment_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.experiments.keys().map(String::as_str).collect();
+        names.sort_by_key(|name| natural_key(name));
+        names
+    }
+}
+
+fn natural_key(name: &str) -> (String, u64, String) {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let number = name[stem.len()..].parse().unwrap_or(0);
+    (stem.to_string(), number, name.to_string())
+}
+
+/// The inferencer: which model, at which precision, where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    pub model: String,
+    pub precision: Precision,
+    #[serde(with = "device_profile_serde")]
+    pub device: DeviceProfile,
+    /// Used instead of `device` when a GPU is available.
+    #[serde(
+        default,
+        with = "optional_device_profile_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gpu_device: Option<DeviceProfile>,
+}
+
+/// One verifier; `model` defaults to the inference model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub precision: Precision,
+    #[serde(with = "device_profile_serde")]
+    pub device: DeviceProfile,
+    #[serde(
+        default,
+        with = "optional_device_profile_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gpu_device: Option<DeviceProfile>,
+}
+
+/// A role with every default filled in and the device chosen for this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Role {
+    pub model: String,
+    pub precision: Precision,
+    pub device: DeviceProfile,
+}
+
+/// Which hidden states to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerSelection {
+    /// N, 2N, … up to L (never 0: the embeddings match by construction).
+    Every(usize),
+    /// 1..=L.
+    All,
+    /// Exactly these hidden-state indices.
+    List(Vec<usize>),
+}
+
+impl Default for LayerSelection {
+    fn default() -> Self {
+        LayerSelection::Every(8)
+    }
+}
+
+impl LayerSelection {
+    /// The hidden-state indices to check for a model with `n_layers` layers: sorted, without
+    /// duplicates, and never beyond `n_layers` (L = after the final norm).
+    pub fn resolve(&self, n_layers: usize) -> Vec<usize> {
+        let selected: BTreeSet<usize> = match self {
+            LayerSelection::Every(step) => {
+                (1..=n_layers).filter(|l| l % step.max(&1) == 0).collect()
+            }
+            LayerSelection::All => (1..=n_layers).collect(),
+            LayerSelection::List(layers) => {
+                layers.iter().copied().filter(|&l| l <= n_layers).collect()
+            }
+        };
+        selected.into_iter().collect()
+    }
+}
+
+impl fmt::Display for LayerSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerSelection::Every(step) => write!(f, "every:{step}"),
+            LayerSelection::All => f.write_str("all"),
+            LayerSelection::List(layers) => write!(f, "{layers:?}"),
+        }
+    }
+}
+
+impl Serialize for LayerSelection {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LayerSelection::List(layers) => layers.serialize(serializer),
+            other => serializer.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LayerSelection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LayerVisitor;
+        impl<'de> Visitor<'de> for LayerVisitor {
+            type Value = LayerSelection;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "\"every:N\", \"all\" or a list of hidden-state indices such as [8, 16, 24]",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                if text.trim() == "all" {
+                    return Ok(LayerSelection::All);
+                }
+                match text
+                    .trim()
+                    .strip_prefix("every:")
+                    .map(|n| n.trim().parse::<usize>())
+                {
+                    Some(Ok(step)) if step > 0 => Ok(LayerSelection::Every(step)),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut layers = Vec::new();
+                while let Some(layer) = seq.next_element::<usize>()? {
+                    layers.push(layer);
+                }
+                Ok(LayerSelection::List(layers))
+            }
+        }
+        deserializer.deserialize_any(LayerVisitor)
+    }
+}
+
+/// Device profiles are written as strings (`cpu:bf16`) and parsed while deserializing, so a
+/// bad one is reported at its own line by serde_yaml.
+mod device_profile_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        profile: &DeviceProfile,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(profile)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DeviceProfile, D::Error> {
+        deserializer.deserialize_str(DeviceVisitor)
+    }
+
+    pub(super) struct DeviceVisitor;
+
+    impl Visitor<'_> for DeviceVisitor {
+        type Value = DeviceProfile;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a device profile such as cpu, cpu:bf16, cuda:0 or cuda:0:bf16")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            DeviceProfile::parse(text).map_err(E::custom)
+        }
+    }
+}
+
+mod optional_device_profile_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        profile: &Option<DeviceProfile>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match profile {
+            Some(profile) => serializer.collect_str(profile),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DeviceProfile>, D::Error> {
+        deserializer
+            .deserialize_str(device_profile_serde::DeviceVisitor)
+            .map(Some)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSelection {
+    pub category: PromptCategory,
+    /// Distinct prompts to draw; defaults to the number of trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub description: String,
+    pub inference: InferenceConfig,
+    pub verifiers: Vec<VerifierConfig>,
+    #[serde(default)]
+    pub layers: LayerSelection,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Accept rate a verifier must exceed to PASS (see `stats::policy::verdict`).
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    pub trials: usize,
+    pub prompts: PromptSelection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_new_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+}
+
+impl ExperimentSpec {
+    /// Hidden-state indices to check for a model with `n_layers` layers.
+    pub fn sampled_layers(&self, n_layers: usize) -> Vec<usize> {
+        self.layers.resolve(n_layers)
+    }
+
+    /// The model verifier `index` runs (its own, or the inference model).
+    pub fn verifier_model(&self, index: usize) -> Option<&str> {
+        let verifier = self.verifiers.get(index)?;
+        Some(verifier.model.as_deref().unwrap_or(&self.inference.model))
+    }
+
+    /// The inferencer's role; `gpu_available` picks `gpu_device` where one is given.
+    pub fn inference_role(&self, gpu_available: bool) -> Role {
+        let device = pick_device(
+            self.inference.device,
+            self.inference.gpu_device,
+            gpu_available,
+        );
+        Role {
+            model: self.inference.model.clone(),
+            precision: self.inference.precision,
+            device,
+        }
+    }
+
+    /// Every verifier's role with the model default filled in.
+    pub fn verifier_roles(&self, gpu_available: bool) -> Vec<Role> {
+        self.verifiers
+            .iter()
+            .map(|v| Role {
+                model: v
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| self.inference.model.clone()),
+                precision: v.precision,
+                device: pick_device(v.device, v.gpu_device, gpu_available),
+            })
+            .collect()
+    }
+
+    /// How many distinct prompts the run draws.
+    pub fn prompt_count(&self) -> usize {
+        self.prompts.count.unwrap_or(self.trials)
+    }
+
+    /// (min, max) new tokens: the experiment's overrides over the category's budget.
+    pub fn new_token_budget(&self, prompts: &PromptsFile) -> (usize, usize) {
+        let category = prompts.category(self.prompts.category);
+        (
+            self.min_new_tokens.unwrap_or(category.min_new_tokens),
+            self.max_new_tokens.unwrap_or(category.max_new_tokens),
+        )
+    }
+
+    /// The prompts for this run, one per trial index modulo [`Self::prompt_count`].
+    pub fn select_prompts<'a>(&self, prompts: &'a PromptsFile) -> Vec<&'a Prompt> {
+        prompts.select(
+            self.prompts.category,
+            self.prompt_count(),
+            self.seed.unwrap_or(0),
+        )
+    }
+}
+
+fn pick_device(
+    device: DeviceProfile,
+    gpu_device: Option<DeviceProfile>,
+    gpu_available: bool,
+) -> DeviceProfile {
+    match gpu_device {
+        Some(gpu) if gpu_available => gpu,
+        _ => device,
+    }
+}
+
+pub(super) fn validate_experiments(
+    file: &SourceFile,
+    experiments: &ExperimentsFile,
+    models: &ModelRegistry,
+    prompts: &PromptsFile,
+) -> Result<(), ConfigError> {
+    let root = KeyPath::root().key("experiments");
+    if experiments.experiments.is_empty() {
+        return Err(file.error_at(
+            &root,
+            "no experiments defined (expected at least one, e.g. exp1)",
+        ));
+    }
+    for name in experiments.experiment_names() {
+        let spec = &experiments.experiments[name];
+        validate_experiment(file, &root.key(name), spec, models, prompts)?;
+    }
+    Ok(())
+}
+
+fn validate_experiment(
+    file: &SourceFile,
+    at: &KeyPath,
+    spec: &ExperimentSpec,
+    models: &ModelRegistry,
+    prompts: &PromptsFile,
+) -> Result<(), ConfigError> {
+    let unknown_model =
+        |id: &str| format!("unknown model \"{id}\"; known: {}", models.ids().join(", "));
+
+    // Every model involved, with the key that names it, for the layer checks below.
+    let mut involved: Vec<(&str, &ModelEntry)> = Vec::new();
+    let inference_model = models.get(&spec.inference.model).ok_or_else(|| {
+        file.error_at(
+            &at.key("inference").key("model"),
+            unknown_model(&spec.inference.model),
+        )
+    })?;
+    involved.push((&spec.inference.model, inference_model));
+
+    if spec.verifiers.is_empty() {
+        return Err(file.error_at(&at.key("verifiers"), "no verifiers (expected at least one)"));
+    }
+    for (i, verifier) in spec.verifiers.iter().enumerate() {
+        if let Some(id) = &verifier.model {
+            let model = models.get(id).ok_or_else(|| {
+                file.error_at(
+                    &at.key("verifiers").index(i).key("model"),
+                    unknown_model(id),
+                )
+            })?;
+            involved.push((id, model));
+        }
+    }
+
+    if !(spec.cutoff.is_finite() && (0.0..=1.0).contains(&spec.cutoff)) {
+        return Err(file.error_at(
+            &at.key("cutoff"),
+            format!("{} is outside 0..=1 (expected a fraction)", spec.cutoff),
+        ));
+    }
+    if spec.trials == 0 {
+        return Err(file.error_at(&at.key("trials"), "0 trials (expected at least 1)"));
+    }
+    if spec.prompts.count == Some(0) {
+        return Err(file.error_at(
+            &at.key("prompts").key("count"),
+            "0 prompts (expected at least 1)",
+        ));
+    }
+
+    match &spec.layers {
+        LayerSelection::List(layers) if layers.is_empty() => {
+            return Err(file.error_at(
+                &at.key("layers"),
+                "empty layer list (expected at least one index)",
+            ));
+        }
+        LayerSelection::List(layers) => {
+            for (i, &layer) in layers.iter().enumerate() {
+                if let Some((id, model)) = involved.iter().find(|(_, model)| layer > model.layers) {
+                    return Err(file.error_at(
+                        &at.key("layers").index(i),
+                        format!(
+                            "layer {layer} is beyond model \"{id}\" ({} layers; expected a hidden-state index in 0..={})",
+                            model.layers, model.layers
+                        ),
+                    ));
+                }
+            }
+        }
+        selection => {
+            if let Some((id, model)) = involved
+                .iter()
+                .find(|(_, model)| selection.resolve(model.layers).is_empty())
+            {
+                return Err(file.error_at(
+                    &at.key("layers"),
+                    format!(
+                        "{selection} selects no layer of model \"{id}\" ({} layers)",
+                        model.layers
+                    ),
+                ));
+            }
+        }
+    }
+
+    spec.policy
+        .validate()
+        .map_err(|message| file.error_at(&at.key("policy"), message))?;
+
+    let (min_tokens, max_tokens) = spec.new_token_budget(prompts);
+    if max_tokens == 0 {
+        return Err(file.error_at(
+            &at.key("max_new_tokens"),
+            "0 (expected at least 1 new token)",
+        ));
+    }
+    if min_tokens > max_tokens {
+        let (key, origin) = match (spec.min_new_tokens, spec.max_new_tokens) {
+            (_, Some(_)) => ("max_new_tokens", "min_new_tokens"),
+            _ => ("min_new_tokens", "max_new_tokens"),
+        };
+        return Err(file.error_at(
+            &at.key(key),
+            format!(
+                "min_new_tokens {min_tokens} > max_new_tokens {max_tokens} (expected min ≤ max; {origin} may come from prompts.yaml `{}`)",
+                spec.prompts.category
+            ),
+        ));
+    }
+
+    if let Some(temperature) = spec.temperature {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(file.error_at(
+                &at.key("temperature"),
+                format!("{temperature} (expected ≥ 0; 0 = greedy)"),
+            ));
+        }
+    }
+    if let Some(top_p) = spec.top_p {
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(file.error_at(
+                &at.key("top_p"),
+                format!("{top_p} is outside (0, 1] (expected a probability mass)"),
+            ));
+        }
+    }
+    if spec.top_k == Some(0) {
+        return Err(file.error_at(
+            &at.key("top_k"),
+            "0 (expected at least 1; omit for no top-k)",
+        ));
+    }
+    Ok(())
+}
