@@ -5,3 +5,4 @@ pub mod config;
 pub mod optimize;
 pub mod results;
 pub mod runner;
+pub mod trial;

@@ -1,0 +1,387 @@
+//! The two halves of a trial: the inferencer (decode, capture, describe as a bundle manifest)
+//! and the verifiers (each on its own blocking task, concurrently), and the trial result they
+//! make together.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Result};
+use tokio::task::JoinSet;
+
+use super::bundle::{
+    BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
+};
+use super::config::Role;
+use super::results::*;
+use super::runner::{TrialPlan, Workspace};
+use crate::engine::capture::CapturedStates;
+use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::engine::inference::generate;
+use crate::engine::verification::{verify, VerificationOutput, VerifyJob};
+use crate::model::chat::ChatMessage as TemplateMessage;
+use crate::model::device::dtype_name;
+use crate::model::LoadedModel;
+use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::stats::policy::{verdict, PolicyConfig};
+use crate::util::unix_now;
+
+/// Renders chat messages with the model's own template (raw concatenation when it has none).
+pub fn render_prompt(model: &LoadedModel, messages: &[(String, String)]) -> Result<String> {
+    match &model.chat_template {
+        Some(t) => {
+            let msgs: Vec<TemplateMessage> = messages
+                .iter()
+                .map(|(role, content)| TemplateMessage {
+                    role: role.clone(),
+                    content: content.clone(),
+                })
+                .collect();
+            t.render(&msgs, true)
+        }
+        None => Ok(messages
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+/// The inference half: decode, capture, and describe it as a bundle manifest.
+pub fn infer_trial(
+    ws: &Workspace,
+    plan: &TrialPlan,
+    prompt_text: Option<String>,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<(Manifest, CapturedStates)> {
+    let model = ws.load(&plan.inference)?;
+    let prompt_text = match prompt_text {
+        Some(t) => t,
+        None => render_prompt(&model, &plan.messages)?,
+    };
+    let prompt_ids = model.tokenizer.encode(&prompt_text)?;
+    let layers = plan.spec_layers.resolve(model.model.config.n_layers);
+    ensure!(!layers.is_empty(), "no layers selected to check");
+    sink.emit(EngineEvent::TrialStarted {
+        trial: plan.trial,
+        prompt_category: plan.prompt.category.clone(),
+        prompt_tokens: prompt_ids.len(),
+        max_new_tokens: plan.sampling.max_new_tokens,
+        sampled_layers: layers.clone(),
+        verifiers: plan.verifiers.iter().map(role_spec_of_plan).collect(),
+    });
+    let out = generate(
+        &model,
+        &prompt_ids,
+        &plan.sampling,
+        &layers,
+        sink,
+        plan.trial,
+        cancel,
+    )?;
+    sink.emit(EngineEvent::InferenceDone {
+        trial: plan.trial,
+        tokens: out.output_ids.len(),
+        time_s: out.total_s,
+    });
+    let manifest = Manifest {
+        format_version: BUNDLE_FORMAT_VERSION,
+        model: ModelIdentity {
+            name: model.name.clone(),
+            weights_sha256: model.weights_sha256.clone(),
+            n_layers: model.model.config.n_layers,
+            hidden: model.model.config.hidden,
+        },
+        precision: plan.inference.precision.to_string(),
+        device: plan.inference.device.device_name(),
+        dtype: dtype_name(model.compute_dtype()).to_string(),
+        tokenizer: model.tokenizer.identity(),
+        prompt_text,
+        prompt_ids,
+        output_text: out.output_text.clone(),
+        output_ids: out.output_ids.clone(),
+        sampling: plan.sampling.clone(),
+        layers,
+        timings: Timings {
+            prefill_s: out.prefill_s,
+            decode_s: out.decode_s,
+            total_s: out.total_s,
+            tokens_per_s: out.tokens_per_s(),
+        },
+        hidden_states: TensorFile {
+            file: super::bundle::TENSORS_FILE.into(),
+            sha256: String::new(),
+            bytes: 0,
+        },
+        context: Some(BundleContext {
+            experiment: plan.experiment.clone(),
+            trial: plan.trial,
+            prompt_category: plan.prompt.category.clone(),
+            prompt_id: plan.prompt.id.clone(),
+        }),
+    };
+    if out.cancelled {
+        sink.log(
+            LogLevel::Warn,
+            format!(
+                "trial {}: inference cancelled after {} tokens",
+                plan.trial,
+                out.output_ids.len()
+            ),
+        );
+    }
+    Ok((manifest, out.captured))
+}
+
+fn role_spec_of_plan(r: &Role) -> RoleSpec {
+    RoleSpec {
+        model: r.model.clone(),
+        precision: r.precision.to_string(),
+        device: r.device.device_name(),
+        dtype: dtype_name(r.device.dtype).into(),
+    }
+}
+
+/// Describes how inference and verifiers are paired on this machine, stated in every result.
+pub fn describe_pairing(inference: &RoleSpec, verifiers: &[RoleSpec]) -> String {
+    let parts: Vec<String> = verifiers
+        .iter()
+        .map(|v| {
+            let same_device = v.device == inference.device;
+            let kind = match (same_device, v.dtype == inference.dtype) {
+                (true, true) => "same profile",
+                (true, false) => "cross-precision",
+                (false, _) => "cross-device",
+            };
+            format!(
+                "{kind}: {} {} {} -> {} {} {}",
+                inference.device,
+                inference.dtype,
+                inference.precision,
+                v.device,
+                v.dtype,
+                v.precision
+            )
+        })
+        .collect();
+    let mut unique = parts.clone();
+    unique.dedup();
+    unique.join("; ")
+}
+
+/// Checks that a verifier model is the one the bundle commits to.
+pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<()> {
+    if manifest.model.weights_sha256 != verifier.weights_sha256 {
+        bail!(
+            "the bundle was made with model `{}` (weights sha256 {}), but this verifier loaded `{}` (sha256 {}); refusing to compare different models",
+            manifest.model.name,
+            manifest.model.weights_sha256,
+            verifier.name,
+            verifier.weights_sha256
+        );
+    }
+    if manifest.tokenizer != verifier.tokenizer.identity() {
+        bail!(
+            "the bundle's tokenizer ({}) differs from the verifier's ({})",
+            manifest.tokenizer,
+            verifier.tokenizer.identity()
+        );
+    }
+    if let Some(bad) = manifest
+        .prompt_ids
+        .iter()
+        .chain(&manifest.output_ids)
+        .find(|&&id| id as usize >= verifier.model.config.vocab_size)
+    {
+        bail!(
+            "token id {bad} in the bundle is outside the vocabulary ({})",
+            verifier.model.config.vocab_size
+        );
+    }
+    Ok(())
+}
+
+/// Settings of the verification half.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    pub verifiers: Vec<Role>,
+    pub policy: PolicyConfig,
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    pub chunk: usize,
+}
+
+/// The verification half: every verifier on its own blocking task, concurrently.
+pub async fn verify_trial(
+    ws: Arc<Workspace>,
+    manifest: Arc<Manifest>,
+    states: Arc<CapturedStates>,
+    settings: &VerifySettings,
+    prompt: PromptInfo,
+    sink: EventSink,
+    cancel: CancelToken,
+) -> Result<TrialResult> {
+    let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
+    let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
+    let mut tasks = JoinSet::new();
+    for (index, role) in settings.verifiers.iter().cloned().enumerate() {
+        let (ws, manifest, states, sink, cancel) = (
+            ws.clone(),
+            manifest.clone(),
+            states.clone(),
+            sink.clone(),
+            cancel.clone(),
+        );
+        let (policy, chunk) = (settings.policy.clone(), settings.chunk);
+        tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
+            let model = ws.load(&role)?;
+            check_same_model(&manifest, &model)?;
+            sink.emit(EngineEvent::VerifierStarted {
+                trial,
+                verifier: index,
+            });
+            let job = VerifyJob {
+                prompt_ids: &manifest.prompt_ids,
+                output_ids: &manifest.output_ids,
+                committed: &states,
+                inference_dtype,
+                policy: &policy,
+                chunk,
+            };
+            let out = verify(&model, &job, &sink, trial, index, &cancel)?;
+            let mut spec = role_spec_of_plan(&role);
+            spec.dtype = dtype_name(model.compute_dtype()).to_string();
+            Ok((index, spec, out))
+        });
+    }
+    let mut outputs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, spec, out) = joined.map_err(|e| anyhow!("a verifier task failed: {e}"))??;
+        let accept_rate = out.accept_rate();
+        let overhead = 100.0 * out.time_s / manifest.timings.total_s.max(1e-9);
+        let passed = verdict(accept_rate, settings.cutoff);
+        sink.emit(EngineEvent::VerifierDone {
+            trial,
+            verifier: index,
+            accept_rate,
+            verdict: if passed { Verdict::Pass } else { Verdict::Fail },
+            overhead_percentage: overhead,
+        });
+        outputs.push((index, spec, out));
+    }
+    outputs.sort_by_key(|(i, _, _)| *i);
+    Ok(assemble_trial(&manifest, settings, prompt, outputs))
+}
+
+fn assemble_trial(
+    manifest: &Manifest,
+    settings: &VerifySettings,
+    prompt: PromptInfo,
+    outputs: Vec<(usize, RoleSpec, VerificationOutput)>,
+) -> TrialResult {
+    let inference_role = RoleSpec {
+        model: manifest.model.name.clone(),
+        precision: manifest.precision.clone(),
+        device: manifest.device.clone(),
+        dtype: manifest.dtype.clone(),
+    };
+    let ctx = manifest.context.clone();
+    let verifiers: Vec<VerifierResult> = outputs
+        .into_iter()
+        .map(|(index, role, out)| {
+            let accept_rate = out.accept_rate();
+            let fold = |f: fn(&CheckRecord) -> f64| out.checks.iter().map(f);
+            let n = out.checks.len().max(1) as f64;
+            let summary = VerifierSummary {
+                accept_rate,
+                accepted: out.accepted(),
+                total_checks: out.checks.len(),
+                mean_rel_l2: fold(|c| c.metrics.rel_l2).sum::<f64>() / n,
+                max_rel_l2: fold(|c| c.metrics.rel_l2).fold(0.0, f64::max),
+                mean_pe: fold(|c| c.metrics.pe).sum::<f64>() / n,
+                mean_abs: fold(|c| c.metrics.mean_abs).sum::<f64>() / n,
+                max_abs: fold(|c| c.metrics.max_abs).fold(0.0, f64::max),
+            };
+            VerifierResult {
+                name: format!("verifier_{}", index + 1),
+                role,
+                policy: settings.policy.name().to_string(),
+                cutoff: settings.cutoff,
+                overhead: Overhead {
+                    verification_time_s: out.time_s,
+                    inference_time_s: manifest.timings.total_s,
+                    percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
+                },
+                verdict: if verdict(accept_rate, settings.cutoff) {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+                complete: !out.cancelled,
+                statistics: VerifierStatistics {
+                    summary,
+                    checks: out.checks,
+                    embedding_checks: out.embedding_checks,
+                },
+            }
+        })
+        .collect();
+    let avg_accept_rate = verifiers
+        .iter()
+        .map(|v| v.statistics.summary.accept_rate)
+        .sum::<f64>()
+        / verifiers.len().max(1) as f64;
+    // The trial passes when a majority of its verifiers pass.
+    let passes = verifiers
+        .iter()
+        .filter(|v| v.verdict == Verdict::Pass)
+        .count();
+    let final_verdict = if passes * 2 > verifiers.len() {
+        TrialVerdict::Pass
+    } else {
+        TrialVerdict::Reject
+    };
+    let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
+    let complete = verifiers.iter().all(|v| v.complete)
+        && manifest.output_ids.len()
+            == manifest
+                .sampling
+                .max_new_tokens
+                .min(manifest.output_ids.len());
+    TrialResult {
+        format_version: RESULT_FORMAT_VERSION,
+        experiment: ctx
+            .as_ref()
+            .map_or_else(|| "verify".into(), |c| c.experiment.clone()),
+        trial: ctx.as_ref().map_or(0, |c| c.trial),
+        started_at: unix_now(),
+        pairing: describe_pairing(&inference_role, &specs),
+        prompt,
+        sampled_layers: manifest.layers.clone(),
+        inference: InferenceInfo {
+            role: inference_role,
+            prompt_tokens: manifest.prompt_ids.len(),
+            generated_tokens: manifest.output_ids.len(),
+            time_s: manifest.timings.total_s,
+            tokens_per_s: manifest.timings.tokens_per_s,
+            output_text: manifest.output_text.clone(),
+            output_ids: manifest.output_ids.clone(),
+            captured_bytes: (manifest.output_ids.len()
+                * manifest.model.hidden
+                * manifest.layers.len())
+                * dtype_from_name(&manifest.dtype).map_or(4, |d| match d {
+                    CompareDtype::F32 => 4,
+                    _ => 2,
+                }),
+        },
+        verifiers,
+        summary: TrialSummary {
+            avg_accept_rate,
+            final_verdict,
+            expected_verdict: settings.expected,
+            expectation_held: final_verdict == settings.expected,
+            detected: (settings.expected == TrialVerdict::Reject)
+                .then_some(final_verdict == TrialVerdict::Reject),
+        },
+        complete,
+    }
+}
