@@ -249,7 +249,11 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
         let args = ["--trials", "2", "--max-tokens", "32"];
         // The one-step run puts its two trials on two parallel jobs: same results regardless.
         run_ok(
-            &[&["run", exp, "--jobs", "2", "--out", one.to_str().unwrap()], &args[..]].concat(),
+            &[
+                &["run", exp, "--jobs", "2", "--out", one.to_str().unwrap()],
+                &args[..],
+            ]
+            .concat(),
             data.path(),
         );
         run_ok(
