@@ -52,6 +52,22 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// q steps back (run → picker settings → experiment list) and quits from the list.
+    fn quit(&self) -> String {
+        for _ in 0..4 {
+            if self.screen().contains("EXIT=") {
+                break;
+            }
+            self.keys(&["q"]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        self.wait_for("the program to exit", Duration::from_secs(20), |s| {
+            s.contains("EXIT=")
+        })
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().args(["kill-server"]).status();
@@ -160,15 +176,7 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     tmux.wait_for("the picker again", Duration::from_secs(10), |s| {
         s.contains("pick an experiment")
     });
-    // q steps back (settings → experiment list), then quits from the list.
-    tmux.keys(&["q"]);
-    std::thread::sleep(Duration::from_millis(300));
-    if !tmux.screen().contains("EXIT=") {
-        tmux.keys(&["q"]);
-    }
-    let s = tmux.wait_for("the program to exit", Duration::from_secs(20), |s| {
-        s.contains("EXIT=")
-    });
+    let s = tmux.quit();
     assert!(s.contains("EXIT=0"), "{s}");
     let s = tmux.wait_for("stty", Duration::from_secs(5), |_| {
         stty.with_extension("after").exists()
@@ -185,4 +193,82 @@ fn count_pngs(dir: &Path) -> usize {
             .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
             .count()
     })
+}
+
+#[test]
+fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
+    let data = tempfile::tempdir().unwrap();
+    let script = format!(
+        "VERILLM_DATA_DIR={d} {bin}; echo EXIT=$?; sleep 60",
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+    );
+    let tmux = Tmux {
+        socket: format!("verillm-e2e-cancel-{}", std::process::id()),
+        session: "cancel",
+    };
+    let ok = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            tmux.session,
+            "-x",
+            "160",
+            "-y",
+            "48",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env_remove("VERILLM_CONFIG_DIR")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tmux new-session");
+    tmux.wait_for("the picker", Duration::from_secs(60), |s| {
+        s.contains("pick an experiment")
+    });
+    // One trial with a long budget, so the cancel lands during inference.
+    tmux.keys(&["Tab"]);
+    for _ in 0..12 {
+        tmux.keys(&["Down"]);
+    }
+    tmux.keys(&[
+        "BSpace", "1", "Down", "BSpace", "BSpace", "5", "1", "2", "Enter",
+    ]);
+    tmux.wait_for("some tokens", Duration::from_secs(120), |s| {
+        s.split_whitespace().any(|w| {
+            w.split('/')
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= 16 && w.ends_with("/512"))
+        })
+    });
+    tmux.keys(&["c"]);
+    tmux.wait_for("the cancel question", Duration::from_secs(10), |s| {
+        s.contains("Cancel exp1?")
+    });
+    tmux.keys(&["y"]);
+    let s = tmux.wait_for("the cancelled run", Duration::from_secs(60), |s| {
+        s.contains("cancelled")
+    });
+    assert!(s.contains("incomplete"), "{s}");
+    let runs: Vec<_> = std::fs::read_dir(data.path().join("exp1"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let bundle = runs[0].path().join("trial_000");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let tokens = manifest["output_ids"].as_array().unwrap().len();
+    assert!(
+        (16..512).contains(&tokens),
+        "kept {tokens} generated tokens"
+    );
+    assert!(bundle.join("hidden_states.safetensors").exists());
+    let s = tmux.quit();
+    assert!(s.contains("EXIT=0"), "{s}");
 }

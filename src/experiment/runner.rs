@@ -356,16 +356,16 @@ async fn run_inner(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut tasks = JoinSet::new();
     for plan in plans.clone() {
-        let (ws, sink, cancel, out_dir, semaphore) = (
-            ws.clone(),
-            sink.clone(),
-            cancel.clone(),
-            out_dir.clone(),
-            semaphore.clone(),
-        );
+        // Permits are taken here, in trial order, so trials start in order.
+        let permit = semaphore.clone().acquire_owned().await?;
+        if cancel.is_cancelled() {
+            break;
+        }
+        let (ws, sink, cancel, out_dir) =
+            (ws.clone(), sink.clone(), cancel.clone(), out_dir.clone());
         let step = req.step;
         tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await?;
+            let _permit = permit;
             // Never two jobs on one GPU at once: a trial holds the locks of the GPUs it uses.
             let mut gpus: Vec<DeviceKind> = std::iter::once(&plan.inference)
                 .chain(&plan.verifiers)
@@ -445,12 +445,25 @@ async fn run_one_trial(
         tokio::task::spawn_blocking(move || infer_trial(&ws2, &plan2, None, &sink2, &cancel2))
             .await
             .map_err(|e| anyhow!("inference task failed: {e}"))??;
-    if step == RunStep::Infer {
+    // A cancelled inference is kept as a bundle: `run --step verify --from` can check it later,
+    // rather than a trial verdict computed from no checks.
+    let cancelled = cancel.is_cancelled();
+    if step == RunStep::Infer || cancelled {
         let dir = out_dir.join(trial_dir_name(plan.trial));
+        let tokens = manifest.output_ids.len();
         write_bundle(&dir, manifest, &states)?;
+        let what = if cancelled {
+            format!("cancelled after {tokens} tokens; ")
+        } else {
+            String::new()
+        };
         sink.log(
             LogLevel::Info,
-            format!("trial {}: bundle written to {}", plan.trial, dir.display()),
+            format!(
+                "trial {}: {what}bundle written to {}",
+                plan.trial,
+                dir.display()
+            ),
         );
         return Ok(None);
     }
