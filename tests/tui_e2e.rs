@@ -53,6 +53,45 @@ impl Tmux {
 }
 
 impl Tmux {
+    /// Starts `script` in a detached 160×48 session on a tmux socket of its own.
+    fn launch(session: &'static str, script: &str) -> Tmux {
+        let has_tmux = Command::new("tmux").arg("-V").output();
+        assert!(
+            has_tmux.is_ok_and(|o| o.status.success()),
+            "this test needs tmux (apt-get install tmux; .ci/run installs it)"
+        );
+        let tmux = Tmux {
+            socket: format!("verillm-{session}-{}", std::process::id()),
+            session,
+        };
+        let size = ["-x", "160", "-y", "48"];
+        let ok = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", session])
+            .args(size)
+            .args(["sh", "-c", script])
+            .env_remove("VERILLM_CONFIG_DIR")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session");
+        tmux.wait_for("the experiment picker", Duration::from_secs(60), |s| {
+            s.contains("pick an experiment")
+        });
+        tmux
+    }
+
+    /// From the experiment list into exp1's settings (4 roles × model, precision, device come
+    /// first), then types the trial count and the token budget.
+    fn set_trials_and_tokens(&self, trials: &str, tokens: &str) {
+        self.keys(&["Tab"]);
+        for _ in 0..12 {
+            self.keys(&["Down"]);
+        }
+        self.keys(&["BSpace", "BSpace", "BSpace", trials, "Down"]);
+        self.keys(&["BSpace", "BSpace", "BSpace", "BSpace", tokens]);
+    }
+
     /// q steps back (run → picker settings → experiment list) and quits from the list.
     fn quit(&self) -> String {
         for _ in 0..4 {
@@ -76,13 +115,6 @@ impl Drop for Tmux {
 
 #[test]
 fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
-    assert!(
-        Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "this test needs tmux (apt-get install tmux; .ci/run installs it)"
-    );
     let data = tempfile::tempdir().unwrap();
     let stty = data.path().join("stty");
     let script = format!(
@@ -91,42 +123,11 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
         d = data.path().display(),
         bin = env!("CARGO_BIN_EXE_verillm-tui"),
     );
-    let tmux = Tmux {
-        socket: format!("verillm-e2e-{}", std::process::id()),
-        session: "e2e",
-    };
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            tmux.session,
-            "-x",
-            "160",
-            "-y",
-            "48",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env_remove("VERILLM_CONFIG_DIR")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux new-session");
-
-    let s = tmux.wait_for("the experiment picker", Duration::from_secs(60), |s| {
-        s.contains("pick an experiment")
-    });
+    let tmux = Tmux::launch("e2e", &script);
+    let s = tmux.screen();
     assert!(s.contains("exp1") && s.contains("exp5"), "{s}");
 
-    // Into the settings of exp1: 4 roles × (model, precision, device), then trials and tokens.
-    tmux.keys(&["Tab"]);
-    for _ in 0..12 {
-        tmux.keys(&["Down"]);
-    }
-    tmux.keys(&["BSpace", "1", "Down", "BSpace", "BSpace", "1", "6"]);
+    tmux.set_trials_and_tokens("1", "16");
     let s = tmux.screen();
     assert!(
         s.contains("Trials          1") && s.contains("Max new tokens  16"),
@@ -172,10 +173,6 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
         s.contains("wrote")
     });
 
-    tmux.keys(&["q"]);
-    tmux.wait_for("the picker again", Duration::from_secs(10), |s| {
-        s.contains("pick an experiment")
-    });
     let s = tmux.quit();
     assert!(s.contains("EXIT=0"), "{s}");
     let s = tmux.wait_for("stty", Duration::from_secs(5), |_| {
@@ -187,14 +184,6 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     assert!(!s.contains("Generated text"), "alternate screen left:\n{s}");
 }
 
-fn count_pngs(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-            .count()
-    })
-}
-
 #[test]
 fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
     let data = tempfile::tempdir().unwrap();
@@ -203,47 +192,17 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
         d = data.path().display(),
         bin = env!("CARGO_BIN_EXE_verillm-tui"),
     );
-    let tmux = Tmux {
-        socket: format!("verillm-e2e-cancel-{}", std::process::id()),
-        session: "cancel",
-    };
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            tmux.session,
-            "-x",
-            "160",
-            "-y",
-            "48",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env_remove("VERILLM_CONFIG_DIR")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux new-session");
-    tmux.wait_for("the picker", Duration::from_secs(60), |s| {
-        s.contains("pick an experiment")
-    });
+    let tmux = Tmux::launch("cancel", &script);
     // One trial with a long budget, so the cancel lands during inference.
-    tmux.keys(&["Tab"]);
-    for _ in 0..12 {
-        tmux.keys(&["Down"]);
-    }
-    tmux.keys(&[
-        "BSpace", "1", "Down", "BSpace", "BSpace", "5", "1", "2", "Enter",
-    ]);
+    tmux.set_trials_and_tokens("1", "512");
+    tmux.keys(&["Enter"]);
     tmux.wait_for("some tokens", Duration::from_secs(120), |s| {
         s.split_whitespace().any(|w| {
-            w.split('/')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n >= 16 && w.ends_with("/512"))
+            w.ends_with("/512")
+                && w.split('/')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n >= 16)
         })
     });
     tmux.keys(&["c"]);
@@ -271,4 +230,12 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
     assert!(bundle.join("hidden_states.safetensors").exists());
     let s = tmux.quit();
     assert!(s.contains("EXIT=0"), "{s}");
+}
+
+fn count_pngs(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+            .count()
+    })
 }
