@@ -1,6 +1,5 @@
 //! The command line: `verillm-tui` alone opens the TUI; subcommands run headless.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::events::{CancelToken, EngineEvent, EventSink};
+use crate::engine::events::CancelToken;
 use crate::experiment::bundle::read_bundle;
 use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
@@ -391,49 +390,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Prints progress to stderr (stdout stays clean for --json).
-fn progress_printer(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut started = std::time::Instant::now();
-        while let Some(ev) = rx.recv().await {
-            let line = match ev {
-                EngineEvent::TrialStarted { trial, prompt_tokens, max_new_tokens, .. } => {
-                    started = std::time::Instant::now();
-                    Some(format!("trial {trial}: prompt {prompt_tokens} tokens, generating up to {max_new_tokens}"))
-                }
-                EngineEvent::Token { trial, index, .. } if (index + 1) % 32 == 0 => {
-                    let rate = (index + 1) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                    Some(format!("trial {trial}: {} tokens, {rate:.1} tok/s", index + 1))
-                }
-                EngineEvent::InferenceDone { trial, tokens, time_s } => {
-                    Some(format!("trial {trial}: inference done, {tokens} tokens in {time_s:.2} s ({:.1} tok/s)", tokens as f64 / time_s.max(1e-9)))
-                }
-                EngineEvent::VerifierDone { trial, verifier, accept_rate, verdict, overhead_percentage } => Some(format!(
-                    "trial {trial}: verifier {} accept rate {accept_rate:.3} {verdict:?}, overhead {overhead_percentage:.1}%",
-                    verifier + 1
-                )),
-                EngineEvent::TrialDone { trial, result } => Some(format!(
-                    "trial {trial}: {:?} (expected {:?})",
-                    result.summary.final_verdict, result.summary.expected_verdict
-                )),
-                EngineEvent::Log { message, .. } => Some(message),
-                EngineEvent::Failed { message } => Some(format!("failed: {message}")),
-                _ => None,
-            };
-            if let Some(l) = line {
-                let _ = writeln!(std::io::stderr(), "{l}");
-            }
-        }
-    })
-}
-
-fn sink_with_progress() -> (EventSink, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (EventSink::new(tx), progress_printer(rx))
-}
-
 async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let text = match (&args.prompt, &args.prompt_file) {
@@ -478,7 +434,7 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
         chunk: crate::engine::verification::DEFAULT_CHUNK,
         spec_layers: args.layers,
     };
-    let (sink, printer) = sink_with_progress();
+    let (sink, printer) = crate::progress::sink_with_progress();
     let cancel = CancelToken::new();
     let raw = args.raw.then_some(text);
     let ws2 = ws.clone();
@@ -531,7 +487,7 @@ async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
         id: String::new(),
         text: bundle.manifest.prompt_text.clone(),
     };
-    let (sink, printer) = sink_with_progress();
+    let (sink, printer) = crate::progress::sink_with_progress();
     let result = runner::verify_trial(
         ws,
         Arc::new(bundle.manifest),
@@ -627,7 +583,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             }),
             ..Default::default()
         };
-        let (sink, printer) = sink_with_progress();
+        let (sink, printer) = crate::progress::sink_with_progress();
         let outcome = runner::run_experiment(ws.clone(), req, sink, CancelToken::new()).await;
         let _ = printer.await;
         let outcome = outcome?;
@@ -688,7 +644,7 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
     if args.trials == 0 {
         bail!("--trials must be at least 1");
     }
-    let (sink, printer) = sink_with_progress();
+    let (sink, printer) = crate::progress::sink_with_progress();
     let outcome = crate::experiment::optimize::optimize(
         ws,
         names,

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod experiment;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod stats;
 pub mod tui;
 pub mod util;

@@ -1,0 +1,49 @@
+//! Progress of headless commands on stderr, so stdout stays clean for `--json`.
+
+use std::io::Write;
+
+use crate::engine::events::{EngineEvent, EventSink};
+
+/// Prints progress to stderr (stdout stays clean for --json).
+fn progress_printer(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut started = std::time::Instant::now();
+        while let Some(ev) = rx.recv().await {
+            let line = match ev {
+                EngineEvent::TrialStarted { trial, prompt_tokens, max_new_tokens, .. } => {
+                    started = std::time::Instant::now();
+                    Some(format!("trial {trial}: prompt {prompt_tokens} tokens, generating up to {max_new_tokens}"))
+                }
+                EngineEvent::Token { trial, index, .. } if (index + 1) % 32 == 0 => {
+                    let rate = (index + 1) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    Some(format!("trial {trial}: {} tokens, {rate:.1} tok/s", index + 1))
+                }
+                EngineEvent::InferenceDone { trial, tokens, time_s } => {
+                    Some(format!("trial {trial}: inference done, {tokens} tokens in {time_s:.2} s ({:.1} tok/s)", tokens as f64 / time_s.max(1e-9)))
+                }
+                EngineEvent::VerifierDone { trial, verifier, accept_rate, verdict, overhead_percentage } => Some(format!(
+                    "trial {trial}: verifier {} accept rate {accept_rate:.3} {verdict:?}, overhead {overhead_percentage:.1}%",
+                    verifier + 1
+                )),
+                EngineEvent::TrialDone { trial, result } => Some(format!(
+                    "trial {trial}: {:?} (expected {:?})",
+                    result.summary.final_verdict, result.summary.expected_verdict
+                )),
+                EngineEvent::Log { message, .. } => Some(message),
+                EngineEvent::Failed { message } => Some(format!("failed: {message}")),
+                _ => None,
+            };
+            if let Some(l) = line {
+                let _ = writeln!(std::io::stderr(), "{l}");
+            }
+        }
+    })
+}
+
+/// An event sink whose events are printed as progress lines on stderr.
+pub fn sink_with_progress() -> (EventSink, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (EventSink::new(tx), progress_printer(rx))
+}
