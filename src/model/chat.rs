@@ -261,7 +261,7 @@ fn format_unix_time(seconds: i64, format: &str) -> Result<String, Error> {
     ];
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_date_from_days(days);
+    let (year, month, day) = crate::util::civil_date_from_days(days);
     let weekday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday.
     let month_name = MONTHS[month as usize - 1];
     let mut out = String::new();
@@ -300,26 +300,6 @@ fn format_unix_time(seconds: i64, format: &str) -> Result<String, Error> {
         }
     }
     Ok(out)
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
-fn civil_date_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift to an era calendar that starts on March 1st so leap days fall at year end.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// transformers' `tojson`: Python `json.dumps` spacing (`", "`, `": "`), non-ASCII kept, and
