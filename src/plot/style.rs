@@ -251,17 +251,31 @@ where
         let mut x = (width as i32 - total) / 2;
         let row_y = y + row_index as i32 * row_height;
         for (entry, entry_width) in row {
-            draw_legend_mark(area, entry.mark, x, row_y)?;
-            let style = font(LEGEND_SIZE).pos(Pos::new(HPos::Left, VPos::Center));
-            area.draw(&Text::new(
-                entry.label.clone(),
-                (x + LEGEND_SWATCH_WIDTH + LEGEND_GAP, row_y),
-                style,
-            ))?;
+            draw_legend_entry(area, entry, x, row_y)?;
             x += entry_width + LEGEND_ENTRY_SPACING;
         }
     }
     Ok(rows.len() as i32 * row_height)
+}
+
+/// One legend entry: its mark at `(x, y)` (left edge, vertical centre) and its label after it.
+fn draw_legend_entry<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entry: &LegendEntry,
+    x: i32,
+    y: i32,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    draw_legend_mark(area, entry.mark, x, y)?;
+    let style = font(LEGEND_SIZE).pos(Pos::new(HPos::Left, VPos::Center));
+    area.draw(&Text::new(
+        entry.label.clone(),
+        (x + LEGEND_SWATCH_WIDTH + LEGEND_GAP, y),
+        style,
+    ))?;
+    Ok(())
 }
 
 /// Draws the entries one under another starting at `(x, y)` (the first entry's left edge and
@@ -276,13 +290,7 @@ where
 {
     for (index, entry) in entries.iter().enumerate() {
         let row_y = y + index as i32 * (LEGEND_SIZE as i32 + 18);
-        draw_legend_mark(area, entry.mark, x, row_y)?;
-        let style = font(LEGEND_SIZE).pos(Pos::new(HPos::Left, VPos::Center));
-        area.draw(&Text::new(
-            entry.label.clone(),
-            (x + LEGEND_SWATCH_WIDTH + LEGEND_GAP, row_y),
-            style,
-        ))?;
+        draw_legend_entry(area, entry, x, row_y)?;
     }
     Ok(())
 }
