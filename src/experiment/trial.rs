@@ -257,23 +257,41 @@ pub async fn verify_trial(
     while let Some(joined) = tasks.join_next().await {
         let (index, spec, out) = joined.map_err(|e| anyhow!("a verifier task failed: {e}"))??;
         let accept_rate = out.accept_rate();
-        let overhead = 100.0 * out.time_s / manifest.timings.total_s.max(1e-9);
-        let passed = verdict(accept_rate, settings.cutoff);
         sink.emit(EngineEvent::VerifierDone {
             trial,
             verifier: index,
             accept_rate,
-            verdict: if passed { Verdict::Pass } else { Verdict::Fail },
-            overhead_percentage: overhead,
+            verdict: verifier_verdict(accept_rate, settings.cutoff),
+            overhead_percentage: overhead_percentage(out.time_s, manifest.timings.total_s),
         });
         outputs.push((index, spec, out));
     }
     outputs.sort_by_key(|(i, _, _)| *i);
-    Ok(assemble_trial(&manifest, settings, prompt, outputs))
+    Ok(assemble_trial(
+        &manifest,
+        states.bytes(),
+        settings,
+        prompt,
+        outputs,
+    ))
+}
+
+/// Verification wall time as a percentage of inference wall time.
+fn overhead_percentage(verification_s: f64, inference_s: f64) -> f64 {
+    100.0 * verification_s / inference_s.max(1e-9)
+}
+
+fn verifier_verdict(accept_rate: f64, cutoff: f64) -> Verdict {
+    if verdict(accept_rate, cutoff) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
 }
 
 fn assemble_trial(
     manifest: &Manifest,
+    captured_bytes: usize,
     settings: &VerifySettings,
     prompt: PromptInfo,
     outputs: Vec<(usize, RoleSpec, VerificationOutput)>,
@@ -309,13 +327,9 @@ fn assemble_trial(
                 overhead: Overhead {
                     verification_time_s: out.time_s,
                     inference_time_s: manifest.timings.total_s,
-                    percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
+                    percentage: overhead_percentage(out.time_s, manifest.timings.total_s),
                 },
-                verdict: if verdict(accept_rate, settings.cutoff) {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail
-                },
+                verdict: verifier_verdict(accept_rate, settings.cutoff),
                 complete: !out.cancelled,
                 statistics: VerifierStatistics {
                     summary,
@@ -365,13 +379,7 @@ fn assemble_trial(
             tokens_per_s: manifest.timings.tokens_per_s,
             output_text: manifest.output_text.clone(),
             output_ids: manifest.output_ids.clone(),
-            captured_bytes: (manifest.output_ids.len()
-                * manifest.model.hidden
-                * manifest.layers.len())
-                * dtype_from_name(&manifest.dtype).map_or(4, |d| match d {
-                    CompareDtype::F32 => 4,
-                    _ => 2,
-                }),
+            captured_bytes,
         },
         verifiers,
         summary: TrialSummary {
