@@ -31,6 +31,12 @@ pub struct DecodeFigure {
 }
 
 #[derive(Debug, Serialize)]
+pub struct LoadFigure {
+    pub precision: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct RatioFigure {
     pub new_tokens: usize,
     pub inference_s: f64,
@@ -43,8 +49,12 @@ pub struct BenchReport {
     pub model: String,
     pub device: String,
     pub threads: usize,
+    /// Seconds to load each model, including on a GPU the first use of its kernels (which the
+    /// driver compiles on a fresh machine); the timings below start after it.
+    pub load_s: Vec<LoadFigure>,
     pub decode: Vec<DecodeFigure>,
-    pub prefill_full_f32_tokens_per_s: f64,
+    /// Prefill of the full-precision model in the profile's dtype.
+    pub prefill_full_tokens_per_s: f64,
     pub prefill_tokens: usize,
     pub verification_ratio: Vec<RatioFigure>,
     pub peak_rss_mib: Option<f64>,
@@ -99,8 +109,21 @@ pub fn run_bench(
         precision,
         device,
     };
-    let full = ws.load(&role(Precision::Full))?;
-    let native = ws.load(&role(Precision::Native))?;
+    let mut load_s = Vec::new();
+    let mut load = |precision: Precision| -> Result<LoadedModel> {
+        let started = Instant::now();
+        let model = ws.load(&role(precision))?;
+        // Workspace::load warms GPU models up; on the CPU this is the same first pass, so
+        // every device's timings start warm.
+        model.model.warm_up()?;
+        load_s.push(LoadFigure {
+            precision: precision.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(model)
+    };
+    let full = load(Precision::Full)?;
+    let native = load(Precision::Native)?;
     let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
     let prompt_ids = full.tokenizer.encode(&prompt)?;
     let layers: Vec<usize> = vec![8, 16, 24];
@@ -171,8 +194,9 @@ pub fn run_bench(
         model: EMBEDDED_MODEL_ID.into(),
         device: device.to_string(),
         threads: candle_core::utils::get_num_threads(),
+        load_s,
         decode,
-        prefill_full_f32_tokens_per_s: prefill_rate,
+        prefill_full_tokens_per_s: prefill_rate,
         prefill_tokens: long_ids.len(),
         verification_ratio: ratios,
         peak_rss_mib: peak_rss_mib(),
@@ -194,6 +218,12 @@ pub fn print_report(r: &BenchReport) {
         "verillm-tui bench — {} on {} ({} CPU threads)",
         r.model, r.device, r.threads
     );
+    for l in &r.load_s {
+        println!(
+            "  load {:<6} (with first-use warm-up): {:.2} s",
+            l.precision, l.seconds
+        );
+    }
     for d in &r.decode {
         println!(
             "  decode with capture, {:<6}: {:6.1} tok/s   (prefill of the {}-token prompt: {:6.1} tok/s)",
@@ -201,8 +231,8 @@ pub fn print_report(r: &BenchReport) {
         );
     }
     println!(
-        "  prefill full f32, {} tokens: {:.1} tok/s",
-        r.prefill_tokens, r.prefill_full_f32_tokens_per_s
+        "  prefill full ({}), {} tokens: {:.1} tok/s",
+        r.device, r.prefill_tokens, r.prefill_full_tokens_per_s
     );
     for v in &r.verification_ratio {
         println!(

@@ -32,6 +32,7 @@ fn progress_printer(
                     result.summary.final_verdict, result.summary.expected_verdict
                 )),
                 EngineEvent::Log { message, .. } => Some(message),
+                EngineEvent::Preparing { message, .. } => message,
                 EngineEvent::Failed { message } => Some(format!("failed: {message}")),
                 _ => None,
             };

@@ -17,6 +17,12 @@ pub enum EngineEvent {
         level: LogLevel,
         message: String,
     },
+    /// Work before any visible progress (loading a model, compiling GPU kernels) begins
+    /// (`message`) or ends (`None`). Several may run at once; `key` tells them apart.
+    Preparing {
+        key: String,
+        message: Option<String>,
+    },
     /// A trial begins: the inference is about to prefill its prompt.
     TrialStarted {
         trial: usize,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use tokio::task::JoinSet;
@@ -61,20 +62,62 @@ impl Workspace {
 
     /// Loads (or reuses) a model for a role.
     pub fn load(&self, role: &Role) -> Result<LoadedModel> {
+        self.load_reporting(role, &EventSink::none())
+    }
+
+    /// Loads (or reuses) a model for a role, telling `sink` what it is doing while that takes
+    /// time: reading the weights, then on a GPU warming the kernels up (see
+    /// [`TappedModel::warm_up`](crate::model::transformer::TappedModel::warm_up)).
+    pub fn load_reporting(&self, role: &Role, sink: &EventSink) -> Result<LoadedModel> {
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = models.get(role) {
             return Ok(m.clone());
         }
-        let source = self.model_source(&role.model)?;
-        let m =
-            load_model(&role.model, &source, role.precision, role.device).with_context(|| {
-                format!(
-                    "loading {} ({}, {})",
-                    role.model, role.precision, role.device
-                )
-            })?;
+        let what = format!("{} ({}, {})", role.model, role.precision, role.device);
+        let key = format!("load {what}");
+        let preparing = |message: Option<String>| {
+            sink.emit(EngineEvent::Preparing {
+                key: key.clone(),
+                message,
+            })
+        };
+        preparing(Some(format!("loading {what}…")));
+        let loaded = self.load_and_warm(role, &what, &preparing);
+        preparing(None);
+        let (m, report) = loaded?;
+        sink.log(LogLevel::Info, report);
         models.insert(role.clone(), m.clone());
         Ok(m)
+    }
+
+    fn load_and_warm(
+        &self,
+        role: &Role,
+        what: &str,
+        preparing: &dyn Fn(Option<String>),
+    ) -> Result<(LoadedModel, String)> {
+        let started = Instant::now();
+        let source = self.model_source(&role.model)?;
+        let m = load_model(&role.model, &source, role.precision, role.device)
+            .with_context(|| format!("loading {what}"))?;
+        let mut report = format!("{what} loaded in {:.1} s", started.elapsed().as_secs_f64());
+        if role.device.is_gpu() {
+            preparing(Some(format!(
+                "preparing GPU kernels on {} for {} (the first use on a fresh machine compiles \
+                 them: ≈15 s)…",
+                role.device.device_name(),
+                role.model
+            )));
+            let warming = Instant::now();
+            m.model
+                .warm_up()
+                .with_context(|| format!("warming up {what}"))?;
+            report.push_str(&format!(
+                "; GPU kernels ready in {:.1} s",
+                warming.elapsed().as_secs_f64()
+            ));
+        }
+        Ok((m, report))
     }
 
     fn gpu_lock(&self, kind: DeviceKind) -> Arc<tokio::sync::Mutex<()>> {
@@ -659,6 +702,72 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_load_is_announced_once_and_then_reused() {
+        let gguf = crate::testutil::embedded_gguf();
+        let data = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(
+            ConfigSet::builtin().unwrap(),
+            gguf.parent().unwrap().to_path_buf(),
+            data.path().to_path_buf(),
+        );
+        let role = Role {
+            model: gguf.to_string_lossy().into_owned(),
+            precision: crate::model::weights::Precision::Native,
+            device: crate::model::device::DeviceProfile::CPU_F32,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = EventSink::new(tx);
+        let first = ws.load_reporting(&role, &sink).unwrap();
+        let second = ws.load_reporting(&role, &sink).unwrap();
+        assert!(Arc::ptr_eq(&first.model, &second.model), "loaded once");
+        drop(sink);
+        let mut seen = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            seen.push(match event {
+                EngineEvent::Preparing { message, .. } => format!("preparing {message:?}"),
+                EngineEvent::Log { message, .. } => format!("log {message}"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[0].starts_with("preparing Some(\"loading "), "{seen:?}");
+        assert!(seen[0].contains("(native, cpu:f32)"), "{seen:?}");
+        assert_eq!(seen[1], "preparing None");
+        assert!(seen[2].contains("loaded in"), "{seen:?}");
+        // On the CPU there are no kernels to compile: no warm-up is announced.
+        assert!(!seen.iter().any(|line| line.contains("GPU")), "{seen:?}");
+    }
+
+    #[test]
+    fn a_failed_load_ends_its_announcement_and_names_the_role() {
+        let data = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(
+            ConfigSet::builtin().unwrap(),
+            data.path().to_path_buf(),
+            data.path().to_path_buf(),
+        );
+        let missing = data.path().join("missing.gguf");
+        let role = Role {
+            model: missing.to_string_lossy().into_owned(),
+            precision: crate::model::weights::Precision::Full,
+            device: crate::model::device::DeviceProfile::CPU_F32,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let Err(error) = ws.load_reporting(&role, &EventSink::new(tx)) else {
+            panic!("a missing file loaded");
+        };
+        assert!(format!("{error:#}").contains("missing.gguf"), "{error:#}");
+        let mut last = None;
+        while let Ok(event) = rx.try_recv() {
+            last = Some(event);
+        }
+        assert!(
+            matches!(last, Some(EngineEvent::Preparing { message: None, .. })),
+            "{last:?}"
+        );
+    }
 
     #[test]
     fn utc_stamps_have_no_colons() {

@@ -53,7 +53,7 @@ pub fn infer_trial(
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<(Manifest, CapturedStates)> {
-    let model = ws.load(&plan.inference)?;
+    let model = ws.load_reporting(&plan.inference, sink)?;
     let prompt_text = match prompt_text {
         Some(t) => t,
         None => render_prompt(&model, &plan.messages)?,
@@ -233,7 +233,7 @@ pub async fn verify_trial(
         );
         let (policy, chunk) = (settings.policy.clone(), settings.chunk);
         tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
-            let model = ws.load(&role)?;
+            let model = ws.load_reporting(&role, &sink)?;
             check_same_model(&manifest, &model)?;
             sink.emit(EngineEvent::VerifierStarted {
                 trial,

@@ -268,3 +268,11 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
         "{err}"
     );
 }
+
+#[test]
+fn warm_up_runs_prefill_and_decode_at_every_precision_kind() {
+    for precision in [Precision::Full, Precision::Native] {
+        let m = embedded(precision, DeviceProfile::CPU_F32);
+        m.model.warm_up().unwrap();
+    }
+}

@@ -3,7 +3,7 @@
 //! embeddings, l = residual stream entering decoder layer l, L = after the final norm), and that
 //! stops early when no later layer is needed.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 
 use super::config::{Arch, ModelConfig};
@@ -155,6 +155,29 @@ impl TappedModel {
             })
             .sum();
         layers + t(&self.embed_tokens) + t(&self.final_norm) + self.lm_head.bytes()
+    }
+
+    /// Runs a short prefill and one cached decode step through every layer and the lm_head, and
+    /// waits for the result. On a GPU the first use of each kernel in a fresh process loads it,
+    /// and on a fresh machine the driver also compiles its PTX (≈15 s for candle's kernels):
+    /// doing that here, announced, keeps it out of the first trial's timings and progress.
+    pub fn warm_up(&self) -> Result<()> {
+        let ids: Vec<u32> = (0..4u32)
+            .map(|id| id % self.config.vocab_size as u32)
+            .collect();
+        let mut cache = self.new_cache();
+        self.forward(&ids, &mut cache, &[], true)?;
+        let out = self.forward(&ids[..1], &mut cache, &[self.config.n_layers], true)?;
+        // Reading a value back waits for queued device work.
+        let logits = out
+            .logits
+            .context("warm-up: the forward pass gave no logits")?;
+        let sum = logits.sum_all()?.to_scalar::<f32>()?;
+        ensure!(
+            sum.is_finite(),
+            "warm-up: the logits are not finite ({sum})"
+        );
+        Ok(())
     }
 
     pub fn new_cache(&self) -> KvCache {

@@ -276,6 +276,7 @@ impl App {
         };
         match event {
             EngineEvent::Log { .. } => {}
+            EngineEvent::Preparing { key, message } => run.set_preparing(key, message),
             EngineEvent::TrialStarted {
                 trial,
                 prompt_category,

@@ -36,7 +36,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     ])
     .areas(area);
     render_header(frame, header, run);
-    render_token_gauge(frame, tokens, trial);
+    if run.preparing.is_empty() {
+        render_token_gauge(frame, tokens, trial);
+    } else {
+        render_preparing(frame, tokens, run);
+    }
     let [text, verifiers] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(middle);
     render_text(frame, text, app, trial);
@@ -108,6 +112,23 @@ pub fn verdict_word(verdict: crate::experiment::results::TrialVerdict) -> &'stat
         crate::experiment::results::TrialVerdict::Pass => "PASS",
         crate::experiment::results::TrialVerdict::Reject => "REJECT",
     }
+}
+
+/// The newest preparation (model load, GPU kernel warm-up) with its running time, so a long one
+/// is seen to be work and not a hang.
+fn render_preparing(frame: &mut Frame, area: Rect, run: &RunState) {
+    let Some(newest) = run.preparing.last() else {
+        return;
+    };
+    let mut text = format!(
+        "⧗ {} ({} s)",
+        newest.message,
+        newest.since.elapsed().as_secs()
+    );
+    if run.preparing.len() > 1 {
+        text.push_str(&format!(" (+{} more)", run.preparing.len() - 1));
+    }
+    frame.render_widget(Line::styled(text, Style::default().fg(Color::Yellow)), area);
 }
 
 fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) {

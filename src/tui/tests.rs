@@ -341,6 +341,53 @@ fn run_view_mid_run_streams_text_and_fills_part_of_the_heatmap() {
 }
 
 #[test]
+fn model_load_and_gpu_warm_up_are_shown_until_they_end() {
+    let preparing = |key: &str, message: Option<&str>| EngineEvent::Preparing {
+        key: key.into(),
+        message: message.map(String::from),
+    };
+    let mut app = app_with_run(vec![
+        preparing("load a", Some("loading tiny-llama (full, cuda:0:f16)…")),
+        preparing(
+            "load a",
+            Some("preparing GPU kernels on cuda:0 for tiny-llama"),
+        ),
+    ]);
+    let buffer = screen(&app, 120, 40);
+    assert_shows(
+        &buffer,
+        "⧗ preparing GPU kernels on cuda:0 for tiny-llama (0 s)",
+    );
+    assert!(
+        find_all(&buffer, "loading tiny-llama").is_empty(),
+        "replaced by its next stage"
+    );
+
+    // A second load at the same time: the newest is shown, with a count of the others.
+    app.handle_event(preparing(
+        "load b",
+        Some("loading tiny-llama (q4_0, cpu:f32)…"),
+    ));
+    assert_shows(
+        &screen(&app, 120, 40),
+        "loading tiny-llama (q4_0, cpu:f32)… (0 s) (+1 more)",
+    );
+
+    app.handle_event(preparing("load b", None));
+    app.handle_event(preparing("load a", None));
+    let buffer = screen(&app, 120, 40);
+    assert!(find_all(&buffer, "⧗").is_empty(), "{}", text_of(&buffer));
+    assert_shows(&buffer, "waiting for the first trial");
+
+    // A run that fails during a load leaves nothing pending on screen.
+    app.handle_event(preparing("load c", Some("loading other…")));
+    app.handle_event(EngineEvent::Failed {
+        message: "loading other: no such file".into(),
+    });
+    assert!(app.session_runs[0].preparing.is_empty());
+}
+
+#[test]
 fn finished_run_shows_verdicts_in_colour() {
     let mut events = synthetic_trial_events(0, 24, 24, 3, 4);
     events.push(EngineEvent::TrialDone {

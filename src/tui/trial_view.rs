@@ -273,6 +273,16 @@ pub struct RunState {
     pub elapsed_at_end: Option<Duration>,
     pub summary_path: Option<PathBuf>,
     pub cancel: Option<CancelToken>,
+    /// Work under way before progress can be shown (model loads, GPU kernel warm-up), oldest
+    /// first, each with when it began.
+    pub preparing: Vec<Preparation>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Preparation {
+    pub key: String,
+    pub message: String,
+    pub since: Instant,
 }
 
 impl RunState {
@@ -289,6 +299,7 @@ impl RunState {
             elapsed_at_end: None,
             summary_path: None,
             cancel: Some(cancel),
+            preparing: Vec::new(),
         }
     }
 
@@ -331,6 +342,7 @@ impl RunState {
             elapsed_at_end: None,
             summary_path: Some(summary_path),
             cancel: None,
+            preparing: Vec::new(),
         }
     }
 
@@ -365,8 +377,21 @@ impl RunState {
     }
 
     /// Stops the clock and marks unfinished trials as incomplete: what was computed stays shown.
+    /// Starts (`Some`) or ends (`None`) the preparation named `key`.
+    pub fn set_preparing(&mut self, key: String, message: Option<String>) {
+        self.preparing.retain(|p| p.key != key);
+        if let Some(message) = message {
+            self.preparing.push(Preparation {
+                key,
+                message,
+                since: Instant::now(),
+            });
+        }
+    }
+
     pub fn end(&mut self, status: RunStatus) {
         self.elapsed_at_end = self.elapsed();
+        self.preparing.clear();
         for trial in &mut self.trials {
             if matches!(trial.status, TrialStatus::Decoding | TrialStatus::Verifying) {
                 trial.status = TrialStatus::Incomplete;
