@@ -160,14 +160,14 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             bail!(
                 "attention heads {} are not a multiple of key/value heads {}",
                 self.n_heads,
                 self.n_kv_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!(
                 "head dimension {} is odd; rotary embeddings need an even one",
                 self.head_dim

@@ -76,7 +76,7 @@ pub fn load_model(
             let model = TappedModel::load(config, &mut builder, interleaved)?;
             Ok(LoadedModel {
                 name: name.to_string(),
-                weights_sha256: cached_sha256(&[path.clone()])?,
+                weights_sha256: cached_sha256(std::slice::from_ref(path))?,
                 profile,
                 model: Arc::new(model),
                 tokenizer: Arc::new(tokenizer),
