@@ -21,31 +21,41 @@
 #                also leave the unpacked tree in $OUT/tree (the device tool returns at most
 #                8 files, so by default only those three files are left in $OUT).
 #   WORK         scratch folder (default /tmp/verillm-gpu).
-#   DTYPES       GPU dtypes to try (default "f16 bf16").
-#   EXPERIMENTS  experiments to run per dtype (default "exp1 exp2 exp3 exp5").
+#   PLAN         the steps, most important first, as "WHAT:DTYPE" words, WHAT being an experiment
+#                or `bench` (default: "exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16
+#                bench:f16 exp3:bf16 exp5:bf16 bench:bf16": what the GPU issue asks for first,
+#                the rest if time is left).
 #   TRIALS       --trials for each run (default 3); MAX_TOKENS: --max-tokens if set.
+#   RATIO_AT     bench's --ratio-at (default 128,512,2048).
 #   STEP_TIMEOUT seconds allowed per step (default 240).
+#   DEADLINE_S   seconds from the start after which no step starts and running ones are cut
+#                short, so results are packed before the device call's own limit (default 540).
 #   CUDA_LIB_DIRS extra folders (colon-separated) searched first for the CUDA libraries.
-#   BENCH=0      skip bench.
+#   BENCH=0      skip bench steps.
 #   PROFILE_TEMPLATE  the forced profile, {dtype} replaced by each dtype (default cuda:0:{dtype}).
 #   CHECK_LIBS=0 skip the CUDA library search (for a rehearsal with a CPU build).
 #   DRY_RUN=1    write the config folders and list the steps without running them.
-# Rehearsal on a machine with no GPU (CPU build, configs forced to cpu:bf16, short runs):
-#   CHECK_LIBS=0 PROFILE_TEMPLATE='cpu:{dtype}' DTYPES=bf16 EXPERIMENTS='exp1 exp2' TRIALS=1 \
-#     MAX_TOKENS=8 BENCH=0 OUT=/tmp/rehearsal scripts/gpu-device-run.sh target/release/verillm-tui MODEL
+# Rehearsal on a machine with no GPU (configs forced to cpu:bf16, short runs); with the cuda
+# build, put .build/cuda/stubs and .build/cuda/nvidia/cu13/lib on LD_LIBRARY_PATH first (the
+# stubs answer every call with "no device", so only the CPU is used):
+#   CHECK_LIBS=0 PROFILE_TEMPLATE='cpu:{dtype}' PLAN='exp1:bf16 exp2:bf16 bench:bf16' TRIALS=1 \
+#     MAX_TOKENS=8 RATIO_AT=16 OUT=/tmp/rehearsal scripts/gpu-device-run.sh BIN MODEL
+# scripts/gpu-carry.sh packs the binary and the model for the device tool and runs this script
+# there (see the README's GPU section).
 #
-# The binary links libcuda.so.1, libcudart.so.13, libnvrtc.so.13, libcurand.so.10,
-# libcublas.so.13 and libcublasLt.so.13 by SONAME. libcuda comes with the driver; the others
-# come with a CUDA 13 toolkit or with the nvidia-* pip wheels (e.g. PyTorch's cu130 build:
-# site-packages/nvidia/cu13/lib). This script finds them (LD_LIBRARY_PATH, ldconfig, the usual
-# toolkit folders, then `find /`) and puts their folders on LD_LIBRARY_PATH; `ldd` output is
-# saved, and a missing library stops the run before anything else.
+# The binary links libcuda.so.1, libcudart.so.13, libcurand.so.10 and libcublas.so.13 by SONAME
+# (libcublas in turn needs libcublasLt.so.13). libcuda comes with the driver; the others come
+# with a CUDA 13 toolkit or with the nvidia-* pip wheels (e.g. PyTorch's cu130 build:
+# site-packages/nvidia/cu13/lib). This script asks `ldd` which libraries are not found, looks for
+# each (CUDA_LIB_DIRS, LD_LIBRARY_PATH, the usual toolkit folders, ldconfig, then `find /`),
+# puts their folders on LD_LIBRARY_PATH and asks again until none is missing; `ldd` output is
+# saved, and a library still missing stops the run before anything else.
 #
-# Steps: devices; for each dtype D in DTYPES: doctor with the generated config, then run each experiment with the inferencer
-# (and every verifier that has a gpu_device in configs/experiments.yaml) forced to cuda:0:D; the
-# cross-device verifiers of exp2/exp4 stay on the CPU (f32), so exp2 is cuda D inference -> cpu
-# f32 verification; then bench (with --device cuda:0:D per dtype when this build's bench has
-# --device). Steps go on after a failure; the script exits non-zero if any step failed.
+# Steps: devices; per dtype D, before its first step, doctor with a generated config in which
+# the inferencer (and every verifier that has a gpu_device in configs/experiments.yaml) is forced
+# to cuda:0:D; the cross-device verifiers of exp2/exp4 stay on the CPU (f32), so exp2 is cuda D
+# inference -> cpu f32 verification; then the PLAN's steps in order (bench --device cuda:0:D).
+# Steps go on after a failure; the script exits non-zero if any step failed or was skipped.
 set -uo pipefail
 
 die() { echo "gpu-device-run: $*" >&2; [ -n "${SUMMARY:-}" ] && echo "stopped: $*" >>"$SUMMARY"; exit 2; }
@@ -58,9 +68,11 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 OUT=${OUT:-./gpu-results}
 WORK=${WORK:-/tmp/verillm-gpu}
-DTYPES=${DTYPES:-f16 bf16}
-EXPERIMENTS=${EXPERIMENTS:-exp1 exp2 exp3 exp5}
+PLAN=${PLAN:-exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16 bench:f16 exp3:bf16 exp5:bf16 bench:bf16}
 TRIALS=${TRIALS:-3}
+RATIO_AT=${RATIO_AT:-128,512,2048}
+DEADLINE_S=${DEADLINE_S:-540}
+STARTED_AT=$(date +%s)
 MAX_TOKENS=${MAX_TOKENS:-}
 STEP_TIMEOUT=${STEP_TIMEOUT:-240}
 DRY_RUN=${DRY_RUN:-0}
@@ -116,7 +128,6 @@ actual=$(sha256sum "$GGUF" | cut -d' ' -f1)
 note "model ok: $GGUF"
 
 # ---- the CUDA libraries ----------------------------------------------------------------------
-NEEDED_LIBS="libcuda.so.1 libcudart.so.13 libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13"
 lib_dirs=()
 add_dir() { local d; for d in "${lib_dirs[@]}"; do [ "$d" = "$1" ] && return; done; lib_dirs+=("$1"); }
 find_lib() { # name -> folder on stdout
@@ -134,19 +145,31 @@ find_lib() { # name -> folder on stdout
     d=$(find / \( -path /proc -o -path /sys \) -prune -o -name "$name" -print 2>/dev/null | grep -v '/stubs/' | head -1)
     [ -n "$d" ] && dirname "$d"
 }
+not_found() { ldd "$BIN" 2>/dev/null | awk '/not found/ { print $1 }' | sort -u; }
 missing=""
 if [ "$DRY_RUN" != 1 ] && [ "$CHECK_LIBS" = 1 ]; then
-    for name in $NEEDED_LIBS; do
-        dir=$(find_lib "$name")
-        if [ -z "$dir" ]; then missing="$missing $name"; else echo "found $name in $dir"; add_dir "$dir"; fi
+    # A library found can need others (libcublas needs libcublasLt): ask ldd again each round.
+    for round in 1 2 3 4; do
+        missing=$(not_found)
+        [ -z "$missing" ] && break
+        progress=0
+        for name in $missing; do
+            dir=$(find_lib "$name")
+            [ -n "$dir" ] || continue
+            echo "found $name in $dir"
+            add_dir "$dir"
+            progress=1
+        done
+        LD_LIBRARY_PATH=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        export LD_LIBRARY_PATH
+        [ "$progress" = 1 ] || break
     done
-    LD_LIBRARY_PATH=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export LD_LIBRARY_PATH
-    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    missing=$(not_found | tr '\n' ' ')
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     ldd "$BIN" >"$TREE/ldd.txt" 2>&1
     cat "$TREE/ldd.txt"
     (nvidia-smi >"$TREE/nvidia-smi.txt" 2>&1) || true
-    [ -z "$missing" ] || echo "MISSING CUDA LIBRARIES:$missing"
+    [ -z "$missing" ] || echo "MISSING CUDA LIBRARIES: $missing"
 fi
 
 # ---- config folders: every experiment forced onto one GPU profile ----------------------------
@@ -174,15 +197,25 @@ PY
 }
 
 failures=0
+seconds_left() { echo $((DEADLINE_S - ($(date +%s) - STARTED_AT))); }
 step() { # name, command...
     local name=$1; shift
     local dir=$TREE/steps
     mkdir -p "$dir"
     note "$name: $*"
     if [ "$DRY_RUN" = 1 ]; then echo "DRY $name: $*" >>"$SUMMARY"; return 0; fi
+    # Leave the last 20 s for packing the results.
+    local left limit=$STEP_TIMEOUT
+    left=$(($(seconds_left) - 20))
+    if [ "$left" -lt 15 ]; then
+        printf '%-24s skipped: out of time (DEADLINE_S=%s)\n' "$name" "$DEADLINE_S" | tee -a "$SUMMARY"
+        failures=$((failures + 1))
+        return 1
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
     local start end rc
     start=$(date +%s.%N)
-    timeout "$STEP_TIMEOUT" "$@" >"$dir/$name.out" 2>"$dir/$name.err"
+    timeout "$limit" "$@" >"$dir/$name.out" 2>"$dir/$name.err"
     rc=$?
     end=$(date +%s.%N)
     tail -n 20 "$dir/$name.out"; tail -n 20 "$dir/$name.err"
@@ -196,33 +229,42 @@ G=(--model-dir "$MODEL_DIR" --data-dir "$TREE/data")
 run_extra=(--trials "$TRIALS" --json)
 [ -n "$MAX_TOKENS" ] && run_extra+=(--max-tokens "$MAX_TOKENS")
 
+# One generated config folder per dtype, checked by doctor before the dtype's first step.
+prepared=" "
+prepare_dtype() { # dtype -> 0 when its config folder is ready
+    local dtype=$1 cfg=$TREE/config-$1
+    case $prepared in *" $dtype:ok "*) return 0 ;; *" $dtype:bad "*) return 1 ;; esac
+    mkdir -p "$cfg"
+    if ! write_config "$dtype" "${PROFILE_TEMPLATE//\{dtype\}/$dtype}" "$cfg"; then
+        echo "config-$dtype: could not write (python3 with PyYAML needed)" | tee -a "$SUMMARY"
+        failures=$((failures + 1))
+        prepared="$prepared$dtype:bad "
+        return 1
+    fi
+    # Checks the build, the devices, the model and the generated config together.
+    step "doctor-$dtype" "$BIN" "${G[@]}" --config-dir "$cfg" doctor
+    prepared="$prepared$dtype:ok "
+}
+
 if [ -n "$missing" ]; then
-    echo "missing CUDA libraries:$missing" | tee -a "$SUMMARY"
+    echo "missing CUDA libraries: $missing" | tee -a "$SUMMARY"
     failures=1
 else
     step devices "$BIN" "${G[@]}" devices
-    for dtype in $DTYPES; do
+    for item in $PLAN; do
+        what=${item%%:*}
+        dtype=${item#*:}
+        [ "$what" != "$item" ] && [ -n "$dtype" ] || { echo "PLAN item $item: expected WHAT:DTYPE" | tee -a "$SUMMARY"; failures=$((failures + 1)); continue; }
         profile=${PROFILE_TEMPLATE//\{dtype\}/$dtype}
-        cfg=$TREE/config-$dtype
-        mkdir -p "$cfg"
-        if ! write_config "$dtype" "$profile" "$cfg"; then
-            echo "config-$dtype: could not write (python3 with PyYAML needed)" | tee -a "$SUMMARY"
-            failures=$((failures + 1))
+        if [ "$what" = bench ]; then
+            [ "$BENCH" = 1 ] || continue
+            step "bench-$dtype" "$BIN" "${G[@]}" bench --json --device "$profile" --ratio-at "$RATIO_AT"
             continue
         fi
-        # Checks the build, the devices, the model and the generated config together.
-        step "doctor-$dtype" "$BIN" "${G[@]}" --config-dir "$cfg" doctor
-        for exp in $EXPERIMENTS; do
-            step "$exp-$dtype" "$BIN" "${G[@]}" --config-dir "$cfg" run "$exp" "${run_extra[@]}" \
-                --out "$TREE/data/$exp-$dtype"
-        done
-        if [ "$BENCH" = 1 ] && "$BIN" bench --help 2>/dev/null | grep -q -- '--device'; then
-            step "bench-$dtype" "$BIN" "${G[@]}" bench --json --device "$profile"
-        fi
+        prepare_dtype "$dtype" || continue
+        step "$what-$dtype" "$BIN" "${G[@]}" --config-dir "$TREE/config-$dtype" run "$what" "${run_extra[@]}" \
+            --out "$TREE/data/$what-$dtype"
     done
-    if [ "$BENCH" = 1 ] && ! "$BIN" bench --help 2>/dev/null | grep -q -- '--device'; then
-        step bench "$BIN" "${G[@]}" bench --json
-    fi
 fi
 
 # ---- pack --------------------------------------------------------------------------------------

@@ -97,6 +97,9 @@ pub struct OptimizeArgs {
     pub trials: usize,
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Device profile for every role that has a gpu_device (see `run --gpu`).
+    #[arg(long, value_parser = parse_device)]
+    pub gpu: Option<DeviceProfile>,
     #[arg(long)]
     pub json: bool,
 }
@@ -195,6 +198,11 @@ pub struct RunArgs {
     pub min_tokens: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Device profile for every role that has a gpu_device in the experiment, instead of that
+    /// gpu_device (e.g. cuda:0:bf16); roles without one keep their device. Also applies
+    /// without a GPU (e.g. cpu:bf16 to rehearse a GPU setup).
+    #[arg(long, value_parser = parse_device)]
+    pub gpu: Option<DeviceProfile>,
     /// Trials run in parallel (never two on one GPU at once).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -565,6 +573,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             max_new_tokens: args.max_tokens,
             min_new_tokens: args.min_tokens,
             seed: args.seed,
+            gpu_profile: args.gpu,
             jobs: args.jobs,
             out: args.out.as_ref().map(|o| {
                 if args.experiment == "all" {
@@ -650,6 +659,7 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
         names,
         args.trials,
         args.max_tokens,
+        args.gpu,
         sink,
         CancelToken::new(),
     )

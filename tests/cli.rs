@@ -519,3 +519,46 @@ fn tokenize_prints_the_reference_ids() {
     let ids: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids, case["ids"]);
 }
+
+#[test]
+fn gpu_flag_moves_the_gpu_roles_and_leaves_cross_device_verifiers() {
+    // `--gpu` is how a GPU run picks its dtype; with a CPU profile it rehearses the same layout.
+    let data = tempfile::tempdir().unwrap();
+    for (experiment, profile, verifier_dtype) in
+        [("exp1", "cpu:bf16", "bf16"), ("exp2", "cpu:f16", "f32")]
+    {
+        let out = run_ok(
+            &[
+                "run",
+                experiment,
+                "--gpu",
+                profile,
+                "--trials",
+                "1",
+                "--max-tokens",
+                "8",
+                "--json",
+            ],
+            data.path(),
+        );
+        let summary = json(&out);
+        let role = |r: &Value| {
+            format!(
+                "{}:{}",
+                r["device"].as_str().unwrap(),
+                r["dtype"].as_str().unwrap()
+            )
+        };
+        assert_eq!(role(&summary["inference"]), profile, "{summary}");
+        for v in summary["verifiers"].as_array().unwrap() {
+            assert_eq!(
+                role(v),
+                format!("cpu:{verifier_dtype}"),
+                "{experiment}: {summary}"
+            );
+        }
+        assert_eq!(summary["aggregate"]["expectation_rate"], 1.0, "{summary}");
+    }
+    let error = run_err(&["run", "exp1", "--gpu", "cuda:x"], data.path());
+    assert!(error.contains("cuda:x"), "{error}");
+}

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use super::results::{TrialResult, TrialVerdict};
 use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
 use crate::engine::events::{CancelToken, EventSink};
+use crate::model::device::DeviceProfile;
 use crate::stats::metrics::{dtype_from_name, CheckMetrics, CompareDtype};
 use crate::stats::optimize::{build_report_for_tier, OptimizationReport};
 
@@ -52,6 +53,7 @@ pub async fn optimize(
     experiments: Vec<String>,
     trials: usize,
     max_new_tokens: Option<usize>,
+    gpu_profile: Option<DeviceProfile>,
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<OptimizeOutcome> {
@@ -61,6 +63,7 @@ pub async fn optimize(
             experiment: name.clone(),
             trials: Some(trials),
             max_new_tokens,
+            gpu_profile,
             jobs: 1,
             ..Default::default()
         };

@@ -12,13 +12,13 @@ use tokio::task::JoinSet;
 
 use super::bundle::{read_bundle, write_bundle};
 pub use super::config::Role;
-use super::config::{ChatRole, ConfigSet, ExperimentSpec, Prompt, WeightsLocation};
+use super::config::{ChatRole, ConfigSet, ExperimentSpec, GpuUse, Prompt, WeightsLocation};
 use super::results::*;
 pub use super::trial::{infer_trial, render_prompt, verify_trial, VerifySettings};
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::DEFAULT_CHUNK;
-use crate::model::device::DeviceKind;
+use crate::model::device::{DeviceKind, DeviceProfile};
 use crate::model::source::{parse_model_arg, ModelSource};
 use crate::model::{load_model, LoadedModel};
 use crate::stats::policy::PolicyConfig;
@@ -158,6 +158,8 @@ pub struct RunRequest {
     pub from: Option<PathBuf>,
     pub inference_role: Option<Role>,
     pub verifier_roles: Option<Vec<Role>>,
+    /// The profile every role with a `gpu_device` runs on instead (`run --gpu`).
+    pub gpu_profile: Option<DeviceProfile>,
     pub chunk: Option<usize>,
 }
 
@@ -186,29 +188,18 @@ pub fn gpu_available() -> bool {
 
 /// The roles an experiment runs with on this machine, after overrides.
 pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, Vec<Role>)> {
-    let gpu = gpu_available();
+    let gpu = match req.gpu_profile {
+        Some(profile) => GpuUse::Forced(profile),
+        None if gpu_available() => GpuUse::Configured,
+        None => GpuUse::None,
+    };
     let inference = match &req.inference_role {
         Some(r) => r.clone(),
-        None => {
-            let r = spec.inference_role(gpu);
-            Role {
-                model: r.model,
-                precision: r.precision,
-                device: r.device,
-            }
-        }
+        None => spec.inference_role(gpu),
     };
     let mut verifiers = match &req.verifier_roles {
         Some(v) => v.clone(),
-        None => spec
-            .verifier_roles(gpu)
-            .into_iter()
-            .map(|r| Role {
-                model: r.model,
-                precision: r.precision,
-                device: r.device,
-            })
-            .collect(),
+        None => spec.verifier_roles(gpu),
     };
     if let Some(n) = req.verifiers {
         ensure!(n > 0, "--verifiers must be at least 1");

@@ -160,7 +160,10 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+        if self.n_heads == 0
+            || self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
             bail!(
                 "attention heads {} are not a multiple of key/value heads {}",
                 self.n_heads,

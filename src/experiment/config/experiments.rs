@@ -277,13 +277,9 @@ impl ExperimentSpec {
         Some(verifier.model.as_deref().unwrap_or(&self.inference.model))
     }
 
-    /// The inferencer's role; `gpu_available` picks `gpu_device` where one is given.
-    pub fn inference_role(&self, gpu_available: bool) -> Role {
-        let device = pick_device(
-            self.inference.device,
-            self.inference.gpu_device,
-            gpu_available,
-        );
+    /// The inferencer's role, its device chosen by `gpu`.
+    pub fn inference_role(&self, gpu: GpuUse) -> Role {
+        let device = pick_device(self.inference.device, self.inference.gpu_device, gpu);
         Role {
             model: self.inference.model.clone(),
             precision: self.inference.precision,
@@ -292,7 +288,7 @@ impl ExperimentSpec {
     }
 
     /// Every verifier's role with the model default filled in.
-    pub fn verifier_roles(&self, gpu_available: bool) -> Vec<Role> {
+    pub fn verifier_roles(&self, gpu: GpuUse) -> Vec<Role> {
         self.verifiers
             .iter()
             .map(|v| Role {
@@ -301,7 +297,7 @@ impl ExperimentSpec {
                     .clone()
                     .unwrap_or_else(|| self.inference.model.clone()),
                 precision: v.precision,
-                device: pick_device(v.device, v.gpu_device, gpu_available),
+                device: pick_device(v.device, v.gpu_device, gpu),
             })
             .collect()
     }
@@ -330,13 +326,25 @@ impl ExperimentSpec {
     }
 }
 
+/// Which device a role with a `gpu_device` runs on. Roles without one always use `device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuUse {
+    /// No GPU: every role uses its `device`.
+    None,
+    /// A GPU is available: roles use their `gpu_device`.
+    Configured,
+    /// Roles with a `gpu_device` use this profile instead (e.g. `run --gpu cuda:0:bf16`).
+    Forced(DeviceProfile),
+}
+
 fn pick_device(
     device: DeviceProfile,
     gpu_device: Option<DeviceProfile>,
-    gpu_available: bool,
+    gpu: GpuUse,
 ) -> DeviceProfile {
-    match gpu_device {
-        Some(gpu) if gpu_available => gpu,
+    match (gpu_device, gpu) {
+        (Some(_), GpuUse::Forced(profile)) => profile,
+        (Some(configured), GpuUse::Configured) => configured,
         _ => device,
     }
 }

@@ -20,8 +20,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use experiments::{
-    ExperimentSpec, ExperimentsFile, InferenceConfig, LayerSelection, PromptSelection, Role,
-    VerifierConfig,
+    ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection, PromptSelection,
+    Role, VerifierConfig,
 };
 pub use locate::{locate_key, KeyPath, PathSegment};
 pub use models::{GgufRef, ModelArch, ModelEntry, ModelRegistry, ModelSource, WeightsLocation};

@@ -34,20 +34,35 @@ fn builtin_configs_load_and_define_the_five_experiments() {
     assert_eq!(exp3.inference.precision.to_string(), "q4_0");
     let exp5 = config.experiments.get("exp5").unwrap();
     assert!(exp5
-        .verifier_roles(false)
+        .verifier_roles(GpuUse::None)
         .iter()
         .all(|r| r.precision.to_string() == "q4_0"));
     // exp2 crosses precisions on a CPU-only machine: bf16 inference, f32 verifiers.
     let exp2 = config.experiments.get("exp2").unwrap();
     assert_eq!(
-        exp2.inference_role(false).device,
+        exp2.inference_role(GpuUse::None).device,
         DeviceProfile::parse("cpu:bf16").unwrap()
     );
-    assert_eq!(exp2.verifier_roles(false)[0].device, DeviceProfile::CPU_F32);
     assert_eq!(
-        exp2.inference_role(true).device,
+        exp2.verifier_roles(GpuUse::None)[0].device,
+        DeviceProfile::CPU_F32
+    );
+    assert_eq!(
+        exp2.inference_role(GpuUse::Configured).device,
         DeviceProfile::parse("cuda:0").unwrap()
     );
+    // A forced GPU profile replaces every gpu_device; roles without one keep their device.
+    let bf16 = DeviceProfile::parse("cuda:0:bf16").unwrap();
+    assert_eq!(exp2.inference_role(GpuUse::Forced(bf16)).device, bf16);
+    assert!(exp2
+        .verifier_roles(GpuUse::Forced(bf16))
+        .iter()
+        .all(|r| r.device == DeviceProfile::CPU_F32));
+    let exp1 = config.experiments.get("exp1").unwrap();
+    assert!(exp1
+        .verifier_roles(GpuUse::Forced(bf16))
+        .iter()
+        .all(|r| r.device == bf16));
     assert_eq!(config.dir, None);
 }
 
