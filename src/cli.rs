@@ -71,6 +71,8 @@ pub enum Command {
     Optimize(OptimizeArgs),
     /// Draw PNG figures from result, summary or optimization JSON files.
     Plot(PlotArgs),
+    /// One table row per run (accept rate, verdicts, drift, speed) from run summaries.
+    Report(ReportArgs),
     /// Check that this build, machine, model cache and configuration are ready.
     Doctor,
 }
@@ -100,6 +102,16 @@ pub struct OptimizeArgs {
     /// Device profile for every role that has a gpu_device (see `run --gpu`).
     #[arg(long, value_parser = parse_device)]
     pub gpu: Option<DeviceProfile>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// summary.json files, or folders searched for them (e.g. a data folder).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print the rows as JSON instead of a Markdown table.
     #[arg(long)]
     pub json: bool,
 }
@@ -376,6 +388,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_else(|| data_dir(global.data_dir.as_deref()).join("plots"));
             for p in crate::plot::plot_files(&args.files, &out)? {
                 println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Report(args)) => {
+            use crate::experiment::report;
+            let rows = report::find_summaries(&args.paths)?
+                .iter()
+                .map(|path| report::load_row(path))
+                .collect::<Result<Vec<_>>>()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", report::format_markdown(&rows));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -562,3 +562,56 @@ fn gpu_flag_moves_the_gpu_roles_and_leaves_cross_device_verifiers() {
     let error = run_err(&["run", "exp1", "--gpu", "cuda:x"], data.path());
     assert!(error.contains("cuda:x"), "{error}");
 }
+
+#[test]
+fn report_tabulates_each_run_from_its_files() {
+    let data = tempfile::tempdir().unwrap();
+    for experiment in ["exp1", "exp3"] {
+        run_ok(
+            &["run", experiment, "--trials", "2", "--max-tokens", "8"],
+            data.path(),
+        );
+    }
+    let out = run_ok(
+        &["report", data.path().to_str().unwrap(), "--json"],
+        data.path(),
+    );
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in rows {
+        let name = row["experiment"].as_str().unwrap();
+        // The worst relative L2 over every check, read back from the trial files.
+        let trials = trial_files(only_run_dir(data.path(), name).as_path());
+        let worst = trials
+            .iter()
+            .flat_map(|t| t["verifiers"].as_array().unwrap().clone())
+            .flat_map(|v| v["statistics"]["checks"].as_array().unwrap().clone())
+            .map(|c| c["rel_l2"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert_eq!(row["rel_l2_max"].as_f64().unwrap(), worst, "{name}");
+        assert_eq!(row["trials"], 2);
+        match name {
+            "exp1" => assert_eq!(
+                (row["passed"].as_u64(), row["accept_rate"].as_f64()),
+                (Some(2), Some(1.0))
+            ),
+            _ => assert_eq!(row["rejected"], 2, "{row}"),
+        }
+    }
+    let table =
+        String::from_utf8(run_ok(&["report", data.path().to_str().unwrap()], data.path()).stdout)
+            .unwrap();
+    assert!(
+        table.contains(
+            "| exp1 | same profile: cpu f32 full -> cpu f32 full | 2 | 1.000 | PASS 2/2 (PASS ✓) |"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("REJECT 2/2 (REJECT ✓)"), "{table}");
+    let error = run_err(
+        &["report", data.path().join("nowhere").to_str().unwrap()],
+        data.path(),
+    );
+    assert!(error.contains("nowhere"), "{error}");
+}

@@ -1,0 +1,237 @@
+//! `verillm-tui report`: one row per run, computed from its summary and trial files — accept
+//! rate, verdicts against the expectation, the distribution of the relative L2 error over every
+//! check, decode speed and verification overhead. It turns a results folder (say, one brought
+//! back from a GPU machine) into the table a write-up needs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::results::{RunSummary, TrialResult, TrialVerdict};
+use crate::plot::input::{load_input, PlotInput};
+use crate::stats::aggregate::{percentile_of_sorted, sorted_worst_last};
+
+/// Folders below a given one are searched this deep for `summary.json` files.
+const MAX_SEARCH_DEPTH: usize = 8;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunRow {
+    pub path: PathBuf,
+    pub experiment: String,
+    pub pairing: String,
+    pub trials: usize,
+    pub expected: TrialVerdict,
+    pub passed: usize,
+    pub rejected: usize,
+    /// Mean over trials of the verifiers' mean accept rate.
+    pub accept_rate: f64,
+    pub checks: usize,
+    /// Relative L2 error over every check of every verifier: median, 99th percentile, maximum.
+    pub rel_l2_p50: f64,
+    pub rel_l2_p99: f64,
+    pub rel_l2_max: f64,
+    /// Mean exponent-mismatch rate over every check.
+    pub pe_mean: f64,
+    /// Mean decode speed of the inferencer, tokens per second.
+    pub decode_tokens_per_s: f64,
+    pub avg_overhead_percentage: f64,
+    pub complete: bool,
+}
+
+/// The summary files named, and those found below the folders named (in name order).
+pub fn find_summaries(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    anyhow::ensure!(!paths.is_empty(), "no result files or folders given");
+    let mut found = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot be read", path.display()))?;
+        if meta.is_dir() {
+            let before = found.len();
+            search(path, 0, &mut found)?;
+            if found.len() == before {
+                bail!("{}: no summary.json below this folder", path.display());
+            }
+        } else {
+            found.push(path.clone());
+        }
+    }
+    Ok(found)
+}
+
+fn search(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        // Links are not followed: a results folder from elsewhere must not lead out of itself.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() && depth < MAX_SEARCH_DEPTH {
+            search(&path, depth + 1, found)?;
+        } else if kind.is_file() && entry.file_name() == "summary.json" {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one run summary with its trials and computes its row.
+pub fn load_row(path: &Path) -> Result<RunRow> {
+    match load_input(path)? {
+        PlotInput::Summary {
+            summary, trials, ..
+        } => {
+            let trials: Vec<TrialResult> = trials.into_iter().map(|(_, t)| t).collect();
+            Ok(run_row(path, &summary, &trials))
+        }
+        _ => bail!("{}: not a run summary (summary.json)", path.display()),
+    }
+}
+
+pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> RunRow {
+    let checks: Vec<_> = trials
+        .iter()
+        .flat_map(|t| &t.verifiers)
+        .flat_map(|v| &v.statistics.checks)
+        .collect();
+    let rel_l2 = sorted_worst_last(&checks.iter().map(|c| c.metrics.rel_l2).collect::<Vec<_>>());
+    let mean = |values: &mut dyn Iterator<Item = f64>| {
+        let (sum, count) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        }
+    };
+    let verdicts = |verdict| {
+        trials
+            .iter()
+            .filter(|t| t.summary.final_verdict == verdict)
+            .count()
+    };
+    RunRow {
+        path: path.to_path_buf(),
+        experiment: summary.experiment.clone(),
+        pairing: summary.pairing.clone(),
+        trials: trials.len(),
+        expected: summary.expected_verdict,
+        passed: verdicts(TrialVerdict::Pass),
+        rejected: verdicts(TrialVerdict::Reject),
+        accept_rate: mean(&mut trials.iter().map(|t| t.summary.avg_accept_rate)),
+        checks: checks.len(),
+        rel_l2_p50: percentile_of_sorted(&rel_l2, 50.0),
+        rel_l2_p99: percentile_of_sorted(&rel_l2, 99.0),
+        rel_l2_max: rel_l2.last().copied().unwrap_or(f64::NAN),
+        pe_mean: mean(&mut checks.iter().map(|c| c.metrics.pe)),
+        decode_tokens_per_s: mean(&mut trials.iter().map(|t| t.inference.tokens_per_s)),
+        avg_overhead_percentage: summary.aggregate.avg_overhead_percentage,
+        complete: summary.complete && trials.iter().all(|t| t.complete),
+    }
+}
+
+fn verdict_word(verdict: TrialVerdict) -> &'static str {
+    match verdict {
+        TrialVerdict::Pass => "PASS",
+        TrialVerdict::Reject => "REJECT",
+    }
+}
+
+/// The rows as a Markdown table.
+pub fn format_markdown(rows: &[RunRow]) -> String {
+    let mut out = String::from(
+        "| exp | pairing | trials | accept rate | verdicts (expected) | rel L2 p50 / p99 / max | Pe mean | decode tok/s | overhead |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let held = match r.expected {
+            TrialVerdict::Pass => r.passed,
+            TrialVerdict::Reject => r.rejected,
+        };
+        let verdicts = if r.passed > 0 && r.rejected > 0 {
+            format!("PASS {} · REJECT {}", r.passed, r.rejected)
+        } else if r.rejected > 0 {
+            format!("REJECT {}/{}", r.rejected, r.trials)
+        } else {
+            format!("PASS {}/{}", r.passed, r.trials)
+        };
+        let mark = if held == r.trials { "✓" } else { "✗" };
+        let incomplete = if r.complete { "" } else { " (incomplete)" };
+        out.push_str(&format!(
+            "| {}{incomplete} | {} | {} | {:.3} | {verdicts} ({} {mark}) | {} / {} / {} | {:.4} | {:.1} | {:.1} % |\n",
+            r.experiment,
+            r.pairing,
+            r.trials,
+            r.accept_rate,
+            verdict_word(r.expected),
+            sci(r.rel_l2_p50),
+            sci(r.rel_l2_p99),
+            sci(r.rel_l2_max),
+            r.pe_mean,
+            r.decode_tokens_per_s,
+            r.avg_overhead_percentage,
+        ));
+    }
+    out
+}
+
+/// Two significant digits in scientific notation (`2.9e-6`), the way drift is usually quoted.
+pub fn sci(value: f64) -> String {
+    if value == 0.0 {
+        "0".into()
+    } else if value.is_finite() {
+        format!("{value:.1e}")
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_searched_for_summaries_without_following_links() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("exp1").join("run-1");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("summary.json"), "{}").unwrap();
+        std::fs::write(run.join("trial_000.json"), "{}").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("summary.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("elsewhere")).unwrap();
+
+        let found = find_summaries(&[root.path().to_path_buf()]).unwrap();
+        assert_eq!(found, vec![run.join("summary.json")]);
+
+        let empty = tempfile::tempdir().unwrap();
+        let error = find_summaries(&[empty.path().to_path_buf()]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no summary.json"),
+            "{error:#}"
+        );
+        let error = find_summaries(&[root.path().join("missing")]).unwrap_err();
+        assert!(format!("{error:#}").contains("missing"), "{error:#}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_summary_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        std::fs::write(&path, r#"{"hello": 1}"#).unwrap();
+        let error = load_row(&path).unwrap_err();
+        assert!(format!("{error:#}").contains("summary.json"), "{error:#}");
+    }
+
+    #[test]
+    fn drift_is_quoted_with_two_significant_digits() {
+        assert_eq!(sci(2.94e-6), "2.9e-6");
+        assert_eq!(sci(0.0), "0");
+        assert_eq!(sci(0.2049), "2.0e-1");
+        assert_eq!(sci(f64::NAN), "NaN");
+    }
+}
