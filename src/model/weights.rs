@@ -110,16 +110,24 @@ enum LinearWeight {
 }
 
 impl Linear {
-    /// `x` is [tokens, in]; returns [tokens, out].
+    /// `x` is [tokens, in]; returns [tokens, out] in `x`'s dtype. The product runs in the
+    /// weight's dtype (f32 for quantized kernels): a GGUF can mix quantized and float tensors,
+    /// so one layer's linears may want different input dtypes.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
-            LinearWeight::Quantized(q) => q.forward(x)?,
+        let wanted = match &self.weight {
+            LinearWeight::Dense(w) => w.dtype(),
+            LinearWeight::Quantized(_) => DType::F32,
         };
-        Ok(match &self.bias {
+        let input = x.to_dtype(wanted)?;
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => input.matmul(&w.t()?)?,
+            LinearWeight::Quantized(q) => q.forward(&input)?,
+        };
+        let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
-        })
+        };
+        Ok(y.to_dtype(x.dtype())?)
     }
 
     pub fn bytes(&self) -> usize {
