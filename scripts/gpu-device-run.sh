@@ -15,11 +15,12 @@
 #
 # Environment (all optional):
 #   OUT          where results go (default ./gpu-results). Written there: summary.txt (one line
-#                per step with its exit status and time), run.log (everything printed) and
+#                per step with its exit status and time), report.md (`verillm-tui report` of
+#                every run), run.log (everything printed) and
 #                results.tar.gz (the whole tree: each step's stdout/stderr, run summaries and
 #                trial JSON, bench JSON, ldd and nvidia-smi output). Set KEEP_TREE=1 to
 #                also leave the unpacked tree in $OUT/tree (the device tool returns at most
-#                8 files, so by default only those three files are left in $OUT).
+#                8 files, so by default only those four files are left in $OUT).
 #   WORK         scratch folder (default /tmp/verillm-gpu).
 #   PLAN         the steps, most important first, as "WHAT:DTYPE" words, WHAT being an experiment
 #                or `bench` (default: "exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16
@@ -35,6 +36,8 @@
 #   PROFILE_TEMPLATE  the forced profile, {dtype} replaced by each dtype (default cuda:0:{dtype}).
 #   CHECK_LIBS=0 skip the CUDA library search (for a rehearsal with a CPU build).
 #   DRY_RUN=1    list the steps without running them.
+#   PREFLIGHT=1  only unpack the binary, find the CUDA libraries and list the devices (MODEL is
+#                not read; give `-`): a cheap first device call that fails early if CUDA does.
 # Rehearsal on a machine with no GPU (GPU roles on cpu:bf16, short runs); with the cuda
 # build, put .build/cuda/stubs and .build/cuda/nvidia/cu13/lib on LD_LIBRARY_PATH first (the
 # stubs answer every call with "no device", so only the CPU is used):
@@ -78,6 +81,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-240}
 DRY_RUN=${DRY_RUN:-0}
 PROFILE_TEMPLATE=${PROFILE_TEMPLATE:-cuda:0:\{dtype\}}
 CHECK_LIBS=${CHECK_LIBS:-1}
+PREFLIGHT=${PREFLIGHT:-0}
 BENCH=${BENCH:-1}
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -108,24 +112,26 @@ note() { echo "== $*"; }
 # ---- the model -------------------------------------------------------------------------------
 MODEL_DIR=$TREE/models
 GGUF=$MODEL_DIR/$GGUF_NAME
-if [ -f "$MODEL" ]; then
-    cp "$MODEL" "$GGUF"
-else
-    if [ -d "$MODEL" ]; then
-        # Pieces anywhere below the folder (they may have travelled in separate folders),
-        # ordered by file name.
-        parts=$(find "$MODEL" -type f -name 'model.part*' -printf '%f\t%p\n' | LC_ALL=C sort | cut -f2)
+if [ "$PREFLIGHT" != 1 ]; then
+    if [ -f "$MODEL" ]; then
+        cp "$MODEL" "$GGUF"
     else
-        parts=$(ls -1 "$MODEL"* 2>/dev/null | LC_ALL=C sort)
+        if [ -d "$MODEL" ]; then
+            # Pieces anywhere below the folder (they may have travelled in separate folders),
+            # ordered by file name.
+            parts=$(find "$MODEL" -type f -name 'model.part*' -printf '%f\t%p\n' | LC_ALL=C sort | cut -f2)
+        else
+            parts=$(ls -1 "$MODEL"* 2>/dev/null | LC_ALL=C sort)
+        fi
+        [ -n "$parts" ] || die "no model file and no pieces model.part* at $MODEL"
+        note "joining model pieces: $(echo $parts)"
+        # shellcheck disable=SC2086
+        cat $parts >"$GGUF"
     fi
-    [ -n "$parts" ] || die "no model file and no pieces model.part* at $MODEL"
-    note "joining model pieces: $(echo $parts)"
-    # shellcheck disable=SC2086
-    cat $parts >"$GGUF"
+    actual=$(sha256sum "$GGUF" | cut -d' ' -f1)
+    [ "$actual" = "$GGUF_SHA256" ] || die "model sha256 is $actual, expected $GGUF_SHA256"
+    note "model ok: $GGUF"
 fi
-actual=$(sha256sum "$GGUF" | cut -d' ' -f1)
-[ "$actual" = "$GGUF_SHA256" ] || die "model sha256 is $actual, expected $GGUF_SHA256"
-note "model ok: $GGUF"
 
 # ---- the CUDA libraries ----------------------------------------------------------------------
 lib_dirs=()
@@ -210,8 +216,14 @@ if [ -n "$missing" ]; then
     failures=1
 else
     step devices "$BIN" "${G[@]}" devices
-    # Checks the build, the devices, the model and the configuration together.
-    step doctor "$BIN" "${G[@]}" doctor
+    if [ "$PREFLIGHT" = 1 ]; then
+        grep -q '^cuda' "$TREE/steps/devices.out" 2>/dev/null || [ "$CHECK_LIBS" != 1 ] || {
+            echo "preflight: no CUDA device listed" | tee -a "$SUMMARY"; failures=$((failures + 1)); }
+        PLAN=""
+    else
+        # Checks the build, the devices, the model and the configuration together.
+        step doctor "$BIN" "${G[@]}" doctor
+    fi
     for item in $PLAN; do
         what=${item%%:*}
         dtype=${item#*:}
@@ -227,8 +239,19 @@ else
     done
 fi
 
-# ---- pack --------------------------------------------------------------------------------------
-rm -f "$GGUF" # 93 MB, and already known
+# ---- report and pack -----------------------------------------------------------------------------
+if [ "$DRY_RUN" != 1 ] && [ "$PREFLIGHT" != 1 ] && [ -z "$missing" ]; then
+    # One Markdown row per run (accept rate, verdicts, drift, speed), computed by the binary.
+    if "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err"; then
+        note "report:"; cat "$OUT/report.md"
+    else
+        echo "report: failed: $(cat "$TREE/report.err")" | tee -a "$SUMMARY"
+    fi
+    for f in "$TREE"/steps/bench-*.out; do
+        [ -s "$f" ] && { note "$(basename "$f" .out):"; cat "$f"; }
+    done
+fi
+rm -f "$GGUF" # 98 MB, and already known
 tar -C "$WORK" -czf "$OUT/results.tar.gz" results
 if [ "${KEEP_TREE:-0}" = 1 ]; then rm -rf "$OUT/tree"; cp -r "$TREE" "$OUT/tree"; fi
 note "summary ($failures failed):"
