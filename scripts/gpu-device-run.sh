@@ -152,6 +152,9 @@ find_lib() { # name -> folder on stdout
     [ -n "$d" ] && dirname "$d"
 }
 not_found() { ldd "$BIN" 2>/dev/null | awk '/not found/ { print $1 }' | sort -u; }
+# The driver keeps the kernels it JIT-compiles in ~/.nv/ComputeCache, by default only 256 MiB:
+# room for all of candle's, so that only the first process pays the ≈15 s.
+export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
 missing=""
 if [ "$DRY_RUN" != 1 ] && [ "$CHECK_LIBS" = 1 ]; then
     # A library found can need others (libcublas needs libcublasLt): ask ldd again each round.

@@ -58,8 +58,29 @@ impl DeviceProfile {
         Ok(DeviceProfile { kind, dtype })
     }
 
-    /// Opens the candle device; fails clearly when this build lacks the backend.
+    /// Opens the candle device; fails clearly when this build lacks the backend. A GPU is
+    /// opened once per process and shared by every model on it: each candle device loads its
+    /// own copy of the kernel modules, which on a fresh machine means compiling them again.
     pub fn open(&self) -> Result<Device> {
+        static OPENED: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<DeviceKind, Device>>,
+        > = std::sync::OnceLock::new();
+        if self.kind == DeviceKind::Cpu {
+            return Ok(Device::Cpu);
+        }
+        let mut opened = OPENED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(device) = opened.get(&self.kind) {
+            return Ok(device.clone());
+        }
+        let device = self.open_new()?;
+        opened.insert(self.kind, device.clone());
+        Ok(device)
+    }
+
+    fn open_new(&self) -> Result<Device> {
         match self.kind {
             DeviceKind::Cpu => Ok(Device::Cpu),
             DeviceKind::Cuda(i) => {
@@ -130,7 +151,11 @@ pub fn available_profiles() -> Vec<DeviceProfile> {
     ];
     if cfg!(feature = "cuda") {
         for i in 0..16 {
-            if Device::new_cuda(i).is_err() {
+            let probe = DeviceProfile {
+                kind: DeviceKind::Cuda(i),
+                dtype: DType::F16,
+            };
+            if probe.open().is_err() {
                 break;
             }
             for dtype in [DType::F16, DType::BF16, DType::F32] {
