@@ -136,6 +136,16 @@ fi
 # ---- the CUDA libraries ----------------------------------------------------------------------
 lib_dirs=()
 add_dir() { local d; for d in "${lib_dirs[@]}"; do [ "$d" = "$1" ] && return; done; lib_dirs+=("$1"); }
+# Every CUDA-looking library on the machine, found with one walk of the file system the first
+# time a library is not in the usual places (a big image takes a while to walk).
+LIB_INDEX=$WORK/cuda-libs.txt
+rm -f "$LIB_INDEX"
+lib_index() {
+    [ -f "$LIB_INDEX" ] && return
+    echo "== searching the file system for CUDA libraries…" >&2
+    find / \( -path /proc -o -path /sys \) -prune -o \( -name 'libcu*.so*' -o -name 'libnv*.so*' \) -print 2>/dev/null |
+        grep -v '/stubs/' >"$LIB_INDEX"
+}
 find_lib() { # name -> folder on stdout
     local name=$1 d
     IFS=: read -r -a extra <<<"${CUDA_LIB_DIRS:-}:${LD_LIBRARY_PATH:-}"
@@ -146,9 +156,8 @@ find_lib() { # name -> folder on stdout
     done
     d=$(ldconfig -p 2>/dev/null | awk -v n="$name" '$1 == n { print $NF; exit }')
     [ -n "$d" ] && { dirname "$d"; return; }
-    d=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name "$name" -print 2>/dev/null | grep -v '/stubs/' | head -1)
-    [ -n "$d" ] && { dirname "$d"; return; }
-    d=$(find / \( -path /proc -o -path /sys \) -prune -o -name "$name" -print 2>/dev/null | grep -v '/stubs/' | head -1)
+    lib_index
+    d=$(awk -v n="/$name" 'substr($0, length($0) - length(n) + 1) == n { print; exit }' "$LIB_INDEX")
     [ -n "$d" ] && dirname "$d"
 }
 not_found() { ldd "$BIN" 2>/dev/null | awk '/not found/ { print $1 }' | sort -u; }
