@@ -393,10 +393,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Report(args)) => {
             use crate::experiment::report;
-            let rows = report::find_summaries(&args.paths)?
-                .iter()
-                .map(|path| report::load_row(path))
-                .collect::<Result<Vec<_>>>()?;
+            let (rows, skipped) = report::load_rows(&args.paths)?;
+            for reason in &skipped {
+                eprintln!("skipped: {reason}");
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

@@ -609,6 +609,17 @@ fn report_tabulates_each_run_from_its_files() {
         "{table}"
     );
     assert!(table.contains("REJECT 2/2 (REJECT ✓)"), "{table}");
+    // A broken summary among good ones is named on stderr; the good runs are still reported.
+    let broken = data.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("summary.json"), "{").unwrap();
+    let out = run_ok(&["report", data.path().to_str().unwrap()], data.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skipped:") && stderr.contains("broken"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
     let error = run_err(
         &["report", data.path().join("nowhere").to_str().unwrap()],
         data.path(),

@@ -80,6 +80,24 @@ fn search(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Rows of every summary that can be read, and for each one that cannot, why: one broken or
+/// half-written run (say, one cut short on another machine) must not hide the others. An error
+/// only when no row at all can be made.
+pub fn load_rows(paths: &[PathBuf]) -> Result<(Vec<RunRow>, Vec<String>)> {
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for path in find_summaries(paths)? {
+        match load_row(&path) {
+            Ok(row) => rows.push(row),
+            Err(error) => skipped.push(format!("{error:#}")),
+        }
+    }
+    if rows.is_empty() {
+        bail!("no run summary could be read: {}", skipped.join("; "));
+    }
+    Ok((rows, skipped))
+}
+
 /// Reads one run summary with its trials and computes its row.
 pub fn load_row(path: &Path) -> Result<RunRow> {
     match load_input(path)? {
@@ -163,8 +181,8 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
         let incomplete = if r.complete { "" } else { " (incomplete)" };
         out.push_str(&format!(
             "| {}{incomplete} | {} | {} | {:.3} | {verdicts} ({} {mark}) | {} / {} / {} | {:.4} | {:.1} | {:.1} % |\n",
-            r.experiment,
-            r.pairing,
+            cell(&r.experiment),
+            cell(&r.pairing),
             r.trials,
             r.accept_rate,
             verdict_word(r.expected),
@@ -177,6 +195,11 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
         ));
     }
     out
+}
+
+/// Text from a result file as one table cell: a `|` or a line break would end the cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
 /// Two significant digits in scientific notation (`2.9e-6`), the way drift is usually quoted.
@@ -225,6 +248,21 @@ mod tests {
         std::fs::write(&path, r#"{"hello": 1}"#).unwrap();
         let error = load_row(&path).unwrap_err();
         assert!(format!("{error:#}").contains("summary.json"), "{error:#}");
+    }
+
+    #[test]
+    fn text_from_result_files_stays_inside_its_cell() {
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn one_unreadable_summary_is_reported_and_the_rest_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = dir.path().join("a").join("summary.json");
+        std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+        std::fs::write(&broken, "{ not json").unwrap();
+        let error = load_rows(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(format!("{error:#}").contains("a/summary.json"), "{error:#}");
     }
 
     #[test]
