@@ -136,8 +136,14 @@ pub fn dtype_name(dtype: DType) -> &'static str {
     }
 }
 
-/// The profiles this build and machine can actually open.
+/// The profiles this build and machine can actually open, probed once per process. Probing
+/// opens each GPU and lets it go again, so GPUs no model uses hold no context.
 pub fn available_profiles() -> Vec<DeviceProfile> {
+    static PROFILES: std::sync::OnceLock<Vec<DeviceProfile>> = std::sync::OnceLock::new();
+    PROFILES.get_or_init(probe_profiles).clone()
+}
+
+fn probe_profiles() -> Vec<DeviceProfile> {
     let mut out = vec![
         DeviceProfile::CPU_F32,
         DeviceProfile {
@@ -155,7 +161,7 @@ pub fn available_profiles() -> Vec<DeviceProfile> {
                 kind: DeviceKind::Cuda(i),
                 dtype: DType::F16,
             };
-            if probe.open().is_err() {
+            if probe.open_new().is_err() {
                 break;
             }
             for dtype in [DType::F16, DType::BF16, DType::F32] {

@@ -376,7 +376,6 @@ impl RunState {
             .or_else(|| self.started_at.map(|start| start.elapsed()))
     }
 
-    /// Stops the clock and marks unfinished trials as incomplete: what was computed stays shown.
     /// Starts (`Some`) or ends (`None`) the preparation named `key`.
     pub fn set_preparing(&mut self, key: String, message: Option<String>) {
         self.preparing.retain(|p| p.key != key);
@@ -389,6 +388,7 @@ impl RunState {
         }
     }
 
+    /// Stops the clock and marks unfinished trials as incomplete: what was computed stays shown.
     pub fn end(&mut self, status: RunStatus) {
         self.elapsed_at_end = self.elapsed();
         self.preparing.clear();
