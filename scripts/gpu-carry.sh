@@ -13,6 +13,7 @@
 #            call 2, carry [".gpu/2"]:  scripts/gpu-carry.sh run .gpu/2
 #            stashes the second half, joins and checks the model (sha256) and runs
 #            scripts/gpu-device-run.sh with OUT=$OUT (what comes back from the device call).
+#            Give it DEADLINE_S=<the call's timeout_s minus 40> when the call gets under 580 s.
 #
 # Environment: CARRY_DIR (default /tmp/verillm-carry); MODEL for `pack` (default: the model
 # cache's SmolLM2-135M-Instruct.Q4_1.gguf); DIST for `pack` (default .build/cuda/dist/
@@ -41,7 +42,8 @@ pack() {
     mv "$out/model.part0" "$out/1/model.part0"
     mv "$out/model.part1" "$out/2/model.part1"
     local tree_bytes part dir bytes
-    tree_bytes=$(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+    # (du fails on a tracked file deleted from the working tree; the total it prints still counts.)
+    tree_bytes=$(cd "$REPO" && { git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1)
     for dir in "$out/1" "$out/2"; do
         (cd "$dir" && sha256sum -- * >SHA256SUMS)
         bytes=$(du -cb "$dir" | tail -1 | cut -f1)
@@ -61,9 +63,11 @@ stash() {
         die "$dir/SHA256SUMS has a line that is not \"<sha256>  <plain file name>\""
     fi
     (cd "$dir" && sha256sum --quiet -c SHA256SUMS) || die "$dir: a piece does not match its checksum"
+    # The first call's folder (it holds the binary) starts afresh: no pieces of an older pack.
+    if grep -q '  verillm-tui.xz$' "$dir/SHA256SUMS"; then rm -rf "$CARRY_DIR"; fi
     mkdir -p "$CARRY_DIR"
     local name
-    while read -r _ name; do cp "$dir/$name" "$CARRY_DIR/$name"; done <"$dir/SHA256SUMS"
+    while read -r _ name; do cp --remove-destination "$dir/$name" "$CARRY_DIR/$name"; done <"$dir/SHA256SUMS"
     say "stashed $(awk '{ print $2 }' "$dir/SHA256SUMS" | tr '\n' ' ')in $CARRY_DIR"
 }
 

@@ -30,7 +30,9 @@
 #   RATIO_AT     bench's --ratio-at (default 128,512,2048).
 #   STEP_TIMEOUT seconds allowed per step (default 240).
 #   DEADLINE_S   seconds from the start after which no step starts and running ones are cut
-#                short, so results are packed before the device call's own limit (default 540).
+#                short, so results are packed before the device call's own limit (default 540;
+#                set it to the call's timeout minus ~40 s when the call has less). report.md and
+#                results.tar.gz are also refreshed after every step.
 #   CUDA_LIB_DIRS extra folders (colon-separated) searched first for the CUDA libraries.
 #   BENCH=0      skip bench steps.
 #   PROFILE_TEMPLATE  the forced profile, {dtype} replaced by each dtype (default cuda:0:{dtype}).
@@ -119,14 +121,14 @@ if [ "$PREFLIGHT" != 1 ]; then
         if [ -d "$MODEL" ]; then
             # Pieces anywhere below the folder (they may have travelled in separate folders),
             # ordered by file name.
-            parts=$(find "$MODEL" -type f -name 'model.part*' -printf '%f\t%p\n' | LC_ALL=C sort | cut -f2)
+            mapfile -t parts < <(find "$MODEL" -type f -name 'model.part*' -printf '%f\t%p\n' | LC_ALL=C sort | cut -f2)
         else
-            parts=$(ls -1 "$MODEL"* 2>/dev/null | LC_ALL=C sort)
+            parts=()
+            for f in "$MODEL"*; do [ -f "$f" ] && parts+=("$f"); done
         fi
-        [ -n "$parts" ] || die "no model file and no pieces model.part* at $MODEL"
-        note "joining model pieces: $(echo $parts)"
-        # shellcheck disable=SC2086
-        cat $parts >"$GGUF"
+        [ "${#parts[@]}" -gt 0 ] || die "no model file and no pieces model.part* at $MODEL"
+        note "joining model pieces: ${parts[*]}"
+        cat "${parts[@]}" >"$GGUF"
     fi
     actual=$(sha256sum "$GGUF" | cut -d' ' -f1)
     [ "$actual" = "$GGUF_SHA256" ] || die "model sha256 is $actual, expected $GGUF_SHA256"
@@ -143,7 +145,8 @@ rm -f "$LIB_INDEX"
 lib_index() {
     [ -f "$LIB_INDEX" ] && return
     echo "== searching the file system for CUDA libraries…" >&2
-    find / \( -path /proc -o -path /sys \) -prune -o \( -name 'libcu*.so*' -o -name 'libnv*.so*' \) -print 2>/dev/null |
+    # Bounded: a walk that never ends must not use up the device call.
+    timeout 90 find / \( -path /proc -o -path /sys \) -prune -o \( -name 'libcu*.so*' -o -name 'libnv*.so*' \) -print 2>/dev/null |
         grep -v '/stubs/' >"$LIB_INDEX"
 }
 find_lib() { # name -> folder on stdout
@@ -178,9 +181,10 @@ if [ "$DRY_RUN" != 1 ] && [ "$CHECK_LIBS" = 1 ]; then
             add_dir "$dir"
             progress=1
         done
+        [ "$progress" = 1 ] || break
+        # (An empty entry would mean the current folder.)
         LD_LIBRARY_PATH=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         export LD_LIBRARY_PATH
-        [ "$progress" = 1 ] || break
     done
     missing=$(not_found | tr '\n' ' ')
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
@@ -217,6 +221,16 @@ step() { # name, command...
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     printf '%-24s rc=%-3s %7ss  %s\n' "$name" "$rc" "$secs" "$*" | tee -a "$SUMMARY"
     [ "$rc" = 0 ] || failures=$((failures + 1))
+    snapshot
+}
+
+# What is under $OUT comes back even when the device call is cut short, so the report and the
+# packed tree are brought up to date after every step, not only at the end.
+snapshot() {
+    [ "$PREFLIGHT" = 1 ] && return
+    "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err" || true
+    tar -C "$WORK" --exclude "results/models" -czf "$OUT/results.tar.gz.part" results 2>/dev/null &&
+        mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
 }
 
 G=(--model-dir "$MODEL_DIR" --data-dir "$TREE/data")
@@ -255,7 +269,7 @@ fi
 if [ "$DRY_RUN" != 1 ] && [ "$PREFLIGHT" != 1 ] && [ -z "$missing" ]; then
     # One Markdown row per run (accept rate, verdicts, drift, speed), computed by the binary.
     if "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err"; then
-        note "report:"; cat "$OUT/report.md"
+        note "report:"; cat "$OUT/report.md"; cat "$TREE/report.err"
     else
         echo "report: failed: $(cat "$TREE/report.err")" | tee -a "$SUMMARY"
     fi
@@ -263,8 +277,7 @@ if [ "$DRY_RUN" != 1 ] && [ "$PREFLIGHT" != 1 ] && [ -z "$missing" ]; then
         [ -s "$f" ] && { note "$(basename "$f" .out):"; cat "$f"; }
     done
 fi
-rm -f "$GGUF" # 98 MB, and already known
-tar -C "$WORK" -czf "$OUT/results.tar.gz" results
+tar -C "$WORK" --exclude "results/models" -czf "$OUT/results.tar.gz" results # not the 98 MB model
 if [ "${KEEP_TREE:-0}" = 1 ]; then rm -rf "$OUT/tree"; cp -r "$TREE" "$OUT/tree"; fi
 note "summary ($failures failed):"
 cat "$SUMMARY"
