@@ -392,16 +392,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Report(args)) => {
-            use crate::experiment::report;
-            let (rows, skipped) = report::load_rows(&args.paths)?;
-            for reason in &skipped {
-                eprintln!("skipped: {reason}");
-            }
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", report::format_markdown(&rows));
-            }
+            crate::experiment::report::print_rows(&args.paths, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {

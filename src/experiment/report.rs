@@ -98,6 +98,20 @@ pub fn load_rows(paths: &[PathBuf]) -> Result<(Vec<RunRow>, Vec<String>)> {
     Ok((rows, skipped))
 }
 
+/// `verillm-tui report`: the rows on stdout (Markdown, or JSON), what was skipped on stderr.
+pub fn print_rows(paths: &[PathBuf], json: bool) -> Result<()> {
+    let (rows, skipped) = load_rows(paths)?;
+    for reason in &skipped {
+        eprintln!("skipped: {reason}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", format_markdown(&rows));
+    }
+    Ok(())
+}
+
 /// Reads one run summary with its trials and computes its row.
 pub fn load_row(path: &Path) -> Result<RunRow> {
     match load_input(path)? {
