@@ -226,9 +226,15 @@ step() { # name, command...
 
 # What is under $OUT comes back even when the device call is cut short, so the report and the
 # packed tree are brought up to date after every step, not only at the end.
+REPORT_RC=none
 snapshot() {
-    [ "$PREFLIGHT" = 1 ] && return
-    "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err" || true
+    if [ "$PREFLIGHT" != 1 ]; then
+        "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err"
+        REPORT_RC=$?
+    fi
+    pack_tree
+}
+pack_tree() { # not the 98 MB model
     tar -C "$WORK" --exclude "results/models" -czf "$OUT/results.tar.gz.part" results 2>/dev/null &&
         mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
 }
@@ -267,17 +273,18 @@ fi
 
 # ---- report and pack -----------------------------------------------------------------------------
 if [ "$DRY_RUN" != 1 ] && [ "$PREFLIGHT" != 1 ] && [ -z "$missing" ]; then
-    # One Markdown row per run (accept rate, verdicts, drift, speed), computed by the binary.
-    if "$BIN" report "$TREE/data" >"$OUT/report.md" 2>"$TREE/report.err"; then
+    # One Markdown row per run (accept rate, verdicts, drift, speed), written by the last step's
+    # snapshot.
+    if [ "$REPORT_RC" = 0 ]; then
         note "report:"; cat "$OUT/report.md"; cat "$TREE/report.err"
     else
-        echo "report: failed: $(cat "$TREE/report.err")" | tee -a "$SUMMARY"
+        echo "report: failed: $(cat "$TREE/report.err" 2>/dev/null)" | tee -a "$SUMMARY"
     fi
     for f in "$TREE"/steps/bench-*.out; do
         [ -s "$f" ] && { note "$(basename "$f" .out):"; cat "$f"; }
     done
 fi
-tar -C "$WORK" --exclude "results/models" -czf "$OUT/results.tar.gz" results # not the 98 MB model
+pack_tree # also when no step ran (ldd and nvidia-smi output)
 if [ "${KEEP_TREE:-0}" = 1 ]; then rm -rf "$OUT/tree"; cp -r "$TREE" "$OUT/tree"; fi
 note "summary ($failures failed):"
 cat "$SUMMARY"
