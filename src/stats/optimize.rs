@@ -376,12 +376,40 @@ pub fn build_report_for_tier(
     }
 }
 
+/// Smallest Pe limit written for a rule that accepts only `pe < limit` when the data asks for
+/// "Pe = 0 only": any real Pe is a count over a row of at most millions of elements, so a
+/// positive Pe is far above it.
+pub const STRICT_ZERO_PE: f64 = 1e-9;
+
+/// How a policy compares a metric with its limit: `value <= t` (precision_aware) or the seed
+/// rule's `value < t`. A limit that is right for one can be off by its edge for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    AtMost,
+    Below,
+}
+
 /// A threshold as YAML text: rounded to 3 significant digits unless that would leave the
-/// zero-error interval, plain notation for ordinary magnitudes, exponent notation otherwise.
-fn format_threshold(value: f64, interval: Option<(f64, f64)>) -> String {
+/// zero-error interval or, without one, tighten the limit (under `comparison`: an honest check at the interval's low edge must
+/// still pass), plain notation for ordinary magnitudes, exponent notation otherwise.
+fn format_threshold(value: f64, interval: Option<(f64, f64)>, comparison: Comparison) -> String {
     let rounded: f64 = format!("{value:.2e}").parse().unwrap_or(value);
-    let inside = |t: f64| interval.is_none_or(|(lo, hi)| lo <= t && t < hi);
-    let chosen = if inside(rounded) { rounded } else { value };
+    let inside = |t: f64| {
+        interval.is_none_or(|(lo, hi)| {
+            let above_lo = match comparison {
+                Comparison::AtMost => lo <= t,
+                Comparison::Below => lo < t,
+            };
+            above_lo && t < hi
+        })
+    };
+    // Every limit written here is an upper one (`value <= t` or `< t`): without an interval,
+    // rounding may only loosen it, never reject honest checks the recommendation accepted.
+    let chosen = if inside(rounded) && (interval.is_some() || rounded >= value) {
+        rounded
+    } else {
+        value
+    };
     if chosen == 0.0 || (1e-3..1e4).contains(&chosen.abs()) {
         format!("{chosen}")
     } else {
@@ -395,25 +423,26 @@ fn yaml_threshold(
     report: Option<&MetricReport>,
     default: f64,
     is_fraction: bool,
+    comparison: Comparison,
 ) -> (String, String) {
     let name = report.map_or("?", |r| r.metric.as_str());
     let Some(report) = report else {
         return (
-            format_threshold(default, None),
+            format_threshold(default, None, Comparison::AtMost),
             format!("{name}: no data, default kept"),
         );
     };
     let Some(threshold) = report.recommended_threshold.filter(|t| t.is_finite()) else {
         return (
-            format_threshold(default, None),
+            format_threshold(default, None, Comparison::AtMost),
             format!("{name}: no usable recommendation (no honest data or infinite), default kept"),
         );
     };
     let basis = if let Some((lo, hi)) = report.zero_error_interval {
         format!(
             "zero-error interval [{}, {}), geometric midpoint (arithmetic if it starts at 0)",
-            format_threshold(lo, None),
-            format_threshold(hi, None)
+            format_threshold(lo, None, Comparison::AtMost),
+            format_threshold(hi, None, Comparison::AtMost)
         )
     } else if report.cheat.is_some() {
         "NO zero-error interval: honest p99, so ~1% of honest checks are rejected and some \
@@ -422,8 +451,15 @@ fn yaml_threshold(
     } else {
         "no cheat data: 2 x worst honest value, a margin with no evidence about cheats".to_string()
     };
+    let honest_only = report.zero_error_interval.is_none() && report.cheat.is_none();
     let clamped = if is_fraction {
-        threshold.clamp(0.0, 1.0)
+        // A Pe limit of 0 means "Pe = 0 only": a margin with no evidence (no cheat data) is
+        // kept usable instead, and the seed rule's strict `<` needs a positive limit for it.
+        match threshold.clamp(0.0, 1.0) {
+            0.0 if honest_only => MIN_RELAXED_PE,
+            0.0 if comparison == Comparison::Below => STRICT_ZERO_PE,
+            t => t,
+        }
     } else {
         threshold.max(MIN_YAML_THRESHOLD)
     };
@@ -431,7 +467,7 @@ fn yaml_threshold(
         .then_some(report.zero_error_interval)
         .flatten();
     (
-        format_threshold(clamped, interval),
+        format_threshold(clamped, interval, comparison),
         format!("{name}: {basis}"),
     )
 }
@@ -450,6 +486,7 @@ fn conjunctive_thresholds(
     magnitude_default: f64,
     pe: Option<&MetricReport>,
     pe_default: f64,
+    comparison: Comparison,
 ) -> [(String, String); 2] {
     let separates = |r: Option<&MetricReport>| r.is_some_and(|r| r.zero_error_interval.is_some());
     let honest_max = |r: Option<&MetricReport>| {
@@ -466,11 +503,11 @@ fn conjunctive_thresholds(
         };
         let name = r.map_or("?", |r| r.metric.as_str());
         Some((
-            format_threshold(value, None),
+            format_threshold(value, None, Comparison::AtMost),
             format!(
                 "{name}: does not separate but {partner} does: relaxed to 2 x honest max ({}) \
                  so it rejects no measured honest check",
-                format_threshold(max, None)
+                format_threshold(max, None, Comparison::AtMost)
             ),
         ))
     };
@@ -486,8 +523,9 @@ fn conjunctive_thresholds(
         None
     };
     [
-        magnitude_line.unwrap_or_else(|| yaml_threshold(magnitude, magnitude_default, false)),
-        pe_line.unwrap_or_else(|| yaml_threshold(pe, pe_default, true)),
+        magnitude_line
+            .unwrap_or_else(|| yaml_threshold(magnitude, magnitude_default, false, comparison)),
+        pe_line.unwrap_or_else(|| yaml_threshold(pe, pe_default, true, comparison)),
     ]
 }
 
@@ -525,6 +563,7 @@ pub fn recommended_policy_yaml(
                 defaults.rel_l2_max,
                 find("pe"),
                 defaults.pe_max,
+                Comparison::AtMost,
             );
             if reasons.is_empty() {
                 reasons.push(format!("rel_l2_max <- {rel_reason}"));
@@ -533,8 +572,8 @@ pub fn recommended_policy_yaml(
             (rel_l2, pe)
         } else {
             (
-                format_threshold(defaults.rel_l2_max, None),
-                format_threshold(defaults.pe_max, None),
+                format_threshold(defaults.rel_l2_max, None, Comparison::AtMost),
+                format_threshold(defaults.pe_max, None, Comparison::AtMost),
             )
         };
         tier_lines.push(format!(
@@ -563,6 +602,7 @@ pub fn recommended_policy_yaml(
         super::policy::SEED_MEAN_EPSILON_DEFAULT,
         find("pe"),
         super::policy::SEED_PE_MAX_DEFAULT,
+        Comparison::Below,
     );
     out.push_str(&format!(
         "# The reference project's rule on the same data:\n\

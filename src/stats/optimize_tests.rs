@@ -308,3 +308,91 @@ fn metric_lookup() {
     assert_eq!(metric_value(&m, "nonsense"), None);
     assert!(!higher_is_worse("pw") && higher_is_worse("pe"));
 }
+
+/// `count` checks of 64 elements in [1.1, 1.8) deviating by +1e-4 relative: no exponent ever
+/// changes (Pe = 0) while mean|Δ| stays far above the seed rule's exact-match floor.
+fn zero_pe_checks(seed: u64, count: usize) -> Vec<CheckMetrics> {
+    (0..count as u64)
+        .map(|i| {
+            let base: Vec<f32> = lcg_values(seed * 1000 + i, 64, 1 << 20)
+                .iter()
+                .map(|v| 1.1 + *v as f32 * 0.7)
+                .collect();
+            let committed: Vec<f32> = base.iter().map(|b| b * (1.0 + 1e-4)).collect();
+            let m = compare(&committed, &base, CompareDtype::F32).unwrap();
+            assert_eq!(m.pe, 0.0);
+            m
+        })
+        .collect()
+}
+
+fn seed_policy(yaml: &str) -> PolicyConfig {
+    let line = yaml.lines().find(|l| l.contains("kind: seed")).unwrap();
+    let snippet: ExperimentSnippet =
+        serde_yaml::from_str(&line.replacen("# ", "", 1)).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    snippet.policy.validate().unwrap();
+    snippet.policy
+}
+
+fn accepted(policy: &PolicyConfig, checks: &[CheckMetrics]) -> usize {
+    checks
+        .iter()
+        .filter(|m| policy.decide(m, CompareDtype::F32, CompareDtype::F32))
+        .count()
+}
+
+#[test]
+fn all_zero_honest_pe_never_recommends_a_limit_that_rejects_everything() {
+    let honest = zero_pe_checks(11, 50);
+    // No cheat data: "2 x worst" of all-zero Pe would be 0, which the seed rule's strict
+    // `pe < pe_max` turns into "reject every check"; the limit is floored instead.
+    let report = build_report(vec![], 1, &honest, &[], &[1.0], &[]);
+    let seed = seed_policy(&report.recommended_yaml);
+    assert_eq!(
+        accepted(&seed, &honest),
+        honest.len(),
+        "{}",
+        report.recommended_yaml
+    );
+    let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
+    assert_eq!(accepted(&snippet.policy, &honest), honest.len());
+
+    // Cheats indistinguishable from honest checks: the honest p99 of Pe is 0, kept as 0 for
+    // precision_aware's `<=` but made positive for the seed rule's `<`, which then rejects
+    // only the ~1% of honest checks its mean|Δ| p99 limit is meant to.
+    let cheat = zero_pe_checks(11, 50);
+    let report = build_report(vec![], 1, &honest, &cheat, &[1.0], &[1.0]);
+    let seed = seed_policy(&report.recommended_yaml);
+    let PolicyConfig::Seed { pe_max, .. } = seed else {
+        panic!("expected the seed rule");
+    };
+    assert!(pe_max > 0.0 && pe_max < 1e-6, "{pe_max}");
+    assert!(
+        accepted(&seed, &honest) >= honest.len() - 1,
+        "{}",
+        report.recommended_yaml
+    );
+    let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
+    assert!(accepted(&snippet.policy, &honest) >= honest.len() - 1);
+
+    // A hand-written seed policy with pe_max 0 is refused, not silently useless.
+    let zero = PolicyConfig::Seed {
+        mean_epsilon: 0.01,
+        pe_max: 0.0,
+    };
+    assert!(zero.validate().unwrap_err().contains("pe_max"));
+}
+
+#[test]
+fn rounding_keeps_a_strict_limit_above_the_honest_edge() {
+    // Rounding 0.10000005 to 3 digits gives 0.1, the honest maximum itself: fine for `<=`,
+    // but the seed rule's `<` would reject that honest check.
+    let interval = Some((0.1, 0.1000001));
+    assert_eq!(
+        format_threshold(0.10000005, interval, Comparison::AtMost),
+        "0.1"
+    );
+    let strict = format_threshold(0.10000005, interval, Comparison::Below);
+    let value: f64 = strict.parse().unwrap();
+    assert!(0.1 < value && value < 0.1000001, "{strict}");
+}

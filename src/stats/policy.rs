@@ -194,7 +194,9 @@ impl PolicyConfig {
                 pe_max,
             } => {
                 check_positive("mean_epsilon", *mean_epsilon)?;
-                check_fraction("pe_max", *pe_max)
+                check_fraction("pe_max", *pe_max)?;
+                // The seed rule accepts only `pe < pe_max`: 0 would reject nearly everything.
+                check_positive("pe_max", *pe_max)
             }
             PolicyConfig::PrecisionAware { f32, f16, bf16 } => {
                 f32.validate("f32")?;
