@@ -23,6 +23,78 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// Reads a whole file that must be a regular file (not a FIFO or device, which could feed
+/// different bytes on each read or never end) of at most `limit` bytes. The bound is enforced
+/// on the read itself, so a file that grows while being read cannot exceed it either.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{}: cannot read its metadata", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
+    anyhow::ensure!(
+        meta.len() <= limit,
+        "{}: {} bytes is more than the {limit}-byte limit",
+        path.display(),
+        meta.len()
+    );
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= limit,
+        "{}: grew past the {limit}-byte limit while being read",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// Like [`read_regular_file`], but refuses a symbolic link too: for files of untrusted
+/// directories (bundles), where a link could point anywhere on this machine.
+pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("{}: missing", path.display()))?;
+    anyhow::ensure!(
+        !meta.file_type().is_symlink(),
+        "{}: is a symbolic link; bundle files must be plain files inside the bundle",
+        path.display()
+    );
+    // Checked before opening too: opening a FIFO with no writer would block forever.
+    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
+    read_regular_file(path, limit)
+}
+
+/// Writes `bytes` to `path` through a new temporary file in the same directory and a rename:
+/// a reader never sees half a file, and a symbolic link already at `path` is replaced, not
+/// followed (so a planted link cannot redirect the write elsewhere).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("writing {}: {e}", path.display())
+    })
+}
+
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -76,5 +148,42 @@ mod tests {
         assert_eq!(civil_date_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_date_from_days(-1), (1969, 12, 31));
         assert_eq!(utc_from_unix(1_795_700_000), (2026, 11, 26, 13, 33, 20));
+    }
+
+    #[test]
+    fn bounded_reads_refuse_big_files_links_and_non_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.json");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular_file(&file, 5).unwrap(), b"12345");
+        let err = read_regular_file(&file, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("a.json") && err.contains("4-byte limit"),
+            "{err}"
+        );
+        let err = read_regular_file(dir.path(), 100).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_regular_file(&link, 5).unwrap(), b"12345");
+        let err = read_untrusted_file(&link, 5).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        // An atomic write replaces a planted link instead of writing through it.
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"keep").unwrap();
+        let planted = dir.path().join("out.json");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_file_atomic(&planted, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&planted).unwrap(), b"new");
+        assert!(!std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A character device is endless: refused before a byte is read.
+        let err = read_regular_file(Path::new("/dev/zero"), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::capture::CapturedStates;
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::{dtype_from_name, dtype_name};
-use crate::util::{sha256_bytes, sha256_file};
+use crate::util::{read_untrusted_file, sha256_bytes, write_file_atomic};
 
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -68,6 +68,10 @@ pub struct Manifest {
     pub sampling: SamplingParams,
     pub layers: Vec<usize>,
     pub timings: Timings,
+    /// True when the inference was stopped before EOS or `max_new_tokens`: its output is a
+    /// prefix, so a trial verified from it is incomplete.
+    #[serde(default)]
+    pub cancelled: bool,
     pub hidden_states: TensorFile,
     /// Where the bundle came from in an experiment run (absent for a plain `infer`).
     #[serde(default)]
@@ -119,10 +123,10 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
         bytes: bytes.len() as u64,
     };
     manifest.layers = states.layers.clone();
-    std::fs::write(dir.join(TENSORS_FILE), &bytes)?;
-    std::fs::write(
-        dir.join(MANIFEST_FILE),
-        serde_json::to_vec_pretty(&manifest)?,
+    write_file_atomic(&dir.join(TENSORS_FILE), &bytes)?;
+    write_file_atomic(
+        &dir.join(MANIFEST_FILE),
+        &serde_json::to_vec_pretty(&manifest)?,
     )?;
     Ok(())
 }
@@ -131,15 +135,9 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
 /// shapes, dtypes.
 pub fn read_bundle(dir: &Path) -> Result<Bundle> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let size = std::fs::metadata(&manifest_path)
-        .with_context(|| format!("{}: no bundle manifest", manifest_path.display()))?
-        .len();
-    ensure!(
-        size <= MAX_MANIFEST_BYTES,
-        "{}: {size} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
-        manifest_path.display()
-    );
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path)?)
+    let manifest_bytes = read_untrusted_file(&manifest_path, MAX_MANIFEST_BYTES)
+        .context("reading the bundle manifest")?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .with_context(|| format!("{}: not a valid bundle manifest", manifest_path.display()))?;
     ensure!(
         manifest.format_version == BUNDLE_FORMAT_VERSION,
@@ -155,21 +153,24 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         manifest.hidden_states.file
     );
     let tensor_path = dir.join(TENSORS_FILE);
-    let actual_size = std::fs::metadata(&tensor_path)
-        .with_context(|| format!("{}: missing", tensor_path.display()))?
-        .len();
     ensure!(
-        actual_size <= MAX_TENSOR_BYTES,
-        "{}: {actual_size} bytes exceeds the limit",
-        tensor_path.display()
-    );
-    ensure!(
-        actual_size == manifest.hidden_states.bytes,
-        "{}: {actual_size} bytes, but the manifest says {}",
-        tensor_path.display(),
+        manifest.hidden_states.bytes <= MAX_TENSOR_BYTES,
+        "{}: hidden_states.bytes {} exceeds the {MAX_TENSOR_BYTES}-byte limit",
+        manifest_path.display(),
         manifest.hidden_states.bytes
     );
-    let sha = sha256_file(&tensor_path)?;
+    // Read once, into memory, and check and parse those same bytes: the file is never read a
+    // second time, so what is parsed is what was hashed.
+    let bytes = read_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
+        .context("reading the bundle's hidden states (size from the manifest)")?;
+    ensure!(
+        bytes.len() as u64 == manifest.hidden_states.bytes,
+        "{}: {} bytes, but the manifest says {}",
+        tensor_path.display(),
+        bytes.len(),
+        manifest.hidden_states.bytes
+    );
+    let sha = sha256_bytes(&bytes);
     ensure!(
         sha == manifest.hidden_states.sha256,
         "{}: sha256 {sha} does not match the manifest's {} — the bundle was altered or damaged",
@@ -193,6 +194,12 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         "{}: layers must be ascending and distinct",
         manifest_path.display()
     );
+    ensure!(
+        layers.iter().any(|&l| l >= 1),
+        "{}: layers {:?} hold no checked layer (0 is the embeddings; expected an index >= 1)",
+        manifest_path.display(),
+        manifest.layers
+    );
     if let Some(bad) = layers.iter().find(|&&l| l > manifest.model.n_layers) {
         bail!(
             "{}: layer {bad} is beyond the model's {} layers",
@@ -200,7 +207,6 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
             manifest.model.n_layers
         );
     }
-    let bytes = std::fs::read(&tensor_path)?;
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!(
             "{}: not a valid safetensors file: {e}",
@@ -243,4 +249,168 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
     }
     let states = CapturedStates::from_parts(layers, hidden, dtype, n, data)?;
     Ok(Bundle { manifest, states })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small valid bundle: 3 generated tokens, hidden 4, layers 0 and 2 of a 2-layer model.
+    fn write_sample(dir: &Path) -> Manifest {
+        let rows = 3;
+        let hidden = 4;
+        let layers = vec![0, 2];
+        let data = layers
+            .iter()
+            .map(|&l| {
+                (0..rows * hidden)
+                    .flat_map(|i| (i as f32 + l as f32 * 0.5).to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let states = CapturedStates::from_parts(layers, hidden, DType::F32, rows, data).unwrap();
+        let manifest = Manifest {
+            format_version: BUNDLE_FORMAT_VERSION,
+            model: ModelIdentity {
+                name: "smollm2-135m".into(),
+                weights_sha256: "0".repeat(64),
+                n_layers: 2,
+                hidden,
+            },
+            precision: "full".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            tokenizer: "t".into(),
+            prompt_text: "p".into(),
+            prompt_ids: vec![1, 2],
+            output_ids: vec![3, 4, 5],
+            output_text: "abc".into(),
+            sampling: SamplingParams::default(),
+            layers: vec![],
+            timings: Timings {
+                prefill_s: 0.1,
+                decode_s: 0.2,
+                total_s: 0.3,
+                tokens_per_s: 10.0,
+            },
+            cancelled: false,
+            hidden_states: TensorFile {
+                file: String::new(),
+                sha256: String::new(),
+                bytes: 0,
+            },
+            context: None,
+        };
+        write_bundle(dir, manifest, &states).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap()
+    }
+
+    fn error_of(dir: &Path) -> String {
+        match read_bundle(dir) {
+            Ok(_) => panic!("{} should be refused", dir.display()),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn a_written_bundle_reads_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_sample(dir.path());
+        let bundle = read_bundle(dir.path()).unwrap();
+        assert_eq!(bundle.manifest, manifest);
+        assert_eq!(bundle.states.layers, vec![0, 2]);
+        assert_eq!(bundle.states.row_f32(1, 2), vec![9.0, 10.0, 11.0, 12.0]);
+    }
+
+    #[test]
+    fn links_and_non_files_inside_a_bundle_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("b");
+        write_sample(&bundle);
+        let tensors = bundle.join(TENSORS_FILE);
+        let elsewhere = dir.path().join("elsewhere.safetensors");
+        std::fs::rename(&tensors, &elsewhere).unwrap();
+
+        // The same bytes behind a link: refused, a bundle's files must be its own.
+        std::os::unix::fs::symlink(&elsewhere, &tensors).unwrap();
+        let err = error_of(&bundle);
+        assert!(
+            err.contains("symbolic link") && err.contains(TENSORS_FILE),
+            "{err}"
+        );
+
+        // A FIFO could hand the hash one stream of bytes and the parser another, or block
+        // forever waiting for a writer: refused before it is opened.
+        std::fs::remove_file(&tensors).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&tensors)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = error_of(&bundle);
+        assert!(err.contains("not a regular file"), "{err}");
+
+        // A manifest that is a link is refused too.
+        std::fs::remove_file(&tensors).unwrap();
+        std::fs::rename(&elsewhere, &tensors).unwrap();
+        let manifest = bundle.join(MANIFEST_FILE);
+        let moved = dir.path().join("manifest.json");
+        std::fs::rename(&manifest, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &manifest).unwrap();
+        let err = error_of(&bundle);
+        assert!(
+            err.contains("symbolic link") && err.contains(MANIFEST_FILE),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_and_layers_are_checked_against_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_sample(dir.path());
+        let write_manifest = |m: &Manifest| {
+            std::fs::write(
+                dir.path().join(MANIFEST_FILE),
+                serde_json::to_vec(m).unwrap(),
+            )
+            .unwrap()
+        };
+
+        // A claimed size beyond the limit is refused before the file is touched.
+        let mut m = manifest.clone();
+        m.hidden_states.bytes = MAX_TENSOR_BYTES + 1;
+        write_manifest(&m);
+        let err = error_of(dir.path());
+        assert!(err.contains("hidden_states.bytes"), "{err}");
+
+        // A file longer than the manifest says is cut off at the claimed size and refused.
+        let mut m = manifest.clone();
+        m.hidden_states.bytes -= 1;
+        write_manifest(&m);
+        let err = error_of(dir.path());
+        assert!(err.contains("limit"), "{err}");
+
+        // Only the embeddings: nothing would be checked, so the bundle is refused.
+        let mut m = manifest.clone();
+        m.layers = vec![0];
+        write_manifest(&m);
+        let err = error_of(dir.path());
+        assert!(err.contains("no checked layer"), "{err}");
+
+        write_manifest(&manifest);
+        assert!(read_bundle(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn bundles_without_the_cancelled_field_read_as_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path());
+        let path = dir.path().join(MANIFEST_FILE);
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(value["cancelled"], false);
+        value.as_object_mut().unwrap().remove("cancelled");
+        std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        assert!(!read_bundle(dir.path()).unwrap().manifest.cancelled);
+    }
 }
