@@ -49,10 +49,34 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
     if !valid {
         bail!("model `{arg}`: not a known model id, an existing path, or a hub repo id like hf:org/name");
     }
+    check_revision(revision).map_err(|e| anyhow!("model `{arg}`: {e}"))?;
     Ok(ModelSource::Hub {
         repo: repo.to_string(),
         revision: revision.to_string(),
     })
+}
+
+/// A hub revision (branch, tag, commit or `refs/pr/N`) becomes part of a path in the
+/// Hugging Face cache: only plain components, never `..`.
+pub fn check_revision(revision: &str) -> Result<(), String> {
+    let plain = !revision.is_empty()
+        && revision.len() <= 256
+        && revision.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "revision `{revision}` is not a branch, tag or commit name (expected letters, digits, \
+             '-', '_', '.', components separated by '/', no '..')"
+        ))
+    }
 }
 
 /// Fetches a hub repo's files into the Hugging Face cache (HF_HOME respected, so downloads made

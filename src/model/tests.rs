@@ -267,6 +267,15 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
         err.contains("verillm-test/absent") && err.contains("HF_HUB_OFFLINE"),
         "{err}"
     );
+    // A revision becomes a path in the hub cache: only plain names, never `..`.
+    for bad in ["a/b@../../x", "a/b@", "a/b@main/../..", "a/b@v 1"] {
+        let err = super::source::parse_model_arg(bad, home.path())
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"))
+            .to_string();
+        assert!(err.contains("revision"), "{bad}: {err}");
+    }
+    assert!(super::source::parse_model_arg("a/b@refs/pr/1", home.path()).is_ok());
 }
 
 #[test]

@@ -349,6 +349,10 @@ fn pick_device(
     }
 }
 
+/// Upper bound on `trials` and `prompts.count`: far beyond any useful run, low enough that a
+/// typo cannot ask for an allocation that aborts the process.
+pub const MAX_TRIALS: usize = 100_000;
+
 pub(super) fn validate_experiments(
     file: &SourceFile,
     experiments: &ExperimentsFile,
@@ -363,6 +367,21 @@ pub(super) fn validate_experiments(
         ));
     }
     for name in experiments.experiment_names() {
+        // The id names the run's results folder: it must stay one plain path component.
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !plain {
+            return Err(file.error_at(
+                &root.key(name),
+                format!(
+                    "experiment id \"{name}\" is not a plain name (expected letters, digits, '_', '-', '.')"
+                ),
+            ));
+        }
         let spec = &experiments.experiments[name];
         validate_experiment(file, &root.key(name), spec, models, prompts)?;
     }
@@ -410,13 +429,16 @@ fn validate_experiment(
             format!("{} is outside 0..=1 (expected a fraction)", spec.cutoff),
         ));
     }
-    if spec.trials == 0 {
-        return Err(file.error_at(&at.key("trials"), "0 trials (expected at least 1)"));
+    if spec.trials == 0 || spec.trials > MAX_TRIALS {
+        return Err(file.error_at(
+            &at.key("trials"),
+            format!("{} trials (expected 1..={MAX_TRIALS})", spec.trials),
+        ));
     }
-    if spec.prompts.count == Some(0) {
+    if let Some(count) = spec.prompts.count.filter(|&c| c == 0 || c > MAX_TRIALS) {
         return Err(file.error_at(
             &at.key("prompts").key("count"),
-            "0 prompts (expected at least 1)",
+            format!("{count} prompts (expected 1..={MAX_TRIALS})"),
         ));
     }
 
@@ -454,6 +476,25 @@ fn validate_experiment(
                 ));
             }
         }
+    }
+
+    // hidden.0 (the embeddings) is recorded but never checked: a selection of nothing else
+    // would give every trial zero checks, an accept rate of 0 and a REJECT for honest runs.
+    if let Some((id, _)) = involved.iter().find(|(_, model)| {
+        !spec
+            .layers
+            .resolve(model.layers)
+            .iter()
+            .any(|&layer| layer >= 1)
+    }) {
+        return Err(file.error_at(
+            &at.key("layers"),
+            format!(
+                "{} selects no checked layer of model \"{id}\" (0 is the embeddings, which are \
+                 not checked; expected at least one index >= 1)",
+                spec.layers
+            ),
+        ));
     }
 
     spec.policy

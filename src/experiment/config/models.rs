@@ -103,7 +103,14 @@ impl ModelSource {
                 "revision",
                 "`revision` only applies to a downloaded `hub` source".to_string(),
             )),
-            (_, Some(repo), _) => check_repo_id(repo).map_err(|message| ("hub", message)),
+            (_, Some(repo), _) => {
+                check_repo_id(repo).map_err(|message| ("hub", message))?;
+                match &self.revision {
+                    Some(revision) => crate::model::source::check_revision(revision)
+                        .map_err(|message| ("revision", message)),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }

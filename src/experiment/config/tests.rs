@@ -429,4 +429,8 @@ fn model_sources_must_be_one_shape() {
         "revision"
     );
     assert_eq!(source("{hub: not-a-repo}").unwrap_err().0, "hub");
+    assert_eq!(
+        source("{hub: a/b, revision: ../../outside}").unwrap_err().0,
+        "revision"
+    );
 }
