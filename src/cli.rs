@@ -268,7 +268,10 @@ pub fn parse_layers(s: &str) -> Result<LayerSelection, String> {
     }
     let list: Result<Vec<usize>, _> = s.split(',').map(|x| x.trim().parse::<usize>()).collect();
     match list {
-        Ok(l) if !l.is_empty() => Ok(LayerSelection::List(l)),
+        Ok(l) if !l.iter().any(|&layer| layer >= 1) => Err(format!(
+            "`{s}`: no checked layer (0 is the embeddings; expected at least one index >= 1)"
+        )),
+        Ok(l) => Ok(LayerSelection::List(l)),
         _ => Err(format!(
             "`{s}`: expected every:N, all, or a comma-separated list like 8,16,24"
         )),
@@ -479,6 +482,19 @@ async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The model a bundle names, accepted only as a registry id of this machine's models.yaml: a
+/// bundle comes from elsewhere and must never choose a path to open or a repo to download.
+fn bundle_model_id(ws: &Workspace, name: &str) -> Result<String> {
+    if ws.config.models.get(name).is_some() {
+        return Ok(name.to_string());
+    }
+    bail!(
+        "the bundle names model `{name}`, which is not a model id of this machine's models.yaml \
+         (known: {}); a bundle never chooses a path or a download: pass --model",
+        ws.config.models.ids().join(", ")
+    )
+}
+
 async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.cutoff) {
         bail!("--cutoff {} must be between 0 and 1", args.cutoff);
@@ -488,9 +504,10 @@ async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
     }
     let ws = Arc::new(workspace(global)?);
     let bundle = read_bundle(&args.bundle)?;
-    let model = args
-        .model
-        .unwrap_or_else(|| bundle.manifest.model.name.clone());
+    let model = match args.model {
+        Some(model) => model,
+        None => bundle_model_id(&ws, &bundle.manifest.model.name)?,
+    };
     let role = Role {
         model,
         precision: args.precision,

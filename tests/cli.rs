@@ -180,6 +180,15 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     let err = run_err(&["verify", other.to_str().unwrap()], data.path());
     assert!(err.contains("different models"), "{err}");
 
+    // The bundle's model name is never a path to open or a repo to download: only an id of
+    // this machine's models.yaml, unless --model says otherwise.
+    for name in ["/etc", "hf:someone/else"] {
+        m["model"]["name"] = Value::String(name.into());
+        std::fs::write(other.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        let err = run_err(&["verify", other.to_str().unwrap()], data.path());
+        assert!(err.contains(name) && err.contains("pass --model"), "{err}");
+    }
+
     // Tampered hidden states: the checksum no longer matches.
     let tensors = bundle.join("hidden_states.safetensors");
     let mut bytes = std::fs::read(&tensors).unwrap();
@@ -316,6 +325,52 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             }
         }
     }
+
+    // A set with a good bundle, a second claim to the same trial and a damaged bundle: the
+    // good one is verified and summarized, the others named in the error, nothing overwritten.
+    let bundles = data.path().join("bundles-exp1");
+    let mixed = data.path().join("mixed");
+    for (to, from) in [
+        ("trial_000", "trial_000"),
+        ("trial_001", "trial_000"),
+        ("trial_002", "trial_001"),
+    ] {
+        std::fs::create_dir_all(mixed.join(to)).unwrap();
+        for file in ["manifest.json", "hidden_states.safetensors"] {
+            std::fs::copy(bundles.join(from).join(file), mixed.join(to).join(file)).unwrap();
+        }
+    }
+    let damaged = mixed.join("trial_002").join("hidden_states.safetensors");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&damaged, bytes).unwrap();
+    let out_dir = data.path().join("mixed-out");
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            mixed.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        data.path(),
+    );
+    assert!(
+        err.contains("2 of 3 bundles could not be verified"),
+        "{err}"
+    );
+    assert!(
+        err.contains("trial_001") && err.contains("already claims trial 0"),
+        "{err}"
+    );
+    assert!(err.contains("trial_002") && err.contains("sha256"), "{err}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["complete"], false, "{summary}");
+    assert_eq!(trial_files(&out_dir).len(), 1);
 }
 
 #[test]
@@ -483,6 +538,11 @@ fn malformed_arguments_name_what_is_wrong() {
         d,
     );
     assert!(err.contains("every:0"), "{err}");
+    let err = run_err(
+        &["infer", "--layers", "0", "--prompt", "x", "--out", "o"],
+        d,
+    );
+    assert!(err.contains("no checked layer"), "{err}");
     let err = run_err(
         &["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"],
         d,

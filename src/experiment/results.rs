@@ -89,7 +89,7 @@ pub struct VerifierResult {
     pub statistics: VerifierStatistics,
     pub overhead: Overhead,
     pub verdict: Verdict,
-    /// False when the run was cancelled before this verifier finished.
+    /// False when the run was cancelled before this verifier finished, or it had no checks.
     pub complete: bool,
 }
 

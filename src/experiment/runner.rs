@@ -19,7 +19,7 @@ use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::DEFAULT_CHUNK;
 use crate::model::device::{DeviceKind, DeviceProfile};
 use crate::stats::policy::PolicyConfig;
-use crate::util::unix_now;
+use crate::util::{unix_now, write_file_atomic};
 
 /// Which half of a trial to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -418,8 +418,7 @@ fn write_summary(out_dir: &Path, summary: Option<&RunSummary>) -> Result<Option<
         return Ok(None);
     };
     let path = out_dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(summary)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    write_file_atomic(&path, &serde_json::to_vec_pretty(summary)?)?;
     Ok(Some(path))
 }
 
@@ -433,8 +432,7 @@ pub fn trial_file_name(trial: usize) -> String {
 
 fn write_trial(out_dir: &Path, result: &TrialResult) -> Result<()> {
     let path = out_dir.join(trial_file_name(result.trial));
-    std::fs::write(&path, serde_json::to_vec_pretty(result)?)
-        .with_context(|| format!("writing {}", path.display()))
+    write_file_atomic(&path, &serde_json::to_vec_pretty(result)?)
 }
 
 async fn verify_bundles(
@@ -474,48 +472,30 @@ async fn verify_bundles(
         expected: spec.expected,
         chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
     };
-    let mut trials = Vec::new();
-    for dir in dirs {
+    let mut trials: Vec<TrialResult> = Vec::new();
+    // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
+    // results of the others: it is reported, skipped, and the run marked incomplete.
+    let mut failed: Vec<String> = Vec::new();
+    for dir in &dirs {
         if cancel.is_cancelled() {
             break;
         }
-        let bundle = read_bundle(&dir)?;
-        let ctx = bundle.manifest.context.clone();
-        if let Some(c) = &ctx {
-            ensure!(
-                c.experiment == req.experiment,
-                "{}: bundle belongs to experiment {}, not {}",
-                dir.display(),
-                c.experiment,
-                req.experiment
-            );
+        let used: Vec<usize> = trials.iter().map(|t| t.trial).collect();
+        match verify_one_bundle(&ws, req, dir, &used, &settings, sink, cancel).await {
+            Ok(result) => {
+                write_trial(&out_dir, &result)?;
+                sink.emit(EngineEvent::TrialDone {
+                    trial: result.trial,
+                    result: Box::new(result.clone()),
+                });
+                trials.push(result);
+            }
+            Err(e) => {
+                let message = format!("{}: skipped: {e:#}", dir.display());
+                sink.log(LogLevel::Error, message.clone());
+                failed.push(message);
+            }
         }
-        let prompt = PromptInfo {
-            category: ctx
-                .as_ref()
-                .map_or_else(String::new, |c| c.prompt_category.clone()),
-            id: ctx
-                .as_ref()
-                .map_or_else(String::new, |c| c.prompt_id.clone()),
-            text: bundle.manifest.prompt_text.clone(),
-        };
-        let trial = ctx.as_ref().map_or(0, |c| c.trial);
-        let result = verify_trial(
-            ws.clone(),
-            Arc::new(bundle.manifest),
-            Arc::new(bundle.states),
-            &settings,
-            prompt,
-            sink.clone(),
-            cancel.clone(),
-        )
-        .await?;
-        write_trial(&out_dir, &result)?;
-        sink.emit(EngineEvent::TrialDone {
-            trial,
-            result: Box::new(result.clone()),
-        });
-        trials.push(result);
     }
     let summary = summarize(
         &req.experiment,
@@ -523,15 +503,81 @@ async fn verify_bundles(
         &trials,
         spec.cutoff,
         spec.expected,
-        !cancel.is_cancelled(),
+        !cancel.is_cancelled() && failed.is_empty(),
     );
     let summary_path = write_summary(&out_dir, summary.as_ref())?;
+    if !failed.is_empty() {
+        let kept = match &summary_path {
+            Some(path) => format!("the other results are in {}", path.display()),
+            None => "no bundle could be verified".to_string(),
+        };
+        bail!(
+            "{} of {} bundles could not be verified ({kept}):\n  {}",
+            failed.len(),
+            dirs.len(),
+            failed.join("\n  ")
+        );
+    }
     Ok(RunOutcome {
         summary_path,
         summary,
         trials,
         out_dir,
     })
+}
+
+/// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
+/// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
+/// and two bundles that claim the same trial are refused rather than overwrite each other.
+async fn verify_one_bundle(
+    ws: &Arc<Workspace>,
+    req: &RunRequest,
+    dir: &Path,
+    used_trials: &[usize],
+    settings: &VerifySettings,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<TrialResult> {
+    let bundle = read_bundle(dir)?;
+    let ctx = bundle.manifest.context.clone();
+    let trial = match &ctx {
+        Some(c) => {
+            ensure!(
+                c.experiment == req.experiment,
+                "bundle belongs to experiment {}, not {}",
+                c.experiment,
+                req.experiment
+            );
+            ensure!(
+                !used_trials.contains(&c.trial),
+                "another bundle of this run already claims trial {}",
+                c.trial
+            );
+            c.trial
+        }
+        None => (0..).find(|n| !used_trials.contains(n)).unwrap_or(0),
+    };
+    let prompt = PromptInfo {
+        category: ctx
+            .as_ref()
+            .map_or_else(String::new, |c| c.prompt_category.clone()),
+        id: ctx
+            .as_ref()
+            .map_or_else(String::new, |c| c.prompt_id.clone()),
+        text: bundle.manifest.prompt_text.clone(),
+    };
+    let mut result = verify_trial(
+        ws.clone(),
+        Arc::new(bundle.manifest),
+        Arc::new(bundle.states),
+        settings,
+        prompt,
+        sink.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    result.trial = trial;
+    Ok(result)
 }
 
 /// The run summary over the trials that finished.

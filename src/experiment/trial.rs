@@ -107,6 +107,7 @@ pub fn infer_trial(
             total_s: out.total_s,
             tokens_per_s: out.tokens_per_s(),
         },
+        cancelled: out.cancelled,
         hidden_states: TensorFile {
             file: super::bundle::TENSORS_FILE.into(),
             sha256: String::new(),
@@ -330,7 +331,9 @@ fn assemble_trial(
                     percentage: overhead_percentage(out.time_s, manifest.timings.total_s),
                 },
                 verdict: verifier_verdict(accept_rate, settings.cutoff),
-                complete: !out.cancelled,
+                // No checks (an inference cancelled before its first token) is no evidence
+                // either way: its accept rate of 0 must not count as a measured rejection.
+                complete: !out.cancelled && !out.checks.is_empty(),
                 statistics: VerifierStatistics {
                     summary,
                     checks: out.checks,
@@ -355,12 +358,7 @@ fn assemble_trial(
         TrialVerdict::Reject
     };
     let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
-    let complete = verifiers.iter().all(|v| v.complete)
-        && manifest.output_ids.len()
-            == manifest
-                .sampling
-                .max_new_tokens
-                .min(manifest.output_ids.len());
+    let complete = verifiers.iter().all(|v| v.complete) && !manifest.cancelled;
     TrialResult {
         format_version: RESULT_FORMAT_VERSION,
         experiment: ctx
