@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::experiment::config::experiment_names;
@@ -212,7 +212,7 @@ impl Backend for WorkspaceBackend {
     }
 
     fn export_pngs(&self, trial: &TrialResult) -> Result<Vec<PathBuf>> {
-        let dir = self.ws.data_dir.join("plots").join(&trial.experiment);
+        let dir = trial_export_dir(&self.ws.data_dir.join("plots"), trial);
         let written = crate::plot::export_trial(trial, &dir)?;
         log_line(
             &self.log,
@@ -222,17 +222,21 @@ impl Backend for WorkspaceBackend {
     }
 }
 
+/// Where the console exports one trial's figures: a folder per experiment and per trial run
+/// (named by when it started), so exporting another run never overwrites these files. Both
+/// names come from the result file, so each is made one safe path component.
+pub fn trial_export_dir(plots_root: &Path, trial: &TrialResult) -> PathBuf {
+    plots_root
+        .join(crate::plot::safe_component(&trial.experiment))
+        .join(format!(
+            "{}_trial{:03}",
+            crate::experiment::runner::utc_stamp(trial.started_at),
+            trial.trial
+        ))
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("{}", path.display()))?
-        .len();
-    if size > MAX_RESULT_BYTES {
-        return Err(anyhow!(
-            "{}: {size} bytes is more than the {MAX_RESULT_BYTES}-byte limit",
-            path.display()
-        ));
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::util::read_regular_file(path, MAX_RESULT_BYTES)?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a valid result file", path.display()))
 }

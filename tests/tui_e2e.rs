@@ -228,14 +228,36 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
         "kept {tokens} generated tokens"
     );
     assert!(bundle.join("hidden_states.safetensors").exists());
+    assert_eq!(manifest["cancelled"], true);
+    // Verified later, its checks are real but the trial is marked incomplete: a prefix of an
+    // output is not a finished inference.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verillm-tui"))
+        .args(["verify", bundle.to_str().unwrap(), "--json"])
+        .env("VERILLM_DATA_DIR", data.path())
+        .env_remove("VERILLM_CONFIG_DIR")
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(verified["complete"], false, "{verified}");
+    assert_eq!(verified["summary"]["final_verdict"], "PASS", "{verified}");
     let s = tmux.quit();
     assert!(s.contains("EXIT=0"), "{s}");
 }
 
+/// PNGs in `dir` and its subfolders (the console exports into one folder per trial run).
 fn count_pngs(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| {
         d.flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-            .count()
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    count_pngs(&path)
+                } else {
+                    usize::from(path.extension().is_some_and(|x| x == "png"))
+                }
+            })
+            .sum()
     })
 }

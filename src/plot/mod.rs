@@ -62,17 +62,7 @@ impl OutputNames {
     }
 
     fn claim(&mut self, stem: &str) -> PathBuf {
-        let safe: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(150)
-            .collect();
+        let safe = safe_component(stem);
         let mut name = safe.clone();
         let mut counter = 2;
         while !self.used.insert(name.clone()) {
@@ -80,6 +70,28 @@ impl OutputNames {
             counter += 1;
         }
         self.directory.join(format!("{name}.png"))
+    }
+}
+
+/// One file-system-safe path component from any text (names in result files come from other
+/// machines): ASCII letters, digits, '-', '_' and '.', everything else '_', at most 150
+/// characters, and never empty, "." or "..", so joining it cannot leave the parent folder.
+pub fn safe_component(text: &str) -> String {
+    let safe: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(150)
+        .collect();
+    if safe.chars().all(|c| c == '.') {
+        safe.replace('.', "_") + "_"
+    } else {
+        safe
     }
 }
 

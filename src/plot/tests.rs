@@ -648,3 +648,43 @@ fn plain_data_figures_render() {
     keep_copies(std::slice::from_ref(&overhead_path));
     assert_readable_figure(&overhead_path);
 }
+
+#[test]
+fn names_from_result_files_become_one_safe_path_component() {
+    use super::safe_component;
+    assert_eq!(safe_component("exp1"), "exp1");
+    assert_eq!(safe_component("../../escaped"), ".._.._escaped");
+    assert_eq!(safe_component("/etc/passwd"), "_etc_passwd");
+    for dots in ["", ".", ".."] {
+        let safe = safe_component(dots);
+        assert!(
+            !safe.is_empty() && safe.chars().any(|c| c != '.'),
+            "{dots:?} -> {safe:?}"
+        );
+    }
+    let root = Path::new("/data/plots");
+    for name in ["..", "../../escaped", "/abs", "a/../../b"] {
+        let joined = root.join(safe_component(name));
+        assert_eq!(joined.parent(), Some(root), "{name}");
+    }
+}
+
+#[test]
+fn console_exports_go_to_a_folder_per_trial_run_inside_the_plots_folder() {
+    let root = Path::new("/data/plots");
+    let mut a = trial("exp1", 0, true, &[8], 2);
+    a.started_at = 1_795_700_000;
+    let mut b = a.clone();
+    b.started_at += 60;
+    let (dir_a, dir_b) = (
+        crate::console::trial_export_dir(root, &a),
+        crate::console::trial_export_dir(root, &b),
+    );
+    assert_eq!(dir_a, root.join("exp1").join("20261126-133320_trial000"));
+    assert_ne!(
+        dir_a, dir_b,
+        "another run never overwrites this one's figures"
+    );
+    a.experiment = "../../escaped".into();
+    assert!(crate::console::trial_export_dir(root, &a).starts_with(root.join(".._.._escaped")));
+}
