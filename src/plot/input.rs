@@ -1,8 +1,6 @@
 //! Reading the JSON files the figures are made from: trial results, run summaries (with the
 //! trial files they list) and optimization reports, told apart by their fields.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,6 +13,10 @@ use crate::stats::optimize::OptimizationReport;
 /// Larger inputs are refused rather than read into memory (a trial with every check of a
 /// long generation is a few MiB; this leaves ample room).
 pub const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// All the trial files one run summary lists, together: a small summary that lists a big
+/// file many times must not multiply memory.
+pub const MAX_SUMMARY_TOTAL_BYTES: u64 = 4 * MAX_INPUT_BYTES;
 
 /// One input file, parsed.
 #[derive(Debug, Clone)]
@@ -57,30 +59,13 @@ fn kind_of(value: &Value) -> Option<InputKind> {
     }
 }
 
-/// Reads a JSON file, refusing files over [`MAX_INPUT_BYTES`].
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("{}: cannot read its metadata", path.display()))?
-        .len();
-    if size > MAX_INPUT_BYTES {
-        bail!(
-            "{}: {size} bytes is more than the {MAX_INPUT_BYTES} bytes accepted",
-            path.display()
-        );
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    file.take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        bail!(
-            "{}: grew past {MAX_INPUT_BYTES} bytes while reading",
-            path.display()
-        );
-    }
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: not valid JSON", path.display()))
+/// Reads a JSON file, refusing files over [`MAX_INPUT_BYTES`] and anything that is not a
+/// regular file; returns the value and how many bytes were read.
+fn read_json(path: &Path) -> anyhow::Result<(Value, u64)> {
+    let bytes = crate::util::read_regular_file(path, MAX_INPUT_BYTES)?;
+    let value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    Ok((value, bytes.len() as u64))
 }
 
 fn parse_as<T: DeserializeOwned>(path: &Path, value: Value, what: &str) -> anyhow::Result<T> {
@@ -140,7 +125,7 @@ fn load_trial(path: &Path, value: Value) -> anyhow::Result<TrialResult> {
 
 /// Reads and parses one input file, with the trial files of a run summary.
 pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
-    let value = read_json(path)?;
+    let (value, _) = read_json(path)?;
     match kind_of(&value) {
         Some(InputKind::Trial) => Ok(PlotInput::Trial {
             path: path.to_path_buf(),
@@ -148,11 +133,35 @@ pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
         }),
         Some(InputKind::Summary) => {
             let summary: RunSummary = parse_as(path, value, "a run summary")?;
-            let mut trials = Vec::with_capacity(summary.trial_files.len());
+            // A summary lists each of its trials once: counts that disagree or a file listed
+            // twice would double-count verdicts (and multiply memory).
+            if summary.trial_files.len() != summary.trials {
+                bail!(
+                    "{}: lists {} trial files but says trials: {}",
+                    path.display(),
+                    summary.trial_files.len(),
+                    summary.trials
+                );
+            }
+            let mut trials: Vec<(PathBuf, TrialResult)> = Vec::new();
+            let mut total_bytes = 0u64;
             for listed in &summary.trial_files {
                 let trial_path = resolve_trial_file(path, listed)?;
-                let trial_value = read_json(&trial_path)
+                if trials.iter().any(|(seen, _)| *seen == trial_path) {
+                    bail!(
+                        "{}: trial file {listed:?} is listed more than once",
+                        path.display()
+                    );
+                }
+                let (trial_value, bytes) = read_json(&trial_path)
                     .with_context(|| format!("{}: trial file {listed:?}", path.display()))?;
+                total_bytes += bytes;
+                if total_bytes > MAX_SUMMARY_TOTAL_BYTES {
+                    bail!(
+                        "{}: its trial files exceed {MAX_SUMMARY_TOTAL_BYTES} bytes together",
+                        path.display()
+                    );
+                }
                 if kind_of(&trial_value) != Some(InputKind::Trial) {
                     bail!(
                         "{}: trial file {listed:?} is not a trial result",

@@ -531,7 +531,7 @@ fn summary_entries_leaving_its_directory_are_refused() {
         let summary_path = run_dir.join("summary.json");
         write_json(
             &summary_path,
-            &summary_for("exp2", &trials, vec![listed.to_string()]),
+            &summary_for("exp2", &trials[..1], vec![listed.to_string()]),
         );
         let error = plot_files(
             std::slice::from_ref(&summary_path),
@@ -555,12 +555,45 @@ fn summary_entries_leaving_its_directory_are_refused() {
         let summary_path = run_dir.join("summary.json");
         write_json(
             &summary_path,
-            &summary_for("exp2", &trials, vec!["link.json".to_string()]),
+            &summary_for("exp2", &trials[..1], vec!["link.json".to_string()]),
         );
         let error =
             plot_files(&[summary_path], &scratch.path().join("figures")).expect_err("refused");
         assert!(format!("{error:#}").contains("leads outside"), "{error:#}");
     }
+}
+
+#[test]
+fn a_summary_must_list_each_of_its_trials_once() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let trials = honest_trials();
+    write_json(&scratch.path().join("trial_0.json"), &trials[0]);
+    let summary_path = scratch.path().join("summary.json");
+    let figures = scratch.path().join("figures");
+    // The same file twice (also spelled differently) would count one verdict twice.
+    write_json(
+        &summary_path,
+        &summary_for(
+            "exp2",
+            &trials[..2],
+            vec!["trial_0.json".into(), "./trial_0.json".into()],
+        ),
+    );
+    let error = plot_files(std::slice::from_ref(&summary_path), &figures).expect_err("refused");
+    assert!(
+        format!("{error:#}").contains("listed more than once"),
+        "{error:#}"
+    );
+    // A count that disagrees with the list.
+    write_json(
+        &summary_path,
+        &summary_for("exp2", &trials[..2], vec!["trial_0.json".into()]),
+    );
+    let error = plot_files(std::slice::from_ref(&summary_path), &figures).expect_err("refused");
+    assert!(
+        format!("{error:#}").contains("lists 1 trial files but says trials: 2"),
+        "{error:#}"
+    );
 }
 
 #[test]
