@@ -185,6 +185,44 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
 }
 
 #[test]
+fn an_interrupt_signal_from_outside_restores_the_terminal() {
+    // Ctrl-C typed in the console is a key (raw mode); `kill -INT` from a script is a signal,
+    // and must end the session as cleanly as a quit.
+    let data = tempfile::tempdir().unwrap();
+    let stty = data.path().join("stty");
+    let go = data.path().join("go");
+    let script = format!(
+        "stty -g > {s}.before; (while [ ! -e {go} ]; do sleep 0.1; done; pkill -INT -P $$ -x verillm-tui) & \
+         VERILLM_DATA_DIR={d} {bin}; echo EXIT=$?; stty -g > {s}.after; sleep 60",
+        s = stty.display(),
+        go = go.display(),
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+    );
+    let tmux = Tmux::launch("sigint", &script);
+    std::fs::write(&go, b"").unwrap();
+    let s = tmux.wait_for("the program to exit", Duration::from_secs(20), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(
+        !s.contains("pick an experiment"),
+        "alternate screen left:\n{s}"
+    );
+    let alternate = tmux
+        .cmd()
+        .args(["display", "-p", "-t", "sigint", "#{alternate_on}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&alternate.stdout).trim(), "0");
+    tmux.wait_for("stty", Duration::from_secs(5), |_| {
+        stty.with_extension("after").exists()
+    });
+    let before = std::fs::read_to_string(stty.with_extension("before")).unwrap();
+    let after = std::fs::read_to_string(stty.with_extension("after")).unwrap();
+    assert_eq!(before, after, "terminal modes restored after SIGINT");
+}
+
+#[test]
 fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
     let data = tempfile::tempdir().unwrap();
     let script = format!(

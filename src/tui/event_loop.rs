@@ -199,10 +199,12 @@ impl Drop for InputReader {
     }
 }
 
-/// SIGTERM and SIGHUP end the session like a quit (the guard restores the terminal).
+/// SIGTERM, SIGHUP, SIGINT and SIGQUIT end the session like a quit (the guard restores the
+/// terminal). Ctrl-C typed in the console arrives as a key in raw mode; SIGINT comes from
+/// elsewhere (`kill -INT`, a supervising script) and must not leave the screen taken over.
 struct Termination {
     #[cfg(unix)]
-    signals: (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    signals: [tokio::signal::unix::Signal; 4],
 }
 
 impl Termination {
@@ -211,10 +213,12 @@ impl Termination {
         {
             use tokio::signal::unix::{signal, SignalKind};
             Ok(Termination {
-                signals: (
+                signals: [
                     signal(SignalKind::terminate())?,
                     signal(SignalKind::hangup())?,
-                ),
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::quit())?,
+                ],
             })
         }
         #[cfg(not(unix))]
@@ -223,9 +227,14 @@ impl Termination {
 
     async fn wait(&mut self) {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.signals.0.recv() => {}
-            _ = self.signals.1.recv() => {}
+        {
+            let [term, hup, int, quit] = &mut self.signals;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+                _ = int.recv() => {}
+                _ = quit.recv() => {}
+            }
         }
         #[cfg(not(unix))]
         std::future::pending::<()>().await
