@@ -168,6 +168,18 @@ pub struct App {
     /// Lines scrolled back from the newest (0 follows the tail).
     pub log_scroll: usize,
     pub text_scroll: usize,
+    /// The largest useful scroll of each pane, as the last frame drew it: scrolling stops
+    /// there instead of piling up presses that later keys must undo.
+    pub scroll_limits: ScrollLimits,
+    /// The newest warning or error, shown on screens without a log pane until a key is
+    /// pressed (the run view has its log).
+    pub notice: Option<LogLine>,
+}
+
+#[derive(Debug, Default)]
+pub struct ScrollLimits {
+    pub text: std::cell::Cell<usize>,
+    pub log: std::cell::Cell<usize>,
 }
 
 impl App {
@@ -190,6 +202,8 @@ impl App {
             log: LogBuffer::default(),
             log_scroll: 0,
             text_scroll: 0,
+            scroll_limits: ScrollLimits::default(),
+            notice: None,
         }
     }
 
@@ -213,6 +227,13 @@ impl App {
     }
 
     pub fn log_line(&mut self, level: LogLevel, text: impl Into<String>) {
+        let text = text.into();
+        if level != LogLevel::Info {
+            self.notice = Some(LogLine {
+                level,
+                text: text.lines().next().unwrap_or_default().to_string(),
+            });
+        }
         self.log.push(level, text);
     }
 

@@ -11,6 +11,7 @@ use ratatui::Frame;
 
 use super::app::{App, Confirm, Screen};
 use super::{help, picker, results, run_view};
+use crate::engine::events::LogLevel;
 
 /// Below this size the layout cannot show its panes; a message says so instead.
 pub const MIN_WIDTH: u16 = 80;
@@ -27,12 +28,38 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Run => run_view::render(frame, area, app),
         Screen::Results => results::render(frame, area, app),
     }
+    if app.screen != Screen::Run {
+        render_notice(frame, area, app);
+    }
     if app.show_help {
         help::render(frame, area);
     }
     if let Some(question) = app.confirm {
         render_confirm(frame, area, app, question);
     }
+}
+
+/// The newest warning or error, over the footer row, on screens that have no log pane.
+fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
+    let Some(notice) = &app.notice else { return };
+    let colour = match notice.level {
+        LogLevel::Error => Color::Red,
+        _ => Color::Yellow,
+    };
+    let row = Rect {
+        y: area.bottom().saturating_sub(1),
+        height: 1,
+        ..area
+    };
+    let line = Line::from(vec![
+        Span::styled(
+            format!(" {} ", notice.text),
+            Style::default().fg(Color::Black).bg(colour),
+        ),
+        Span::raw("  any key dismisses"),
+    ]);
+    frame.render_widget(Clear, row);
+    frame.render_widget(line, row);
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {

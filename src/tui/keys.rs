@@ -15,6 +15,8 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Action::None;
         }
+        // A key press means the notice was seen; the key still does its own work.
+        self.notice = None;
         let ctrl_c =
             key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
         if let Some(question) = self.confirm {
@@ -253,13 +255,12 @@ impl App {
             }
             // Up scrolls back in time, so it adds to the distance from the tail.
             RunPane::Log => {
-                let lines = self.log.len();
-                self.log_scroll = self.log_scroll.saturating_add_signed(-delta).min(lines)
+                let limit = self.scroll_limits.log.get();
+                self.log_scroll = self.log_scroll.saturating_add_signed(-delta).min(limit)
             }
             RunPane::Text => {
-                let selected = self.shown_run().and_then(RunState::selected);
-                let rows = selected.map_or(0, |trial| trial.text.len());
-                self.text_scroll = self.text_scroll.saturating_add_signed(-delta).min(rows)
+                let limit = self.scroll_limits.text.get();
+                self.text_scroll = self.text_scroll.saturating_add_signed(-delta).min(limit)
             }
         }
     }

@@ -47,6 +47,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     render_verifiers(frame, verifiers, app, run, trial);
     render_heatmap(frame, heat, app, trial);
     render_log(frame, log, app);
+    let verifier_keys = format!("1-{}", run.choice.verifiers.len().clamp(1, 9));
     render_footer(
         frame,
         footer,
@@ -54,7 +55,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             ("q", "back"),
             ("Tab", "pane"),
             ("←→", "trial"),
-            ("1-3", "verifier"),
+            (verifier_keys.as_str(), "verifier"),
             ("m", "metric"),
             ("c", "cancel"),
             ("e", "export"),
@@ -164,6 +165,9 @@ fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialVie
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let text = trial.map_or("", |trial| trial.text.as_str());
+    app.scroll_limits
+        .text
+        .set(wrapped_row_count(text, inner.width as usize).saturating_sub(inner.height as usize));
     let rows = tail_rows(
         text,
         inner.width as usize,
@@ -174,6 +178,16 @@ fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialVie
         Paragraph::new(rows.into_iter().map(Line::from).collect::<Vec<_>>()),
         inner,
     );
+}
+
+/// How many rows `text` takes wrapped at `width` (as [`tail_rows`] wraps it).
+pub fn wrapped_row_count(text: &str, width: usize) -> usize {
+    if width == 0 {
+        return 0;
+    }
+    text.split('\n')
+        .map(|line| line.chars().count().div_ceil(width).max(1))
+        .sum()
 }
 
 /// The `height` wrapped rows of `text` that end `scroll` rows above its end. Only the rows shown
@@ -371,6 +385,7 @@ fn render_log(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(block, area);
     let height = inner.height as usize;
     let total = app.log.len();
+    app.scroll_limits.log.set(total.saturating_sub(height));
     let scroll = app.log_scroll.min(total.saturating_sub(height));
     let end = total - scroll;
     let lines: Vec<Line> = (end.saturating_sub(height)..end)

@@ -263,3 +263,59 @@ fn results_view_opens_and_goes_back() {
     press(&mut app, KeyCode::Char('q'));
     assert_eq!(app.screen, Screen::Picker);
 }
+
+#[test]
+fn scrolling_stops_where_the_pane_ends_so_the_way_back_is_immediate() {
+    let mut app = running_app();
+    for i in 0..100 {
+        app.log_line(crate::engine::events::LogLevel::Info, format!("line {i}"));
+    }
+    screen(&app, 120, 40);
+    app.run_pane = RunPane::Log;
+    for _ in 0..500 {
+        press(&mut app, KeyCode::Up);
+    }
+    let limit = app.scroll_limits.log.get();
+    assert!(limit > 0 && limit < 100, "{limit}");
+    assert_eq!(app.log_scroll, limit, "no scrolling past the oldest line");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.log_scroll, limit - 1, "one Down moves at once");
+    assert_shows(&screen(&app, 120, 40), "line 1");
+
+    // The generated text fits its pane: Up has nothing to scroll, so Down is not owed.
+    app.run_pane = RunPane::Text;
+    for _ in 0..40 {
+        press(&mut app, KeyCode::Up);
+    }
+    assert_eq!(app.text_scroll, app.scroll_limits.text.get());
+}
+
+#[test]
+fn warnings_show_on_screens_without_a_log_until_a_key_is_pressed() {
+    let mut app = running_app();
+    press(&mut app, KeyCode::Char('q'));
+    assert_eq!(app.screen, Screen::Picker);
+    app.log_line(
+        crate::engine::events::LogLevel::Error,
+        "export failed: trial_001.json: not a valid result file\nsecond line",
+    );
+    let shown = screen(&app, 120, 40);
+    assert_shows(
+        &shown,
+        "export failed: trial_001.json: not a valid result file",
+    );
+    assert_shows(&shown, "any key dismisses");
+    press(&mut app, KeyCode::Down);
+    assert!(app.notice.is_none());
+    let shown = screen(&app, 120, 40);
+    assert!(super::tests::find_all(&shown, "export failed").is_empty());
+    // Information is not a notice: the run view's log has it.
+    app.log_line(crate::engine::events::LogLevel::Info, "exporting PNGs…");
+    assert!(app.notice.is_none());
+}
+
+#[test]
+fn the_run_view_footer_names_as_many_verifier_keys_as_there_are_verifiers() {
+    let app = running_app();
+    assert_shows(&screen(&app, 160, 40), " 1-3  verifier");
+}
