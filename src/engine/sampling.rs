@@ -141,19 +141,30 @@ impl Sampler {
     }
 }
 
+/// Index of the largest value, the first one on ties. NaN never wins (it compares false with
+/// everything, so a NaN in front would otherwise stay "best" forever), matching the sampling
+/// path, which drops non-finite logits; all-NaN gives 0.
 fn argmax(v: &[f64]) -> u32 {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
+        if !x.is_nan() && best.is_none_or(|b| *x > v[b]) {
+            best = Some(i);
         }
     }
-    best as u32
+    best.unwrap_or(0) as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn greedy_choice_skips_nan_and_takes_the_first_of_ties() {
+        assert_eq!(argmax(&[f64::NAN, 1.0, 2.0]), 2);
+        assert_eq!(argmax(&[1.0, f64::NAN, 3.0, 3.0]), 2);
+        assert_eq!(argmax(&[f64::NEG_INFINITY, f64::NAN, -5.0]), 2);
+        assert_eq!(argmax(&[f64::NAN, f64::NAN]), 0);
+    }
 
     fn params(temperature: f64) -> SamplingParams {
         SamplingParams {
