@@ -340,6 +340,21 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             std::fs::copy(bundles.join(from).join(file), mixed.join(to).join(file)).unwrap();
         }
     }
+    // A plain `infer` bundle committing to one shallow layer, where exp1 checks every 8th.
+    run_ok(
+        &[
+            "infer",
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "4",
+            "--layers",
+            "8",
+            "--out",
+            mixed.join("trial_003").to_str().unwrap(),
+        ],
+        data.path(),
+    );
     let damaged = mixed.join("trial_002").join("hidden_states.safetensors");
     let mut bytes = std::fs::read(&damaged).unwrap();
     bytes[100] ^= 1;
@@ -359,7 +374,11 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
         data.path(),
     );
     assert!(
-        err.contains("2 of 3 bundles could not be verified"),
+        err.contains("3 of 4 bundles could not be verified"),
+        "{err}"
+    );
+    assert!(
+        err.contains("trial_003") && err.contains("bundle records layers [8], but exp1 checks"),
         "{err}"
     );
     assert!(

@@ -481,7 +481,7 @@ async fn verify_bundles(
             break;
         }
         let used: Vec<usize> = trials.iter().map(|t| t.trial).collect();
-        match verify_one_bundle(&ws, req, dir, &used, &settings, sink, cancel).await {
+        match verify_one_bundle(&ws, req, &spec, dir, &used, &settings, sink, cancel).await {
             Ok(result) => {
                 write_trial(&out_dir, &result)?;
                 sink.emit(EngineEvent::TrialDone {
@@ -529,9 +529,11 @@ async fn verify_bundles(
 /// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
 /// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
 /// and two bundles that claim the same trial are refused rather than overwrite each other.
+#[allow(clippy::too_many_arguments)]
 async fn verify_one_bundle(
     ws: &Arc<Workspace>,
     req: &RunRequest,
+    spec: &ExperimentSpec,
     dir: &Path,
     used_trials: &[usize],
     settings: &VerifySettings,
@@ -539,6 +541,18 @@ async fn verify_one_bundle(
     cancel: &CancelToken,
 ) -> Result<TrialResult> {
     let bundle = read_bundle(dir)?;
+    // The experiment decides which layers are checked, not the bundle: one that committed
+    // to fewer (say only a shallow layer) would otherwise be judged on those alone.
+    let expected_layers = spec.layers.resolve(bundle.manifest.model.n_layers);
+    ensure!(
+        bundle.manifest.layers == expected_layers,
+        "bundle records layers {:?}, but {} checks {:?} ({} of a {}-layer model)",
+        bundle.manifest.layers,
+        req.experiment,
+        expected_layers,
+        spec.layers,
+        bundle.manifest.model.n_layers
+    );
     let ctx = bundle.manifest.context.clone();
     let trial = match &ctx {
         Some(c) => {
