@@ -56,7 +56,7 @@ fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
             format!(" {} ", notice.text),
             Style::default().fg(Color::Black).bg(colour),
         ),
-        Span::raw("  any key dismisses"),
+        Span::raw("  Esc dismisses"),
     ]);
     frame.render_widget(Clear, row);
     frame.render_widget(line, row);

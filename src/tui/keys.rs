@@ -15,8 +15,11 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Action::None;
         }
-        // A key press means the notice was seen; the key still does its own work.
-        self.notice = None;
+        // A key press means the notice was seen. Esc only dismisses it (so dismissing never
+        // quits or steps back); any other key also does its own work.
+        if self.notice.take().is_some() && key.code == KeyCode::Esc {
+            return Action::None;
+        }
         let ctrl_c =
             key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
         if let Some(question) = self.confirm {

@@ -70,12 +70,22 @@ pub struct PastRun {
 }
 
 impl PastRun {
-    /// Where each trial result of this run lies on disk.
+    /// Where each trial result of this run lies on disk: only names inside the run's folder
+    /// (an absolute path or `..` in a summary is skipped, never followed).
     pub fn trial_paths(&self) -> Vec<PathBuf> {
         let dir = self.summary_path.parent().unwrap_or(Path::new("."));
         self.summary
             .trial_files
             .iter()
+            .filter(|file| {
+                !file.is_empty()
+                    && Path::new(file).components().all(|c| {
+                        matches!(
+                            c,
+                            std::path::Component::Normal(_) | std::path::Component::CurDir
+                        )
+                    })
+            })
             .map(|file| dir.join(file))
             .collect()
     }

@@ -282,12 +282,19 @@ fn scrolling_stops_where_the_pane_ends_so_the_way_back_is_immediate() {
     assert_eq!(app.log_scroll, limit - 1, "one Down moves at once");
     assert_shows(&screen(&app, 120, 40), "line 1");
 
-    // The generated text fits its pane: Up has nothing to scroll, so Down is not owed.
+    // A generated text longer than its pane scrolls up to its first row and no further.
+    let long: String = (0..200).map(|i| format!("row {i}\n")).collect();
+    app.session_runs[0].trials[0].text = long.clone();
+    screen(&app, 120, 40);
+    let limit = app.scroll_limits.text.get();
+    assert!(limit > 150 && limit < 200, "{limit}");
     app.run_pane = RunPane::Text;
-    for _ in 0..40 {
+    for _ in 0..(limit + 50) {
         press(&mut app, KeyCode::Up);
     }
-    assert_eq!(app.text_scroll, app.scroll_limits.text.get());
+    assert_eq!(app.text_scroll, limit);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.text_scroll, limit - 1);
 }
 
 #[test]
@@ -304,9 +311,14 @@ fn warnings_show_on_screens_without_a_log_until_a_key_is_pressed() {
         &shown,
         "export failed: trial_001.json: not a valid result file",
     );
-    assert_shows(&shown, "any key dismisses");
-    press(&mut app, KeyCode::Down);
+    assert_shows(&shown, "Esc dismisses");
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
     assert!(app.notice.is_none());
+    assert_eq!(
+        app.screen,
+        Screen::Picker,
+        "dismissing does not step back or quit"
+    );
     let shown = screen(&app, 120, 40);
     assert!(super::tests::find_all(&shown, "export failed").is_empty());
     // Information is not a notice: the run view's log has it.
