@@ -24,9 +24,15 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Reads a whole file that must be a regular file (not a FIFO or device, which could feed
-/// different bytes on each read or never end) of at most `limit` bytes. The bound is enforced
-/// on the read itself, so a file that grows while being read cannot exceed it either.
+/// different bytes on each read, never end, or block the open forever) of at most `limit`
+/// bytes. The bound is enforced on the read itself, so a file that grows while being read
+/// cannot exceed it either.
 pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    // Checked before opening (opening a FIFO with no writer blocks), and again on the opened
+    // file, in case the path was swapped in between.
+    let before =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    anyhow::ensure!(before.is_file(), "{}: not a regular file", path.display());
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let meta = file
@@ -61,8 +67,6 @@ pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
         "{}: is a symbolic link; bundle files must be plain files inside the bundle",
         path.display()
     );
-    // Checked before opening too: opening a FIFO with no writer would block forever.
-    anyhow::ensure!(meta.is_file(), "{}: not a regular file", path.display());
     read_regular_file(path, limit)
 }
 
@@ -71,25 +75,36 @@ pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// followed (so a planted link cannot redirect the write elsewhere).
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Unique per process and per call, so concurrent writers never share a temporary file;
+    // one left behind by a killed process is skipped, never reused or removed.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
+    let (tmp, mut file) = loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.{}.{n}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => anyhow::bail!("writing {}: {e}", path.display()),
+        }
     };
-    write().map_err(|e| {
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         anyhow::anyhow!("writing {}: {e}", path.display())
     })
@@ -180,6 +195,25 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+        // A FIFO with no writer would block the open forever: refused before it.
+        let fifo = dir.path().join("fifo.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let err = read_regular_file(&fifo, 100).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // Concurrent writers of one file each use their own temporary file.
+        let shared = dir.path().join("shared.json");
+        std::thread::scope(|scope| {
+            for i in 0..8u8 {
+                let shared = &shared;
+                scope.spawn(move || write_file_atomic(shared, &[i; 1000]).unwrap());
+            }
+        });
+        let bytes = std::fs::read(&shared).unwrap();
+        assert!(bytes.len() == 1000 && bytes.iter().all(|&b| b == bytes[0]));
         // A character device is endless: refused before a byte is read.
         let err = read_regular_file(Path::new("/dev/zero"), 5)
             .unwrap_err()

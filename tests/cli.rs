@@ -382,7 +382,7 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
         "{err}"
     );
     assert!(
-        err.contains("trial_001") && err.contains("already claims trial 0"),
+        err.contains("trial_001") && err.contains("trial 0 is already taken by"),
         "{err}"
     );
     assert!(err.contains("trial_002") && err.contains("sha256"), "{err}");
@@ -562,6 +562,17 @@ fn malformed_arguments_name_what_is_wrong() {
         d,
     );
     assert!(err.contains("no checked layer"), "{err}");
+    // Only the embeddings once resolved against the model's 30 layers.
+    let err = run_err(
+        &["infer", "--layers", "0,99", "--prompt", "x", "--out", "o"],
+        d,
+    );
+    assert!(err.contains("select no checked layer"), "{err}");
+    let err = run_err(&["run", "exp1", "--trials", "18446744073709551615"], d);
+    assert!(
+        err.contains("--trials 18446744073709551615: expected 1..=100000"),
+        "{err}"
+    );
     let err = run_err(
         &["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"],
         d,

@@ -122,7 +122,11 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
     let max_new = req.max_new_tokens.unwrap_or(max_cfg);
     let min_new = req.min_new_tokens.unwrap_or(min_cfg).min(max_new);
     let trials = req.trials.unwrap_or(spec.trials);
-    ensure!(trials > 0, "--trials must be at least 1");
+    ensure!(
+        (1..=super::config::MAX_TRIALS).contains(&trials),
+        "--trials {trials}: expected 1..={}",
+        super::config::MAX_TRIALS
+    );
     let base_seed = req.seed.or(spec.seed).unwrap_or(0);
     Ok((0..trials)
         .map(|trial| {
@@ -476,13 +480,19 @@ async fn verify_bundles(
     // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
     // results of the others: it is reported, skipped, and the run marked incomplete.
     let mut failed: Vec<String> = Vec::new();
+    let mut verified_dirs: Vec<&Path> = Vec::new();
     for dir in &dirs {
         if cancel.is_cancelled() {
             break;
         }
-        let used: Vec<usize> = trials.iter().map(|t| t.trial).collect();
+        let used: Vec<(usize, &Path)> = trials
+            .iter()
+            .zip(&verified_dirs)
+            .map(|(t, d)| (t.trial, *d))
+            .collect();
         match verify_one_bundle(&ws, req, &spec, dir, &used, &settings, sink, cancel).await {
             Ok(result) => {
+                verified_dirs.push(dir);
                 write_trial(&out_dir, &result)?;
                 sink.emit(EngineEvent::TrialDone {
                     trial: result.trial,
@@ -535,7 +545,7 @@ async fn verify_one_bundle(
     req: &RunRequest,
     spec: &ExperimentSpec,
     dir: &Path,
-    used_trials: &[usize],
+    used_trials: &[(usize, &Path)],
     settings: &VerifySettings,
     sink: &EventSink,
     cancel: &CancelToken,
@@ -562,14 +572,18 @@ async fn verify_one_bundle(
                 c.experiment,
                 req.experiment
             );
-            ensure!(
-                !used_trials.contains(&c.trial),
-                "another bundle of this run already claims trial {}",
-                c.trial
-            );
+            if let Some((_, other)) = used_trials.iter().find(|(t, _)| *t == c.trial) {
+                bail!(
+                    "trial {} is already taken by {} in this run",
+                    c.trial,
+                    other.display()
+                );
+            }
             c.trial
         }
-        None => (0..).find(|n| !used_trials.contains(n)).unwrap_or(0),
+        None => (0..)
+            .find(|n| used_trials.iter().all(|(t, _)| t != n))
+            .unwrap_or(0),
     };
     let prompt = PromptInfo {
         category: ctx
@@ -637,13 +651,34 @@ pub fn summarize(
             expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64
                 / n,
         },
-        complete,
+        // A trial cut short (cancelled inference or verifier, no checks) still counts above,
+        // but the run is then not a complete measurement.
+        complete: complete && trials.iter().all(|t| t.complete),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trial_cut_short_makes_its_run_summary_incomplete() {
+        let mut trials: Vec<TrialResult> = (0..3)
+            .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 4))
+            .collect();
+        let summary = |trials: &[TrialResult]| {
+            summarize("exp1", "", trials, 0.9, TrialVerdict::Pass, true).unwrap()
+        };
+        assert!(summary(&trials).complete);
+        trials[1].complete = false;
+        let cut_short = summary(&trials);
+        assert!(!cut_short.complete);
+        assert_eq!(cut_short.trials, 3);
+        assert_eq!(
+            cut_short.trial_files,
+            ["trial_000.json", "trial_001.json", "trial_002.json"]
+        );
+    }
 
     #[test]
     fn utc_stamps_have_no_colons() {

@@ -60,7 +60,12 @@ pub fn infer_trial(
     };
     let prompt_ids = model.tokenizer.encode(&prompt_text)?;
     let layers = plan.spec_layers.resolve(model.model.config.n_layers);
-    ensure!(!layers.is_empty(), "no layers selected to check");
+    ensure!(
+        layers.iter().any(|&layer| layer >= 1),
+        "layers {} select no checked layer of this {}-layer model (0 is the embeddings)",
+        plan.spec_layers,
+        model.model.config.n_layers
+    );
     sink.emit(EngineEvent::TrialStarted {
         trial: plan.trial,
         prompt_category: plan.prompt.category.clone(),

@@ -17,7 +17,7 @@ pub mod overhead;
 pub mod roc;
 mod style;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

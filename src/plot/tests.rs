@@ -192,7 +192,7 @@ fn verifier(
 
 /// A trial with three verifiers; honest experiments mix same-device and cross-precision
 /// verifiers so the values span many decades and include exact zeros.
-fn trial(
+pub(crate) fn trial(
     experiment: &str,
     index: usize,
     honest: bool,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use experiments::{
     ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection, PromptSelection,
-    Role, VerifierConfig,
+    Role, VerifierConfig, MAX_TRIALS,
 };
 pub use locate::{locate_key, KeyPath, PathSegment};
 pub use models::{GgufRef, ModelArch, ModelEntry, ModelRegistry, ModelSource, WeightsLocation};
