@@ -18,7 +18,8 @@ use crate::model::LoadedModel;
 use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::PolicyConfig;
 
-/// The 22-token chat prompt the reference figures were measured with.
+/// A short chat question. Rendered with SmolLM2's template (which adds its default system
+/// prompt) it is 37 tokens; the figures print the count as `prompt_tokens`.
 const BENCH_PROMPT: &str = "What is the capital of France?";
 
 #[derive(Debug, Serialize)]
@@ -127,7 +128,7 @@ pub fn run_bench(
     let full = load(Precision::Full)?;
     let native = load(Precision::Native)?;
     let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
-    let prompt_ids = full.tokenizer.encode(&prompt)?;
+    let prompt_ids = full.tokenizer.encode_rendered(&prompt)?;
     let layers: Vec<usize> = vec![8, 16, 24];
     eprintln!("bench: decoding 128 tokens on {device} (native Q4_1, then full)…");
     let decode = vec![

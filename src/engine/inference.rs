@@ -51,6 +51,18 @@ pub fn generate(
     params.validate().map_err(anyhow::Error::msg)?;
     ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
     let tm = &model.model;
+    // Checked before the first step, not found out after minutes of decoding: every position
+    // (prompt, generated tokens, and the last token fed once more for its hidden states) must
+    // fit the model's context.
+    let max_positions = tm.config.max_positions;
+    ensure!(
+        prompt_ids.len() + params.max_new_tokens <= max_positions,
+        "{} prompt tokens + {} new tokens exceed the model's context of {max_positions} positions \
+         (lower max_new_tokens to at most {})",
+        prompt_ids.len(),
+        params.max_new_tokens,
+        max_positions.saturating_sub(prompt_ids.len())
+    );
     let mut layers = layers.to_vec();
     layers.sort_unstable();
     layers.dedup();

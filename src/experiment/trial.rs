@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::bundle::{
     BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
 };
-use super::config::Role;
+use super::config::{LayerSelection, Role};
 use super::results::*;
 use super::runner::{TrialPlan, Workspace};
 use crate::engine::capture::CapturedStates;
@@ -54,12 +54,28 @@ pub fn infer_trial(
     cancel: &CancelToken,
 ) -> Result<(Manifest, CapturedStates)> {
     let model = ws.load_reporting(&plan.inference, sink)?;
-    let prompt_text = match prompt_text {
-        Some(t) => t,
-        None => render_prompt(&model, &plan.messages)?,
+    let (prompt_text, prompt_ids) = match prompt_text {
+        Some(text) => {
+            let ids = model.tokenizer.encode(&text)?;
+            (text, ids)
+        }
+        None => {
+            let text = render_prompt(&model, &plan.messages)?;
+            let ids = if model.chat_template.is_some() {
+                model.tokenizer.encode_rendered(&text)?
+            } else {
+                model.tokenizer.encode(&text)?
+            };
+            (text, ids)
+        }
     };
-    let prompt_ids = model.tokenizer.encode(&prompt_text)?;
-    let layers = plan.spec_layers.resolve(model.model.config.n_layers);
+    let n_layers = model.model.config.n_layers;
+    if let LayerSelection::List(listed) = &plan.spec_layers {
+        if let Some(beyond) = listed.iter().find(|&&layer| layer > n_layers) {
+            bail!("layer {beyond} is beyond this {n_layers}-layer model (hidden states 0..={n_layers})");
+        }
+    }
+    let layers = plan.spec_layers.resolve(n_layers);
     ensure!(
         layers.iter().any(|&layer| layer >= 1),
         "layers {} select no checked layer of this {}-layer model (0 is the embeddings)",

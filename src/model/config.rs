@@ -123,22 +123,57 @@ impl ModelConfig {
                 path.display()
             ),
         };
-        let rope_scaling = match raw.rope_scaling {
-            Some(s) if s.rope_type.as_deref() == Some("llama3") => Some(Llama3RopeScaling {
-                factor: s.factor.unwrap_or(8.0),
-                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s
-                    .original_max_position_embeddings
-                    .unwrap_or(8192),
-            }),
-            Some(s) if s.rope_type.is_some() && s.rope_type.as_deref() != Some("default") => bail!(
-                "{}: rope_scaling type `{}` is not supported (supported: llama3, default)",
-                path.display(),
-                s.rope_type.unwrap_or_default()
-            ),
-            _ => None,
+        let at = |field: &str| format!("{}: {field}", path.display());
+        // Features this forward pass does not compute are refused, never run as plain Llama.
+        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
+            bail!("{}: `{act}` is not supported (only silu)", at("hidden_act"));
+        }
+        if raw.attention_bias == Some(true) && arch == Arch::Llama {
+            bail!(
+                "{}: attention biases are not supported for llama/mistral",
+                at("attention_bias")
+            );
+        }
+        if raw.mlp_bias == Some(true) {
+            bail!("{}: MLP biases are not supported", at("mlp_bias"));
+        }
+        // transformers >= 5 keeps theta and scaling in `rope_parameters`; older configs in
+        // `rope_theta` and `rope_scaling` (whose type key was once `type`).
+        let rope_parameters = raw.rope_parameters;
+        let rope_theta = raw
+            .rope_theta
+            .or(rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(10_000.0);
+        let (scaling, scaling_field) = match (raw.rope_scaling, rope_parameters) {
+            (Some(s), _) => (Some(s), "rope_scaling"),
+            (None, p) => (p, "rope_parameters"),
         };
+        let rope_scaling = match scaling {
+            Some(s) => match s.rope_type.or(s.legacy_type).as_deref() {
+                Some("llama3") => Some(Llama3RopeScaling {
+                    factor: s.factor.unwrap_or(8.0),
+                    low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                    high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                    original_max_position_embeddings: s
+                        .original_max_position_embeddings
+                        .unwrap_or(8192),
+                }),
+                None | Some("default") => None,
+                Some(other) => bail!(
+                    "{}: rope type `{other}` is not supported (supported: llama3, default)",
+                    at(scaling_field)
+                ),
+            },
+            None => None,
+        };
+        // Attention here is full causal: identical to a sliding window only while every
+        // sequence fits in the window, so the window bounds the usable context.
+        let mut max_positions = raw.max_position_embeddings.unwrap_or(4096);
+        if raw.use_sliding_window != Some(false) {
+            if let Some(window) = raw.sliding_window.filter(|&w| w > 0) {
+                max_positions = max_positions.min(window);
+            }
+        }
         let n_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         Ok(ModelConfig {
             arch,
@@ -152,9 +187,9 @@ impl ModelConfig {
                 .unwrap_or(raw.hidden_size / raw.num_attention_heads),
             vocab_size: raw.vocab_size,
             rms_eps: raw.rms_norm_eps,
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta,
             rope_scaling,
-            max_positions: raw.max_position_embeddings.unwrap_or(4096),
+            max_positions,
             tie_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         })
     }
@@ -193,6 +228,10 @@ fn gguf_string(content: &gguf_file::Content, key: &str) -> Result<String> {
 #[derive(Deserialize)]
 struct HfRopeScaling {
     rope_type: Option<String>,
+    #[serde(rename = "type")]
+    legacy_type: Option<String>,
+    /// Only in transformers >= 5 `rope_parameters`.
+    rope_theta: Option<f64>,
     factor: Option<f64>,
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
@@ -212,6 +251,12 @@ struct HfConfig {
     rms_norm_eps: f64,
     rope_theta: Option<f64>,
     rope_scaling: Option<HfRopeScaling>,
+    rope_parameters: Option<HfRopeScaling>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
+    hidden_act: Option<String>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
 }

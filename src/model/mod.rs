@@ -101,10 +101,16 @@ fn load_hf_dir(
 ) -> Result<LoadedModel> {
     let config = ModelConfig::from_hf_config(&dir.join("config.json"))?;
     let tokenizer = TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"))?;
-    let chat_template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json"))
-        .ok()
-        .flatten()
-        .map(Arc::new);
+    // A model without a template prompts with plain text; a template that does not compile is
+    // an error, never silently replaced by plain text (the prompts would not be the model's).
+    let config_path = dir.join("tokenizer_config.json");
+    let chat_template = if config_path.exists() {
+        ChatTemplate::from_tokenizer_config(&config_path)
+            .with_context(|| format!("{}: chat template", config_path.display()))?
+            .map(Arc::new)
+    } else {
+        None
+    };
     let files = safetensors_files(dir)?;
     let mut file = WeightFile::open_safetensors(&files)?;
     // Native precision has no stored quantized tensors to keep in a float checkpoint.

@@ -292,3 +292,148 @@ fn warm_up_runs_prefill_and_decode_at_every_precision_kind_and_dtype() {
         }
     }
 }
+
+/// The tiny model's config.json with `changes` merged in, parsed.
+fn tiny_config_with(changes: serde_json::Value) -> anyhow::Result<super::config::ModelConfig> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = serde_json::json!({
+        "model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": 49152, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "max_position_embeddings": 512
+    });
+    for (key, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            config.as_object_mut().unwrap().remove(key);
+        } else {
+            config[key] = value.clone();
+        }
+    }
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    super::config::ModelConfig::from_hf_config(&path)
+}
+
+#[test]
+fn hf_configs_with_features_this_forward_does_not_compute_are_refused() {
+    use serde_json::json;
+    let refused = [
+        (
+            json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
+            "linear",
+        ),
+        (
+            json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+            "yarn",
+        ),
+        (json!({"hidden_act": "gelu"}), "hidden_act"),
+        (
+            json!({"model_type": "llama", "attention_bias": true}),
+            "attention_bias",
+        ),
+        (json!({"mlp_bias": true}), "mlp_bias"),
+    ];
+    for (changes, needle) in refused {
+        let err = format!("{:#}", tiny_config_with(changes.clone()).unwrap_err());
+        assert!(
+            err.contains(needle) && err.contains("config.json"),
+            "{changes}: {err}"
+        );
+    }
+    // transformers >= 5: theta and scaling live in rope_parameters.
+    let v5 = tiny_config_with(json!({
+        "rope_theta": null,
+        "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0}
+    }))
+    .unwrap();
+    assert_eq!(v5.rope_theta, 500000.0);
+    assert!(v5.rope_scaling.is_some());
+    // Full attention equals a sliding window only inside the window: it bounds the context.
+    let windowed = tiny_config_with(json!({"sliding_window": 64})).unwrap();
+    assert_eq!(windowed.max_positions, 64);
+    let unused = tiny_config_with(json!({"sliding_window": 64, "use_sliding_window": false}));
+    assert_eq!(unused.unwrap().max_positions, 512);
+    assert!(tiny_config_with(json!({"hidden_act": "silu"})).is_ok());
+}
+
+#[test]
+fn tiny_model_problems_are_errors_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_qwen2(dir.path(), true);
+    let source = ModelSource::HfDir(dir.path().to_path_buf());
+    let load = || load_model("tiny", &source, Precision::Full, DeviceProfile::CPU_F32);
+
+    // A prompt plus budget beyond the context is refused before the first step.
+    let m = load().unwrap();
+    let params = crate::engine::sampling::SamplingParams {
+        max_new_tokens: 600,
+        ..Default::default()
+    };
+    let err = crate::engine::inference::generate(
+        &m,
+        &[1, 2, 3],
+        &params,
+        &[1],
+        &crate::engine::events::EventSink::none(),
+        0,
+        &crate::engine::events::CancelToken::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("context of 512") && err.contains("at most 509"),
+        "{err}"
+    );
+
+    // A chat template that does not compile is an error, not silently plain text.
+    let config = dir.path().join("tokenizer_config.json");
+    let good = std::fs::read(&config).unwrap();
+    std::fs::write(&config, r#"{"chat_template": "{% generation %}"}"#).unwrap();
+    let err = format!("{:#}", load().err().unwrap());
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("chat template"),
+        "{err}"
+    );
+    std::fs::write(&config, good).unwrap();
+
+    // Qwen2 without its attention biases would compute another model: refused.
+    let weights = dir.path().join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    tensors.remove("model.layers.0.self_attn.k_proj.bias");
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let err = format!("{:#}", load().err().unwrap());
+    assert!(
+        err.contains("model.layers.0.self_attn.k_proj.bias"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chat_prompts_are_encoded_without_a_second_bos() {
+    // A Llama-3 style tokenizer adds BOS in its post-processor; a template that renders
+    // `{{ bos_token }}` already wrote it, so the rendered prompt is encoded as transformers'
+    // apply_chat_template does: without added special tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(smollm_fixture("hf_tokenizer/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    json["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}}
+    });
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let tokenizer = super::tokenizer::TextTokenizer::from_tokenizer_json(&path).unwrap();
+    let rendered = "<|im_start|>user\nhi<|im_end|>\n";
+    let plain = tokenizer.encode(rendered).unwrap();
+    assert_eq!(&plain[..2], &[1, 1], "the post-processor adds BOS");
+    let ids = tokenizer.encode_rendered(rendered).unwrap();
+    assert_eq!(ids[0], 1);
+    assert_ne!(ids[1], 1);
+    assert_eq!(&ids[..], &plain[1..]);
+}

@@ -256,6 +256,17 @@ impl TextTokenizer {
         Ok(ids)
     }
 
+    /// Token ids for a prompt a chat template rendered: the template writes every special
+    /// token itself (e.g. `{{ bos_token }}`), so nothing is added, as transformers'
+    /// `apply_chat_template` does; adding BOS here would double it.
+    pub fn encode_rendered(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizing {} bytes of text: {e}", text.len()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Text for `ids`, special tokens included (so a rendered prompt decodes back to itself).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

@@ -293,8 +293,10 @@ impl WeightBuilder<'_> {
     pub fn linear(&mut self, weight_name: &str, bias_name: Option<&str>) -> Result<Linear> {
         let raw = self.file.read(weight_name)?;
         let weight = self.linear_weight(raw, weight_name)?;
+        // An architecture with biases must have them: running without would silently
+        // compute another model.
         let bias = match bias_name {
-            Some(b) => self.optional_float(b)?,
+            Some(b) => Some(self.float(b)?),
             None => None,
         };
         // A quantized matmul returns f32, so its bias must be f32 too.
