@@ -496,8 +496,12 @@ fn bundle_model_id(ws: &Workspace, name: &str) -> Result<String> {
 }
 
 async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.cutoff) {
-        bail!("--cutoff {} must be between 0 and 1", args.cutoff);
+    if !(0.0..1.0).contains(&args.cutoff) {
+        bail!(
+            "--cutoff {} must be in [0, 1): a verifier passes when its accept rate exceeds the \
+             cutoff, so 1 could never pass (use e.g. 0.999)",
+            args.cutoff
+        );
     }
     if args.verifiers == 0 {
         bail!("--verifiers must be at least 1");

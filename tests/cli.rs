@@ -589,6 +589,8 @@ fn malformed_arguments_name_what_is_wrong() {
     assert!(err.contains("/nonexistent/bundle"), "{err}");
     let err = run_err(&["verify", "/tmp", "--cutoff", "1.5"], d);
     assert!(err.contains("--cutoff 1.5"), "{err}");
+    let err = run_err(&["verify", "/tmp", "--cutoff", "1"], d);
+    assert!(err.contains("--cutoff 1 must be in [0, 1)"), "{err}");
     let err = run_err(&["run", "exp1", "--config-dir", "/nonexistent/configs"], d);
     assert!(err.contains("/nonexistent/configs"), "{err}");
 }

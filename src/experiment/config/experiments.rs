@@ -423,10 +423,14 @@ fn validate_experiment(
         }
     }
 
-    if !(spec.cutoff.is_finite() && (0.0..=1.0).contains(&spec.cutoff)) {
+    if !(spec.cutoff.is_finite() && (0.0..1.0).contains(&spec.cutoff)) {
         return Err(file.error_at(
             &at.key("cutoff"),
-            format!("{} is outside 0..=1 (expected a fraction)", spec.cutoff),
+            format!(
+                "{} is outside [0, 1) (a verifier passes when its accept rate exceeds the \
+                 cutoff, so 1 could never pass; use e.g. 0.999)",
+                spec.cutoff
+            ),
         ));
     }
     if spec.trials == 0 || spec.trials > MAX_TRIALS {
