@@ -562,12 +562,22 @@ fn malformed_arguments_name_what_is_wrong() {
         d,
     );
     assert!(err.contains("no checked layer"), "{err}");
-    // Only the embeddings once resolved against the model's 30 layers.
+    // Nothing to check once resolved against the model's 30 layers.
     let err = run_err(
-        &["infer", "--layers", "0,99", "--prompt", "x", "--out", "o"],
+        &[
+            "infer", "--layers", "every:99", "--prompt", "x", "--out", "o",
+        ],
         d,
     );
     assert!(err.contains("select no checked layer"), "{err}");
+    let err = run_err(
+        &["infer", "--layers", "8,99", "--prompt", "x", "--out", "o"],
+        d,
+    );
+    assert!(
+        err.contains("layer 99 is beyond this 30-layer model"),
+        "{err}"
+    );
     let err = run_err(&["run", "exp1", "--trials", "18446744073709551615"], d);
     assert!(
         err.contains("--trials 18446744073709551615: expected 1..=100000"),
