@@ -96,12 +96,27 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
                 .with_progress(false)
                 .build()
                 .context("setting up the Hugging Face hub client")?
-                .repo(hf_repo),
+                .repo(hf_repo.clone()),
         )
     };
+    // A revision pinned to a commit has no `refs/` entry in caches Python wrote; its snapshot
+    // folder is named by the commit itself.
+    let pinned_snapshot = (revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| {
+            Cache::from_env()
+                .path()
+                .join(hf_repo.folder_name())
+                .join("snapshots")
+                .join(revision)
+        });
     let get = |file: &str| -> Result<Option<PathBuf>> {
         if let Some(p) = cache.get(file) {
             return Ok(Some(p));
+        }
+        if let Some(p) = pinned_snapshot.as_ref().map(|dir| dir.join(file)) {
+            if p.exists() {
+                return Ok(Some(p));
+            }
         }
         let Some(api) = &api else { return Ok(None) };
         match api.get(file) {

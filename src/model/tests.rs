@@ -267,6 +267,19 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
         err.contains("verillm-test/absent") && err.contains("HF_HUB_OFFLINE"),
         "{err}"
     );
+    // A revision pinned to a commit, as Python's cache stores it: a snapshot folder named by
+    // the commit and no `refs/` entry.
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let pinned = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&pinned).unwrap();
+    for entry in std::fs::read_dir(&snapshot).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), pinned.join(entry.file_name())).unwrap();
+    }
+    let arg = format!("hf:verillm-test/tiny-qwen2@{commit}");
+    let source = super::source::parse_model_arg(&arg, home.path()).unwrap();
+    let m = load_model(&arg, &source, Precision::Full, DeviceProfile::CPU_F32).unwrap();
+    assert_eq!(m.model.config.n_layers, 2);
     // A revision becomes a path in the hub cache: only plain names, never `..`.
     for bad in ["a/b@../../x", "a/b@", "a/b@main/../..", "a/b@v 1"] {
         let err = super::source::parse_model_arg(bad, home.path())
