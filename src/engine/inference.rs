@@ -54,7 +54,7 @@ pub fn generate(
     // Checked before the first step, not found out after minutes of decoding: every position
     // (prompt, generated tokens, and the last token fed once more for its hidden states) must
     // fit the model's context.
-    let max_positions = tm.config.max_positions;
+    let max_positions = tm.max_positions();
     ensure!(
         prompt_ids.len() + params.max_new_tokens <= max_positions,
         "{} prompt tokens + {} new tokens exceed the model's context of {max_positions} positions \

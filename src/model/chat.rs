@@ -134,7 +134,10 @@ impl ChatTemplate {
         let (source, origin) = match std::fs::read_to_string(&jinja_path) {
             Ok(text) => (text, jinja_path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let field = config.as_ref().and_then(|c| c.get("chat_template"));
+                let field = config
+                    .as_ref()
+                    .and_then(|c| c.get("chat_template"))
+                    .filter(|v| !v.is_null());
                 match field.map(template_from_config_field).transpose() {
                     Ok(Some(text)) => (text, format!("{}: chat_template", path.display())),
                     Ok(None) => return Ok(None),
@@ -553,6 +556,25 @@ mod tests {
         assert!(ChatTemplate::from_tokenizer_config(&config)
             .unwrap()
             .is_none());
+        // An explicit null is "no template", as an absent field.
+        std::fs::write(&config, r#"{"chat_template": null}"#).unwrap();
+        assert!(ChatTemplate::from_tokenizer_config(&config)
+            .unwrap()
+            .is_none());
+        // Without tokenizer_config.json, a chat_template.jinja beside it is still found.
+        std::fs::remove_file(&config).unwrap();
+        std::fs::write(
+            dir.join("chat_template.jinja"),
+            "<{{ messages[0].content }}>",
+        )
+        .unwrap();
+        let template = ChatTemplate::from_tokenizer_config(&config)
+            .unwrap()
+            .unwrap();
+        let rendered = template
+            .render(&[ChatMessage::new("user", "hi")], false)
+            .unwrap();
+        assert_eq!(rendered, "<hi>");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -576,6 +598,22 @@ mod tests {
             .render(&[], false)
             .unwrap();
         assert_eq!(rendered, r#"{"a": [1, "é"], "b": null} k=1"#);
+
+        // transformers' Jinja has {% break %} and {% continue %}; some templates use them.
+        let source = "{% for m in messages %}{% if m.role == 'tool' %}{% continue %}{% endif %}{{ m.content }}{% if m.content == 'b' %}{% break %}{% endif %}{% endfor %}";
+        let rendered = ChatTemplate::new(source, "", "")
+            .unwrap()
+            .render(
+                &[
+                    ChatMessage::new("user", "a"),
+                    ChatMessage::new("tool", "x"),
+                    ChatMessage::new("user", "b"),
+                    ChatMessage::new("user", "c"),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(rendered, "ab");
     }
 
     #[test]

@@ -125,7 +125,11 @@ impl ModelConfig {
         };
         let at = |field: &str| format!("{}: {field}", path.display());
         // Features this forward pass does not compute are refused, never run as plain Llama.
-        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
+        if let Some(act) = raw
+            .hidden_act
+            .as_deref()
+            .filter(|a| !matches!(*a, "silu" | "swish"))
+        {
             bail!("{}: `{act}` is not supported (only silu)", at("hidden_act"));
         }
         if raw.attention_bias == Some(true) && arch == Arch::Llama {
@@ -168,11 +172,21 @@ impl ModelConfig {
         };
         // Attention here is full causal: identical to a sliding window only while every
         // sequence fits in the window, so the window bounds the usable context.
+        // transformers' defaults: Mistral slides (4096 when the key is absent, off when null);
+        // Qwen2 only with `use_sliding_window: true`; Llama never.
         let mut max_positions = raw.max_position_embeddings.unwrap_or(4096);
-        if raw.use_sliding_window != Some(false) {
-            if let Some(window) = raw.sliding_window.filter(|&w| w > 0) {
-                max_positions = max_positions.min(window);
+        let window = match raw.model_type.as_str() {
+            "mistral" => match &raw.sliding_window {
+                None => Some(4096),
+                Some(w) => w.as_u64(),
+            },
+            "qwen2" if raw.use_sliding_window == Some(true) => {
+                raw.sliding_window.as_ref().and_then(|w| w.as_u64())
             }
+            _ => None,
+        };
+        if let Some(window) = window.filter(|&w| w > 0) {
+            max_positions = max_positions.min(window as usize);
         }
         let n_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         Ok(ModelConfig {
@@ -257,6 +271,16 @@ struct HfConfig {
     hidden_act: Option<String>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
-    sliding_window: Option<usize>,
+    /// Absent, null or a number: absent and null mean different things for Mistral.
+    #[serde(default, deserialize_with = "keep_null")]
+    sliding_window: Option<serde_json::Value>,
     use_sliding_window: Option<bool>,
+}
+
+/// Deserializes a present field as `Some(value)`, a JSON null included, so that an absent
+/// field (`None` via `default`) and an explicit null can be told apart.
+fn keep_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }

@@ -103,14 +103,11 @@ fn load_hf_dir(
     let tokenizer = TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"))?;
     // A model without a template prompts with plain text; a template that does not compile is
     // an error, never silently replaced by plain text (the prompts would not be the model's).
+    // (A missing tokenizer_config.json is fine: a chat_template.jinja beside it still counts.)
     let config_path = dir.join("tokenizer_config.json");
-    let chat_template = if config_path.exists() {
-        ChatTemplate::from_tokenizer_config(&config_path)
-            .with_context(|| format!("{}: chat template", config_path.display()))?
-            .map(Arc::new)
-    } else {
-        None
-    };
+    let chat_template = ChatTemplate::from_tokenizer_config(&config_path)
+        .with_context(|| format!("{}: chat template", config_path.display()))?
+        .map(Arc::new);
     let files = safetensors_files(dir)?;
     let mut file = WeightFile::open_safetensors(&files)?;
     // Native precision has no stored quantized tensors to keep in a float checkpoint.

@@ -101,14 +101,17 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
     };
     // A revision pinned to a commit has no `refs/` entry in caches Python wrote; its snapshot
     // folder is named by the commit itself.
-    let pinned_snapshot = (revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| {
-            Cache::from_env()
-                .path()
-                .join(hf_repo.folder_name())
-                .join("snapshots")
-                .join(revision)
-        });
+    let pinned_snapshot = (revision.len() == 40
+        && revision
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    .then(|| {
+        Cache::from_env()
+            .path()
+            .join(hf_repo.folder_name())
+            .join("snapshots")
+            .join(revision)
+    });
     let get = |file: &str| -> Result<Option<PathBuf>> {
         if let Some(p) = cache.get(file) {
             return Ok(Some(p));

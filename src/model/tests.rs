@@ -306,7 +306,8 @@ fn warm_up_runs_prefill_and_decode_at_every_precision_kind_and_dtype() {
     }
 }
 
-/// The tiny model's config.json with `changes` merged in, parsed.
+/// The tiny model's config.json with `changes` merged in (the string "<absent>" removes a key),
+/// parsed.
 fn tiny_config_with(changes: serde_json::Value) -> anyhow::Result<super::config::ModelConfig> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = serde_json::json!({
@@ -316,7 +317,7 @@ fn tiny_config_with(changes: serde_json::Value) -> anyhow::Result<super::config:
         "max_position_embeddings": 512
     });
     for (key, value) in changes.as_object().unwrap() {
-        if value.is_null() {
+        if value == "<absent>" {
             config.as_object_mut().unwrap().remove(key);
         } else {
             config[key] = value.clone();
@@ -355,18 +356,36 @@ fn hf_configs_with_features_this_forward_does_not_compute_are_refused() {
     }
     // transformers >= 5: theta and scaling live in rope_parameters.
     let v5 = tiny_config_with(json!({
-        "rope_theta": null,
+        "rope_theta": "<absent>",
         "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0}
     }))
     .unwrap();
     assert_eq!(v5.rope_theta, 500000.0);
     assert!(v5.rope_scaling.is_some());
-    // Full attention equals a sliding window only inside the window: it bounds the context.
-    let windowed = tiny_config_with(json!({"sliding_window": 64})).unwrap();
-    assert_eq!(windowed.max_positions, 64);
-    let unused = tiny_config_with(json!({"sliding_window": 64, "use_sliding_window": false}));
-    assert_eq!(unused.unwrap().max_positions, 512);
+    // Full attention equals a sliding window only inside the window: an active window bounds
+    // the context, with transformers' defaults (Qwen2 off unless asked, Mistral on).
+    let positions = |changes: serde_json::Value| tiny_config_with(changes).unwrap().max_positions;
+    assert_eq!(positions(json!({"sliding_window": 64})), 512);
+    assert_eq!(
+        positions(json!({"sliding_window": 64, "use_sliding_window": true})),
+        64
+    );
+    assert_eq!(
+        positions(json!({"model_type": "mistral", "sliding_window": 64})),
+        64
+    );
+    assert_eq!(
+        positions(
+            json!({"model_type": "mistral", "sliding_window": null, "max_position_embeddings": 32768})
+        ),
+        32768
+    );
+    assert_eq!(
+        positions(json!({"model_type": "mistral", "max_position_embeddings": 32768})),
+        4096
+    );
     assert!(tiny_config_with(json!({"hidden_act": "silu"})).is_ok());
+    assert!(tiny_config_with(json!({"hidden_act": "swish"})).is_ok());
 }
 
 #[test]

@@ -256,15 +256,22 @@ impl TextTokenizer {
         Ok(ids)
     }
 
-    /// Token ids for a prompt a chat template rendered: the template writes every special
-    /// token itself (e.g. `{{ bos_token }}`), so nothing is added, as transformers'
-    /// `apply_chat_template` does; adding BOS here would double it.
+    /// Token ids for a prompt a chat template rendered. The template writes special tokens
+    /// itself (e.g. `{{ bos_token }}`), so the tokenizer's post-processor adds nothing, as in
+    /// transformers' `apply_chat_template`; a model that declares BOS (GGUF
+    /// `add_bos_token`) gets exactly one, whether or not the template wrote it (as llama.cpp).
     pub fn encode_rendered(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
             .encode(text, false)
             .map_err(|e| anyhow!("tokenizing {} bytes of text: {e}", text.len()))?;
-        Ok(encoding.get_ids().to_vec())
+        let mut ids = encoding.get_ids().to_vec();
+        if let Some(bos) = self.prepend_id {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     /// Text for `ids`, special tokens included (so a rendered prompt decodes back to itself).

@@ -137,6 +137,15 @@ fn declared_add_bos_token_is_prepended() {
         .insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
     let tokenizer = TextTokenizer::from_gguf(&content).unwrap();
     assert_eq!(tokenizer.encode("a").unwrap(), vec![1, 81]);
+    // A rendered chat prompt gets exactly one BOS, whether or not the template wrote it.
+    assert_eq!(tokenizer.encode_rendered("a").unwrap(), vec![1, 81]);
+    assert_eq!(
+        tokenizer.encode_rendered("<|im_start|>a").unwrap(),
+        vec![1, 81]
+    );
+    // Without add_bos_token, nothing is added.
+    let plain = TextTokenizer::from_gguf(&gguf_content()).unwrap();
+    assert_eq!(plain.encode_rendered("a").unwrap(), vec![81]);
 }
 
 #[test]

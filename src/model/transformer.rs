@@ -187,6 +187,12 @@ impl TappedModel {
         }
     }
 
+    /// Positions a sequence may use here: the model's context, capped by the rotary table
+    /// built for it.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims().first().copied().unwrap_or(0)
+    }
+
     /// Runs `ids` (the positions following those in `cache`) through the model.
     ///
     /// `taps` are hidden-state indices in 0..=n_layers. With `want_logits` false the pass stops
