@@ -4,20 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bundles;
+
 use crate::engine::events::CancelToken;
-use crate::experiment::bundle::read_bundle;
 use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
-use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
-use crate::experiment::runner::{
-    self, Role, RunRequest, RunStep, TrialPlan, VerifySettings, Workspace,
-};
+use crate::experiment::results::TrialVerdict;
+use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::{ensure_embedded_model, model_dir, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
-use crate::stats::policy::PolicyConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -380,8 +378,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Infer(args)) => infer(&global, args).await,
-        Some(Command::Verify(args)) => verify(&global, args).await,
+        Some(Command::Infer(args)) => bundles::infer(&global, args).await,
+        Some(Command::Verify(args)) => bundles::verify(&global, args).await,
         Some(Command::Run(args)) => run(&global, args).await,
         Some(Command::Bench(args)) => bench(&global, args).await,
         Some(Command::Optimize(args)) => optimize(&global, args).await,
@@ -415,160 +413,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
-}
-
-async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
-    let ws = Arc::new(workspace(global)?);
-    let text = match (&args.prompt, &args.prompt_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?
-        }
-        (None, None) => bail!("give --prompt or --prompt-file"),
-    };
-    let role = Role {
-        model: args.model.clone(),
-        precision: args.precision,
-        device: args.device,
-    };
-    let sampling = crate::engine::sampling::SamplingParams {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        min_new_tokens: args.min_tokens,
-        max_new_tokens: args.max_tokens,
-    };
-    sampling
-        .validate()
-        .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
-    let plan = TrialPlan {
-        experiment: "infer".into(),
-        trial: 0,
-        prompt: PromptInfo {
-            category: "cli".into(),
-            id: "cli".into(),
-            text: text.clone(),
-        },
-        messages: vec![("user".into(), text.clone())],
-        inference: role,
-        verifiers: Vec::new(),
-        sampling,
-        policy: PolicyConfig::default(),
-        cutoff: 0.95,
-        expected: TrialVerdict::Pass,
-        chunk: crate::engine::verification::DEFAULT_CHUNK,
-        spec_layers: args.layers,
-    };
-    let (sink, printer) = crate::progress::sink_with_progress();
-    let cancel = CancelToken::new();
-    let raw = args.raw.then_some(text);
-    let ws2 = ws.clone();
-    let (mut manifest, states) =
-        tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel))
-            .await??;
-    manifest.context = None;
-    printer.abort();
-    crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
-    eprintln!(
-        "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
-        args.out.display(),
-        manifest.output_ids.len(),
-        states.layers,
-        states.bytes() as f64 / 1024.0
-    );
-    println!("{}", manifest.output_text);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The model a bundle names, accepted only as a registry id of this machine's models.yaml: a
-/// bundle comes from elsewhere and must never choose a path to open or a repo to download.
-fn bundle_model_id(ws: &Workspace, name: &str) -> Result<String> {
-    if ws.config.models.get(name).is_some() {
-        return Ok(name.to_string());
-    }
-    bail!(
-        "the bundle names model `{name}`, which is not a model id of this machine's models.yaml \
-         (known: {}); a bundle never chooses a path or a download: pass --model",
-        ws.config.models.ids().join(", ")
-    )
-}
-
-async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    if !(0.0..1.0).contains(&args.cutoff) {
-        bail!(
-            "--cutoff {} must be in [0, 1): a verifier passes when its accept rate exceeds the \
-             cutoff, so 1 could never pass (use e.g. 0.999)",
-            args.cutoff
-        );
-    }
-    if args.verifiers == 0 {
-        bail!("--verifiers must be at least 1");
-    }
-    let ws = Arc::new(workspace(global)?);
-    let bundle = read_bundle(&args.bundle)?;
-    let model = match args.model {
-        Some(model) => model,
-        None => bundle_model_id(&ws, &bundle.manifest.model.name)?,
-    };
-    let role = Role {
-        model,
-        precision: args.precision,
-        device: args.device,
-    };
-    let settings = VerifySettings {
-        verifiers: vec![role; args.verifiers],
-        policy: match args.policy {
-            PolicyChoice::PrecisionAware => PolicyConfig::default(),
-            PolicyChoice::Seed => PolicyConfig::seed_default(),
-        },
-        cutoff: args.cutoff,
-        expected: TrialVerdict::Pass,
-        chunk: crate::engine::verification::DEFAULT_CHUNK,
-    };
-    let prompt = PromptInfo {
-        category: String::new(),
-        id: String::new(),
-        text: bundle.manifest.prompt_text.clone(),
-    };
-    let (sink, printer) = crate::progress::sink_with_progress();
-    let result = runner::verify_trial(
-        ws,
-        Arc::new(bundle.manifest),
-        Arc::new(bundle.states),
-        &settings,
-        prompt,
-        sink,
-        CancelToken::new(),
-    )
-    .await?;
-    printer.abort();
-    print_trial(&result, args.json)?;
-    Ok(verdict_code(result.summary.final_verdict))
-}
-
-fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(result)?);
-        return Ok(());
-    }
-    for v in &result.verifiers {
-        println!(
-            "{}: {} {} {}  accept rate {:.4} ({}/{})  {:?}  overhead {:.1}%",
-            v.name,
-            v.role.device,
-            v.role.dtype,
-            v.role.precision,
-            v.statistics.summary.accept_rate,
-            v.statistics.summary.accepted,
-            v.statistics.summary.total_checks,
-            v.verdict,
-            v.overhead.percentage
-        );
-    }
-    println!("verdict: {:?}", result.summary.final_verdict);
-    Ok(())
 }
 
 /// `expN` or `all` (the configured experiments in order), refusing unknown names.
