@@ -12,6 +12,8 @@ pub mod axis;
 pub mod distributions;
 pub mod heatmap;
 pub mod input;
+#[cfg(test)]
+mod input_tests;
 pub mod metric;
 pub mod overhead;
 pub mod roc;
