@@ -325,15 +325,8 @@ async fn run_inner(
         });
     }
     // Whatever was computed is kept, even when a trial failed or the run was cancelled.
-    let summary = summarize(
-        &req.experiment,
-        &spec.description,
-        &trials,
-        spec.cutoff,
-        spec.expected,
-        !cancel.is_cancelled() && first_error.is_none(),
-    );
-    let summary_path = write_summary(&out_dir, summary.as_ref())?;
+    let complete = !cancel.is_cancelled() && first_error.is_none();
+    let (summary, summary_path) = write_summary(&out_dir, req, &spec, &trials, complete)?;
     if let Some(e) = first_error {
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
     }
@@ -416,14 +409,28 @@ fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<PathBuf> {
     }
 }
 
-/// Writes `summary.json` when there is a summary (at least one finished trial).
-fn write_summary(out_dir: &Path, summary: Option<&RunSummary>) -> Result<Option<PathBuf>> {
-    let Some(summary) = summary else {
-        return Ok(None);
+/// Summarizes the trials that finished and writes `summary.json` (when at least one did).
+fn write_summary(
+    out_dir: &Path,
+    req: &RunRequest,
+    spec: &ExperimentSpec,
+    trials: &[TrialResult],
+    complete: bool,
+) -> Result<(Option<RunSummary>, Option<PathBuf>)> {
+    let summary = summarize(
+        &req.experiment,
+        &spec.description,
+        trials,
+        spec.cutoff,
+        spec.expected,
+        complete,
+    );
+    let Some(written) = &summary else {
+        return Ok((None, None));
     };
     let path = out_dir.join("summary.json");
-    write_file_atomic(&path, &serde_json::to_vec_pretty(summary)?)?;
-    Ok(Some(path))
+    write_file_atomic(&path, &serde_json::to_vec_pretty(written)?)?;
+    Ok((summary, Some(path)))
 }
 
 pub fn trial_dir_name(trial: usize) -> String {
@@ -507,15 +514,8 @@ async fn verify_bundles(
             }
         }
     }
-    let summary = summarize(
-        &req.experiment,
-        &spec.description,
-        &trials,
-        spec.cutoff,
-        spec.expected,
-        !cancel.is_cancelled() && failed.is_empty(),
-    );
-    let summary_path = write_summary(&out_dir, summary.as_ref())?;
+    let complete = !cancel.is_cancelled() && failed.is_empty();
+    let (summary, summary_path) = write_summary(&out_dir, req, &spec, &trials, complete)?;
     if !failed.is_empty() {
         let kept = match &summary_path {
             Some(path) => format!("the other results are in {}", path.display()),
