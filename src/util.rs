@@ -110,6 +110,18 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Whether `listed` (a path read from a file) is relative and made only of plain names, so
+/// joining it to a folder stays inside that folder (links aside): no absolute path, no `..`.
+pub fn is_inner_relative_path(listed: &str) -> bool {
+    !listed.is_empty()
+        && Path::new(listed).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -1,7 +1,7 @@
 //! Reading the JSON files the figures are made from: trial results, run summaries (with the
 //! trial files they list) and optimization reports, told apart by their fields.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
@@ -82,11 +82,7 @@ fn parse_as<T: DeserializeOwned>(path: &Path, value: Value, what: &str) -> anyho
 /// make the plotter read arbitrary files.
 pub fn resolve_trial_file(summary_path: &Path, listed: &str) -> anyhow::Result<PathBuf> {
     let relative = Path::new(listed);
-    let stays_inside = !listed.is_empty()
-        && relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !stays_inside {
+    if !crate::util::is_inner_relative_path(listed) {
         bail!(
             "{}: trial file {listed:?} must be a relative path inside the summary's directory",
             summary_path.display()

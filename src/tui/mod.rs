@@ -77,15 +77,7 @@ impl PastRun {
         self.summary
             .trial_files
             .iter()
-            .filter(|file| {
-                !file.is_empty()
-                    && Path::new(file).components().all(|c| {
-                        matches!(
-                            c,
-                            std::path::Component::Normal(_) | std::path::Component::CurDir
-                        )
-                    })
-            })
+            .filter(|file| crate::util::is_inner_relative_path(file))
             .map(|file| dir.join(file))
             .collect()
     }
