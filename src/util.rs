@@ -110,6 +110,12 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// The characters of names that become one path component: experiment ids, hub repo and
+/// revision parts, exported file names (ASCII letters, digits, '-', '_', '.').
+pub fn is_plain_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
 /// Whether `listed` (a path read from a file) is relative and made only of plain names, so
 /// joining it to a folder stays inside that folder (links aside): no absolute path, no `..`.
 pub fn is_inner_relative_path(listed: &str) -> bool {

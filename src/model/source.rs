@@ -41,11 +41,9 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
         None => (repo, "main"),
     };
     let valid = repo.split('/').count() == 2
-        && repo.split('/').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        });
+        && repo
+            .split('/')
+            .all(|p| !p.is_empty() && p.chars().all(crate::util::is_plain_name_char));
     if !valid {
         bail!("model `{arg}`: not a known model id, an existing path, or a hub repo id like hf:org/name");
     }
@@ -65,9 +63,7 @@ pub fn check_revision(revision: &str) -> Result<(), String> {
             !part.is_empty()
                 && part != "."
                 && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && part.chars().all(crate::util::is_plain_name_char)
         });
     if plain {
         Ok(())

@@ -82,7 +82,7 @@ pub fn safe_component(text: &str) -> String {
     let safe: String = text
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+            if crate::util::is_plain_name_char(c) {
                 c
             } else {
                 '_'

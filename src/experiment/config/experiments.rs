@@ -371,9 +371,7 @@ pub(super) fn validate_experiments(
         let plain = !name.is_empty()
             && name != "."
             && name != ".."
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && name.chars().all(crate::util::is_plain_name_char);
         if !plain {
             return Err(file.error_at(
                 &root.key(name),
