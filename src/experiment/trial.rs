@@ -80,7 +80,7 @@ pub fn infer_trial(
         layers.iter().any(|&layer| layer >= 1),
         "layers {} select no checked layer of this {}-layer model (0 is the embeddings)",
         plan.spec_layers,
-        model.model.config.n_layers
+        n_layers
     );
     sink.emit(EngineEvent::TrialStarted {
         trial: plan.trial,

@@ -463,6 +463,18 @@ fn validate_experiment(
                     ));
                 }
             }
+            // hidden.0 (the embeddings) is recorded but never checked: a list of nothing else
+            // would give every trial zero checks, an accept rate of 0 and a REJECT for honest
+            // runs. (every:N and all start at 1.)
+            if !layers.iter().any(|&layer| layer >= 1) {
+                return Err(file.error_at(
+                    &at.key("layers"),
+                    format!(
+                        "{layers:?} selects no checked layer (0 is the embeddings, which are \
+                         not checked; expected at least one index >= 1)"
+                    ),
+                ));
+            }
         }
         selection => {
             if let Some((id, model)) = involved
@@ -478,25 +490,6 @@ fn validate_experiment(
                 ));
             }
         }
-    }
-
-    // hidden.0 (the embeddings) is recorded but never checked: a selection of nothing else
-    // would give every trial zero checks, an accept rate of 0 and a REJECT for honest runs.
-    if let Some((id, _)) = involved.iter().find(|(_, model)| {
-        !spec
-            .layers
-            .resolve(model.layers)
-            .iter()
-            .any(|&layer| layer >= 1)
-    }) {
-        return Err(file.error_at(
-            &at.key("layers"),
-            format!(
-                "{} selects no checked layer of model \"{id}\" (0 is the embeddings, which are \
-                 not checked; expected at least one index >= 1)",
-                spec.layers
-            ),
-        ));
     }
 
     spec.policy
