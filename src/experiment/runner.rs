@@ -487,19 +487,15 @@ async fn verify_bundles(
     // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
     // results of the others: it is reported, skipped, and the run marked incomplete.
     let mut failed: Vec<String> = Vec::new();
-    let mut verified_dirs: Vec<&Path> = Vec::new();
+    // (trial number, bundle) of every verified bundle, so a second claim names the first.
+    let mut claimed: Vec<(usize, &Path)> = Vec::new();
     for dir in &dirs {
         if cancel.is_cancelled() {
             break;
         }
-        let used: Vec<(usize, &Path)> = trials
-            .iter()
-            .zip(&verified_dirs)
-            .map(|(t, d)| (t.trial, *d))
-            .collect();
-        match verify_one_bundle(&ws, req, &spec, dir, &used, &settings, sink, cancel).await {
+        match verify_one_bundle(&ws, req, &spec, dir, &claimed, &settings, sink, cancel).await {
             Ok(result) => {
-                verified_dirs.push(dir);
+                claimed.push((result.trial, dir));
                 write_trial(&out_dir, &result)?;
                 sink.emit(EngineEvent::TrialDone {
                     trial: result.trial,
