@@ -127,8 +127,7 @@ pub fn run_bench(
     };
     let full = load(Precision::Full)?;
     let native = load(Precision::Native)?;
-    let prompt = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
-    let prompt_ids = full.tokenizer.encode_rendered(&prompt)?;
+    let (_, prompt_ids) = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
     let layers: Vec<usize> = vec![8, 16, 24];
     eprintln!("bench: decoding 128 tokens on {device} (native Q4_1, then full)…");
     let decode = vec![

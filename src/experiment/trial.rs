@@ -24,8 +24,13 @@ use crate::stats::metrics::{dtype_from_name, CompareDtype};
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;
 
-/// Renders chat messages with the model's own template (raw concatenation when it has none).
-pub fn render_prompt(model: &LoadedModel, messages: &[(String, String)]) -> Result<String> {
+/// Renders chat messages with the model's own template and encodes the text as a rendered
+/// prompt (`TextTokenizer::encode_rendered`: the template writes its own special tokens);
+/// without a template, the contents joined by newlines and encoded as plain text.
+pub fn render_prompt(
+    model: &LoadedModel,
+    messages: &[(String, String)],
+) -> Result<(String, Vec<u32>)> {
     match &model.chat_template {
         Some(t) => {
             let msgs: Vec<TemplateMessage> = messages
@@ -35,13 +40,19 @@ pub fn render_prompt(model: &LoadedModel, messages: &[(String, String)]) -> Resu
                     content: content.clone(),
                 })
                 .collect();
-            t.render(&msgs, true)
+            let text = t.render(&msgs, true)?;
+            let ids = model.tokenizer.encode_rendered(&text)?;
+            Ok((text, ids))
         }
-        None => Ok(messages
-            .iter()
-            .map(|(_, c)| c.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")),
+        None => {
+            let text = messages
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let ids = model.tokenizer.encode(&text)?;
+            Ok((text, ids))
+        }
     }
 }
 
@@ -59,15 +70,7 @@ pub fn infer_trial(
             let ids = model.tokenizer.encode(&text)?;
             (text, ids)
         }
-        None => {
-            let text = render_prompt(&model, &plan.messages)?;
-            let ids = if model.chat_template.is_some() {
-                model.tokenizer.encode_rendered(&text)?
-            } else {
-                model.tokenizer.encode(&text)?
-            };
-            (text, ids)
-        }
+        None => render_prompt(&model, &plan.messages)?,
     };
     let n_layers = model.model.config.n_layers;
     if let LayerSelection::List(listed) = &plan.spec_layers {
