@@ -42,10 +42,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
 /// The newest warning or error, over the footer row, on screens that have no log pane.
 fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
     let Some(notice) = &app.notice else { return };
-    let colour = match notice.level {
-        LogLevel::Error => Color::Red,
-        _ => Color::Yellow,
-    };
+    let colour = level_colour(notice.level).unwrap_or(Color::Yellow);
     let row = Rect {
         y: area.bottom().saturating_sub(1),
         height: 1,
@@ -154,6 +151,15 @@ pub fn focus_block(title: &str, focused: bool) -> Block<'static> {
             format!(" {title} "),
             Style::default().add_modifier(Modifier::BOLD),
         ))
+}
+
+/// Warnings are yellow and errors red, in the log and in notices; information is plain.
+pub fn level_colour(level: LogLevel) -> Option<Color> {
+    match level {
+        LogLevel::Info => None,
+        LogLevel::Warn => Some(Color::Yellow),
+        LogLevel::Error => Some(Color::Red),
+    }
 }
 
 /// PASS is green; FAIL and REJECT are red; anything else (pending) is plain.

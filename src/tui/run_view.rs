@@ -7,11 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
-use crate::engine::events::LogLevel;
 use crate::experiment::results::Verdict;
 
 use super::app::{App, RunPane};
-use super::draw::{focus_block, format_duration, render_footer, verdict_style};
+use super::draw::{focus_block, format_duration, level_colour, render_footer, verdict_style};
 use super::heatmap::{self, ColourScale, ValueRange};
 use super::picker::cutoff_percent;
 use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
@@ -391,11 +390,8 @@ fn render_log(frame: &mut Frame, area: Rect, app: &App) {
     let lines: Vec<Line> = (end.saturating_sub(height)..end)
         .filter_map(|index| app.log.get(index))
         .map(|line| {
-            let style = match line.level {
-                LogLevel::Info => Style::default(),
-                LogLevel::Warn => Style::default().fg(Color::Yellow),
-                LogLevel::Error => Style::default().fg(Color::Red),
-            };
+            let style = level_colour(line.level)
+                .map_or(Style::default(), |colour| Style::default().fg(colour));
             Line::styled(line.text.clone(), style)
         })
         .collect();
