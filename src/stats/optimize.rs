@@ -389,9 +389,10 @@ enum Comparison {
     Below,
 }
 
-/// A threshold as YAML text: rounded to 3 significant digits unless that would leave the
-/// zero-error interval or, without one, tighten the limit (under `comparison`: an honest check at the interval's low edge must
-/// still pass), plain notation for ordinary magnitudes, exponent notation otherwise.
+/// A threshold as YAML text, plain notation for ordinary magnitudes, exponent notation
+/// otherwise. It is rounded to 3 significant digits unless that would leave the zero-error
+/// interval (under `comparison`: an honest check at the interval's low edge must still pass)
+/// or, without an interval, tighten the limit.
 fn format_threshold(value: f64, interval: Option<(f64, f64)>, comparison: Comparison) -> String {
     let rounded: f64 = format!("{value:.2e}").parse().unwrap_or(value);
     let inside = |t: f64| {
