@@ -242,6 +242,7 @@ fn plot_self_test() -> anyhow::Result<()> {
             generated_tokens: 8,
             time_s: 1.0,
             tokens_per_s: 8.0,
+            decode_s: Some(0.8),
             output_text: String::new(),
             output_ids: vec![0; 8],
             captured_bytes: 0,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::results::{RunSummary, TrialResult, TrialVerdict};
 use crate::plot::input::{load_input, PlotInput};
 use crate::stats::aggregate::{percentile_of_sorted, sorted_worst_last};
+use crate::stats::metrics::float_serde;
 
 /// Folders below a given one are searched this deep for `summary.json` files.
 const MAX_SEARCH_DEPTH: usize = 8;
@@ -27,13 +28,21 @@ pub struct RunRow {
     /// Mean over trials of the verifiers' mean accept rate.
     pub accept_rate: f64,
     pub checks: usize,
+    // The figures below are NaN without checks and infinite with a non-finite check; they are
+    // written as "nan"/"inf" like the result files, not as JSON null.
     /// Relative L2 error over every check of every verifier: median, 99th percentile, maximum.
+    #[serde(serialize_with = "float_serde::serialize")]
     pub rel_l2_p50: f64,
+    #[serde(serialize_with = "float_serde::serialize")]
     pub rel_l2_p99: f64,
+    #[serde(serialize_with = "float_serde::serialize")]
     pub rel_l2_max: f64,
     /// Mean exponent-mismatch rate over every check.
+    #[serde(serialize_with = "float_serde::serialize")]
     pub pe_mean: f64,
-    /// Mean decode speed of the inferencer, tokens per second.
+    /// Mean decode speed of the inferencer (the decode loop alone, as `bench` measures it),
+    /// tokens per second; NaN when no trial file records its decode time.
+    #[serde(serialize_with = "float_serde::serialize")]
     pub decode_tokens_per_s: f64,
     pub avg_overhead_percentage: f64,
     pub complete: bool,
@@ -160,7 +169,11 @@ pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> Run
         rel_l2_p99: percentile_of_sorted(&rel_l2, 99.0),
         rel_l2_max: rel_l2.last().copied().unwrap_or(f64::NAN),
         pe_mean: mean(&mut checks.iter().map(|c| c.metrics.pe)),
-        decode_tokens_per_s: mean(&mut trials.iter().map(|t| t.inference.tokens_per_s)),
+        decode_tokens_per_s: mean(
+            &mut trials
+                .iter()
+                .filter_map(|t| t.inference.decode_tokens_per_s()),
+        ),
         avg_overhead_percentage: summary.aggregate.avg_overhead_percentage,
         complete: summary.complete && trials.iter().all(|t| t.complete),
     }
@@ -194,7 +207,7 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
         let mark = if held == r.trials { "✓" } else { "✗" };
         let incomplete = if r.complete { "" } else { " (incomplete)" };
         out.push_str(&format!(
-            "| {}{incomplete} | {} | {} | {:.3} | {verdicts} ({} {mark}) | {} / {} / {} | {:.4} | {:.1} | {:.1} % |\n",
+            "| {}{incomplete} | {} | {} | {:.3} | {verdicts} ({} {mark}) | {} / {} / {} | {:.4} | {} | {:.1} % |\n",
             cell(&r.experiment),
             cell(&r.pairing),
             r.trials,
@@ -204,7 +217,7 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
             sci(r.rel_l2_p99),
             sci(r.rel_l2_max),
             r.pe_mean,
-            r.decode_tokens_per_s,
+            speed(r.decode_tokens_per_s),
             r.avg_overhead_percentage,
         ));
     }
@@ -217,6 +230,15 @@ fn cell(text: &str) -> String {
 }
 
 /// Two significant digits in scientific notation (`2.9e-6`), the way drift is usually quoted.
+/// A speed for the table: one decimal, or a dash when it is unknown.
+fn speed(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.1}")
+    } else {
+        "–".into()
+    }
+}
+
 pub fn sci(value: f64) -> String {
     if value == 0.0 {
         "0".into()
@@ -277,6 +299,46 @@ mod tests {
         std::fs::write(&broken, "{ not json").unwrap();
         let error = load_rows(&[dir.path().to_path_buf()]).unwrap_err();
         assert!(format!("{error:#}").contains("a/summary.json"), "{error:#}");
+    }
+
+    /// A trial with a non-finite check (an f16 overflow, a hostile bundle) is still a readable
+    /// run: its summary fields are written as "inf", not as a JSON null that no reader accepts.
+    #[test]
+    fn a_run_with_a_non_finite_check_is_reported_with_its_decode_speed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trials: Vec<TrialResult> = (0..2)
+            .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 10))
+            .collect();
+        let verifier = &mut trials[0].verifiers[0];
+        verifier.statistics.checks[3].metrics.rel_l2 = f64::INFINITY;
+        verifier.statistics.summary.max_rel_l2 = f64::INFINITY;
+        verifier.statistics.summary.mean_rel_l2 = f64::INFINITY;
+        // Decode loops of 5 s (the fixture's) and 2 s over 10 tokens: 2 and 5 tok/s.
+        trials[1].inference.decode_s = Some(2.0);
+        let files = vec!["trial_000.json".to_string(), "trial_001.json".to_string()];
+        for (trial, file) in trials.iter().zip(&files) {
+            crate::plot::tests::write_json(&dir.path().join(file), trial);
+        }
+        let summary = crate::plot::tests::summary_for("exp1", &trials, files);
+        let path = dir.path().join("summary.json");
+        crate::plot::tests::write_json(&path, &summary);
+
+        let row = load_row(&path).unwrap();
+        assert_eq!(row.rel_l2_max, f64::INFINITY);
+        assert!((row.decode_tokens_per_s - 3.5).abs() < 1e-12, "{row:?}");
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["rel_l2_max"], "inf");
+        assert!(format_markdown(&[row]).contains("| 3.5 |"));
+
+        // Files written before the decode time was recorded: the speed is unknown, not the
+        // end-to-end rate under the decode label.
+        for (trial, file) in trials.iter_mut().zip(["trial_000.json", "trial_001.json"]) {
+            trial.inference.decode_s = None;
+            crate::plot::tests::write_json(&dir.path().join(file), trial);
+        }
+        let row = load_row(&path).unwrap();
+        assert!(row.decode_tokens_per_s.is_nan());
+        assert!(format_markdown(&[row]).contains("| – |"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::metrics::CheckMetrics;
+use crate::stats::metrics::{float_serde, CheckMetrics};
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
 
@@ -55,10 +55,17 @@ pub struct VerifierSummary {
     pub accept_rate: f64,
     pub accepted: usize,
     pub total_checks: usize,
+    // A check with a NaN or infinite element makes these non-finite, which plain serde_json
+    // writes as `null` and then refuses to read back: they use the checks' "inf"/"nan" encoding.
+    #[serde(with = "float_serde")]
     pub mean_rel_l2: f64,
+    #[serde(with = "float_serde")]
     pub max_rel_l2: f64,
+    #[serde(with = "float_serde")]
     pub mean_pe: f64,
+    #[serde(with = "float_serde")]
     pub mean_abs: f64,
+    #[serde(with = "float_serde")]
     pub max_abs: f64,
 }
 
@@ -105,12 +112,27 @@ pub struct InferenceInfo {
     pub role: RoleSpec,
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
+    /// Prefill + decode, seconds.
     pub time_s: f64,
+    /// Generated tokens per second of `time_s` (prefill included).
     pub tokens_per_s: f64,
+    /// The decode loop alone, seconds (absent from files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_s: Option<f64>,
     pub output_text: String,
     pub output_ids: Vec<u32>,
     /// Bytes taken by the captured hidden states.
     pub captured_bytes: usize,
+}
+
+impl InferenceInfo {
+    /// Generated tokens per second of the decode loop, the figure `bench` calls decode tok/s;
+    /// `None` when the file does not record the decode time.
+    pub fn decode_tokens_per_s(&self) -> Option<f64> {
+        self.decode_s
+            .filter(|s| *s > 0.0)
+            .map(|s| self.generated_tokens as f64 / s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

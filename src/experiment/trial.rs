@@ -399,6 +399,7 @@ fn assemble_trial(
             generated_tokens: manifest.output_ids.len(),
             time_s: manifest.timings.total_s,
             tokens_per_s: manifest.timings.tokens_per_s,
+            decode_s: Some(manifest.timings.decode_s),
             output_text: manifest.output_text.clone(),
             output_ids: manifest.output_ids.clone(),
             captured_bytes,

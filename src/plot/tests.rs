@@ -262,6 +262,7 @@ pub(crate) fn trial(
             generated_tokens: positions,
             time_s: 6.0,
             tokens_per_s: positions as f64 / 6.0,
+            decode_s: Some(5.0),
             output_text: "Because of Rayleigh scattering.".to_string(),
             output_ids: (0..positions as u32).collect(),
             captured_bytes: positions * layers.len() * HIDDEN * 4,

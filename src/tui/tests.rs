@@ -160,6 +160,7 @@ pub(super) fn trial_result(
             generated_tokens: tokens,
             time_s: 2.0,
             tokens_per_s: tokens as f64 / 2.0,
+            decode_s: Some(1.5),
             output_text: "saved output text".into(),
             output_ids: (0..tokens as u32).collect(),
             captured_bytes: 0,
@@ -579,6 +580,8 @@ fn opening_a_past_run_loads_its_trials_on_demand() {
     for text in [
         "exp2-cross-device · trial 1/3",
         "20/20 tokens",
+        // The decode rate (20 tokens in the 1.5 s decode loop), not 20 per 2 s end to end.
+        "13.3 tok/s",
         "saved output text",
         "FAIL",
     ] {

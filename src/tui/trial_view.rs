@@ -221,12 +221,23 @@ impl TrialView {
         self.tokens.max(checked)
     }
 
+    /// The decode rate, the figure `bench` and `report` give: from the streamed steps while a
+    /// run is live, from the result file for a past run, and prefill included only when neither
+    /// records the decode time.
     pub fn tokens_per_s(&self) -> Option<f64> {
-        match self.inference_time_s {
-            Some(time_s) if time_s > 0.0 => Some(self.tokens as f64 / time_s),
-            _ if self.decode_ms > 0.0 => Some(self.tokens as f64 / (self.decode_ms / 1000.0)),
-            _ => None,
+        if self.decode_ms > 0.0 {
+            return Some(self.tokens as f64 / (self.decode_ms / 1000.0));
         }
+        if let Some(rate) = self
+            .result
+            .as_ref()
+            .and_then(|r| r.inference.decode_tokens_per_s())
+        {
+            return Some(rate);
+        }
+        self.inference_time_s
+            .filter(|time_s| *time_s > 0.0)
+            .map(|time_s| self.tokens as f64 / time_s)
     }
 
     pub fn verdict(&self) -> Option<(TrialVerdict, TrialVerdict)> {
