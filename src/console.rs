@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::experiment::config::experiment_names;
 use crate::experiment::results::{RunSummary, TrialResult};
 use crate::experiment::runner::{resolve_roles, run_experiment, Role, RunRequest, Workspace};
 use crate::model::device::{available_profiles, DeviceProfile};
@@ -73,8 +72,9 @@ fn log_line(file: &Mutex<Option<std::fs::File>>, line: &str) {
 impl Backend for WorkspaceBackend {
     fn experiments(&self) -> Vec<ExperimentChoice> {
         let cfg = &self.ws.config;
-        experiment_names()
-            .iter()
+        cfg.experiments
+            .experiment_names()
+            .into_iter()
             .filter_map(|name| {
                 let spec = cfg.experiments.get(name)?;
                 let (inference, verifiers) = resolve_roles(spec, &RunRequest::default()).ok()?;

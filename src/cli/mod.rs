@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod bundles;
 
 use crate::engine::events::CancelToken;
-use crate::experiment::config::{experiment_names, ConfigSet, LayerSelection};
+use crate::experiment::config::{ConfigSet, LayerSelection};
 use crate::experiment::results::TrialVerdict;
 use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
 use crate::model::device::DeviceProfile;
@@ -161,7 +161,7 @@ pub struct InferArgs {
     /// Hidden-state indices to record: `every:8`, `all`, or a list like `8,16,24`.
     #[arg(long, default_value = "every:8", value_parser = parse_layers)]
     pub layers: LayerSelection,
-    /// Bundle directory to write.
+    /// Bundle directory to write (new or empty).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -219,7 +219,8 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Results directory (default: <data>/<experiment>/run-<time>); bundle directory with --step infer.
+    /// Results directory, new or empty (default: <data>/<experiment>/run-<time>); bundle
+    /// directory with --step infer; with `all`, one folder per experiment inside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = StepChoice::Both)]
@@ -415,13 +416,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `expN` or `all` (the configured experiments in order), refusing unknown names.
+/// `expN` or `all` (every configured experiment, a user file's own ids included, in natural
+/// order), refusing unknown names.
 fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>> {
     if arg == "all" {
-        return Ok(experiment_names()
-            .iter()
-            .map(|s| s.to_string())
-            .filter(|n| ws.config.experiments.get(n).is_some())
+        return Ok(ws
+            .config
+            .experiments
+            .experiment_names()
+            .into_iter()
+            .map(str::to_string)
             .collect());
     }
     if ws.config.experiments.get(arg).is_none() {
@@ -562,4 +566,40 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
         outcome.yaml_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::Backend;
+
+    /// A user's experiments.yaml replaces the built-in one, ids of its own included: `all` and
+    /// the console's picker must offer what it defines, not a fixed exp1..exp5.
+    #[test]
+    fn all_and_the_console_offer_every_configured_experiment() {
+        let dir = tempfile::tempdir().unwrap();
+        let experiment = |name: &str| {
+            format!(
+                "  {name}:\n    description: {name} test\n    \
+                 inference: {{model: smollm2-135m, precision: full, device: cpu}}\n    \
+                 verifiers: [{{precision: full, device: cpu}}]\n    \
+                 cutoff: 0.9\n    expected: PASS\n    trials: 1\n    prompts: {{category: short}}\n"
+            )
+        };
+        let yaml = format!(
+            "experiments:\n{}{}{}",
+            experiment("mine"),
+            experiment("exp10"),
+            experiment("exp2")
+        );
+        std::fs::write(dir.path().join("experiments.yaml"), yaml).unwrap();
+        let config = ConfigSet::load(Some(dir.path())).unwrap();
+        let ws = Workspace::new(config, dir.path().into(), dir.path().join("data"));
+
+        let expected = ["exp2", "exp10", "mine"];
+        assert_eq!(experiments_named(&ws, "all").unwrap(), expected);
+        let console = crate::console::WorkspaceBackend::new(Arc::new(ws));
+        let offered: Vec<String> = console.experiments().into_iter().map(|e| e.name).collect();
+        assert_eq!(offered, expected);
+    }
 }

@@ -49,11 +49,6 @@ const BUILTIN_MODELS: &str = include_str!("../../../configs/models.yaml");
 const BUILTIN_EXPERIMENTS: &str = include_str!("../../../configs/experiments.yaml");
 const BUILTIN_PROMPTS: &str = include_str!("../../../configs/prompts.yaml");
 
-/// The experiments the built-in `experiments.yaml` defines, in presentation order.
-pub fn experiment_names() -> &'static [&'static str] {
-    &["exp1", "exp2", "exp3", "exp4", "exp5"]
-}
-
 /// The per-user config directory (e.g. `~/.config/verillm-tui` on Linux), if the platform has one.
 pub fn user_config_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "verillm", "verillm-tui")
