@@ -112,6 +112,25 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The characters of names that become one path component: experiment ids, hub repo and
 /// revision parts, exported file names (ASCII letters, digits, '-', '_', '.').
+/// Creates `dir` for a run's output, refusing one that already holds anything: a run never
+/// overwrites an earlier one, nor mixes its files with another's.
+pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{flag} {}: creating it", dir.display()))?;
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("{flag} {}: listing it", dir.display()))?;
+    if let Some(entry) = entries.next() {
+        let entry = entry.with_context(|| format!("{flag} {}: listing it", dir.display()))?;
+        anyhow::bail!(
+            "{flag} {} already holds {:?}: results never overwrite an earlier run, so name a new \
+             or empty directory",
+            dir.display(),
+            entry.file_name()
+        );
+    }
+    Ok(())
+}
+
 pub fn is_plain_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }

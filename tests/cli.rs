@@ -324,6 +324,27 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
                 assert_eq!(rel(vx), rel(vy), "{exp}: identical per-check metrics");
             }
         }
+        // A second run (or bundle) into an occupied directory is refused before it computes
+        // anything, and the first run's files stay as they were.
+        let summary_before = std::fs::read(one.join("summary.json")).unwrap();
+        let err = run_err(
+            &["run", "exp3", "--out", one.to_str().unwrap()],
+            data.path(),
+        );
+        assert!(
+            err.contains("--out") && err.contains("already holds"),
+            "{err}"
+        );
+        let err = run_err(
+            &["infer", "--prompt", "x", "--out", bundles.to_str().unwrap()],
+            data.path(),
+        );
+        assert!(err.contains("already holds"), "{err}");
+        assert_eq!(
+            std::fs::read(one.join("summary.json")).unwrap(),
+            summary_before
+        );
+        assert_eq!(trial_files(&one).len(), 2);
     }
 
     // A set with a good bundle, a second claim to the same trial and a damaged bundle: the
@@ -601,6 +622,10 @@ fn malformed_arguments_name_what_is_wrong() {
     assert!(err.contains("--cutoff 1.5"), "{err}");
     let err = run_err(&["verify", "/tmp", "--cutoff", "1"], d);
     assert!(err.contains("--cutoff 1 must be in [0, 1)"), "{err}");
+    // Refused before the run creates its results directory.
+    let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
+    assert!(err.contains("--max-tokens 0"), "{err}");
+    assert!(!d.join("exp1").exists(), "{err}");
     let err = run_err(&["run", "exp1", "--config-dir", "/nonexistent/configs"], d);
     assert!(err.contains("/nonexistent/configs"), "{err}");
 }

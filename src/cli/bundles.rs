@@ -39,6 +39,9 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     sampling
         .validate()
         .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
+    args.device.check_built()?;
+    // Refused before decoding, so that no generated bundle is lost to an occupied directory.
+    crate::util::create_empty_dir(&args.out, "--out")?;
     let plan = TrialPlan {
         experiment: "infer".into(),
         trial: 0,

@@ -112,6 +112,9 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
         )
     })?;
     let (inference, verifiers) = resolve_roles(spec, req)?;
+    for role in std::iter::once(&inference).chain(&verifiers) {
+        role.device.check_built()?;
+    }
     let prompts = spec.select_prompts(&ws.config.prompts);
     ensure!(
         !prompts.is_empty(),
@@ -120,6 +123,9 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
     );
     let (min_cfg, max_cfg) = spec.new_token_budget(&ws.config.prompts);
     let max_new = req.max_new_tokens.unwrap_or(max_cfg);
+    // The config's budget is validated when it loads; a request's is checked here, before
+    // the run creates its results directory.
+    ensure!(max_new >= 1, "--max-tokens {max_new}: must be at least 1");
     let min_new = req.min_new_tokens.unwrap_or(min_cfg).min(max_new);
     let trials = req.trials.unwrap_or(spec.trials);
     ensure!(
@@ -398,11 +404,11 @@ async fn run_one_trial(
     Ok(Some(result))
 }
 
-/// `--out DIR` (created if needed), else a new run directory under the data directory.
+/// `--out DIR` (new or empty), else a new run directory under the data directory.
 fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<PathBuf> {
     match &req.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::util::create_empty_dir(dir, "--out")?;
             Ok(dir.clone())
         }
         None => new_run_dir(&ws.data_dir, &req.experiment),

@@ -80,19 +80,29 @@ impl DeviceProfile {
         Ok(device)
     }
 
+    /// Fails when this build lacks the profile's backend, without touching any device: runs
+    /// check it before they create their results directory.
+    pub fn check_built(&self) -> Result<()> {
+        match self.kind {
+            DeviceKind::Cpu => Ok(()),
+            DeviceKind::Cuda(_) if !cfg!(feature = "cuda") => {
+                bail!("device {self}: this build has no CUDA support (rebuild with `make build-cuda`)")
+            }
+            DeviceKind::Metal(_) if !cfg!(feature = "metal") => {
+                bail!("device {self}: this build has no Metal support (rebuild with `--features metal`)")
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn open_new(&self) -> Result<Device> {
+        self.check_built()?;
         match self.kind {
             DeviceKind::Cpu => Ok(Device::Cpu),
             DeviceKind::Cuda(i) => {
-                if !cfg!(feature = "cuda") {
-                    bail!("device {self}: this build has no CUDA support (rebuild with `make build-cuda`)");
-                }
                 Device::new_cuda(i).with_context(|| format!("opening CUDA device {i}"))
             }
             DeviceKind::Metal(i) => {
-                if !cfg!(feature = "metal") {
-                    bail!("device {self}: this build has no Metal support (rebuild with `--features metal`)");
-                }
                 Device::new_metal(i).with_context(|| format!("opening Metal device {i}"))
             }
         }
