@@ -93,8 +93,8 @@ pub const F16_TIER_DEFAULT: TierThresholds = TierThresholds {
 /// Default bf16-tier thresholds (bf16 on either side). Honest: rel_l2 p99 2.2e-2, max 0.13;
 /// Pe p99 0.12, max 0.30. rel_l2 ≤ 0.1 is 4.5× the honest p99 and below the 4-bit cheat's
 /// median (0.21); it rejects only the rare honest outliers (a few in thousands). Pe ≤ 0.35 lies
-/// between the honest maximum (0.30) and the 4-bit cheat's minimum (0.40), so every measured q4
-/// check is rejected. An 8-bit cheat (rel_l2 p99 3e-2, Pe p99 0.17) is indistinguishable from
+/// between the honest maximum (0.30) and the lowest 4-bit cheat Pe measured here (0.387 over the
+/// 7776 q4 checks of docs/policy.md's runs), so every measured q4 check is rejected. An 8-bit cheat (rel_l2 p99 3e-2, Pe p99 0.17) is indistinguishable from
 /// honest bf16 drift: a bf16 tier cannot detect 8-bit weights, per check or by accept rate.
 pub const BF16_TIER_DEFAULT: TierThresholds = TierThresholds {
     rel_l2_max: 0.1,
@@ -110,7 +110,7 @@ pub const SEED_PE_MAX_DEFAULT: f64 = 0.05;
 
 impl Default for PolicyConfig {
     /// Precision-aware thresholds from the measured honest and cheating drift
-    /// (`shared/measurements/README.md`: SmolLM2-135M on an H200 and its host CPU, 2286 checks per
+    /// (docs/measurements-h200.md: SmolLM2-135M on an H200 and its host CPU, 2286 checks per
     /// pair). What each tier detects per check:
     ///
     /// | tier | rel_l2_max | pe_max | q4 weights | q8 weights |
