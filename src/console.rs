@@ -243,7 +243,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// `verillm-tui` with no arguments: make sure the embedded model is there (before the screen
 /// is taken over, so pip's output stays readable), then open the console.
-pub async fn run_console(ws: Workspace) -> Result<()> {
+pub async fn run_console(ws: Workspace) -> Result<crate::tui::Ending> {
     crate::model::embedded::ensure_embedded_model(&ws.model_dir)?;
     let backend = Arc::new(WorkspaceBackend::new(Arc::new(ws)));
     crate::tui::run_tui(backend).await

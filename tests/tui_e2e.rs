@@ -92,6 +92,20 @@ impl Tmux {
         self.keys(&["BSpace", "BSpace", "BSpace", "BSpace", tokens]);
     }
 
+    /// Waits until the run view's token counter shows at least `at_least` of `budget` tokens.
+    fn wait_for_tokens(&self, budget: usize, at_least: usize) {
+        let suffix = format!("/{budget}");
+        self.wait_for("some tokens", Duration::from_secs(120), |s| {
+            s.split_whitespace().any(|w| {
+                w.ends_with(&suffix)
+                    && w.split('/')
+                        .next()
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .is_some_and(|n| n >= at_least)
+            })
+        });
+    }
+
     /// q steps back (run → picker settings → experiment list) and quits from the list.
     fn quit(&self) -> String {
         for _ in 0..4 {
@@ -220,6 +234,43 @@ fn an_interrupt_signal_from_outside_restores_the_terminal() {
     let before = std::fs::read_to_string(stty.with_extension("before")).unwrap();
     let after = std::fs::read_to_string(stty.with_extension("after")).unwrap();
     assert_eq!(before, after, "terminal modes restored after SIGINT");
+    // 128 + SIGINT, as a shell reports a process a signal ended: a script can tell it from a quit.
+    assert!(s.contains("EXIT=130"), "{s}");
+}
+
+#[test]
+fn a_termination_signal_during_a_run_keeps_its_partial_bundle() {
+    // A supervisor's SIGTERM gets the grace a quit gets: the inference cancelled mid-way is
+    // saved as a bundle before the console ends.
+    let data = tempfile::tempdir().unwrap();
+    let go = data.path().join("go");
+    let script = format!(
+        "(while [ ! -e {go} ]; do sleep 0.1; done; pkill -TERM -P $$ -x verillm-tui) & \
+         VERILLM_DATA_DIR={d} {bin}; echo EXIT=$?; sleep 60",
+        go = go.display(),
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+    );
+    let tmux = Tmux::launch("sigterm", &script);
+    tmux.set_trials_and_tokens("1", "512");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_tokens(512, 8);
+    std::fs::write(&go, b"").unwrap();
+    let s = tmux.wait_for("the program to exit", Duration::from_secs(30), |s| {
+        s.contains("EXIT=")
+    });
+    assert!(s.contains("EXIT=143"), "{s}");
+    let runs: Vec<_> = std::fs::read_dir(data.path().join("exp1"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(runs[0].path().join("trial_000").join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["cancelled"], true);
+    assert!(manifest["output_ids"].as_array().unwrap().len() >= 8);
 }
 
 #[test]
@@ -234,15 +285,7 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
     // One trial with a long budget, so the cancel lands during inference.
     tmux.set_trials_and_tokens("1", "512");
     tmux.keys(&["Enter"]);
-    tmux.wait_for("some tokens", Duration::from_secs(120), |s| {
-        s.split_whitespace().any(|w| {
-            w.ends_with("/512")
-                && w.split('/')
-                    .next()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .is_some_and(|n| n >= 16)
-        })
-    });
+    tmux.wait_for_tokens(512, 16);
     tmux.keys(&["c"]);
     tmux.wait_for("the cancel question", Duration::from_secs(10), |s| {
         s.contains("Cancel exp1?")

@@ -513,8 +513,13 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
 
 /// The main job: the interactive console.
 async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
-    crate::console::run_console(workspace(global)?).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(
+        match crate::console::run_console(workspace(global)?).await? {
+            crate::tui::Ending::Quit => ExitCode::SUCCESS,
+            // As a shell reports a process a signal ended, so scripts can tell a kill from a quit.
+            crate::tui::Ending::Signal(signal) => ExitCode::from((128 + signal) as u8),
+        },
+    )
 }
 
 async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {

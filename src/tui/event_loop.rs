@@ -225,25 +225,36 @@ impl Termination {
         Ok(Termination {})
     }
 
-    async fn wait(&mut self) {
+    /// The number of the signal that arrived (SIGTERM 15, SIGHUP 1, SIGINT 2, SIGQUIT 3).
+    async fn wait(&mut self) -> i32 {
         #[cfg(unix)]
         {
             let [term, hup, int, quit] = &mut self.signals;
             tokio::select! {
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-                _ = int.recv() => {}
-                _ = quit.recv() => {}
+                _ = term.recv() => 15,
+                _ = hup.recv() => 1,
+                _ = int.recv() => 2,
+                _ = quit.recv() => 3,
             }
         }
         #[cfg(not(unix))]
-        std::future::pending::<()>().await
+        std::future::pending::<i32>().await
     }
 }
 
+/// How the console ended when nothing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The person quit.
+    Quit,
+    /// A termination signal (its number) ended it; the shell convention is exit status 128 + n.
+    Signal(i32),
+}
+
 /// Runs the console until the person quits, a signal arrives, or something fails. The terminal
-/// is restored in every case, and a run still going is cancelled.
-pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<()> {
+/// is restored in every case, and a run still going is cancelled (given the same grace to save
+/// its partial results on a signal as on a quit).
+pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<Ending> {
     let mut app = App::new(Catalog::from_backend(backend.as_ref()));
     app.set_past_runs(backend.past_runs());
     let mut termination = Termination::new()?;
@@ -289,13 +300,18 @@ async fn drive(
     backend: &Arc<dyn Backend>,
     input: &mut UnboundedReceiver<io::Result<Event>>,
     termination: &mut Termination,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ending> {
     let (engine_tx, mut engine_rx) = unbounded_channel();
     let mut ticker = tokio::time::interval(FRAME);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;
     let mut quit_deadline: Option<Instant> = None;
+    let mut ending = Ending::Quit;
+    // After a signal the terminal may be gone (SIGHUP: the window closed): drawing and reading
+    // may fail, and must not cut the grace that lets a cancelled run save its results short.
+    let mut input_open = true;
     loop {
+        let signalled = matches!(ending, Ending::Signal(_));
         tokio::select! {
             _ = ticker.tick() => {
                 dirty |= drain_events(app, &mut engine_rx);
@@ -303,14 +319,17 @@ async fn drive(
                     anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
                 }
                 if dirty || app.live().is_some() {
-                    terminal.draw(|frame| draw(frame, app))?;
+                    let drawn = terminal.draw(|frame| draw(frame, app));
+                    if !signalled {
+                        drawn?;
+                    }
                     dirty = false;
                 }
                 if quit_deadline.is_some_and(|deadline| app.live().is_none() || Instant::now() >= deadline) {
-                    return Ok(());
+                    return Ok(ending);
                 }
             }
-            read = input.recv() => {
+            read = input.recv(), if input_open => {
                 dirty = true;
                 match read {
                     Some(Ok(Event::Key(key))) => {
@@ -318,14 +337,14 @@ async fn drive(
                             || (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c'));
                         if quit_deadline.is_some() {
                             if insists {
-                                return Ok(());
+                                return Ok(ending);
                             }
                             continue;
                         }
                         let action = app.handle_key(key);
                         if perform(app, backend, action, &engine_tx) == Flow::Quit {
                             if app.live().is_none() {
-                                return Ok(());
+                                return Ok(ending);
                             }
                             app.cancel_live_run();
                             app.log_line(LogLevel::Warn, "waiting for the engines to save partial results (q to leave now)…");
@@ -333,11 +352,25 @@ async fn drive(
                         }
                     }
                     Some(Ok(_)) => {}
+                    Some(Err(_)) | None if signalled => input_open = false,
                     Some(Err(error)) => return Err(error.into()),
                     None => anyhow::bail!("the terminal input reader stopped"),
                 }
             }
-            _ = termination.wait() => return Ok(()),
+            signal = termination.wait() => {
+                // A second signal, or one with nothing to save, ends the console at once.
+                if signalled || quit_deadline.is_some() || app.live().is_none() {
+                    return Ok(Ending::Signal(signal));
+                }
+                ending = Ending::Signal(signal);
+                app.cancel_live_run();
+                app.log_line(
+                    LogLevel::Warn,
+                    "signal received: saving the run's partial results before leaving (send it again to leave now)…",
+                );
+                quit_deadline = Some(Instant::now() + QUIT_GRACE);
+                dirty = true;
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ pub use crate::engine::events::CancelToken;
 pub use app::{Action, App, Catalog, ExportRequest, Screen};
 pub use bench::render_benchmark;
 pub use draw::{draw, MIN_HEIGHT, MIN_WIDTH};
-pub use event_loop::{drain_events, perform, run_tui};
+pub use event_loop::{drain_events, perform, run_tui, Ending};
 pub use heatmap::HeatMetric;
 
 /// Who runs one role of an experiment: the model, its weight precision and the device profile.
