@@ -626,6 +626,12 @@ fn malformed_arguments_name_what_is_wrong() {
     let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
     assert!(err.contains("--max-tokens 0"), "{err}");
     assert!(!d.join("exp1").exists(), "{err}");
+    // A run whose only trial fails before saving anything leaves no empty run folder behind
+    // and does not claim to have kept partial results.
+    let err = run_err(&["run", "exp1", "--trials", "1", "--max-tokens", "9000"], d);
+    assert!(err.contains("exceed the model's context"), "{err}");
+    assert!(!err.contains("partial results kept"), "{err}");
+    assert_eq!(std::fs::read_dir(d.join("exp1")).unwrap().count(), 0);
     let err = run_err(&["run", "exp1", "--config-dir", "/nonexistent/configs"], d);
     assert!(err.contains("/nonexistent/configs"), "{err}");
 }

@@ -186,7 +186,11 @@ pub struct RunSummary {
     pub verifiers: Vec<RoleSpec>,
     pub cutoff: f64,
     pub expected_verdict: TrialVerdict,
+    /// Trials that finished (one result file each).
     pub trials: usize,
+    /// Trials the run set out to make (absent from files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_trials: Option<usize>,
     /// Trial result files, relative to the summary's directory.
     pub trial_files: Vec<String>,
     pub aggregate: Aggregate,

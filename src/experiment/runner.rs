@@ -251,13 +251,14 @@ async fn run_inner(
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<RunOutcome> {
+    let started_at = unix_now();
     let spec = ws.config.experiments.get(&req.experiment).cloned();
     if req.step == RunStep::Verify {
         let from = req
             .from
             .as_ref()
             .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
-        return verify_bundles(ws, req, from, sink, cancel).await;
+        return verify_bundles(ws, req, from, started_at, sink, cancel).await;
     }
     let plans = plan_trials(&ws, req)?;
     let spec = spec.expect("plan_trials checked the experiment exists");
@@ -332,9 +333,31 @@ async fn run_inner(
     }
     // Whatever was computed is kept, even when a trial failed or the run was cancelled.
     let complete = !cancel.is_cancelled() && first_error.is_none();
-    let (summary, summary_path) = write_summary(&out_dir, req, &spec, &trials, complete)?;
+    let run = RunContext::of(req, &spec, started_at, plans.len());
+    let (summary, summary_path) = write_summary(&out_dir, &run, &trials, complete)?;
     if let Some(e) = first_error {
+        // Only where something was written: a run that failed before any trial finished or
+        // any bundle was saved leaves nothing behind (its own folder removed) and says so.
+        if dir_is_empty(&out_dir) {
+            if req.out.is_none() {
+                let _ = std::fs::remove_dir(&out_dir);
+            }
+            return Err(e);
+        }
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
+    }
+    if summary.is_none() && cancel.is_cancelled() && !dir_is_empty(&out_dir) {
+        sink.log(
+            LogLevel::Warn,
+            format!(
+                "{}: cancelled before any trial finished, so there is no summary; the interrupted \
+                 inference is kept as a bundle in {} (`run {} --step verify --from {}` checks it)",
+                req.experiment,
+                out_dir.display(),
+                req.experiment,
+                out_dir.display()
+            ),
+        );
     }
     Ok(RunOutcome {
         summary_path,
@@ -352,6 +375,7 @@ async fn run_one_trial(
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<Option<TrialResult>> {
+    let started_at = unix_now();
     let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
     let (manifest, states) =
         tokio::task::spawn_blocking(move || infer_trial(&ws2, &plan2, None, &sink2, &cancel2))
@@ -386,7 +410,7 @@ async fn run_one_trial(
         expected: plan.expected,
         chunk: plan.chunk,
     };
-    let result = verify_trial(
+    let mut result = verify_trial(
         ws,
         Arc::new(manifest),
         Arc::new(states),
@@ -396,6 +420,8 @@ async fn run_one_trial(
         cancel.clone(),
     )
     .await?;
+    // The trial began with its inference, not with its verification.
+    result.started_at = started_at;
     write_trial(out_dir, &result)?;
     sink.emit(EngineEvent::TrialDone {
         trial: plan.trial,
@@ -415,22 +441,44 @@ fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<PathBuf> {
     }
 }
 
+fn dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// What a run summary says about the run itself, beside its trials.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub experiment: String,
+    pub description: String,
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    /// Unix seconds when the run began.
+    pub started_at: u64,
+    /// Trials the run set out to make (or bundles it set out to verify).
+    pub planned_trials: usize,
+}
+
+impl RunContext {
+    fn of(req: &RunRequest, spec: &ExperimentSpec, started_at: u64, planned_trials: usize) -> Self {
+        RunContext {
+            experiment: req.experiment.clone(),
+            description: spec.description.clone(),
+            cutoff: spec.cutoff,
+            expected: spec.expected,
+            started_at,
+            planned_trials,
+        }
+    }
+}
+
 /// Summarizes the trials that finished and writes `summary.json` (when at least one did).
 fn write_summary(
     out_dir: &Path,
-    req: &RunRequest,
-    spec: &ExperimentSpec,
+    run: &RunContext,
     trials: &[TrialResult],
     complete: bool,
 ) -> Result<(Option<RunSummary>, Option<PathBuf>)> {
-    let summary = summarize(
-        &req.experiment,
-        &spec.description,
-        trials,
-        spec.cutoff,
-        spec.expected,
-        complete,
-    );
+    let summary = summarize(run, trials, complete);
     let Some(written) = &summary else {
         return Ok((None, None));
     };
@@ -456,6 +504,7 @@ async fn verify_bundles(
     ws: Arc<Workspace>,
     req: &RunRequest,
     from: &Path,
+    started_at: u64,
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<RunOutcome> {
@@ -517,7 +566,8 @@ async fn verify_bundles(
         }
     }
     let complete = !cancel.is_cancelled() && failed.is_empty();
-    let (summary, summary_path) = write_summary(&out_dir, req, &spec, &trials, complete)?;
+    let run = RunContext::of(req, &spec, started_at, dirs.len());
+    let (summary, summary_path) = write_summary(&out_dir, &run, &trials, complete)?;
     if !failed.is_empty() {
         let kept = match &summary_path {
             Some(path) => format!("the other results are in {}", path.display()),
@@ -611,14 +661,8 @@ async fn verify_one_bundle(
 }
 
 /// The run summary over the trials that finished.
-pub fn summarize(
-    experiment: &str,
-    description: &str,
-    trials: &[TrialResult],
-    cutoff: f64,
-    expected: TrialVerdict,
-    complete: bool,
-) -> Option<RunSummary> {
+pub fn summarize(run: &RunContext, trials: &[TrialResult], complete: bool) -> Option<RunSummary> {
+    let expected = run.expected;
     let first = trials.first()?;
     let n = trials.len() as f64;
     let overheads: Vec<f64> = trials
@@ -631,15 +675,16 @@ pub fn summarize(
         .count() as f64;
     Some(RunSummary {
         format_version: RESULT_FORMAT_VERSION,
-        experiment: experiment.to_string(),
-        description: description.to_string(),
-        started_at: first.started_at,
+        experiment: run.experiment.clone(),
+        description: run.description.clone(),
+        started_at: run.started_at,
         pairing: first.pairing.clone(),
         inference: first.inference.role.clone(),
         verifiers: first.verifiers.iter().map(|v| v.role.clone()).collect(),
-        cutoff,
+        cutoff: run.cutoff,
         expected_verdict: expected,
         trials: trials.len(),
+        planned_trials: Some(run.planned_trials),
         trial_files: trials.iter().map(|t| trial_file_name(t.trial)).collect(),
         aggregate: Aggregate {
             avg_accept_rate: trials
@@ -668,10 +713,20 @@ mod tests {
         let mut trials: Vec<TrialResult> = (0..3)
             .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 4))
             .collect();
-        let summary = |trials: &[TrialResult]| {
-            summarize("exp1", "", trials, 0.9, TrialVerdict::Pass, true).unwrap()
+        let run = RunContext {
+            experiment: "exp1".into(),
+            description: String::new(),
+            cutoff: 0.9,
+            expected: TrialVerdict::Pass,
+            started_at: 1_700_000_000,
+            planned_trials: 4,
         };
-        assert!(summary(&trials).complete);
+        let summary = |trials: &[TrialResult]| summarize(&run, trials, true).unwrap();
+        let whole = summary(&trials);
+        assert!(whole.complete);
+        // The run's own start and plan, not its first trial's.
+        assert_eq!(whole.started_at, 1_700_000_000);
+        assert_eq!((whole.trials, whole.planned_trials), (3, Some(4)));
         trials[1].complete = false;
         let cut_short = summary(&trials);
         assert!(!cut_short.complete);

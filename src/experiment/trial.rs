@@ -245,6 +245,7 @@ pub async fn verify_trial(
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<TrialResult> {
+    let started_at = unix_now();
     let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
     let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
@@ -297,6 +298,7 @@ pub async fn verify_trial(
         states.bytes(),
         settings,
         prompt,
+        started_at,
         outputs,
     ))
 }
@@ -319,6 +321,7 @@ fn assemble_trial(
     captured_bytes: usize,
     settings: &VerifySettings,
     prompt: PromptInfo,
+    started_at: u64,
     outputs: Vec<(usize, RoleSpec, VerificationOutput)>,
 ) -> TrialResult {
     let inference_role = RoleSpec {
@@ -389,7 +392,7 @@ fn assemble_trial(
             .as_ref()
             .map_or_else(|| "verify".into(), |c| c.experiment.clone()),
         trial: ctx.as_ref().map_or(0, |c| c.trial),
-        started_at: unix_now(),
+        started_at,
         pairing: describe_pairing(&inference_role, &specs),
         prompt,
         sampled_layers: manifest.layers.clone(),

@@ -342,6 +342,7 @@ pub(crate) fn summary_for(
         cutoff: trials[0].verifiers[0].cutoff,
         expected_verdict: trials[0].summary.expected_verdict,
         trials: trials.len(),
+        planned_trials: Some(trials.len()),
         trial_files: files,
         aggregate: Aggregate {
             avg_accept_rate: trials

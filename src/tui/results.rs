@@ -116,7 +116,7 @@ pub fn results_entries(app: &App) -> Vec<ResultsEntry> {
             roles,
             started_unix: Some(summary.started_at),
             trials_done: summary.trial_files.len(),
-            trials_planned: summary.trials,
+            trials_planned: summary.planned_trials.unwrap_or(summary.trials),
             avg_accept_rate: Some(summary.aggregate.avg_accept_rate),
             avg_overhead: Some(summary.aggregate.avg_overhead_percentage),
             pass_rate: Some(summary.aggregate.pass_rate),

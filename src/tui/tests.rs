@@ -197,6 +197,8 @@ pub(super) fn past_run(dir: &str, trials: usize) -> PastRun {
             cutoff: 0.95,
             expected_verdict: TrialVerdict::Pass,
             trials,
+            // One more planned than finished: a run cut short shows it as done/planned.
+            planned_trials: Some(trials + 1),
             trial_files: (0..trials).map(|t| format!("trial_{t}.json")).collect(),
             aggregate: Aggregate {
                 avg_accept_rate: 0.987,
@@ -446,7 +448,7 @@ fn results_list_shows_session_and_past_runs() {
         "2024-02-29 12:34",
         "98.7%",
         "100.0%",
-        "3/3",
+        "3/4",
         "Avg accept",
         "Held",
     ] {
