@@ -90,10 +90,15 @@ impl Workspace {
     ) -> Result<(LoadedModel, String)> {
         let started = Instant::now();
         let source = self.model_source(&role.model)?;
-        let m = load_model(&role.model, &source, role.precision, role.device)
+        let mut m = load_model(&role.model, &source, role.precision, role.device)
             .with_context(|| format!("loading {what}"))?;
         if let Some(entry) = self.config.models.get(&role.model) {
             check_declared_shape(&role.model, entry, &m.model.config)?;
+            // `chat: false`: prompts are used as plain text even when the weights ship a
+            // chat template.
+            if !entry.chat {
+                m.chat_template = None;
+            }
         }
         let mut report = format!("{what} loaded in {:.1} s", started.elapsed().as_secs_f64());
         if role.device.is_gpu() {
@@ -229,7 +234,17 @@ mod tests {
             precision: crate::model::weights::Precision::Native,
             device: crate::model::device::DeviceProfile::CPU_F32,
         };
-        ws.load(&role("declared-right")).unwrap();
+        // Entries without `chat: true` prompt with plain text, template or not.
+        assert!(ws
+            .load(&role("declared-right"))
+            .unwrap()
+            .chat_template
+            .is_none());
+        assert!(ws
+            .load(&role("smollm2-135m"))
+            .unwrap()
+            .chat_template
+            .is_some());
         let Err(error) = ws.load(&role("declared-wrong")) else {
             panic!("weights of another shape loaded");
         };
