@@ -35,15 +35,18 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
     if path.is_dir() {
         return Ok(ModelSource::HfDir(path.to_path_buf()));
     }
+    let explicit_hub = arg.starts_with("hf:");
     let repo = arg.strip_prefix("hf:").unwrap_or(arg);
     let (repo, revision) = match repo.split_once('@') {
         Some((r, rev)) => (r, rev),
         None => (repo, "main"),
     };
-    let valid = repo.split('/').count() == 2
-        && repo
-            .split('/')
-            .all(|p| !p.is_empty() && p.chars().all(crate::util::is_plain_name_char));
+    // Something written as a path that does not exist is a missing file, never a hub id to
+    // request from the network (`hf:` makes any id explicit).
+    if !explicit_hub && looks_like_a_path(repo) {
+        bail!("model `{arg}`: no such file or directory");
+    }
+    let valid = repo.split('/').count() == 2 && repo.split('/').all(is_hub_name);
     if !valid {
         bail!("model `{arg}`: not a known model id, an existing path, or a hub repo id like hf:org/name");
     }
@@ -52,6 +55,28 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
         repo: repo.to_string(),
         revision: revision.to_string(),
     })
+}
+
+fn looks_like_a_path(arg: &str) -> bool {
+    let lower = arg.to_ascii_lowercase();
+    arg.starts_with(['/', '.', '~'])
+        || arg.contains('\\')
+        || arg.matches('/').count() > 1
+        || [".gguf", ".safetensors", ".json", ".bin"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+}
+
+/// One half of a hub repo id, by the hub's rules: letters, digits, '-', '_', '.', not starting
+/// or ending with '-' or '.', no '--' or '..'.
+fn is_hub_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 96
+        && name.chars().all(crate::util::is_plain_name_char)
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.'])
+        && !name.contains("--")
+        && !name.contains("..")
 }
 
 /// A hub revision (branch, tag, commit or `refs/pr/N`) becomes part of a path in the

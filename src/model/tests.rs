@@ -289,6 +289,28 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
         assert!(err.contains("revision"), "{bad}: {err}");
     }
     assert!(super::source::parse_model_arg("a/b@refs/pr/1", home.path()).is_ok());
+    // A missing file is named as missing, never turned into a hub request.
+    for path in [
+        "./missing.gguf",
+        "missing/x.gguf",
+        "/no/such/dir",
+        "models/a/b",
+        "~/m",
+    ] {
+        let err = super::source::parse_model_arg(path, home.path())
+            .err()
+            .unwrap_or_else(|| panic!("{path} accepted"))
+            .to_string();
+        assert!(err.contains("no such file or directory"), "{path}: {err}");
+    }
+    // Hub names follow the hub's rules ('.' and '..' are not repo names).
+    for bad in ["hf:./x", "hf:a/..", "hf:-a/b", "hf:a/b-", "hf:a--b/c"] {
+        assert!(
+            super::source::parse_model_arg(bad, home.path()).is_err(),
+            "{bad} accepted"
+        );
+    }
+    assert!(super::source::parse_model_arg("Qwen/Qwen2.5-7B-Instruct", home.path()).is_ok());
 }
 
 #[test]

@@ -236,8 +236,17 @@ impl ConfigSet {
         validate_models(&builtin_models_file, &models)?;
         loaded_from.push(builtin_models_file.label.clone());
         if let Some(user_models_file) = override_file(MODELS_FILE)? {
-            let user_models: ModelRegistry = user_models_file.parse("a `models:` mapping")?;
+            let mut user_models: ModelRegistry = user_models_file.parse("a `models:` mapping")?;
             validate_models(&user_models_file, &user_models)?;
+            // A relative `path:` means next to the file that names it, not wherever the
+            // program happens to be started.
+            if let Some(dir) = dir {
+                for entry in user_models.models.values_mut() {
+                    if let Some(path) = entry.source.path.as_mut().filter(|p| p.is_relative()) {
+                        *path = dir.join(&*path);
+                    }
+                }
+            }
             models.models.extend(user_models.models);
             loaded_from.push(user_models_file.label.clone());
         }

@@ -385,11 +385,15 @@ fn user_models_merge_over_builtins_and_other_files_fall_back() {
     std::fs::write(
             dir.path().join(MODELS_FILE),
             "models:\n  tiny-local:\n    description: a local test model\n    arch: llama\n    layers: 4\n    \
-             hidden: 64\n    source: {path: /tmp/tiny.gguf}\n",
+             hidden: 64\n    source: {path: /tmp/tiny.gguf}\n  beside:\n    description: next to the file\n    \
+             arch: llama\n    layers: 4\n    hidden: 64\n    source: {path: weights/m.gguf}\n",
         )
         .unwrap();
     let config = ConfigSet::load(Some(dir.path())).unwrap();
-    assert!(config.models.get("tiny-local").is_some());
+    let path = |id: &str| config.models.get(id).unwrap().source.path.clone().unwrap();
+    assert_eq!(path("tiny-local"), std::path::Path::new("/tmp/tiny.gguf"));
+    // Relative to the models.yaml that names it, not to the working directory.
+    assert_eq!(path("beside"), dir.path().join("weights/m.gguf"));
     assert!(
         config.models.get("smollm2-135m").is_some(),
         "built-in models stay"
