@@ -123,7 +123,7 @@ pub fn generate(
     }
     let total_s = start.elapsed().as_secs_f64();
     Ok(InferenceOutput {
-        output_text: model.tokenizer.decode(&output_ids)?,
+        output_text: model.tokenizer.decode_for_display(&output_ids)?,
         output_ids,
         captured,
         prefill_s,

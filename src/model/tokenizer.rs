@@ -281,6 +281,14 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("decoding {} token ids: {e}", ids.len()))
     }
 
+    /// Text for a person to read: control tokens such as `<|im_end|>` left out, as
+    /// transformers' `skip_special_tokens=True` does. The ids stay what is verified.
+    pub fn decode_for_display(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow!("decoding {} token ids: {e}", ids.len()))
+    }
+
     /// Ids that end a generation: the declared eos ids plus any end-of-turn token in the
     /// vocabulary, declared eos first.
     pub fn eos_ids(&self) -> Vec<u32> {
@@ -341,9 +349,10 @@ impl TextTokenizer {
     }
 }
 
-/// Turns generated ids into text as they arrive. One token can hold part of a multi-byte
-/// character (emoji, CJK), so text is released only once it decodes to whole characters, and
-/// the last released tokens are kept as context because some decoders read across tokens.
+/// Turns generated ids into text for display as they arrive (control tokens left out, as in
+/// [`TextTokenizer::decode_for_display`]). One token can hold part of a multi-byte character
+/// (emoji, CJK), so text is released only once it decodes to whole characters, and the last
+/// released tokens are kept as context because some decoders read across tokens.
 pub struct TokenStream {
     tokenizer: TextTokenizer,
     /// Ids of the last released chunk (context), followed by ids not yet released.
@@ -367,7 +376,7 @@ impl TokenStream {
     /// Feeds one id; returns the text it completes, if any.
     pub fn next_token(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids)?;
+        let text = self.tokenizer.decode_for_display(&self.ids)?;
         if text.ends_with(char::REPLACEMENT_CHARACTER) {
             return Ok(None);
         }
@@ -378,7 +387,7 @@ impl TokenStream {
     /// resets the stream.
     pub fn finish(&mut self) -> Result<Option<String>> {
         let released = if self.ids.len() > self.context_len {
-            let text = self.tokenizer.decode(&self.ids)?;
+            let text = self.tokenizer.decode_for_display(&self.ids)?;
             self.release(text)?
         } else {
             None
@@ -393,14 +402,16 @@ impl TokenStream {
         let new_text = match text.strip_prefix(self.context_text.as_str()) {
             Some(rest) => rest.to_string(),
             // The context decoded differently once followed by more ids: release the new ids alone.
-            None => self.tokenizer.decode(&self.ids[self.context_len..])?,
+            None => self
+                .tokenizer
+                .decode_for_display(&self.ids[self.context_len..])?,
         };
         if new_text.is_empty() {
             return Ok(None);
         }
         self.ids.drain(..self.context_len);
         self.context_len = self.ids.len();
-        self.context_text = self.tokenizer.decode(&self.ids)?;
+        self.context_text = self.tokenizer.decode_for_display(&self.ids)?;
         Ok(Some(new_text))
     }
 }

@@ -183,6 +183,31 @@ fn token_stream_reassembles_multibyte_text() {
 }
 
 #[test]
+fn displayed_text_leaves_out_the_end_of_turn_marker() {
+    for tokenizer in [
+        TextTokenizer::from_gguf(&gguf_content()).unwrap(),
+        json_tokenizer(),
+    ] {
+        let end = tokenizer
+            .inner()
+            .token_to_id("<|im_end|>")
+            .expect("SmolLM2's end of turn");
+        let mut ids = tokenizer.encode("3. Green").unwrap();
+        ids.push(end);
+        let mut stream = tokenizer.token_stream();
+        let mut shown = String::new();
+        for &id in &ids {
+            shown.extend(stream.next_token(id).unwrap());
+        }
+        shown.extend(stream.finish().unwrap());
+        assert_eq!(shown, "3. Green");
+        assert_eq!(tokenizer.decode_for_display(&ids).unwrap(), "3. Green");
+        // The exact decode keeps it: a rendered prompt must decode back to itself.
+        assert_eq!(tokenizer.decode(&ids).unwrap(), "3. Green<|im_end|>");
+    }
+}
+
+#[test]
 fn token_stream_finish_flushes_an_incomplete_character() {
     let tokenizer = json_tokenizer();
     let ids = tokenizer.encode("ok 🚀").unwrap();
