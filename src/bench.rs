@@ -173,6 +173,7 @@ pub fn run_bench(
                 crate::model::device::dtype_name(full.compute_dtype()),
             )
             .unwrap_or(CompareDtype::F32),
+            inference_native: false,
             policy: &policy,
             chunk: DEFAULT_CHUNK,
         };

@@ -210,6 +210,7 @@ fn plot_self_test() -> anyhow::Result<()> {
         name: "verifier_1".into(),
         role: role.clone(),
         policy: "precision_aware".into(),
+        tier: Some("f32".into()),
         cutoff: 0.95,
         statistics: VerifierStatistics {
             summary,

@@ -22,9 +22,14 @@ pub struct OptimizeOutcome {
 /// The precision tier a trial's checks were judged at (coarsest dtype of the pair).
 fn trial_tier(t: &TrialResult) -> CompareDtype {
     let inference = dtype_from_name(&t.inference.role.dtype).unwrap_or(CompareDtype::F32);
+    // The tier each verifier was judged in, where recorded (it also counts quantized kernels'
+    // activation rounding); otherwise the coarsest dtype of the roles.
     t.verifiers
         .iter()
-        .filter_map(|v| dtype_from_name(&v.role.dtype))
+        .filter_map(|v| match &v.tier {
+            Some(tier) => dtype_from_name(tier),
+            None => dtype_from_name(&v.role.dtype).map(|d| CompareDtype::coarsest(d, inference)),
+        })
         .fold(inference, CompareDtype::coarsest)
 }
 

@@ -92,6 +92,10 @@ pub struct VerifierResult {
     pub name: String,
     pub role: RoleSpec,
     pub policy: String,
+    /// The precision tier its checks were judged in ("f32", "f16", "bf16"); absent from files
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     pub cutoff: f64,
     pub statistics: VerifierStatistics,
     pub overhead: Overhead,

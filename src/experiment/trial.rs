@@ -270,6 +270,7 @@ pub async fn verify_trial(
                 output_ids: &manifest.output_ids,
                 committed: &states,
                 inference_dtype,
+                inference_native: manifest.precision == "native",
                 policy: &policy,
                 chunk,
             };
@@ -351,6 +352,7 @@ fn assemble_trial(
                 name: format!("verifier_{}", index + 1),
                 role,
                 policy: settings.policy.name().to_string(),
+                tier: Some(out.tier.name().to_string()),
                 cutoff: settings.cutoff,
                 overhead: Overhead {
                     verification_time_s: out.time_s,

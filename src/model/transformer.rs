@@ -31,6 +31,9 @@ struct DecoderLayer {
 pub struct TappedModel {
     pub config: ModelConfig,
     pub precision: Precision,
+    /// The weights file stores the linear layers block-quantized, so this model's `native`
+    /// form runs quantized kernels that round activations to 8-bit blocks.
+    pub native_rounds_activations: bool,
     device: Device,
     dtype: DType,
     embed_tokens: Tensor,
@@ -103,9 +106,13 @@ impl TappedModel {
             builder.linear_from_float(&embed_tokens, "lm_head (tied to embeddings)")?
         };
         let (cos, sin) = rotary_tables(&config, &builder.device, builder.dtype)?;
+        let native_rounds_activations = builder
+            .file
+            .stores_quantized("model.layers.0.self_attn.q_proj.weight");
         Ok(TappedModel {
             config,
             precision: builder.precision,
+            native_rounds_activations,
             device: builder.device.clone(),
             dtype: builder.dtype,
             embed_tokens,

@@ -205,6 +205,23 @@ impl WeightFile {
         }
     }
 
+    /// True when the file stores this tensor block-quantized (Q4_1, Q8_0, …): at `native`
+    /// precision it then runs on candle's quantized kernels, which round activations too.
+    pub fn stores_quantized(&self, hf_name: &str) -> bool {
+        match self {
+            WeightFile::Gguf { content, .. } => content
+                .tensor_infos
+                .get(&gguf_name(hf_name))
+                .is_some_and(|info| {
+                    !matches!(
+                        info.ggml_dtype,
+                        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+                    )
+                }),
+            WeightFile::Safetensors { .. } => false,
+        }
+    }
+
     /// Reads a tensor onto the CPU (quantization happens there; the caller moves it).
     pub fn read(&mut self, hf_name: &str) -> Result<RawTensor> {
         match self {

@@ -170,6 +170,7 @@ fn verifier(
         name: name.to_string(),
         role: role("full", "cpu", "f32"),
         policy: "precision_aware (f32 tier: rel_l2 <= 0.01, pe <= 0.05)".to_string(),
+        tier: None,
         cutoff,
         statistics: VerifierStatistics {
             summary,

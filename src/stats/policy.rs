@@ -146,6 +146,18 @@ impl PolicyConfig {
         }
     }
 
+    /// The tier a role is judged in: its compute dtype, or at least bf16 when its linear layers
+    /// run candle's quantized kernels on the model's own block-quantized weights (`native` on
+    /// a Q4_1 GGUF): those round activations to 8-bit blocks, an honest perturbation the size of
+    /// bf16 drift (docs/policy.md: native↔native rel L2 max 2.8e-2, native↔full 9.2e-2).
+    pub fn role_tier(dtype: CompareDtype, rounds_activations: bool) -> CompareDtype {
+        if rounds_activations {
+            CompareDtype::coarsest(dtype, CompareDtype::Bf16)
+        } else {
+            dtype
+        }
+    }
+
     /// The thresholds a precision-aware policy applies to this pair (None for the seed rule).
     pub fn tier_thresholds(
         &self,

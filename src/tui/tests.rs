@@ -107,6 +107,7 @@ pub(super) fn trial_result(
                 name: format!("verifier{}", v + 1),
                 role: role(&format!("cpu:v{}", v + 1)),
                 policy: "tiered".into(),
+                tier: None,
                 cutoff: 0.95,
                 statistics: VerifierStatistics {
                     summary: VerifierSummary {
