@@ -26,6 +26,10 @@ const MAX_ROW_LABELS: usize = 32;
 /// colour instead of sitting at the bottom of the log scale.
 const ZERO_CELL: RGBColor = RGBColor(255, 255, 255);
 
+/// Checks with a NaN or infinite value (always rejected) get a colour off the scale, rather
+/// than the scale's lowest colour, which would read as the closest match.
+pub(super) const NON_FINITE_CELL: RGBColor = RGBColor(230, 30, 160);
+
 /// The colour scale over the positive values: logarithmic, as errors span decades.
 fn color_axis(values: &[f64]) -> ValueAxis {
     let min_positive = values
@@ -99,6 +103,9 @@ pub fn plot_check_heatmap(
     let values: Vec<f64> = checks.iter().map(|c| metric.value(&c.metrics)).collect();
     let axis = color_axis(&values);
     let color_of = |value: f64| {
+        if !value.is_finite() {
+            return NON_FINITE_CELL;
+        }
         if value == 0.0 {
             return ZERO_CELL;
         }
@@ -210,6 +217,7 @@ pub fn plot_check_heatmap(
         metric,
         ColorBarNotes {
             has_zeros,
+            has_non_finite: values.iter().any(|v| !v.is_finite()),
             marks_rejects: mark_rejects,
             hides_rejects: any_rejected && !mark_rejects,
             hides_embedding: !verifier.statistics.embedding_checks.is_empty(),
@@ -222,6 +230,7 @@ pub fn plot_check_heatmap(
 /// What the legend under the colour bar explains besides the scale.
 struct ColorBarNotes {
     has_zeros: bool,
+    has_non_finite: bool,
     marks_rejects: bool,
     /// There are rejected checks, but the cells are too small to mark them.
     hides_rejects: bool,
@@ -272,6 +281,12 @@ where
         legend.push(LegendEntry::new(
             LegendMark::Box(ZERO_CELL.to_rgba()),
             "exactly 0",
+        ));
+    }
+    if notes.has_non_finite {
+        legend.push(LegendEntry::new(
+            LegendMark::Box(NON_FINITE_CELL.to_rgba()),
+            "NaN or inf",
         ));
     }
     legend.push(LegendEntry::new(

@@ -507,6 +507,29 @@ fn every_heatmap_metric_renders() {
     );
 }
 
+/// A check with a NaN or infinite error is painted off the scale, never as its lowest colour
+/// (which reads as the closest match).
+#[test]
+fn heatmap_cells_with_nan_or_inf_get_their_own_colour() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut trial = trial("exp3", 0, false, &[8, 16, 24], 12);
+    let checks = &mut trial.verifiers[0].statistics.checks;
+    checks[0].metrics.rel_l2 = f64::INFINITY;
+    checks[1].metrics.rel_l2 = f64::NAN;
+    let path = scratch.path().join("non_finite.png");
+    plot_check_heatmap(&trial, 0, CheckMetric::RelL2, &path).expect("heatmap written");
+    keep_copies(std::slice::from_ref(&path));
+    let image = image::open(&path).unwrap().to_rgb8();
+    let special = super::heatmap::NON_FINITE_CELL;
+    let painted = image
+        .pixels()
+        .filter(|p| p.0 == [special.0, special.1, special.2])
+        .count();
+    // Two cells of a 12 × 3 grid on a 1600-pixel-wide figure: thousands of pixels, plus the
+    // legend's swatch.
+    assert!(painted > 2000, "{painted} pixels in the NaN/inf colour");
+}
+
 #[test]
 fn a_long_trial_with_every_layer_renders() {
     let scratch = tempfile::tempdir().expect("temp dir");
