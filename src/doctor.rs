@@ -211,6 +211,7 @@ fn plot_self_test() -> anyhow::Result<()> {
         role: role.clone(),
         policy: "precision_aware".into(),
         tier: Some("f32".into()),
+        limits: None,
         cutoff: 0.95,
         statistics: VerifierStatistics {
             summary,

@@ -13,7 +13,7 @@ use crate::model::device::dtype_name;
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
 use crate::stats::metrics::{compare, dtype_from_name, CompareDtype};
-use crate::stats::policy::PolicyConfig;
+use crate::stats::policy::{PolicyConfig, TierThresholds};
 
 /// Default number of positions per prefill chunk: bounds memory on long sequences and lets the
 /// console show checks as each chunk completes, at a few percent of prefill throughput.
@@ -29,6 +29,8 @@ pub struct VerificationOutput {
     pub cancelled: bool,
     /// The precision tier the checks were judged in (the coarser of the two roles' tiers).
     pub tier: CompareDtype,
+    /// The per-check limits the precision-aware policy applied (None for the seed rule).
+    pub limits: Option<TierThresholds>,
 }
 
 impl VerificationOutput {
@@ -159,6 +161,7 @@ pub fn verify(
         time_s: start.elapsed().as_secs_f64(),
         cancelled,
         tier: CompareDtype::coarsest(inference_tier, verifier_tier),
+        limits: job.policy.tier_thresholds(inference_tier, verifier_tier),
     })
 }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::stats::metrics::{float_serde, CheckMetrics};
+use crate::stats::policy::TierThresholds;
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
 
@@ -96,6 +97,10 @@ pub struct VerifierResult {
     /// written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// The per-check limits applied in that tier (precision-aware policy; absent for the seed
+    /// rule and from older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TierThresholds>,
     pub cutoff: f64,
     pub statistics: VerifierStatistics,
     pub overhead: Overhead,

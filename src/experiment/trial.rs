@@ -353,6 +353,7 @@ fn assemble_trial(
                 role,
                 policy: settings.policy.name().to_string(),
                 tier: Some(out.tier.name().to_string()),
+                limits: out.limits,
                 cutoff: settings.cutoff,
                 overhead: Overhead {
                     verification_time_s: out.time_s,

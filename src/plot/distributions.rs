@@ -1,6 +1,7 @@
-//! Figure 1: the threshold distributions grid (Pe, Pm, Pw, mean |Δ|, max |Δ|, accept rate),
-//! honest and cheating samples overlaid, with their means, 95th percentiles and the threshold
-//! in force, so a reader can see where a threshold separates the two.
+//! Figure 1: the threshold distributions grid (rel L2, Pe, Pm, Pw, mean |Δ|, max |Δ|, accept
+//! rate), honest and cheating samples overlaid, with their means, 95th percentiles and the
+//! thresholds in force (the policy's per-tier limits for run results, the recommended ones for
+//! an optimization report), so a reader can see where a threshold separates the two.
 
 use std::path::Path;
 
@@ -28,8 +29,10 @@ const PANEL_MARGIN_RIGHT: u32 = 18;
 const PANEL_Y_LABEL_AREA: u32 = 82;
 const PANEL_X_PAD: f64 = 0.015;
 
-/// The metrics of the reference project's grid, in its order; accept rate is the sixth panel.
-pub const GRID_METRICS: [CheckMetric; 5] = [
+/// The metric the default policy decides on first, then the reference project's grid in its
+/// order; accept rate is the last panel.
+pub const GRID_METRICS: [CheckMetric; 6] = [
+    CheckMetric::RelL2,
     CheckMetric::Pe,
     CheckMetric::Pm,
     CheckMetric::Pw,
@@ -76,7 +79,9 @@ pub struct DistributionPanel {
     pub population: String,
     pub honest: Sample,
     pub cheat: Sample,
-    pub threshold: Option<Threshold>,
+    /// Vertical lines: one per limit in force (several when trials were judged in several
+    /// precision tiers).
+    pub thresholds: Vec<Threshold>,
     /// Forces a linear axis over this range (for bounded quantities such as accept rates).
     pub fixed_range: Option<(f64, f64)>,
 }
@@ -89,7 +94,7 @@ impl DistributionPanel {
             population: "checks".to_string(),
             honest,
             cheat,
-            threshold: None,
+            thresholds: Vec::new(),
             fixed_range: None,
         }
     }
@@ -101,10 +106,38 @@ impl DistributionPanel {
             population: "verifier runs".to_string(),
             honest,
             cheat,
-            threshold,
+            thresholds: threshold.into_iter().collect(),
             fixed_range: Some((0.0, 1.0)),
         }
     }
+}
+
+/// The precision-aware policy's limits on `metric` that judged these trials' checks, one per
+/// tier (as each verifier recorded them), coarsest tier last.
+fn policy_limits(trials: &[TrialResult], metric: CheckMetric) -> Vec<Threshold> {
+    let mut limits: Vec<(u8, String, f64)> = Vec::new();
+    for verifier in trials.iter().flat_map(|t| &t.verifiers) {
+        let (Some(tier), Some(applied)) = (&verifier.tier, &verifier.limits) else {
+            continue;
+        };
+        let value = match metric {
+            CheckMetric::RelL2 => applied.rel_l2_max,
+            CheckMetric::Pe => applied.pe_max,
+            _ => continue,
+        };
+        let rank = crate::stats::metrics::dtype_from_name(tier).map_or(0, |d| d.coarseness());
+        if !limits.iter().any(|(_, t, v)| t == tier && *v == value) {
+            limits.push((rank, tier.clone(), value));
+        }
+    }
+    limits.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)));
+    limits
+        .into_iter()
+        .map(|(_, tier, value)| Threshold {
+            value,
+            label: format!("{tier}-tier limit (accept at or below)"),
+        })
+        .collect()
 }
 
 /// Whether a trial is an honest scenario (expected to PASS) or a cheating one.
@@ -128,7 +161,9 @@ pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<Distributi
             let values = |honest: bool| {
                 Sample::from_values(checks(honest).map(|c| metric.value(&c.metrics)).collect())
             };
-            DistributionPanel::for_metric(metric, values(true), values(false))
+            let mut panel = DistributionPanel::for_metric(metric, values(true), values(false));
+            panel.thresholds = policy_limits(trials, metric);
+            panel
         })
         .collect();
 
@@ -198,10 +233,14 @@ pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<Distr
                     } else {
                         "recommended threshold (accept at or below)"
                     };
-                    panel.threshold = metric_report.recommended_threshold.map(|value| Threshold {
-                        value,
-                        label: rule.to_string(),
-                    });
+                    panel.thresholds = metric_report
+                        .recommended_threshold
+                        .map(|value| Threshold {
+                            value,
+                            label: rule.to_string(),
+                        })
+                        .into_iter()
+                        .collect();
                     panel
                 }
                 None => DistributionPanel::for_metric(metric, Sample::default(), Sample::default()),
@@ -242,7 +281,7 @@ pub fn plot_threshold_distributions(
 
     let any_honest = panels.iter().any(|p| !p.honest.values.is_empty());
     let any_cheat = panels.iter().any(|p| !p.cheat.values.is_empty());
-    let any_threshold = panels.iter().any(|p| p.threshold.is_some());
+    let any_threshold = panels.iter().any(|p| !p.thresholds.is_empty());
     let mut legend = Vec::new();
     if any_honest {
         legend.push(LegendEntry::new(
@@ -270,11 +309,13 @@ pub fn plot_threshold_distributions(
     let legend_height = draw_legend_row(&body, &legend, 14)?;
     let grid = body.split_vertically(legend_height + 16).1;
 
-    let columns = 3;
+    let columns = 4;
     let rows = panels.len().div_ceil(columns);
     let cells = grid.split_evenly((rows, columns));
+    // Every panel reserves the same header height, so the plots line up.
+    let header_lines = 2 + panels.iter().map(|p| p.thresholds.len()).max().unwrap_or(0);
     for (panel, cell) in panels.iter().zip(cells.iter()) {
-        draw_panel(panel, &cell.margin(6, 10, 12, 12))?;
+        draw_panel(panel, header_lines, &cell.margin(6, 10, 12, 12))?;
     }
     root.present()?;
     Ok(())
@@ -298,6 +339,7 @@ fn group_note(name: &str, sample: &Sample, summary: &SampleSummary) -> String {
 
 fn draw_panel<DB: DrawingBackend>(
     panel: &DistributionPanel,
+    header_lines: usize,
     area: &DrawingArea<DB, Shift>,
 ) -> anyhow::Result<()>
 where
@@ -329,22 +371,22 @@ where
             header_height += line_height;
         }
     }
-    if let Some(threshold) = &panel.threshold {
+    for threshold in &panel.thresholds {
         area.draw(&Text::new(
             format!("{}: {}", threshold.label, format_number(threshold.value)),
             (8, header_height),
             font(NOTE_SIZE).color(&THRESHOLD_COLOR),
         ))?;
+        header_height += line_height;
     }
-    // Reserve the same header height in every panel so the plots line up.
     let chart_area = area
-        .split_vertically(PANEL_TITLE_SIZE as i32 + 10 + 3 * line_height + 4)
+        .split_vertically(PANEL_TITLE_SIZE as i32 + 10 + header_lines as i32 * line_height + 4)
         .1;
 
     let all_values: Vec<f64> = groups
         .iter()
         .flat_map(|(_, sample, _)| sample.values.iter().copied())
-        .chain(panel.threshold.as_ref().map(|t| t.value))
+        .chain(panel.thresholds.iter().map(|t| t.value))
         .collect();
     // Fewer ticks where their labels would run together in this narrow panel.
     let plot_width = chart_area
@@ -445,7 +487,7 @@ where
             ))?;
         }
     }
-    if let Some(threshold) = panel.threshold.as_ref().filter(|t| t.value.is_finite()) {
+    for threshold in panel.thresholds.iter().filter(|t| t.value.is_finite()) {
         let x = axis.to_axis(threshold.value);
         chart.draw_series(LineSeries::new(
             [(x, 0.0), (x, y_end)],

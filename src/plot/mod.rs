@@ -206,11 +206,13 @@ fn write_report_figures(
     names: &mut OutputNames,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
+    // `trials` counts the trials of each experiment.
+    let plural = if report.trials == 1 { "" } else { "s" };
     let scope = if report.experiments.is_empty() {
-        format!("{} trials", report.trials)
+        format!("{} trial{plural}", report.trials)
     } else {
         format!(
-            "{} ({} trials)",
+            "{} ({} trial{plural} each)",
             report.experiments.join(", "),
             report.trials
         )

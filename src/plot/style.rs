@@ -18,7 +18,7 @@ const DEJAVU_SANS_BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bo
 pub const FONT_FAMILY: &str = "sans-serif";
 
 /// Size of the multi-panel figures.
-pub const GRID_FIGURE_SIZE: (u32, u32) = (1800, 1100);
+pub const GRID_FIGURE_SIZE: (u32, u32) = (2300, 1150);
 /// Size of the single-chart figures.
 pub const FIGURE_SIZE: (u32, u32) = (1600, 1000);
 

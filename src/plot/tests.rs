@@ -170,7 +170,11 @@ fn verifier(
         name: name.to_string(),
         role: role("full", "cpu", "f32"),
         policy: "precision_aware (f32 tier: rel_l2 <= 0.01, pe <= 0.05)".to_string(),
-        tier: None,
+        tier: Some("f32".to_string()),
+        limits: Some(crate::stats::policy::TierThresholds {
+            rel_l2_max: threshold,
+            pe_max: 0.05,
+        }),
         cutoff,
         statistics: VerifierStatistics {
             summary,
@@ -441,6 +445,43 @@ fn assert_readable_figure(path: &Path) {
         !name.contains(':') && !name.contains(' '),
         "bad file name {name}"
     );
+}
+
+/// The distributions from run results lead with the policy's decision metric and mark the
+/// limits each tier applied, as the verifiers recorded them.
+#[test]
+fn distributions_of_run_results_mark_the_policy_limits_of_every_tier() {
+    let mut trials = honest_trials();
+    let bf16 = &mut trials[1].verifiers[0];
+    bf16.tier = Some("bf16".to_string());
+    bf16.limits = Some(crate::stats::policy::TierThresholds {
+        rel_l2_max: 0.1,
+        pe_max: 0.35,
+    });
+    let panels = distribution_panels_from_trials(&trials);
+    let lines = |panel: &super::DistributionPanel| -> Vec<(String, f64)> {
+        panel
+            .thresholds
+            .iter()
+            .map(|t| (t.label.clone(), t.value))
+            .collect()
+    };
+    assert_eq!(panels[0].title, CheckMetric::RelL2.title());
+    assert_eq!(
+        lines(&panels[0]),
+        [
+            ("f32-tier limit (accept at or below)".to_string(), 0.01),
+            ("bf16-tier limit (accept at or below)".to_string(), 0.1),
+        ]
+    );
+    assert_eq!(panels[1].title, CheckMetric::Pe.title());
+    assert_eq!(
+        lines(&panels[1]).iter().map(|l| l.1).collect::<Vec<_>>(),
+        [0.05, 0.35]
+    );
+    // Metrics the policy does not limit get no line; the accept rate gets the cutoff.
+    assert!(panels[2..6].iter().all(|p| p.thresholds.is_empty()));
+    assert_eq!(lines(&panels[6]), [("cutoff".to_string(), 0.9)]);
 }
 
 #[test]

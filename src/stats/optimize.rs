@@ -17,6 +17,7 @@ use super::policy::{BF16_TIER_DEFAULT, F16_TIER_DEFAULT, F32_TIER_DEFAULT};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizationReport {
     pub experiments: Vec<String>,
+    /// Trials run for each experiment.
     pub trials: usize,
     pub metrics: Vec<MetricReport>,
     pub accept_rates: AcceptRateReport,

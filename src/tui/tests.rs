@@ -108,6 +108,7 @@ pub(super) fn trial_result(
                 role: role(&format!("cpu:v{}", v + 1)),
                 policy: "tiered".into(),
                 tier: None,
+                limits: None,
                 cutoff: 0.95,
                 statistics: VerifierStatistics {
                     summary: VerifierSummary {
