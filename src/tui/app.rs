@@ -174,6 +174,9 @@ pub struct App {
     /// The newest warning or error, shown on screens without a log pane until a key is
     /// pressed (the run view has its log).
     pub notice: Option<LogLine>,
+    /// Whether the last frame showed only the "terminal too small" message: keys must not act
+    /// on the screen hidden behind it.
+    pub too_small: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +207,7 @@ impl App {
             text_scroll: 0,
             scroll_limits: ScrollLimits::default(),
             notice: None,
+            too_small: std::cell::Cell::new(false),
         }
     }
 

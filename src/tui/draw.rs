@@ -19,8 +19,15 @@ pub const MIN_HEIGHT: u16 = 24;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
-    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+    let too_small = area.width < MIN_WIDTH || area.height < MIN_HEIGHT;
+    app.too_small.set(too_small);
+    if too_small {
         render_too_small(frame, area);
+        // A question (quit or cancel during a run) is the one thing keys act on here, so it
+        // must be seen even on a small screen.
+        if let Some(question) = app.confirm {
+            render_confirm(frame, area, app, question);
+        }
         return;
     }
     match app.screen {
@@ -88,7 +95,17 @@ fn render_confirm(frame: &mut Frame, area: Rect, app: &App, question: Confirm) {
         Confirm::QuitDuringRun => format!("{name} is running. Cancel it and quit?"),
         Confirm::CancelRun => format!("Cancel {name}? What was computed is kept."),
     };
-    let popup = centered(area, 56, 5);
+    // Tall enough for the question wrapped at the popup's width (it may be narrowed to fit a
+    // small terminal), the y/n line, the border and a blank row.
+    let width = 56.min(area.width);
+    let inner_width = usize::from(width.saturating_sub(2)).max(1);
+    let question_rows = if text.chars().count() <= inner_width {
+        1
+    } else {
+        // Word wrapping can leave a row short: one row of slack.
+        text.chars().count().div_ceil(inner_width) + 1
+    };
+    let popup = centered(area, width, question_rows as u16 + 4);
     let block = Block::bordered()
         .border_type(BorderType::Double)
         .border_style(Style::default().fg(Color::Yellow))

@@ -15,13 +15,16 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Action::None;
         }
+        let ctrl_c =
+            key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
+        if self.too_small.get() {
+            return self.too_small_key(key.code, ctrl_c);
+        }
         // A key press means the notice was seen. Esc only dismisses it (so dismissing never
         // quits or steps back); any other key also does its own work.
         if self.notice.take().is_some() && key.code == KeyCode::Esc {
             return Action::None;
         }
-        let ctrl_c =
-            key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
         if let Some(question) = self.confirm {
             return self.answer(question, key.code, ctrl_c);
         }
@@ -54,6 +57,17 @@ impl App {
             }
         }
         Action::None
+    }
+
+    /// While the terminal is too small only its message (and a question, drawn over it) is on
+    /// screen, so keys do only what those offer: q and Ctrl-C quit (asking first during a run),
+    /// y/n answer. Anything else would act on a screen nobody can see.
+    fn too_small_key(&mut self, code: KeyCode, ctrl_c: bool) -> Action {
+        match self.confirm {
+            Some(question) => self.answer(question, code, ctrl_c),
+            None if ctrl_c || code == KeyCode::Char('q') => self.request_quit(),
+            None => Action::None,
+        }
     }
 
     fn answer(&mut self, question: Confirm, code: KeyCode, ctrl_c: bool) -> Action {

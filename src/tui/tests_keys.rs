@@ -331,3 +331,57 @@ fn the_run_view_footer_names_as_many_verifier_keys_as_there_are_verifiers() {
     let app = running_app();
     assert_shows(&screen(&app, 160, 40), " 1-3  verifier");
 }
+
+#[test]
+fn a_too_small_terminal_takes_only_the_keys_its_message_offers() {
+    use super::tests::text_of;
+    // Idle at the picker: keys that would start a run or move are ignored; q quits.
+    let mut app = App::new(catalog());
+    screen(&app, 40, 12);
+    for code in [
+        KeyCode::Enter,
+        KeyCode::Down,
+        KeyCode::Char('r'),
+        KeyCode::Esc,
+    ] {
+        assert_eq!(press(&mut app, code), Action::None, "{code:?}");
+    }
+    assert_eq!((app.screen, app.picker.selected), (Screen::Picker, 0));
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
+
+    // During a run, q does not step back through hidden screens: it asks, on the small screen.
+    let mut app = running_app();
+    screen(&app, 40, 12);
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::None);
+    assert_eq!(
+        app.screen,
+        Screen::Run,
+        "no stepping back behind the message"
+    );
+    assert_eq!(app.confirm, Some(Confirm::QuitDuringRun));
+    let small = screen(&app, 40, 12);
+    // The question wraps inside the dialog's border: read it as words.
+    let shown = text_of(&small)
+        .replace('║', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        shown.contains("exp1-honest is running. Cancel it and quit?") && shown.contains("y yes"),
+        "{shown}\n{}",
+        text_of(&small)
+    );
+    assert_eq!(press(&mut app, KeyCode::Char('n')), Action::None);
+    assert_eq!(app.confirm, None);
+    // Ctrl-C works as anywhere else: asks during a run, a second one insists.
+    assert_eq!(app.handle_key(ctrl_c()), Action::None);
+    assert_eq!(app.confirm, Some(Confirm::QuitDuringRun));
+    assert_eq!(app.handle_key(ctrl_c()), Action::Quit);
+
+    // Enlarged again, keys act as usual.
+    let mut app = App::new(catalog());
+    screen(&app, 40, 12);
+    screen(&app, 80, 24);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.picker.selected, 1);
+}
