@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
 use crate::engine::events::{EngineEvent, LogLevel};
 use crate::experiment::results::TrialResult;
 
@@ -107,6 +109,15 @@ pub enum Viewing {
     Past,
 }
 
+/// What work started by a key (an export, done off the drawing thread) says when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The answer to the key: a notice on every screen, and a log line.
+    Reply(LogLine),
+    /// A detail (each file written) for the log only.
+    Detail(LogLine),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub level: LogLevel,
@@ -171,12 +182,14 @@ pub struct App {
     /// The largest useful scroll of each pane, as the last frame drew it: scrolling stops
     /// there instead of piling up presses that later keys must undo.
     pub scroll_limits: ScrollLimits,
-    /// The newest warning or error, shown on screens without a log pane until a key is
-    /// pressed (the run view has its log).
+    /// The newest warning, error or reply to a key, shown on screens without a log pane until
+    /// a key is pressed (the run view has its log).
     pub notice: Option<LogLine>,
     /// Whether the last frame showed only the "terminal too small" message: keys must not act
     /// on the screen hidden behind it.
     pub too_small: std::cell::Cell<bool>,
+    report_sender: UnboundedSender<Report>,
+    reports: UnboundedReceiver<Report>,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +200,7 @@ pub struct ScrollLimits {
 
 impl App {
     pub fn new(catalog: Catalog) -> App {
+        let (report_sender, reports) = unbounded_channel();
         App {
             picker: PickerState::new(catalog.experiments.clone()),
             catalog,
@@ -208,6 +222,8 @@ impl App {
             scroll_limits: ScrollLimits::default(),
             notice: None,
             too_small: std::cell::Cell::new(false),
+            report_sender,
+            reports,
         }
     }
 
@@ -239,6 +255,35 @@ impl App {
             });
         }
         self.log.push(level, text);
+    }
+
+    /// Answers a key press: shown as a notice whatever its level, because the picker and the
+    /// results have no log pane and a key must never seem to do nothing.
+    pub fn reply(&mut self, level: LogLevel, text: impl Into<String>) {
+        let text = text.into();
+        self.notice = Some(LogLine {
+            level,
+            text: text.lines().next().unwrap_or_default().to_string(),
+        });
+        self.log.push(level, text);
+    }
+
+    /// Where background work started by a key sends its [`Report`]s.
+    pub fn report_sender(&self) -> UnboundedSender<Report> {
+        self.report_sender.clone()
+    }
+
+    /// Applies the reports that arrived; true if there was any.
+    pub fn apply_reports(&mut self) -> bool {
+        let mut applied = false;
+        while let Ok(report) = self.reports.try_recv() {
+            match report {
+                Report::Reply(line) => self.reply(line.level, line.text),
+                Report::Detail(line) => self.log.push(line.level, line.text),
+            }
+            applied = true;
+        }
+        applied
     }
 
     /// Shows a run that the backend has just been asked to start.

@@ -46,10 +46,12 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
-/// The newest warning or error, over the footer row, on screens that have no log pane.
+/// The newest warning, error or reply to a key, over the footer row, on screens that have no
+/// log pane.
 fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
     let Some(notice) = &app.notice else { return };
-    let colour = level_colour(notice.level).unwrap_or(Color::Yellow);
+    // Information (a reply to a key) in a calmer colour than a warning.
+    let colour = level_colour(notice.level).unwrap_or(Color::Cyan);
     let row = Rect {
         y: area.bottom().saturating_sub(1),
         height: 1,

@@ -3,6 +3,7 @@
 //! at most ~30 times a second (a flood of events never stalls the screen).
 
 use std::io::{self, Stdout};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
 
-use super::app::{Action, App, Catalog, ExportRequest};
+use super::app::{Action, App, Catalog, ExportRequest, LogLine, Report};
 use super::{draw, Backend, CancelToken};
 
 /// ~30 frames per second.
@@ -79,8 +80,8 @@ pub enum Flow {
     Quit,
 }
 
-/// Carries out what a key asked for. Engine events, and notes from background exports, come back
-/// on `events`.
+/// Carries out what a key asked for. Engine events come back on `events`; what background
+/// exports report comes back through the app's reports (see [`drain_events`]).
 pub fn perform(
     app: &mut App,
     backend: &Arc<dyn Backend>,
@@ -100,10 +101,10 @@ pub fn perform(
         Action::RefreshPastRuns => app.set_past_runs(backend.past_runs()),
         Action::LoadTrial { slot, path } => app.trial_loaded(slot, backend.load_trial(&path)),
         Action::Export(request) => {
-            app.log_line(LogLevel::Info, "exporting PNGs…");
+            app.reply(LogLevel::Info, "exporting PNGs…");
             let backend = Arc::clone(backend);
-            let events = events.clone();
-            let job = move || export(backend.as_ref(), request, &events);
+            let reports = app.report_sender();
+            let job = move || export(backend.as_ref(), request, &reports);
             // Plotting takes a while: keep it off the drawing thread when there is a runtime.
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn_blocking(job)),
@@ -114,15 +115,20 @@ pub fn perform(
     Flow::Continue
 }
 
-/// Writes the PNGs and reports each written path (or error) as a log line.
-fn export(backend: &dyn Backend, request: ExportRequest, events: &UnboundedSender<EngineEvent>) {
-    let log = |level, message: String| {
-        let _ = events.send(EngineEvent::Log { level, message });
+/// Writes the PNGs: each written path (or error) goes to the log, and one reply says how the
+/// whole export went, so it is seen on whatever screen the person is on.
+fn export(backend: &dyn Backend, request: ExportRequest, reports: &UnboundedSender<Report>) {
+    let send = |report: fn(LogLine) -> Report, level, text: String| {
+        let _ = reports.send(report(LogLine { level, text }));
     };
     let trials: Vec<anyhow::Result<_>> = match request {
         ExportRequest::Trials(trials) => trials.into_iter().map(Ok).collect(),
         ExportRequest::Files(paths) => paths.iter().map(|path| backend.load_trial(path)).collect(),
     };
+    let trial_count = trials.len();
+    let mut written_paths = Vec::new();
+    let mut first_error = None;
+    let mut failed = 0;
     for trial in trials {
         let written = trial.and_then(|trial| {
             let paths = backend.export_pngs(&trial)?;
@@ -130,17 +136,51 @@ fn export(backend: &dyn Backend, request: ExportRequest, events: &UnboundedSende
         });
         match written {
             Ok((experiment, trial, paths)) => {
-                log(
-                    LogLevel::Info,
-                    format!("exported {experiment} trial {trial}: {} PNGs", paths.len()),
-                );
-                for path in paths {
-                    log(LogLevel::Info, format!("  wrote {}", path.display()));
+                let note = format!("exported {experiment} trial {trial}: {} PNGs", paths.len());
+                send(Report::Detail, LogLevel::Info, note);
+                for path in &paths {
+                    send(
+                        Report::Detail,
+                        LogLevel::Info,
+                        format!("  wrote {}", path.display()),
+                    );
                 }
+                written_paths.extend(paths);
             }
-            Err(error) => log(LogLevel::Error, format!("export failed: {error:#}")),
+            Err(error) => {
+                let message = format!("export failed: {error:#}");
+                send(Report::Detail, LogLevel::Error, message.clone());
+                first_error.get_or_insert(message);
+                failed += 1;
+            }
         }
     }
+    let trials_word = if trial_count == 1 { "trial" } else { "trials" };
+    let place = common_dir(&written_paths)
+        .map(|dir| format!(" in {}", dir.display()))
+        .unwrap_or_default();
+    match first_error {
+        None => {
+            let summary = format!(
+                "exported {} PNGs of {trial_count} {trials_word}{place}",
+                written_paths.len()
+            );
+            send(Report::Reply, LogLevel::Info, summary);
+        }
+        Some(error) => {
+            let summary = format!("{failed} of {trial_count} {trials_word} not exported: {error}");
+            send(Report::Reply, LogLevel::Error, summary);
+        }
+    }
+}
+
+/// The deepest folder holding every path, so one reply can say where an export went.
+fn common_dir(paths: &[PathBuf]) -> Option<PathBuf> {
+    let mut dir = paths.first()?.parent()?.to_path_buf();
+    while !paths.iter().all(|path| path.starts_with(&dir)) {
+        dir = dir.parent()?.to_path_buf();
+    }
+    Some(dir)
 }
 
 /// Reads terminal input on its own thread (crossterm's reads block). Dropping it stops and joins
@@ -280,8 +320,10 @@ pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<Ending> {
     outcome
 }
 
-/// Applies every waiting engine event (within [`DRAIN_BUDGET`]); true if there was any.
+/// Applies every waiting engine event (within [`DRAIN_BUDGET`]) and every report of background
+/// work; true if there was any.
 pub fn drain_events(app: &mut App, events: &mut UnboundedReceiver<EngineEvent>) -> bool {
+    let reported = app.apply_reports();
     let deadline = Instant::now() + DRAIN_BUDGET;
     let mut applied = 0usize;
     while let Ok(event) = events.try_recv() {
@@ -291,7 +333,7 @@ pub fn drain_events(app: &mut App, events: &mut UnboundedReceiver<EngineEvent>) 
             break;
         }
     }
-    applied > 0
+    reported || applied > 0
 }
 
 async fn drive(

@@ -125,8 +125,8 @@ impl App {
             Some(run) if run.status == RunStatus::Running => {
                 self.confirm = Some(Confirm::CancelRun)
             }
-            Some(_) => self.log_line(LogLevel::Info, "already cancelling"),
-            None => self.log_line(LogLevel::Info, "no run is going: nothing to cancel"),
+            Some(_) => self.reply(LogLevel::Info, "already cancelling"),
+            None => self.reply(LogLevel::Info, "no run is going: nothing to cancel"),
         }
     }
 
@@ -148,7 +148,7 @@ impl App {
         } else if self.review.is_some() {
             self.open_run_view(Viewing::Past);
         } else {
-            self.log_line(
+            self.reply(
                 LogLevel::Info,
                 "no run yet: pick an experiment and press Enter",
             );
@@ -163,7 +163,7 @@ impl App {
                     Some(result) => Some(ExportRequest::Trials(vec![result.clone()])),
                     None => {
                         let note = "this trial has not finished: nothing to export yet";
-                        self.log_line(LogLevel::Warn, note);
+                        self.reply(LogLevel::Warn, note);
                         return Action::None;
                     }
                 }
@@ -187,12 +187,19 @@ impl App {
         };
         match request {
             Some(ExportRequest::Trials(trials)) if trials.is_empty() => {
-                self.log_line(LogLevel::Warn, "no finished trial to export");
+                self.reply(LogLevel::Warn, "no finished trial to export");
+                Action::None
+            }
+            Some(ExportRequest::Files(paths)) if paths.is_empty() => {
+                self.reply(
+                    LogLevel::Warn,
+                    "this run saved no trial files: nothing to export",
+                );
                 Action::None
             }
             Some(request) => Action::Export(request),
             None => {
-                self.log_line(
+                self.reply(
                     LogLevel::Info,
                     "open a run or pick one in the results to export",
                 );
@@ -223,7 +230,7 @@ impl App {
     fn start_request(&mut self) -> Action {
         if let Some(run) = self.live() {
             let note = format!("{} is still running: cancel it (c) first", run.choice.name);
-            self.log_line(LogLevel::Warn, note);
+            self.reply(LogLevel::Warn, note);
             return Action::None;
         }
         match self.picker.current() {
@@ -333,7 +340,7 @@ impl App {
         match first {
             Some(path) => Action::LoadTrial { slot: 0, path },
             None => {
-                self.log_line(LogLevel::Warn, "this run saved no trial files");
+                self.reply(LogLevel::Warn, "this run saved no trial files");
                 Action::None
             }
         }

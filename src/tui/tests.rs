@@ -611,9 +611,7 @@ fn export_writes_pngs_and_logs_their_paths() {
     let action = app.handle_key(key(crossterm::event::KeyCode::Char('e')));
     assert!(matches!(action, Action::Export(_)));
     perform(&mut app, &backend, action, &tx);
-    while let Ok(event) = rx.try_recv() {
-        app.handle_event(event);
-    }
+    drain_events(&mut app, &mut rx);
     assert_shows(
         &screen(&app, 120, 40),
         "wrote /tmp/plots/trial0_heatmap.png",
@@ -628,4 +626,53 @@ fn benchmark_reports_frame_times() {
 
 pub(super) fn key(code: crossterm::event::KeyCode) -> crossterm::event::KeyEvent {
     crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE)
+}
+
+#[test]
+fn keys_on_the_picker_and_results_always_get_a_visible_answer() {
+    use crossterm::event::KeyCode;
+    let backend: Arc<dyn Backend> = Arc::new(FakeBackend {
+        past: vec![past_run("old", 3)],
+        ..FakeBackend::default()
+    });
+    let (tx, mut rx) = unbounded_channel();
+    let mut app = App::new(catalog());
+    let mut press = |app: &mut App, code| {
+        let action = app.handle_key(key(code));
+        perform(app, &backend, action, &tx);
+        drain_events(app, &mut rx);
+        screen(app, 80, 24)
+    };
+    let answers = [
+        ('g', "no run yet: pick an experiment and press Enter"),
+        ('c', "no run is going: nothing to cancel"),
+        ('e', "open a run or pick one in the results to export"),
+    ];
+    for (letter, answer) in answers {
+        assert_shows(&press(&mut app, KeyCode::Char(letter)), answer);
+        assert_eq!(app.screen, Screen::Picker);
+    }
+
+    // The results screen, with an empty list and then with a past run.
+    let mut empty = App::new(catalog());
+    empty.screen = Screen::Results;
+    for (letter, answer) in answers {
+        assert_shows(&press(&mut empty, KeyCode::Char(letter)), answer);
+    }
+
+    // Exporting a past run says where its PNGs went, on the results screen itself.
+    press(&mut app, KeyCode::Char('r'));
+    let shown = press(&mut app, KeyCode::Char('e'));
+    assert_eq!(app.screen, Screen::Results);
+    assert_shows(&shown, "exported 3 PNGs of 3 trials in /tmp/plots");
+    assert_shows(&shown, "Esc dismisses");
+    press(&mut app, KeyCode::Esc);
+    assert!(app.notice.is_none());
+
+    // Background lines from an engine stay in the log: no notice for progress.
+    app.handle_event(EngineEvent::Log {
+        level: LogLevel::Info,
+        message: "trial 2: decoding".into(),
+    });
+    assert!(app.notice.is_none());
 }
