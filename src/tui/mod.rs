@@ -13,6 +13,7 @@ mod picker;
 mod results;
 mod run_view;
 pub mod trial_view;
+mod wrap;
 
 #[cfg(test)]
 mod tests;

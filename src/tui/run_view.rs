@@ -14,6 +14,7 @@ use super::draw::{focus_block, format_duration, level_colour, render_footer, ver
 use super::heatmap::{self, ColourScale, ValueRange};
 use super::picker::cutoff_percent;
 use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
+use super::wrap::{row_count, tail_rows};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let Some(run) = app.shown_run() else {
@@ -164,68 +165,21 @@ fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialVie
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let text = trial.map_or("", |trial| trial.text.as_str());
+    let width = inner.width as usize;
+    let total_rows: usize = text.split('\n').map(|line| row_count(line, width)).sum();
     app.scroll_limits
         .text
-        .set(wrapped_row_count(text, inner.width as usize).saturating_sub(inner.height as usize));
-    let rows = tail_rows(
-        text,
-        inner.width as usize,
-        inner.height as usize,
-        app.text_scroll,
-    );
+        .set(total_rows.saturating_sub(inner.height as usize));
+    let lines = text.split('\n').map(|line| ((), line));
+    let rows = tail_rows(lines, width, inner.height as usize, app.text_scroll);
     frame.render_widget(
-        Paragraph::new(rows.into_iter().map(Line::from).collect::<Vec<_>>()),
+        Paragraph::new(
+            rows.into_iter()
+                .map(|(_, row)| Line::from(row))
+                .collect::<Vec<_>>(),
+        ),
         inner,
     );
-}
-
-/// How many rows `text` takes wrapped at `width` (as [`tail_rows`] wraps it).
-pub fn wrapped_row_count(text: &str, width: usize) -> usize {
-    if width == 0 {
-        return 0;
-    }
-    text.split('\n')
-        .map(|line| line.chars().count().div_ceil(width).max(1))
-        .sum()
-}
-
-/// The `height` wrapped rows of `text` that end `scroll` rows above its end. Only the rows shown
-/// (plus the scroll) are built, so a long text costs no more per frame than a short one.
-pub fn tail_rows(text: &str, width: usize, height: usize, scroll: usize) -> Vec<String> {
-    if width == 0 || height == 0 {
-        return Vec::new();
-    }
-    let wanted = height + scroll;
-    let mut newest_first: Vec<String> = Vec::new();
-    for line in text.rsplit('\n') {
-        let chars = line.chars().count();
-        let chunks = chars.div_ceil(width).max(1);
-        let needed = chunks.min(wanted - newest_first.len());
-        let first_char = (chunks - needed) * width;
-        let start = line
-            .char_indices()
-            .nth(first_char)
-            .map_or(line.len(), |(byte, _)| byte);
-        let piece: Vec<char> = line[start..].chars().collect();
-        let mut rows: Vec<String> = piece
-            .chunks(width)
-            .map(|chunk| chunk.iter().collect())
-            .collect();
-        if rows.is_empty() {
-            rows.push(String::new());
-        }
-        newest_first.extend(rows.into_iter().rev());
-        if newest_first.len() >= wanted {
-            break;
-        }
-    }
-    let skip = scroll.min(newest_first.len().saturating_sub(height));
-    newest_first
-        .into_iter()
-        .skip(skip)
-        .take(height)
-        .rev()
-        .collect()
 }
 
 fn render_verifiers(

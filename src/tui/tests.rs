@@ -676,3 +676,27 @@ fn keys_on_the_picker_and_results_always_get_a_visible_answer() {
     });
     assert!(app.notice.is_none());
 }
+
+#[test]
+fn wide_text_in_the_generated_text_pane_is_all_on_screen() {
+    // One ASCII letter first, so a two-column character falls on each row's last column and
+    // must move to the next row instead of being clipped.
+    let text: String = std::iter::once("a")
+        .chain(std::iter::repeat_n("検証🔍テスト✅❤\u{fe0f}", 10))
+        .collect();
+    let mut app = app_with_run(synthetic_trial_events(0, 8, 8, 3, 4));
+    app.session_runs[0].trials[0].text = text.clone();
+    let buffer = screen(&app, 120, 40);
+    // The pane is 55% of 120 columns: 64 inside its border, 6 rows high.
+    let (x, y) = find_all(&buffer, "┌ Generated text")[0];
+    let pane_cells =
+        (y + 1..y + 7).flat_map(|row| (x + 1..x + 65).map(move |column| (column, row)));
+    // A wide character fills its cell; the cell it covers reads as blank.
+    let shown: String = pane_cells
+        .map(|cell| buffer[cell].symbol().trim().to_string())
+        .collect();
+    assert_eq!(shown, text, "{}", text_of(&buffer));
+    // Scrolling stops at the first row of the wrapped text, counted in display columns:
+    // 1 + 10 × 14 columns on rows of 64 → 3 rows, all shown.
+    assert_eq!(app.scroll_limits.text.get(), 0);
+}

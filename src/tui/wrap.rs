@@ -1,0 +1,127 @@
+//! Cutting text into the rows of a pane by display width, the way ratatui draws it: grapheme by
+//! grapheme, a CJK character or an emoji two columns wide, a combining mark none. Counting
+//! characters instead overfills rows with wide text, and the renderer clips what does not fit.
+
+use std::ops::Range;
+
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
+
+/// Byte ranges of `line` (one line, no `\n`) cut into rows at most `width` columns wide. Every
+/// line has at least one row, even an empty one. A grapheme wider than a whole row is skipped by
+/// ratatui's renderer, so it takes no room here either.
+pub fn row_ranges(line: &str, width: usize) -> Vec<Range<usize>> {
+    if width == 0 {
+        return vec![0..line.len()];
+    }
+    // Printable ASCII is one column per byte: the common case, cut without segmenting.
+    if is_plain_ascii(line) {
+        if line.is_empty() {
+            return vec![0..0];
+        }
+        return (0..line.len())
+            .step_by(width)
+            .map(|start| start..(start + width).min(line.len()))
+            .collect();
+    }
+    let mut rows = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (offset, grapheme) in line.grapheme_indices(true) {
+        let columns = grapheme.width();
+        if columns > width {
+            continue;
+        }
+        if used + columns > width {
+            rows.push(start..offset);
+            (start, used) = (offset, 0);
+        }
+        used += columns;
+    }
+    rows.push(start..line.len());
+    rows
+}
+
+/// How many rows `line` takes at `width` (as [`row_ranges`] cuts it).
+pub fn row_count(line: &str, width: usize) -> usize {
+    if width > 0 && is_plain_ascii(line) {
+        line.len().div_ceil(width).max(1)
+    } else {
+        row_ranges(line, width).len()
+    }
+}
+
+fn is_plain_ascii(line: &str) -> bool {
+    line.bytes().all(|byte| (b' '..=b'~').contains(&byte))
+}
+
+/// The `height` rows that end `scroll` rows above the last row of `lines` wrapped at `width`,
+/// oldest first, each with the tag of the line it comes from. Lines are wrapped from the newest
+/// back only as far as needed, so a long text costs no more per frame than a short one.
+pub fn tail_rows<'a, Tag: Copy>(
+    lines: impl DoubleEndedIterator<Item = (Tag, &'a str)>,
+    width: usize,
+    height: usize,
+    scroll: usize,
+) -> Vec<(Tag, &'a str)> {
+    if width == 0 || height == 0 {
+        return Vec::new();
+    }
+    let wanted = height + scroll;
+    let mut newest_first = Vec::new();
+    for (tag, line) in lines.rev() {
+        let rows = row_ranges(line, width);
+        newest_first.extend(rows.into_iter().rev().map(|range| (tag, &line[range])));
+        if newest_first.len() >= wanted {
+            break;
+        }
+    }
+    let skip = scroll.min(newest_first.len().saturating_sub(height));
+    let mut shown: Vec<_> = newest_first.into_iter().skip(skip).take(height).collect();
+    shown.reverse();
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(line: &str, width: usize) -> Vec<&str> {
+        row_ranges(line, width)
+            .into_iter()
+            .map(|range| &line[range])
+            .collect()
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_and_never_straddle_a_row() {
+        assert_eq!(rows("a検証", 2), ["a", "検", "証"]);
+        assert_eq!(rows("検証テスト", 5), ["検証", "テス", "ト"]);
+        // An emoji with its presentation selector, and a letter with a combining accent, are one
+        // grapheme each.
+        assert_eq!(rows("❤\u{fe0f}e\u{301}xy", 3), ["❤\u{fe0f}e\u{301}", "xy"]);
+        assert_eq!(rows("abcdef", 4), ["abcd", "ef"]);
+        assert_eq!(rows("", 4), [""]);
+        assert_eq!(row_count("検証テスト", 5), 3);
+        assert_eq!(row_count("abcdef", 3), 2);
+    }
+
+    #[test]
+    fn the_tail_is_taken_from_the_end_and_scrolls_back() {
+        let text = "one\n検証テスト\nthree";
+        let shown = |scroll| -> Vec<&str> {
+            let lines = text.split('\n').map(|line| ((), line));
+            tail_rows(lines, 4, 2, scroll)
+                .into_iter()
+                .map(|(_, row)| row)
+                .collect()
+        };
+        assert_eq!(shown(0), ["thre", "e"]);
+        assert_eq!(shown(1), ["ト", "thre"]);
+        assert_eq!(shown(4), ["one", "検証"]);
+        assert_eq!(
+            shown(10),
+            ["one", "検証"],
+            "no scrolling past the first row"
+        );
+    }
+}
