@@ -8,6 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
+use unicode_width::UnicodeWidthStr;
 
 use crate::experiment::results::TrialVerdict;
 
@@ -182,59 +183,23 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     );
 }
 
+/// Headers of the runs table, short enough that every column fits 80 columns.
+const HEADERS: [&str; 9] = [
+    "",
+    "Experiment",
+    "Started (UTC)",
+    "Trials",
+    "Accept",
+    "Pass",
+    "Expect",
+    "Held",
+    "Status",
+];
+const EXPERIMENT_COLUMN: usize = 1;
+
 fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntry]) {
-    let header = Row::new([
-        "",
-        "Experiment",
-        "Started (UTC)",
-        "Trials",
-        "Avg accept",
-        "Pass rate",
-        "Expected",
-        "Held",
-        "Status",
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let rows = entries.iter().map(|entry| {
-        let source = match entry.source {
-            EntrySource::Session(_) => "now",
-            EntrySource::Past(_) => "disk",
-        };
-        let expected = verdict_word(entry.expected);
-        let held_style = match entry.expectation_rate {
-            Some(rate) if rate >= 1.0 => Style::default().fg(Color::Green),
-            Some(_) => Style::default().fg(Color::Red),
-            None => Style::default(),
-        };
-        Row::new(vec![
-            Cell::from(source),
-            Cell::from(entry.experiment.clone()),
-            Cell::from(entry.started_unix.map_or("—".to_string(), format_unix)),
-            Cell::from(format!("{}/{}", entry.trials_done, entry.trials_planned)),
-            Cell::from(percent(entry.avg_accept_rate)),
-            Cell::from(percent(entry.pass_rate)),
-            Cell::from(Span::styled(expected, verdict_style(expected))),
-            Cell::from(Span::styled(percent(entry.expectation_rate), held_style)),
-            Cell::from(entry.status.clone()),
-        ])
-    });
-    let widths = [
-        Constraint::Length(4),
-        Constraint::Min(10),
-        Constraint::Length(16),
-        Constraint::Length(6),
-        Constraint::Length(10),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(10),
-    ];
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(focus_block("Runs", true))
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let block = focus_block("Runs", true);
     if entries.is_empty() {
-        let block = focus_block("Runs", true);
         let inner = block.inner(area);
         frame.render_widget(block, area);
         frame.render_widget(
@@ -243,8 +208,66 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntr
         );
         return;
     }
+    let cells: Vec<[String; 9]> = entries
+        .iter()
+        .map(|entry| {
+            let source = match entry.source {
+                EntrySource::Session(_) => "now",
+                EntrySource::Past(_) => "disk",
+            };
+            [
+                source.to_string(),
+                entry.experiment.clone(),
+                entry.started_unix.map_or("—".to_string(), format_unix),
+                format!("{}/{}", entry.trials_done, entry.trials_planned),
+                percent(entry.avg_accept_rate),
+                percent(entry.pass_rate),
+                verdict_word(entry.expected).to_string(),
+                percent(entry.expectation_rate),
+                entry.status.clone(),
+            ]
+        })
+        .collect();
+    let widths = column_widths(&cells, block.inner(area).width);
+    let rows = entries.iter().zip(cells).map(|(entry, cells)| {
+        let held_style = match entry.expectation_rate {
+            Some(rate) if rate >= 1.0 => Style::default().fg(Color::Green),
+            Some(_) => Style::default().fg(Color::Red),
+            None => Style::default(),
+        };
+        Row::new(cells.into_iter().enumerate().map(|(column, text)| {
+            let style = match column {
+                6 => verdict_style(&text),
+                7 => held_style,
+                _ => Style::default(),
+            };
+            Cell::from(Span::styled(text, style))
+        }))
+    });
+    let header = Row::new(HEADERS)
+        .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let table = Table::new(rows, widths.map(Constraint::Length))
+        .header(header)
+        .block(block)
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default().with_selected(Some(app.results_selected));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// Each column as wide as its widest text (so no count such as "100000/100000" is cut); the
+/// experiment name alone gives way when the table is too wide, as the summary below shows it
+/// in full.
+fn column_widths(cells: &[[String; 9]], available: u16) -> [u16; 9] {
+    let mut widths = HEADERS.map(|header| header.width() as u16);
+    for row in cells {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.width() as u16);
+        }
+    }
+    let spacing = HEADERS.len() as u16 - 1;
+    let others: u16 = widths.iter().sum::<u16>() - widths[EXPERIMENT_COLUMN] + spacing;
+    widths[EXPERIMENT_COLUMN] = widths[EXPERIMENT_COLUMN].min(available.saturating_sub(others));
+    widths
 }
 
 fn render_details(frame: &mut Frame, area: Rect, entry: Option<&ResultsEntry>) {

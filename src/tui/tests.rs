@@ -451,7 +451,7 @@ fn results_list_shows_session_and_past_runs() {
         "98.7%",
         "100.0%",
         "3/4",
-        "Avg accept",
+        "Accept",
         "Held",
     ] {
         assert_shows(&buffer, text);
@@ -699,4 +699,16 @@ fn wide_text_in_the_generated_text_pane_is_all_on_screen() {
     // Scrolling stops at the first row of the wrapped text, counted in display columns:
     // 1 + 10 × 14 columns on rows of 64 → 3 rows, all shown.
     assert_eq!(app.scroll_limits.text.get(), 0);
+}
+
+#[test]
+fn results_trial_counts_are_never_cut() {
+    let mut app = App::new(catalog());
+    app.set_past_runs(vec![past_run("hundred", 100), past_run("most", 100_000)]);
+    app.screen = Screen::Results;
+    for (width, height) in [(120, 30), (MIN_WIDTH, MIN_HEIGHT)] {
+        let buffer = screen(&app, width, height);
+        assert_shows(&buffer, "100/101 ");
+        assert_shows(&buffer, "100000/100001 ");
+    }
 }
