@@ -8,6 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
 use ratatui::Frame;
+use unicode_width::UnicodeWidthStr;
 
 use super::app::{App, Confirm, Screen};
 use super::{help, picker, results, run_view};
@@ -145,15 +146,48 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     cell
 }
 
-/// One line of `key description` hints.
+/// `key description` hints, as many per row as fit `width`; a hint is never split, so every
+/// key stays visible however narrow the screen (down to 80 columns the footers take 2 rows).
+fn footer_rows<'h>(width: u16, hints: &'h [(&'h str, &'h str)]) -> Vec<&'h [(&'h str, &'h str)]> {
+    // " key " + " what", and two spaces before the next hint.
+    let hint_width = |(keys, what): &(&str, &str)| keys.width() + what.width() + 3;
+    let mut rows = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (index, hint) in hints.iter().enumerate() {
+        let needed = if index == start { 0 } else { 2 } + hint_width(hint);
+        if index > start && used + needed > usize::from(width) {
+            rows.push(&hints[start..index]);
+            (start, used) = (index, hint_width(hint));
+        } else {
+            used += needed;
+        }
+    }
+    if start < hints.len() {
+        rows.push(&hints[start..]);
+    }
+    rows
+}
+
+/// Rows the footer needs at `width` (see [`render_footer`]).
+pub fn footer_height(width: u16, hints: &[(&str, &str)]) -> u16 {
+    footer_rows(width, hints).len().max(1) as u16
+}
+
+/// The key hints, on as many rows as [`footer_height`] says.
 pub fn render_footer(frame: &mut Frame, area: Rect, hints: &[(&str, &str)]) {
     let key = Style::default().fg(Color::Black).bg(Color::Gray);
-    let mut spans = Vec::new();
-    for (keys, what) in hints {
-        spans.push(Span::styled(format!(" {keys} "), key));
-        spans.push(Span::raw(format!(" {what}  ")));
-    }
-    frame.render_widget(Line::from(spans), area);
+    let lines: Vec<Line> = footer_rows(area.width, hints)
+        .into_iter()
+        .map(|row| {
+            let mut spans = Vec::new();
+            for (keys, what) in row {
+                spans.push(Span::styled(format!(" {keys} "), key));
+                spans.push(Span::raw(format!(" {what}  ")));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 /// A bordered pane whose border lights up when it has the keyboard.

@@ -5,9 +5,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, Catalog};
-use super::draw::{focus_block, render_footer, verdict_style};
+use super::draw::{focus_block, footer_height, render_footer, verdict_style};
 use super::run_view::verdict_word;
 use super::{ExperimentChoice, RoleChoice};
 
@@ -181,32 +182,34 @@ impl PickerState {
     }
 }
 
+const PICKER_KEYS: [(&str, &str); 8] = [
+    ("↑↓", "choose"),
+    ("Tab", "list/fields"),
+    ("←→", "change"),
+    ("0-9", "type"),
+    ("Enter", "start"),
+    ("r", "results"),
+    ("?", "help"),
+    ("q", "quit"),
+];
+
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [title, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(0),
-        Constraint::Length(1),
+        Constraint::Length(footer_height(area.width, &PICKER_KEYS)),
     ])
     .areas(area);
     render_title(frame, title, app);
-    let [list, details] =
-        Layout::horizontal([Constraint::Length(30), Constraint::Min(0)]).areas(body);
+    let table = RoleTable::new(app);
+    let [list, details] = Layout::horizontal([
+        Constraint::Length(list_width(app, body.width, table.narrowest())),
+        Constraint::Min(0),
+    ])
+    .areas(body);
     render_list(frame, list, app);
-    render_details(frame, details, app);
-    render_footer(
-        frame,
-        footer,
-        &[
-            ("↑↓", "choose"),
-            ("Tab", "list/fields"),
-            ("←→", "change"),
-            ("0-9", "type"),
-            ("Enter", "start"),
-            ("r", "results"),
-            ("?", "help"),
-            ("q", "quit"),
-        ],
-    );
+    render_details(frame, details, app, &table);
+    render_footer(frame, footer, &PICKER_KEYS);
 }
 
 fn render_title(frame: &mut Frame, area: Rect, app: &App) {
@@ -223,18 +226,42 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Line::from(spans), area);
 }
 
+/// The list's second line for `choice`: what it should give, and how many trials.
+fn list_subtitle(choice: &ExperimentChoice) -> (&'static str, String) {
+    let trials = if choice.trials == 1 {
+        "trial"
+    } else {
+        "trials"
+    };
+    (
+        verdict_word(choice.expected),
+        format!(" · {} {trials}", choice.trials),
+    )
+}
+
+/// The experiment list is as wide as its entries need (at most 30 columns), but gives way to
+/// the settings when the screen is too narrow for both: the settings are what gets edited.
+fn list_width(app: &App, body_width: u16, settings_need: u16) -> u16 {
+    const NARROWEST: u16 = 20;
+    const WIDEST: u16 = 30;
+    let entries = app.picker.choices.iter().map(|choice| {
+        let (expected, rest) = list_subtitle(choice);
+        let subtitle = "  expect ".len() + expected.width() + rest.width();
+        choice.name.width().max(subtitle)
+    });
+    // Plus the highlight symbol and the border.
+    let content = (entries.max().unwrap_or_default() + 4) as u16;
+    let room = body_width.saturating_sub(settings_need + 2);
+    content.clamp(NARROWEST, WIDEST).min(room).max(NARROWEST)
+}
+
 fn render_list(frame: &mut Frame, area: Rect, app: &App) {
     let picker = &app.picker;
     let items: Vec<ListItem> = picker
         .choices
         .iter()
         .map(|choice| {
-            let expected = verdict_word(choice.expected);
-            let trials = if choice.trials == 1 {
-                "trial"
-            } else {
-                "trials"
-            };
+            let (expected, rest) = list_subtitle(choice);
             ListItem::new(vec![
                 Line::styled(
                     choice.name.clone(),
@@ -243,7 +270,7 @@ fn render_list(frame: &mut Frame, area: Rect, app: &App) {
                 Line::from(vec![
                     Span::raw("  expect "),
                     Span::styled(expected, verdict_style(expected)),
-                    Span::raw(format!(" · {} {trials}", choice.trials)),
+                    Span::raw(rest),
                 ]),
             ])
         })
@@ -257,7 +284,100 @@ fn render_list(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_stateful_widget(list, area, &mut state);
 }
 
-fn render_details(frame: &mut Frame, area: Rect, app: &App) {
+/// Widths of the roles table's columns: each as wide as the longest option its setting can
+/// take, so cycling through options never shifts the columns.
+struct RoleTable {
+    long_labels: Vec<String>,
+    short_labels: Vec<String>,
+    model: usize,
+    precision: usize,
+    device: usize,
+}
+
+impl RoleTable {
+    fn new(app: &App) -> RoleTable {
+        let roles: Vec<&RoleChoice> = app
+            .picker
+            .current()
+            .map(|choice| {
+                std::iter::once(&choice.inference)
+                    .chain(&choice.verifiers)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let widest = |header: &str, options: &[String], value: fn(&RoleChoice) -> &str| {
+            let chosen = roles.iter().map(|role| value(role));
+            let options = options.iter().map(String::as_str);
+            chosen
+                .chain(options)
+                .chain([header])
+                .map(str::width)
+                .max()
+                .unwrap_or_default()
+        };
+        let catalog = &app.catalog;
+        RoleTable {
+            long_labels: (0..roles.len().max(1))
+                .map(|index| match index {
+                    0 => "inference".to_string(),
+                    n => format!("verifier {n}"),
+                })
+                .collect(),
+            short_labels: (0..roles.len().max(1))
+                .map(|index| match index {
+                    0 => "inf".to_string(),
+                    n => format!("V{n}"),
+                })
+                .collect(),
+            model: widest("Model", &catalog.models, |role| &role.model),
+            precision: widest("Precision", &catalog.precisions, |role| &role.precision),
+            device: widest("Device", &catalog.devices, |role| &role.device),
+        }
+    }
+
+    /// Columns are one space apart.
+    fn width(&self, labels: &[String]) -> usize {
+        label_width(labels) + 1 + self.model + 1 + self.precision + 1 + self.device
+    }
+
+    /// The least width that shows every column in full (short role labels).
+    fn narrowest(&self) -> u16 {
+        self.width(&self.short_labels) as u16
+    }
+}
+
+/// The role column: its widest label, or its "Role" header.
+fn label_width(labels: &[String]) -> usize {
+    let widest = labels.iter().map(|label| label.width()).max();
+    widest.unwrap_or_default().max("Role".len())
+}
+
+/// `text` cut to `width` columns (with `…` when cut) and padded to exactly `width`.
+fn fit(text: &str, width: usize) -> String {
+    let mut fitted = String::new();
+    let mut used = 0;
+    if text.width() > width {
+        for ch in text.chars() {
+            let columns = ch.width().unwrap_or(0);
+            if used + columns + 1 > width {
+                break;
+            }
+            fitted.push(ch);
+            used += columns;
+        }
+        if width > 0 {
+            fitted.push('…');
+            used += 1;
+        }
+    } else {
+        fitted.push_str(text);
+        used = text.width();
+    }
+    fitted.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+    fitted
+}
+
+fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
     let picker = &app.picker;
     let editing = picker.focus == PickerFocus::Fields;
     let block = focus_block("Settings (Tab to edit, Enter to start)", editing);
@@ -277,14 +397,25 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         None
     };
-    let cell = |text: String, width: usize, field: Field| {
+    let cell = |text: &str, width: usize, field: Field| {
         let style = if selected == Some(field) {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
             Style::default()
         };
-        Span::styled(format!("{text:<width$}"), style)
+        Span::styled(fit(text, width), style)
     };
+    // Full role names when they fit, "inf"/"V1" when not; only if even those do not fit
+    // (a screen under 80 columns) does the model name give way.
+    let available = settings.width as usize;
+    let labels = if table.width(&table.long_labels) <= available {
+        &table.long_labels
+    } else {
+        &table.short_labels
+    };
+    let label_width = label_width(labels);
+    let overflow = table.width(labels).saturating_sub(available);
+    let model_width = table.model.saturating_sub(overflow).max(1);
     let header = Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
     let expected = verdict_word(choice.expected);
     let mut lines = vec![
@@ -299,26 +430,25 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App) {
         Line::default(),
         Line::styled(
             format!(
-                "{:<12}{:<24}{:<11}{}",
-                "Role", "Model", "Precision", "Device"
+                "{} {} {} {}",
+                fit("Role", label_width),
+                fit("Model", model_width),
+                fit("Precision", table.precision),
+                fit("Device", table.device),
             ),
             header,
         ),
     ];
     let roles = std::iter::once(&choice.inference).chain(&choice.verifiers);
-    for (index, role) in roles.enumerate() {
-        let name = if index == 0 {
-            "inference".to_string()
-        } else {
-            format!("verifier {index}")
-        };
+    for (index, (role, label)) in roles.zip(labels).enumerate() {
         lines.push(Line::from(vec![
-            Span::raw(format!("{name:<12}")),
-            cell(role.model.clone(), 23, Field::Model(index)),
+            Span::raw(fit(label, label_width)),
             Span::raw(" "),
-            cell(role.precision.clone(), 10, Field::Precision(index)),
+            cell(&role.model, model_width, Field::Model(index)),
             Span::raw(" "),
-            cell(role.device.clone(), 14, Field::Device(index)),
+            cell(&role.precision, table.precision, Field::Precision(index)),
+            Span::raw(" "),
+            cell(&role.device, table.device, Field::Device(index)),
         ]));
     }
     lines.push(Line::default());
@@ -333,7 +463,7 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App) {
     ] {
         lines.push(Line::from(vec![
             Span::raw(format!("{label:<16}")),
-            cell(value, 10, field),
+            cell(&value, 10, field),
         ]));
     }
     frame.render_widget(Paragraph::new(lines), settings);

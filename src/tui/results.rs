@@ -13,7 +13,7 @@ use unicode_width::UnicodeWidthStr;
 use crate::experiment::results::TrialVerdict;
 
 use super::app::App;
-use super::draw::{focus_block, format_unix, render_footer, verdict_style};
+use super::draw::{focus_block, footer_height, format_unix, render_footer, verdict_style};
 use super::picker::cutoff_percent;
 use super::run_view::verdict_word;
 use super::trial_view::RunStatus;
@@ -151,12 +151,20 @@ fn percent(value: Option<f64>) -> String {
     value.map_or("—".to_string(), |value| format!("{:.1}%", value * 100.0))
 }
 
+const RESULTS_KEYS: [(&str, &str); 5] = [
+    ("↑↓", "choose"),
+    ("Enter", "open"),
+    ("e", "export"),
+    ("q", "back"),
+    ("?", "help"),
+];
+
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [title, list, details, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(5),
         Constraint::Length(7),
-        Constraint::Length(1),
+        Constraint::Length(footer_height(area.width, &RESULTS_KEYS)),
     ])
     .areas(area);
     let entries = results_entries(app);
@@ -170,17 +178,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     );
     render_table(frame, list, app, &entries);
     render_details(frame, details, entries.get(app.results_selected));
-    render_footer(
-        frame,
-        footer,
-        &[
-            ("↑↓", "choose"),
-            ("Enter", "open"),
-            ("e", "export"),
-            ("q", "back"),
-            ("?", "help"),
-        ],
-    );
+    render_footer(frame, footer, &RESULTS_KEYS);
 }
 
 /// Headers of the runs table, short enough that every column fits 80 columns.

@@ -10,7 +10,9 @@ use ratatui::Frame;
 use crate::experiment::results::Verdict;
 
 use super::app::{App, RunPane};
-use super::draw::{focus_block, format_duration, level_colour, render_footer, verdict_style};
+use super::draw::{
+    focus_block, footer_height, format_duration, level_colour, render_footer, verdict_style,
+};
 use super::heatmap::{self, ColourScale, ValueRange};
 use super::picker::cutoff_percent;
 use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
@@ -26,13 +28,25 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .map_or(run.choice.verifiers.len(), |t| t.verifiers.len())
         .max(1);
     let log_height = (area.height / 5).clamp(4, 10);
+    let verifier_keys = format!("1-{}", run.choice.verifiers.len().clamp(1, 9));
+    let keys = [
+        ("q", "back"),
+        ("Tab", "pane"),
+        ("←→", "trial"),
+        (verifier_keys.as_str(), "verifier"),
+        ("m", "metric"),
+        ("c", "cancel"),
+        ("e", "export"),
+        ("r", "results"),
+        ("?", "help"),
+    ];
     let [header, tokens, middle, heat, log, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length((2 * verifier_rows as u16 + 2).max(8)),
         Constraint::Min(5),
         Constraint::Length(log_height),
-        Constraint::Length(1),
+        Constraint::Length(footer_height(area.width, &keys)),
     ])
     .areas(area);
     render_header(frame, header, run);
@@ -47,22 +61,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     render_verifiers(frame, verifiers, app, run, trial);
     render_heatmap(frame, heat, app, trial);
     render_log(frame, log, app);
-    let verifier_keys = format!("1-{}", run.choice.verifiers.len().clamp(1, 9));
-    render_footer(
-        frame,
-        footer,
-        &[
-            ("q", "back"),
-            ("Tab", "pane"),
-            ("←→", "trial"),
-            (verifier_keys.as_str(), "verifier"),
-            ("m", "metric"),
-            ("c", "cancel"),
-            ("e", "export"),
-            ("r", "results"),
-            ("?", "help"),
-        ],
-    );
+    render_footer(frame, footer, &keys);
 }
 
 fn render_header(frame: &mut Frame, area: Rect, run: &RunState) {

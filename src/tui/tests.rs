@@ -712,3 +712,57 @@ fn results_trial_counts_are_never_cut() {
         assert_shows(&buffer, "100000/100001 ");
     }
 }
+
+#[test]
+fn at_the_minimum_size_every_settings_column_and_footer_key_is_visible() {
+    let mut catalog = catalog();
+    catalog.models.push("mistral-7b-instruct-v0.3".into());
+    catalog.devices.push("cuda:0:bf16".into());
+    catalog.experiments[0].inference.model = "mistral-7b-instruct-v0.3".into();
+    catalog.experiments[0].verifiers[2].device = "cuda:0:bf16".into();
+    let app = App::new(catalog);
+    let picker = screen(&app, MIN_WIDTH, MIN_HEIGHT);
+    for text in [
+        "Model",
+        "Precision",
+        "Device",
+        "mistral-7b-instruct-v0.3 full",
+        "cuda:0:bf16",
+        "cpu:v2",
+        "expect REJECT",
+    ] {
+        assert_shows(&picker, text);
+    }
+    for (key, what) in [
+        ("↑↓", "choose"),
+        ("Tab", "list/fields"),
+        ("←→", "change"),
+        ("0-9", "type"),
+        ("Enter", "start"),
+        ("r", "results"),
+        ("?", "help"),
+        ("q", "quit"),
+    ] {
+        assert_shows(&picker, &format!(" {key}  {what}"));
+    }
+
+    let mut run = app_with_run(synthetic_trial_events(0, 8, 8, 3, 4));
+    run.catalog = app.catalog.clone();
+    let view = screen(&run, MIN_WIDTH, MIN_HEIGHT);
+    for (key, what) in [
+        ("q", "back"),
+        ("Tab", "pane"),
+        ("←→", "trial"),
+        ("1-3", "verifier"),
+        ("m", "metric"),
+        ("c", "cancel"),
+        ("e", "export"),
+        ("r", "results"),
+        ("?", "help"),
+    ] {
+        assert_shows(&view, &format!(" {key}  {what}"));
+    }
+    // The panes keep their place above the two footer rows.
+    assert_shows(&view, "Generated text");
+    assert_shows(&view, "Log");
+}
