@@ -155,6 +155,11 @@ impl LogBuffer {
     pub fn get(&self, index: usize) -> Option<&LogLine> {
         self.lines.get(index)
     }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &LogLine> {
+        self.lines.iter()
+    }
 }
 
 pub struct App {

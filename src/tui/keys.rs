@@ -233,13 +233,10 @@ impl App {
             self.reply(LogLevel::Warn, note);
             return Action::None;
         }
+        // An emptied count runs as its least value: the picker shows that value from now on.
+        self.picker.settle_numbers();
         match self.picker.current() {
-            Some(choice) => {
-                let mut choice = choice.clone();
-                choice.trials = choice.trials.max(1);
-                choice.max_new_tokens = choice.max_new_tokens.max(1);
-                Action::StartRun(choice)
-            }
+            Some(choice) => Action::StartRun(choice.clone()),
             None => Action::None,
         }
     }

@@ -1,5 +1,7 @@
 //! Experiment picker: the configured experiments, and their settings edited before a start.
 
+use std::ops::RangeInclusive;
+
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -11,6 +13,7 @@ use super::app::{App, Catalog};
 use super::draw::{focus_block, footer_height, render_footer, verdict_style};
 use super::run_view::verdict_word;
 use super::{ExperimentChoice, RoleChoice};
+use crate::experiment::config::MAX_TRIALS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickerFocus {
@@ -73,6 +76,25 @@ fn cycle(options: &[String], current: &str, delta: isize) -> Option<String> {
 /// Numbers typed into a field stop here, so a held key cannot overflow.
 const MAX_TYPED: u64 = 10_000_000;
 
+/// The trial counts a run accepts: the picker holds a count to them, so the count shown is the
+/// count that runs.
+const TRIALS: RangeInclusive<usize> = 1..=MAX_TRIALS;
+
+/// The largest number a field takes by typing.
+fn typed_limit(field: Field) -> u64 {
+    match field {
+        Field::Trials => *TRIALS.end() as u64,
+        _ => MAX_TYPED,
+    }
+}
+
+/// Trials and new tokens within what a run accepts. Erasing every digit leaves a field empty
+/// (0) while typing; the value settles when the cursor leaves the field or the run starts.
+fn settle_numbers(choice: &mut ExperimentChoice) {
+    choice.trials = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
+    choice.max_new_tokens = choice.max_new_tokens.max(1);
+}
+
 impl PickerState {
     pub fn new(choices: Vec<ExperimentChoice>) -> PickerState {
         PickerState {
@@ -93,6 +115,7 @@ impl PickerState {
     }
 
     pub fn toggle_focus(&mut self) {
+        self.settle_numbers();
         self.focus = match self.focus {
             PickerFocus::List => PickerFocus::Fields,
             PickerFocus::Fields => PickerFocus::List,
@@ -101,6 +124,7 @@ impl PickerState {
 
     /// Up/down: the experiment in the list, or the setting in the fields.
     pub fn move_cursor(&mut self, delta: isize) {
+        self.settle_numbers();
         let (value, count) = match self.focus {
             PickerFocus::List => (&mut self.selected, self.choices.len()),
             PickerFocus::Fields => {
@@ -114,6 +138,11 @@ impl PickerState {
         if self.focus == PickerFocus::List {
             self.field = 0;
         }
+    }
+
+    /// Every experiment's numbers within what a run accepts (see [`settle_numbers`]).
+    pub fn settle_numbers(&mut self) {
+        self.choices.iter_mut().for_each(settle_numbers);
     }
 
     /// Left/right: the previous/next option, or a smaller/larger number.
@@ -141,7 +170,10 @@ impl PickerState {
                     *value = next;
                 }
             }
-            Field::Trials => choice.trials = choice.trials.saturating_add_signed(delta).max(1),
+            Field::Trials => {
+                let trials = choice.trials.saturating_add_signed(delta);
+                choice.trials = trials.clamp(*TRIALS.start(), *TRIALS.end())
+            }
             Field::MaxNewTokens => {
                 choice.max_new_tokens = choice
                     .max_new_tokens
@@ -154,14 +186,15 @@ impl PickerState {
 
     /// Digits typed on a number field append to it.
     pub fn type_digit(&mut self, digit: u8) {
-        self.edit_number(|value| (value * 10 + u64::from(digit)).min(MAX_TYPED));
+        self.edit_number(|value, limit| (value * 10 + u64::from(digit)).min(limit));
     }
 
     pub fn erase_digit(&mut self) {
-        self.edit_number(|value| value / 10);
+        self.edit_number(|value, _| value / 10);
     }
 
-    fn edit_number(&mut self, edit: impl Fn(u64) -> u64) {
+    /// `edit` gets the field's value and the largest it may become.
+    fn edit_number(&mut self, edit: impl Fn(u64, u64) -> u64) {
         if self.focus != PickerFocus::Fields {
             return;
         }
@@ -171,12 +204,13 @@ impl PickerState {
         let Some(choice) = self.choices.get_mut(self.selected) else {
             return;
         };
+        let limit = typed_limit(field);
         match field {
-            Field::Trials => choice.trials = edit(choice.trials as u64) as usize,
+            Field::Trials => choice.trials = edit(choice.trials as u64, limit) as usize,
             Field::MaxNewTokens => {
-                choice.max_new_tokens = edit(choice.max_new_tokens as u64) as usize
+                choice.max_new_tokens = edit(choice.max_new_tokens as u64, limit) as usize
             }
-            Field::Seed => choice.seed = edit(choice.seed),
+            Field::Seed => choice.seed = edit(choice.seed, limit),
             _ => {}
         }
     }
@@ -228,22 +262,20 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
 
 /// The list's second line for `choice`: what it should give, and how many trials.
 fn list_subtitle(choice: &ExperimentChoice) -> (&'static str, String) {
-    let trials = if choice.trials == 1 {
-        "trial"
-    } else {
-        "trials"
-    };
+    // While its field is being typed into, the count that would run.
+    let count = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
+    let trials = if count == 1 { "trial" } else { "trials" };
     (
         verdict_word(choice.expected),
-        format!(" · {} {trials}", choice.trials),
+        format!(" · {count} {trials}"),
     )
 }
 
-/// The experiment list is as wide as its entries need (at most 30 columns), but gives way to
+/// The experiment list is as wide as its entries need (at most 40 columns), but gives way to
 /// the settings when the screen is too narrow for both: the settings are what gets edited.
 fn list_width(app: &App, body_width: u16, settings_need: u16) -> u16 {
     const NARROWEST: u16 = 20;
-    const WIDEST: u16 = 30;
+    const WIDEST: u16 = 40;
     let entries = app.picker.choices.iter().map(|choice| {
         let (expected, rest) = list_subtitle(choice);
         let subtitle = "  expect ".len() + expected.width() + rest.width();
@@ -452,19 +484,32 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
         ]));
     }
     lines.push(Line::default());
-    for (label, value, field) in [
-        ("Trials", choice.trials.to_string(), Field::Trials),
+    // A count whose digits were all erased shows empty (not a 0 that would never run).
+    let count = |value: usize| match value {
+        0 => String::new(),
+        value => value.to_string(),
+    };
+    let dim = Style::default().fg(Color::DarkGray);
+    for (label, value, field, range) in [
+        (
+            "Trials",
+            count(choice.trials),
+            Field::Trials,
+            format!(" {}-{}", TRIALS.start(), TRIALS.end()),
+        ),
         (
             "Max new tokens",
-            choice.max_new_tokens.to_string(),
+            count(choice.max_new_tokens),
             Field::MaxNewTokens,
+            " at least 1".to_string(),
         ),
-        ("Seed", choice.seed.to_string(), Field::Seed),
+        ("Seed", choice.seed.to_string(), Field::Seed, String::new()),
     ] {
-        lines.push(Line::from(vec![
-            Span::raw(format!("{label:<16}")),
-            cell(&value, 10, field),
-        ]));
+        let mut spans = vec![Span::raw(format!("{label:<16}")), cell(&value, 10, field)];
+        if selected == Some(field) {
+            spans.push(Span::styled(range, dim));
+        }
+        lines.push(Line::from(spans));
     }
     frame.render_widget(Paragraph::new(lines), settings);
 }

@@ -16,7 +16,7 @@ use super::draw::{
 use super::heatmap::{self, ColourScale, ValueRange};
 use super::picker::cutoff_percent;
 use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
-use super::wrap::{row_count, tail_rows};
+use super::wrap::{row_count, tail_rows, wrap_spans};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let Some(run) = app.shown_run() else {
@@ -40,8 +40,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         ("r", "results"),
         ("?", "help"),
     ];
+    let header_lines = header_lines(run, area.width);
     let [header, tokens, middle, heat, log, footer] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(header_lines.len() as u16),
         Constraint::Length(1),
         Constraint::Length((2 * verifier_rows as u16 + 2).max(8)),
         Constraint::Min(5),
@@ -49,7 +50,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(footer_height(area.width, &keys)),
     ])
     .areas(area);
-    render_header(frame, header, run);
+    frame.render_widget(Paragraph::new(header_lines), header);
     if run.preparing.is_empty() {
         render_token_gauge(frame, tokens, trial);
     } else {
@@ -64,7 +65,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     render_footer(frame, footer, &keys);
 }
 
-fn render_header(frame: &mut Frame, area: Rect, run: &RunState) {
+/// The run's name, trial, status (a failure with its whole message) and verdict, wrapped to
+/// `width`: at most [`HEADER_ROWS`] rows, the log keeps the rest.
+fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let (status, colour) = match &run.status {
         RunStatus::Running => ("● running".to_string(), Color::Yellow),
@@ -104,8 +107,12 @@ fn render_header(frame: &mut Frame, area: Rect, run: &RunState) {
             spans.push(Span::raw(format!(" (expected {expected} {held})")));
         }
     }
-    frame.render_widget(Line::from(spans), area);
+    let mut lines = wrap_spans(&spans, width as usize);
+    lines.truncate(HEADER_ROWS);
+    lines
 }
+
+const HEADER_ROWS: usize = 3;
 
 pub fn verdict_word(verdict: crate::experiment::results::TrialVerdict) -> &'static str {
     match verdict {
@@ -335,18 +342,23 @@ fn render_log(frame: &mut Frame, area: Rect, app: &App) {
     let block = focus_block("Log", app.run_pane == RunPane::Log);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let height = inner.height as usize;
-    let total = app.log.len();
-    app.scroll_limits.log.set(total.saturating_sub(height));
-    let scroll = app.log_scroll.min(total.saturating_sub(height));
-    let end = total - scroll;
-    let lines: Vec<Line> = (end.saturating_sub(height)..end)
-        .filter_map(|index| app.log.get(index))
-        .map(|line| {
-            let style = level_colour(line.level)
-                .map_or(Style::default(), |colour| Style::default().fg(colour));
-            Line::styled(line.text.clone(), style)
+    // Long lines (an error with its advice at the end) wrap: scrolling counts rows, not lines.
+    let (width, height) = (inner.width as usize, inner.height as usize);
+    let total_rows: usize = app
+        .log
+        .iter()
+        .map(|line| row_count(&line.text, width))
+        .sum();
+    let limit = total_rows.saturating_sub(height);
+    app.scroll_limits.log.set(limit);
+    let lines = app.log.iter().map(|line| (line.level, line.text.as_str()));
+    let rows: Vec<Line> = tail_rows(lines, width, height, app.log_scroll.min(limit))
+        .into_iter()
+        .map(|(level, row)| {
+            let style =
+                level_colour(level).map_or(Style::default(), |colour| Style::default().fg(colour));
+            Line::styled(row, style)
         })
         .collect();
-    frame.render_widget(Paragraph::new(lines), inner);
+    frame.render_widget(Paragraph::new(rows), inner);
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use crate::engine::events::{EngineEvent, LogLevel};
 use crate::experiment::results::*;
 
-use super::app::{Action, App, Catalog, Screen};
+use super::app::{Action, App, Catalog, RunPane, Screen};
 use super::bench::{synthetic_choice, synthetic_error, synthetic_metrics, synthetic_trial_events};
 use super::heatmap::{self, ColourScale, ErrorGrid, HeatMetric, NON_FINITE_COLOUR};
 use super::*;
@@ -765,4 +765,44 @@ fn at_the_minimum_size_every_settings_column_and_footer_key_is_visible() {
     // The panes keep their place above the two footer rows.
     assert_shows(&view, "Generated text");
     assert_shows(&view, "Log");
+}
+
+/// The words of `rows` of the screen, borders left out: what a person reads there when lines
+/// wrap.
+fn words_in_rows(buffer: &Buffer, rows: std::ops::Range<u16>) -> String {
+    let text: String = rows.map(|y| row_text(buffer, y) + " ").collect();
+    let text = text.replace(['│', '┃', '║'], " ");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_long_error_wraps_in_the_header_and_the_log_and_its_end_stays_readable() {
+    let error = "1200 prompt tokens + 8000 new tokens exceed the model's context of 9342 \
+                 positions (lower max_new_tokens to at most 8142)";
+    let mut app = app_with_run(Vec::new());
+    app.handle_event(EngineEvent::Failed {
+        message: error.into(),
+    });
+    for (width, height) in [(MIN_WIDTH, MIN_HEIGHT), (120, 40)] {
+        let buffer = screen(&app, width, height);
+        let header = words_in_rows(&buffer, 0..3);
+        assert!(header.contains(&format!("failed: {error}")), "{header}");
+        let (_, log_top) = find_all(&buffer, "┌ Log")[0];
+        let log = words_in_rows(&buffer, log_top + 1..height - 2);
+        assert!(log.contains(&format!("run failed: {error}")), "{log}");
+    }
+
+    // Scrolling the log goes row by row through the wrapped lines, back to the first line.
+    app.run_pane = RunPane::Log;
+    let buffer = screen(&app, MIN_WIDTH, MIN_HEIGHT);
+    assert!(
+        find_all(&buffer, "starting exp1-honest").is_empty(),
+        "the error fills the log"
+    );
+    assert_eq!(app.scroll_limits.log.get(), 1, "3 rows in a pane of 2");
+    for _ in 0..5 {
+        app.handle_key(key(crossterm::event::KeyCode::Up));
+    }
+    assert_eq!(app.log_scroll, 1);
+    assert_shows(&screen(&app, MIN_WIDTH, MIN_HEIGHT), "starting exp1-honest");
 }

@@ -385,3 +385,51 @@ fn a_too_small_terminal_takes_only_the_keys_its_message_offers() {
     press(&mut app, KeyCode::Down);
     assert_eq!(app.picker.selected, 1);
 }
+
+#[test]
+fn the_trial_and_token_counts_shown_are_the_counts_that_run() {
+    use super::tests::find_all;
+    let mut app = App::new(catalog());
+    press(&mut app, KeyCode::Tab);
+    while app.picker.current_field() != Some(Field::Trials) {
+        press(&mut app, KeyCode::Down);
+    }
+    // Typing past the largest trial count a run takes stops at it.
+    for digit in "10000000".chars() {
+        press(&mut app, KeyCode::Char(digit));
+    }
+    let shown = screen(&app, 110, 30);
+    assert_shows(&shown, "Trials          100000     1-100000");
+    assert_shows(&shown, "expect PASS · 100000 trials");
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.picker.current().unwrap().trials, 100_000);
+
+    // Erased, the field is empty while typing, never a 0 that would run as 1 ...
+    for _ in 0..6 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    let shown = screen(&app, 110, 30);
+    assert!(find_all(&shown, "Trials          0").is_empty());
+    assert_shows(&shown, "expect PASS · 1 trial ");
+    // ... and settles to the least count when the cursor leaves it.
+    press(&mut app, KeyCode::Down);
+    assert_shows(&screen(&app, 110, 30), "Trials          1 ");
+    assert_eq!(app.picker.current().unwrap().trials, 1);
+    press(&mut app, KeyCode::Left);
+    assert_eq!(app.picker.current().unwrap().max_new_tokens, 64 - 16);
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    press(&mut app, KeyCode::Up);
+    assert_shows(&screen(&app, 110, 30), "Max new tokens  1 ");
+    press(&mut app, KeyCode::Left);
+    assert_eq!(app.picker.current().unwrap().trials, 1, "no fewer than 1");
+
+    // Enter on an emptied field starts what the picker then shows.
+    press(&mut app, KeyCode::Backspace);
+    match press(&mut app, KeyCode::Enter) {
+        Action::StartRun(choice) => assert_eq!((choice.trials, choice.max_new_tokens), (1, 1)),
+        other => panic!("expected a start, got {other:?}"),
+    }
+    assert_eq!(app.picker.current().unwrap().trials, 1);
+}

@@ -4,50 +4,70 @@
 
 use std::ops::Range;
 
+use ratatui::text::{Line, Span};
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-/// Byte ranges of `line` (one line, no `\n`) cut into rows at most `width` columns wide. Every
-/// line has at least one row, even an empty one. A grapheme wider than a whole row is skipped by
+/// Byte ranges of `line` (one line, no `\n`) cut into rows at most `width` columns wide, after
+/// the last space that fits when there is one (a word longer than a row is cut). Every line has
+/// at least one row, even an empty one. A grapheme wider than a whole row is skipped by
 /// ratatui's renderer, so it takes no room here either.
 pub fn row_ranges(line: &str, width: usize) -> Vec<Range<usize>> {
     if width == 0 {
         return vec![0..line.len()];
     }
-    // Printable ASCII is one column per byte: the common case, cut without segmenting.
+    // Printable ASCII is one column per byte: the common case, read without segmenting.
     if is_plain_ascii(line) {
-        if line.is_empty() {
-            return vec![0..0];
-        }
-        return (0..line.len())
-            .step_by(width)
-            .map(|start| start..(start + width).min(line.len()))
-            .collect();
+        let graphemes = line
+            .bytes()
+            .enumerate()
+            .map(|(offset, byte)| (offset, 1, byte == b' '));
+        cut_rows(graphemes, line.len(), width)
+    } else {
+        let graphemes = line
+            .grapheme_indices(true)
+            .map(|(offset, grapheme)| (offset, grapheme.width(), grapheme == " "));
+        cut_rows(graphemes, line.len(), width)
     }
+}
+
+/// Rows from `(byte offset, columns, is a space)` of each grapheme of a line `len` bytes long.
+fn cut_rows(
+    graphemes: impl Iterator<Item = (usize, usize, bool)>,
+    len: usize,
+    width: usize,
+) -> Vec<Range<usize>> {
     let mut rows = Vec::new();
     let (mut start, mut used) = (0, 0);
-    for (offset, grapheme) in line.grapheme_indices(true) {
-        let columns = grapheme.width();
+    // Just after the row's last space: (byte offset, columns used up to there).
+    let mut word_break: Option<(usize, usize)> = None;
+    for (offset, columns, is_space) in graphemes {
         if columns > width {
             continue;
         }
         if used + columns > width {
-            rows.push(start..offset);
-            (start, used) = (offset, 0);
+            if let Some((at, used_there)) = word_break.take() {
+                rows.push(start..at);
+                (start, used) = (at, used - used_there);
+            }
+            // No space to break at, or the carried-over word still leaves no room.
+            if used + columns > width {
+                rows.push(start..offset);
+                (start, used) = (offset, 0);
+            }
         }
         used += columns;
+        if is_space {
+            word_break = Some((offset + 1, used));
+        }
     }
-    rows.push(start..line.len());
+    rows.push(start..len);
     rows
 }
 
 /// How many rows `line` takes at `width` (as [`row_ranges`] cuts it).
 pub fn row_count(line: &str, width: usize) -> usize {
-    if width > 0 && is_plain_ascii(line) {
-        line.len().div_ceil(width).max(1)
-    } else {
-        row_ranges(line, width).len()
-    }
+    row_ranges(line, width).len()
 }
 
 fn is_plain_ascii(line: &str) -> bool {
@@ -81,6 +101,29 @@ pub fn tail_rows<'a, Tag: Copy>(
     shown
 }
 
+/// `spans` (one line of differently styled pieces) cut into rows at most `width` columns
+/// wide, each piece keeping its style.
+pub fn wrap_spans(spans: &[Span<'_>], width: usize) -> Vec<Line<'static>> {
+    let text: String = spans.iter().map(|span| span.content.as_ref()).collect();
+    let mut span_starts = Vec::with_capacity(spans.len());
+    let mut offset = 0;
+    for span in spans {
+        span_starts.push(offset);
+        offset += span.content.len();
+    }
+    row_ranges(&text, width)
+        .into_iter()
+        .map(|row| {
+            let pieces = spans.iter().zip(&span_starts).filter_map(|(span, &start)| {
+                let end = start + span.content.len();
+                let (from, to) = (row.start.max(start), row.end.min(end));
+                (from < to).then(|| Span::styled(text[from..to].to_string(), span.style))
+            });
+            Line::from(pieces.collect::<Vec<_>>())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +144,12 @@ mod tests {
         assert_eq!(rows("❤\u{fe0f}e\u{301}xy", 3), ["❤\u{fe0f}e\u{301}", "xy"]);
         assert_eq!(rows("abcdef", 4), ["abcd", "ef"]);
         assert_eq!(rows("", 4), [""]);
+        // Words move to the next row whole; one longer than a row is cut.
+        assert_eq!(
+            rows("lower max_new_tokens to", 10),
+            ["lower ", "max_new_to", "kens to"]
+        );
+        assert_eq!(rows("a 検証", 4), ["a ", "検証"]);
         assert_eq!(row_count("検証テスト", 5), 3);
         assert_eq!(row_count("abcdef", 3), 2);
     }
@@ -122,6 +171,31 @@ mod tests {
             shown(10),
             ["one", "検証"],
             "no scrolling past the first row"
+        );
+    }
+
+    #[test]
+    fn styled_pieces_keep_their_style_across_rows() {
+        use ratatui::style::{Color, Style};
+        let red = Style::default().fg(Color::Red);
+        let spans = [Span::raw("run · "), Span::styled("failed: too long", red)];
+        let rows: Vec<Vec<(String, Style)>> = wrap_spans(&spans, 10)
+            .iter()
+            .map(|line| {
+                line.spans
+                    .iter()
+                    .map(|span| (span.content.to_string(), span.style))
+                    .collect()
+            })
+            .collect();
+        let plain = Style::default();
+        assert_eq!(
+            rows,
+            [
+                vec![("run · ".into(), plain)],
+                vec![("failed: ".into(), red)],
+                vec![("too long".into(), red)],
+            ]
         );
     }
 }
