@@ -144,11 +144,13 @@ fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) 
         return;
     };
     let ratio = match trial.status {
-        TrialStatus::Decoding if trial.max_new_tokens > 0 => {
+        // Generation ended (its budget or the end of the text): the bar is full.
+        TrialStatus::Verifying | TrialStatus::Done => 1.0,
+        // Still decoding, or stopped early (cancelled, failed): as far as it got.
+        TrialStatus::Decoding | TrialStatus::Incomplete if trial.max_new_tokens > 0 => {
             trial.tokens as f64 / trial.max_new_tokens as f64
         }
-        TrialStatus::Decoding | TrialStatus::NotLoaded => 0.0,
-        _ => 1.0,
+        TrialStatus::Decoding | TrialStatus::Incomplete | TrialStatus::NotLoaded => 0.0,
     };
     let speed = trial
         .tokens_per_s()

@@ -433,3 +433,49 @@ fn the_trial_and_token_counts_shown_are_the_counts_that_run() {
     }
     assert_eq!(app.picker.current().unwrap().trials, 1);
 }
+
+#[test]
+fn the_token_gauge_of_a_trial_stopped_early_shows_how_far_it_got() {
+    use super::tests::find_all;
+    // 22 of 48 tokens decoded, then the run is cancelled.
+    let events = synthetic_trial_events(0, 48, 0, 3, 4)
+        .into_iter()
+        .filter(|event| match event {
+            EngineEvent::Token { index, .. } => *index < 22,
+            EngineEvent::InferenceDone { .. } => false,
+            _ => true,
+        })
+        .collect();
+    let mut app = app_with_run(events);
+    app.handle_event(EngineEvent::RunDone {
+        summary_path: None,
+        cancelled: true,
+    });
+    assert_eq!(
+        app.session_runs[0].trials[0].status,
+        TrialStatus::Incomplete
+    );
+    let filled = |app: &App| {
+        let buffer = screen(app, 100, 30);
+        let (_, y) = find_all(&buffer, "tokens")[0];
+        // The bar's cells: a full block, or the label drawn on the bar's colour.
+        (0..buffer.area.width)
+            .filter(|&x| {
+                let cell = &buffer[(x, y)];
+                cell.symbol() == "█" || cell.bg == ratatui::style::Color::Blue
+            })
+            .count()
+    };
+    // 22/48 of 100 columns is 45.8.
+    let partial = filled(&app);
+    assert!((45..=46).contains(&partial), "{partial} of 100 columns");
+    assert_shows(&screen(&app, 100, 30), "22/48 tokens");
+
+    // A finished trial fills its bar, whatever its length.
+    let done = app_with_run(synthetic_trial_events(0, 48, 48, 3, 4));
+    assert_eq!(
+        done.session_runs[0].trials[0].status,
+        TrialStatus::Verifying
+    );
+    assert_eq!(filled(&done), 100);
+}
