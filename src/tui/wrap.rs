@@ -13,9 +13,6 @@ use unicode_width::UnicodeWidthStr;
 /// at least one row, even an empty one. A grapheme wider than a whole row is skipped by
 /// ratatui's renderer, so it takes no room here either.
 pub fn row_ranges(line: &str, width: usize) -> Vec<Range<usize>> {
-    if width == 0 {
-        return vec![0..line.len()];
-    }
     // Printable ASCII is one column per byte: the common case, read without segmenting.
     if is_plain_ascii(line) {
         let graphemes = line
