@@ -260,17 +260,22 @@ fn a_termination_signal_during_a_run_keeps_its_partial_bundle() {
         s.contains("EXIT=")
     });
     assert!(s.contains("EXIT=143"), "{s}");
-    let runs: Vec<_> = std::fs::read_dir(data.path().join("exp1"))
+    let (_, manifest) = only_exp1_run_first_bundle(data.path());
+    assert_eq!(manifest["cancelled"], true);
+    assert!(manifest["output_ids"].as_array().unwrap().len() >= 8);
+}
+
+/// The bundle of trial 0 of the one exp1 run in the data directory, and its manifest.
+fn only_exp1_run_first_bundle(data: &Path) -> (std::path::PathBuf, serde_json::Value) {
+    let runs: Vec<_> = std::fs::read_dir(data.join("exp1"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(runs.len(), 1);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(runs[0].path().join("trial_000").join("manifest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(manifest["cancelled"], true);
-    assert!(manifest["output_ids"].as_array().unwrap().len() >= 8);
+    let bundle = runs[0].path().join("trial_000");
+    let manifest =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    (bundle, manifest)
 }
 
 #[test]
@@ -295,14 +300,7 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
         s.contains("cancelled")
     });
     assert!(s.contains("incomplete"), "{s}");
-    let runs: Vec<_> = std::fs::read_dir(data.path().join("exp1"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert_eq!(runs.len(), 1);
-    let bundle = runs[0].path().join("trial_000");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let (bundle, manifest) = only_exp1_run_first_bundle(data.path());
     let tokens = manifest["output_ids"].as_array().unwrap().len();
     assert!(
         (16..512).contains(&tokens),
