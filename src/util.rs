@@ -110,13 +110,20 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// The characters of names that become one path component: experiment ids, hub repo and
-/// revision parts, exported file names (ASCII letters, digits, '-', '_', '.').
 /// Creates `dir` for a run's output, refusing one that already holds anything: a run never
 /// overwrites an earlier one, nor mixes its files with another's.
 pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{flag} {}: creating it", dir.display()))?;
+    check_new_or_empty_dir(dir, flag)
+}
+
+/// Refuses a `dir` that exists and holds anything (or is not a directory); a missing one is
+/// fine. Lets a command that writes several output folders check them all before starting.
+pub fn check_new_or_empty_dir(dir: &Path, flag: &str) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
     let mut entries =
         std::fs::read_dir(dir).with_context(|| format!("{flag} {}: listing it", dir.display()))?;
     if let Some(entry) = entries.next() {
@@ -131,6 +138,8 @@ pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// The characters of names that become one path component: experiment ids, hub repo and
+/// revision parts, exported file names (ASCII letters, digits, '-', '_', '.').
 pub fn is_plain_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }

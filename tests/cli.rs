@@ -626,6 +626,15 @@ fn malformed_arguments_name_what_is_wrong() {
     let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
     assert!(err.contains("--max-tokens 0"), "{err}");
     assert!(!d.join("exp1").exists(), "{err}");
+    // `run all --out` checks every experiment's folder before the first one starts.
+    let all_out = d.join("all-out");
+    std::fs::create_dir_all(all_out.join("exp2").join("old")).unwrap();
+    let err = run_err(&["run", "all", "--out", all_out.to_str().unwrap()], d);
+    assert!(
+        err.contains("exp2") && err.contains("already holds"),
+        "{err}"
+    );
+    assert!(!all_out.join("exp1").exists(), "{err}");
     // A run whose only trial fails before saving anything leaves no empty run folder behind
     // and does not claim to have kept partial results.
     let err = run_err(&["run", "exp1", "--trials", "1", "--max-tokens", "9000"], d);

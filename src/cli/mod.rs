@@ -55,7 +55,7 @@ pub enum Command {
     Infer(InferArgs),
     /// Verify an inference bundle made here or on another machine.
     Verify(VerifyArgs),
-    /// Run an experiment (exp1..exp5, or all) end to end.
+    /// Run an experiment (an id from experiments.yaml: exp1..exp5 built in; or all) end to end.
     Run(RunArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(TokenizeArgs),
@@ -90,7 +90,7 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct OptimizeArgs {
-    /// exp1..exp5, or all.
+    /// An experiment id from experiments.yaml (exp1..exp5 built in), or all.
     #[arg(long, default_value = "all")]
     pub experiment: String,
     #[arg(long, default_value_t = 2)]
@@ -196,7 +196,7 @@ pub enum PolicyChoice {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// exp1..exp5, or `all`.
+    /// An experiment id from experiments.yaml (exp1..exp5 built in), or `all`.
     pub experiment: String,
     #[arg(long)]
     pub trials: Option<usize>,
@@ -448,6 +448,20 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     if step == RunStep::Infer && args.out.is_none() {
         bail!("--step infer needs --out DIR for the bundles");
     }
+    // With `all`, each experiment writes to its own folder inside --out.
+    let out_of = |name: &str| {
+        args.out.as_ref().map(|o| {
+            if args.experiment == "all" {
+                o.join(name)
+            } else {
+                o.clone()
+            }
+        })
+    };
+    // Every output folder is checked before the first experiment spends any time.
+    for out in names.iter().filter_map(|name| out_of(name)) {
+        crate::util::check_new_or_empty_dir(&out, "--out")?;
+    }
     let mut summaries = Vec::new();
     let mut all_held = true;
     for name in names {
@@ -460,13 +474,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             seed: args.seed,
             gpu_profile: args.gpu,
             jobs: args.jobs,
-            out: args.out.as_ref().map(|o| {
-                if args.experiment == "all" {
-                    o.join(&name)
-                } else {
-                    o.clone()
-                }
-            }),
+            out: out_of(&name),
             step,
             from: args.from.as_ref().map(|f| {
                 if args.experiment == "all" {

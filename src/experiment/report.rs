@@ -229,7 +229,6 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\r', '\n'], " ")
 }
 
-/// Two significant digits in scientific notation (`2.9e-6`), the way drift is usually quoted.
 /// A speed for the table: one decimal, or a dash when it is unknown.
 fn speed(value: f64) -> String {
     if value.is_finite() {
@@ -239,6 +238,7 @@ fn speed(value: f64) -> String {
     }
 }
 
+/// Two significant digits in scientific notation (`2.9e-6`), the way drift is usually quoted.
 pub fn sci(value: f64) -> String {
     if value == 0.0 {
         "0".into()
