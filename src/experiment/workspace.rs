@@ -13,7 +13,7 @@ use super::config::{ConfigSet, ModelArch, ModelEntry, Role, WeightsLocation};
 use crate::engine::events::{EngineEvent, EventSink, LogLevel};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::device::DeviceKind;
-use crate::model::source::{parse_model_arg, ModelSource};
+use crate::model::source::{local_model, parse_model_arg, ModelSource};
 use crate::model::{load_model, LoadedModel};
 
 /// Shared state of one process: configuration, directories, and loaded models (loaded once,
@@ -48,7 +48,9 @@ impl Workspace {
                 repo: repo.to_string(),
                 revision: revision.to_string(),
             }),
-            WeightsLocation::Path(p) => parse_model_arg(&p.to_string_lossy(), &self.model_dir),
+            WeightsLocation::Path(p) => {
+                local_model(p).with_context(|| format!("models.yaml entry `{name}`: source path"))
+            }
         }
     }
 

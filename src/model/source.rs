@@ -26,14 +26,8 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
         return Ok(ModelSource::Gguf(ensure_embedded_model(model_dir)?));
     }
     let path = Path::new(arg);
-    if path.is_file() {
-        if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
-            bail!("model file {arg}: expected a .gguf file or a Hugging Face model directory");
-        }
-        return Ok(ModelSource::Gguf(path.to_path_buf()));
-    }
-    if path.is_dir() {
-        return Ok(ModelSource::HfDir(path.to_path_buf()));
+    if path.exists() {
+        return local_model(path);
     }
     let explicit_hub = arg.starts_with("hf:");
     let repo = arg.strip_prefix("hf:").unwrap_or(arg);
@@ -55,6 +49,24 @@ pub fn parse_model_arg(arg: &str, model_dir: &Path) -> Result<ModelSource> {
         repo: repo.to_string(),
         revision: revision.to_string(),
     })
+}
+
+/// A model at a local path: a `.gguf` file or a Hugging Face model directory. Never a hub id,
+/// whatever the path looks like (models.yaml's `path:` sources come here).
+pub fn local_model(path: &Path) -> Result<ModelSource> {
+    if path.is_file() {
+        if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+            bail!(
+                "model file {}: expected a .gguf file or a Hugging Face model directory",
+                path.display()
+            );
+        }
+        return Ok(ModelSource::Gguf(path.to_path_buf()));
+    }
+    if path.is_dir() {
+        return Ok(ModelSource::HfDir(path.to_path_buf()));
+    }
+    bail!("model `{}`: no such file or directory", path.display())
 }
 
 fn looks_like_a_path(arg: &str) -> bool {

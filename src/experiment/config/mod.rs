@@ -239,8 +239,9 @@ impl ConfigSet {
             let mut user_models: ModelRegistry = user_models_file.parse("a `models:` mapping")?;
             validate_models(&user_models_file, &user_models)?;
             // A relative `path:` means next to the file that names it, not wherever the
-            // program happens to be started.
+            // program happens to be started (or later runs: the folder is made absolute).
             if let Some(dir) = dir {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
                 for entry in user_models.models.values_mut() {
                     if let Some(path) = entry.source.path.as_mut().filter(|p| p.is_relative()) {
                         *path = dir.join(&*path);

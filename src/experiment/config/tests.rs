@@ -394,6 +394,32 @@ fn user_models_merge_over_builtins_and_other_files_fall_back() {
     assert_eq!(path("tiny-local"), std::path::Path::new("/tmp/tiny.gguf"));
     // Relative to the models.yaml that names it, not to the working directory.
     assert_eq!(path("beside"), dir.path().join("weights/m.gguf"));
+    // Also when the config folder itself was given relative to the working directory.
+    let cwd = std::env::current_dir().unwrap();
+    let relative: std::path::PathBuf = cwd
+        .components()
+        .skip(1)
+        .map(|_| std::path::Component::ParentDir)
+        .chain(dir.path().components().skip(1))
+        .collect();
+    assert!(relative.is_relative());
+    let relative_config = ConfigSet::load(Some(&relative)).unwrap();
+    let beside = relative_config.models.get("beside").unwrap();
+    let resolved = beside.source.path.clone().unwrap();
+    assert!(resolved.is_absolute(), "{}", resolved.display());
+    std::fs::create_dir_all(dir.path().join("weights")).unwrap();
+    assert_eq!(
+        resolved.parent().unwrap().canonicalize().unwrap(),
+        dir.path().join("weights").canonicalize().unwrap()
+    );
+    // A configured path that does not exist is a missing file, never a hub id to fetch.
+    let ws = crate::experiment::workspace::Workspace::new(
+        relative_config,
+        dir.path().into(),
+        dir.path().into(),
+    );
+    let error = format!("{:#}", ws.model_source("beside").unwrap_err());
+    assert!(error.contains("no such file or directory"), "{error}");
     assert!(
         config.models.get("smollm2-135m").is_some(),
         "built-in models stay"
