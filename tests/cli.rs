@@ -411,6 +411,45 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["complete"], false, "{summary}");
     assert_eq!(trial_files(&out_dir).len(), 1);
+
+    // When no bundle can be verified, the run's own folder is not left behind empty.
+    let only_bad = data.path().join("only-bad").join("trial_000");
+    std::fs::create_dir_all(&only_bad).unwrap();
+    for file in ["manifest.json", "hidden_states.safetensors"] {
+        std::fs::copy(mixed.join("trial_002").join(file), only_bad.join(file)).unwrap();
+    }
+    let from = data.path().join("only-bad");
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+        ],
+        data.path(),
+    );
+    assert!(err.contains("no bundle could be verified"), "{err}");
+    // Verifiers on a backend this build lacks are refused before anything is read or made.
+    let gpu_err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+            "--gpu",
+            "cuda:0",
+        ],
+        data.path(),
+    );
+    if !cfg!(feature = "cuda") {
+        assert!(gpu_err.contains("no CUDA support"), "{gpu_err}");
+    }
+    let runs = std::fs::read_dir(data.path().join("exp1")).map_or(0, |d| d.count());
+    assert_eq!(runs, 0, "{err}\n{gpu_err}");
 }
 
 #[test]

@@ -339,9 +339,7 @@ async fn run_inner(
         // Only where something was written: a run that failed before any trial finished or
         // any bundle was saved leaves nothing behind (its own folder removed) and says so.
         if dir_is_empty(&out_dir) {
-            if req.out.is_none() {
-                let _ = std::fs::remove_dir(&out_dir);
-            }
+            remove_if_empty_run_dir(&out_dir, req);
             return Err(e);
         }
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
@@ -445,6 +443,13 @@ fn dir_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
+/// A run that wrote nothing leaves no folder behind, when the folder was its own (not --out).
+fn remove_if_empty_run_dir(out_dir: &Path, req: &RunRequest) {
+    if req.out.is_none() && dir_is_empty(out_dir) {
+        let _ = std::fs::remove_dir(out_dir);
+    }
+}
+
 /// What a run summary says about the run itself, beside its trials.
 #[derive(Debug, Clone)]
 pub struct RunContext {
@@ -515,6 +520,9 @@ async fn verify_bundles(
         .cloned()
         .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
     let (_, verifiers) = resolve_roles(&spec, req)?;
+    for role in &verifiers {
+        role.device.check_built()?;
+    }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
         .with_context(|| format!("reading bundle directory {}", from.display()))?
         .filter_map(|e| e.ok())
@@ -571,7 +579,10 @@ async fn verify_bundles(
     if !failed.is_empty() {
         let kept = match &summary_path {
             Some(path) => format!("the other results are in {}", path.display()),
-            None => "no bundle could be verified".to_string(),
+            None => {
+                remove_if_empty_run_dir(&out_dir, req);
+                "no bundle could be verified".to_string()
+            }
         };
         bail!(
             "{} of {} bundles could not be verified ({kept}):\n  {}",
