@@ -248,6 +248,92 @@ fn quantized_inference_is_rejected_by_full_precision_verifiers() {
     }
 }
 
+/// `native` precision is judged in the bf16 tier (quantized kernels round activations), but in
+/// a bundle it is one string: a q8 cheat relabelled `native` must not get the looser tier
+/// unless the verifier grants it, and an experiment holds bundles to its own inferencer.
+#[test]
+fn a_claim_of_native_precision_is_trusted_only_where_granted() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let infer = |precision: &str, out: &Path| {
+        run_ok(
+            &[
+                "infer",
+                "--precision",
+                precision,
+                "--prompt",
+                "Explain what a hash map is.",
+                "--max-tokens",
+                "24",
+                "--temperature",
+                "0",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            d,
+        );
+    };
+    let verify = |bundle: &Path, extra: &[&str]| -> Value {
+        let out = bin()
+            .args([
+                "verify",
+                bundle.to_str().unwrap(),
+                "--verifiers",
+                "1",
+                "--json",
+            ])
+            .args(extra)
+            .env("VERILLM_DATA_DIR", d)
+            .output()
+            .unwrap();
+        let v = json(&out);
+        v["verifiers"][0].clone()
+    };
+    let cheat = d.join("set").join("trial_000");
+    infer("q8_0", &cheat);
+    let manifest_path = cheat.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["precision"] = Value::String("native".into());
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let judged = verify(&cheat, &[]);
+    assert_eq!(
+        (judged["tier"].as_str(), judged["verdict"].as_str()),
+        (Some("f32"), Some("FAIL"))
+    );
+    // Granted, the claim buys the bf16 tier and its documented blind spot (8-bit weights).
+    let granted = verify(&cheat, &["--native-inference"]);
+    assert_eq!(granted["tier"], "bf16", "{granted}");
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            d.join("set").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("declares precision native, but exp1's inferencer runs full"),
+        "{err}"
+    );
+
+    // An honest native bundle passes where the verifier grants the claim, or runs natively
+    // itself (its own choice of the bf16 tier).
+    let honest = d.join("native");
+    infer("native", &honest);
+    let granted = verify(&honest, &["--native-inference"]);
+    assert_eq!(
+        (granted["tier"].as_str(), granted["verdict"].as_str()),
+        (Some("bf16"), Some("PASS"))
+    );
+    let native_verifier = verify(&honest, &["--precision", "native"]);
+    assert_eq!(native_verifier["verdict"], "PASS", "{native_verifier}");
+}
+
 #[test]
 fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
     let data = tempfile::tempdir().unwrap();

@@ -125,6 +125,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         cutoff: args.cutoff,
         expected: TrialVerdict::Pass,
         chunk: crate::engine::verification::DEFAULT_CHUNK,
+        trust_native_claim: args.native_inference,
     };
     let prompt = PromptInfo {
         category: String::new(),

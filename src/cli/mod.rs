@@ -181,6 +181,11 @@ pub struct VerifyArgs {
     pub precision: Precision,
     #[arg(long, value_enum, default_value_t = PolicyChoice::PrecisionAware)]
     pub policy: PolicyChoice,
+    /// Accept the bundle's claim of `native` precision (the model's own quantized weights on
+    /// quantized kernels, which round activations) and judge it in the bf16 tier. Without it
+    /// that claim, one string in an untrusted file, is judged by the declared dtype alone.
+    #[arg(long)]
+    pub native_inference: bool,
     /// Accept-rate cutoff a verifier must exceed to pass.
     #[arg(long, default_value_t = 0.95)]
     pub cutoff: f64,

@@ -18,6 +18,7 @@ use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::DEFAULT_CHUNK;
 use crate::model::device::{DeviceKind, DeviceProfile};
+use crate::model::weights::Precision;
 use crate::stats::policy::PolicyConfig;
 use crate::util::{unix_now, write_file_atomic};
 
@@ -407,6 +408,8 @@ async fn run_one_trial(
         cutoff: plan.cutoff,
         expected: plan.expected,
         chunk: plan.chunk,
+        // This run's own inference: its precision is the plan's, not a claim.
+        trust_native_claim: true,
     };
     let mut result = verify_trial(
         ws,
@@ -519,7 +522,7 @@ async fn verify_bundles(
         .get(&req.experiment)
         .cloned()
         .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
-    let (_, verifiers) = resolve_roles(&spec, req)?;
+    let (inference, verifiers) = resolve_roles(&spec, req)?;
     for role in &verifiers {
         role.device.check_built()?;
     }
@@ -545,6 +548,9 @@ async fn verify_bundles(
         cutoff: spec.cutoff,
         expected: spec.expected,
         chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+        // Each bundle's precision must be the experiment's (verify_one_bundle), so a claim of
+        // `native` is one the experiment makes.
+        trust_native_claim: true,
     };
     let mut trials: Vec<TrialResult> = Vec::new();
     // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
@@ -556,7 +562,11 @@ async fn verify_bundles(
         if cancel.is_cancelled() {
             break;
         }
-        match verify_one_bundle(&ws, req, &spec, dir, &claimed, &settings, sink, cancel).await {
+        let expected = BundleExpectation {
+            spec: &spec,
+            inference_precision: inference.precision,
+        };
+        match verify_one_bundle(&ws, req, &expected, dir, &claimed, &settings, sink, cancel).await {
             Ok(result) => {
                 claimed.push((result.trial, dir));
                 write_trial(&out_dir, &result)?;
@@ -599,6 +609,12 @@ async fn verify_bundles(
     })
 }
 
+/// What an experiment requires of each bundle handed to `run --step verify`.
+struct BundleExpectation<'a> {
+    spec: &'a ExperimentSpec,
+    inference_precision: Precision,
+}
+
 /// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
 /// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
 /// and two bundles that claim the same trial are refused rather than overwrite each other.
@@ -606,14 +622,24 @@ async fn verify_bundles(
 async fn verify_one_bundle(
     ws: &Arc<Workspace>,
     req: &RunRequest,
-    spec: &ExperimentSpec,
+    expected: &BundleExpectation<'_>,
     dir: &Path,
     used_trials: &[(usize, &Path)],
     settings: &VerifySettings,
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<TrialResult> {
+    let spec = expected.spec;
     let bundle = read_bundle(dir)?;
+    // The experiment says how its inferencer runs: a bundle's own claim (say `native`, which
+    // the policy judges more loosely) is held to it.
+    ensure!(
+        bundle.manifest.precision == expected.inference_precision.to_string(),
+        "bundle declares precision {}, but {}'s inferencer runs {}",
+        bundle.manifest.precision,
+        req.experiment,
+        expected.inference_precision
+    );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(bundle.manifest.model.n_layers);

@@ -233,6 +233,10 @@ pub struct VerifySettings {
     pub cutoff: f64,
     pub expected: TrialVerdict,
     pub chunk: usize,
+    /// Whether a bundle's claim of `native` precision may loosen its tier to bf16. It is one
+    /// string in an untrusted file: only an inference of this run, an experiment that pins its
+    /// inferencer to `native`, or a user's explicit `verify --native-inference` grants it.
+    pub trust_native_claim: bool,
 }
 
 /// The verification half: every verifier on its own blocking task, concurrently.
@@ -258,6 +262,7 @@ pub async fn verify_trial(
             cancel.clone(),
         );
         let (policy, chunk) = (settings.policy.clone(), settings.chunk);
+        let trust_native = settings.trust_native_claim;
         tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
             let model = ws.load_reporting(&role, &sink)?;
             check_same_model(&manifest, &model)?;
@@ -270,7 +275,7 @@ pub async fn verify_trial(
                 output_ids: &manifest.output_ids,
                 committed: &states,
                 inference_dtype,
-                inference_native: manifest.precision == "native",
+                inference_native: trust_native && manifest.precision == "native",
                 policy: &policy,
                 chunk,
             };
