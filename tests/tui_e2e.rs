@@ -265,6 +265,35 @@ fn a_termination_signal_during_a_run_keeps_its_partial_bundle() {
     assert!(manifest["output_ids"].as_array().unwrap().len() >= 8);
 }
 
+#[test]
+fn a_terminal_that_goes_away_mid_run_is_a_hang_up_that_keeps_the_bundle() {
+    // The window closes while its shell ignores SIGHUP, so no signal reaches the console: its
+    // terminal just stops working. That must end it like a hang-up (exit 129), with the
+    // interrupted inference saved, not as an I/O error.
+    let data = tempfile::tempdir().unwrap();
+    let status = data.path().join("status");
+    let script = format!(
+        "trap '' HUP; VERILLM_DATA_DIR={d} {bin}; echo $? > {status}",
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+        status = status.display(),
+    );
+    let tmux = Tmux::launch("gone", &script);
+    tmux.set_trials_and_tokens("1", "512");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_tokens(512, 8);
+    let _ = tmux.cmd().args(["kill-session", "-t", "gone"]).status();
+    let start = Instant::now();
+    while !status.exists() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = std::fs::read_to_string(&status).expect("the console ended");
+    // stderr was that terminal too: nothing may panic writing to it (101).
+    assert_eq!(code.trim(), "129");
+    let (_, manifest) = only_exp1_run_first_bundle(data.path());
+    assert_eq!(manifest["cancelled"], true);
+}
+
 /// The bundle of trial 0 of the one exp1 run in the data directory, and its manifest.
 fn only_exp1_run_first_bundle(data: &Path) -> (std::path::PathBuf, serde_json::Value) {
     let runs: Vec<_> = std::fs::read_dir(data.join("exp1"))

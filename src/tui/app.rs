@@ -262,6 +262,11 @@ impl App {
         self.log.push(level, text);
     }
 
+    /// Whether the current screen draws [`App::notice`]: the run view shows it in its log.
+    pub fn shows_notice(&self) -> bool {
+        self.screen != Screen::Run
+    }
+
     /// Answers a key press: shown as a notice whatever its level, because the picker and the
     /// results have no log pane and a key must never seem to do nothing.
     pub fn reply(&mut self, level: LogLevel, text: impl Into<String>) {

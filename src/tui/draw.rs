@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Run => run_view::render(frame, area, app),
         Screen::Results => results::render(frame, area, app),
     }
-    if app.screen != Screen::Run {
+    if app.shows_notice() {
         render_notice(frame, area, app);
     }
     if app.show_help {
@@ -53,20 +53,24 @@ fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
     let Some(notice) = &app.notice else { return };
     // Information (a reply to a key) in a calmer colour than a warning.
     let colour = level_colour(notice.level).unwrap_or(Color::Cyan);
-    let row = Rect {
-        y: area.bottom().saturating_sub(1),
-        height: 1,
-        ..area
-    };
-    let line = Line::from(vec![
+    let spans = [
         Span::styled(
             format!(" {} ", notice.text),
             Style::default().fg(Color::Black).bg(colour),
         ),
         Span::raw("  Esc dismisses"),
-    ]);
-    frame.render_widget(Clear, row);
-    frame.render_widget(line, row);
+    ];
+    // A long reply (an export folder's path) wraps upward over the footer, up to three rows,
+    // rather than losing its end.
+    let mut lines = super::wrap::wrap_spans(&spans, usize::from(area.width));
+    lines.truncate(3);
+    let rows = Rect {
+        y: area.bottom().saturating_sub(lines.len() as u16),
+        height: lines.len() as u16,
+        ..area
+    };
+    frame.render_widget(Clear, rows);
+    frame.render_widget(Paragraph::new(lines), rows);
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {

@@ -315,7 +315,14 @@ pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<Ending> {
     // Whatever ended the loop, nobody watches the engines any more.
     app.cancel_live_run();
     drop(reader);
-    drop(terminal);
+    // ratatui's Terminal shows the cursor when dropped and reports a failure with eprintln!,
+    // which panics when stderr is the same vanished terminal: where the cursor cannot be shown,
+    // the terminal is gone and is let go without that attempt.
+    if terminal.show_cursor().is_err() {
+        std::mem::forget(terminal);
+    } else {
+        drop(terminal);
+    }
     drop(guard);
     outcome
 }
@@ -336,6 +343,32 @@ pub fn drain_events(app: &mut App, events: &mut UnboundedReceiver<EngineEvent>) 
     reported || applied > 0
 }
 
+/// The terminal is gone without a signal reaching us (its window closed while a shell ignored
+/// SIGHUP, or its input ended): treated as a hang-up. A live run gets the quit's grace to save
+/// its partial results; with none, the console ends at once (returned).
+fn hang_up(
+    app: &mut App,
+    ending: &mut Ending,
+    quit_deadline: &mut Option<Instant>,
+) -> Option<Ending> {
+    const SIGHUP: i32 = 1;
+    if app.live().is_none() {
+        return Some(Ending::Signal(SIGHUP));
+    }
+    *ending = Ending::Signal(SIGHUP);
+    if quit_deadline.is_some() {
+        // Already saving after a quit: let that grace run out.
+        return None;
+    }
+    app.cancel_live_run();
+    app.log_line(
+        LogLevel::Warn,
+        "the terminal went away: saving the run's partial results before leaving…",
+    );
+    *quit_deadline = Some(Instant::now() + QUIT_GRACE);
+    None
+}
+
 async fn drive(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
@@ -352,6 +385,8 @@ async fn drive(
     // After a signal the terminal may be gone (SIGHUP: the window closed): drawing and reading
     // may fail, and must not cut the grace that lets a cancelled run save its results short.
     let mut input_open = true;
+    // Once a frame fails to draw, the terminal is taken for gone and not drawn on again.
+    let mut terminal_lost = false;
     loop {
         let signalled = matches!(ending, Ending::Signal(_));
         tokio::select! {
@@ -360,12 +395,18 @@ async fn drive(
                 if PANICKED.load(Ordering::SeqCst) {
                     anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
                 }
-                if dirty || app.live().is_some() {
+                if !terminal_lost && (dirty || app.live().is_some()) {
                     let drawn = terminal.draw(|frame| draw(frame, app));
-                    if !signalled {
-                        drawn?;
-                    }
                     dirty = false;
+                    if drawn.is_err() {
+                        terminal_lost = true;
+                        input_open = false;
+                        if !signalled {
+                            if let Some(left) = hang_up(app, &mut ending, &mut quit_deadline) {
+                                return Ok(left);
+                            }
+                        }
+                    }
                 }
                 if quit_deadline.is_some_and(|deadline| app.live().is_none() || Instant::now() >= deadline) {
                     return Ok(ending);
@@ -394,9 +435,14 @@ async fn drive(
                         }
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None if signalled => input_open = false,
-                    Some(Err(error)) => return Err(error.into()),
-                    None => anyhow::bail!("the terminal input reader stopped"),
+                    Some(Err(_)) | None => {
+                        input_open = false;
+                        if !signalled {
+                            if let Some(left) = hang_up(app, &mut ending, &mut quit_deadline) {
+                                return Ok(left);
+                            }
+                        }
+                    }
                 }
             }
             signal = termination.wait() => {

@@ -20,9 +20,11 @@ impl App {
         if self.too_small.get() {
             return self.too_small_key(key.code, ctrl_c);
         }
-        // A key press means the notice was seen. Esc only dismisses it (so dismissing never
-        // quits or steps back); any other key also does its own work.
-        if self.notice.take().is_some() && key.code == KeyCode::Esc {
+        // A key press means a shown notice was seen. Esc only dismisses it (so dismissing
+        // never quits or steps back); any other key also does its own work. A notice the
+        // screen does not show (the run view has its log) must not cost a key.
+        let shown = self.shows_notice();
+        if self.notice.take().is_some() && shown && key.code == KeyCode::Esc {
             return Action::None;
         }
         if let Some(question) = self.confirm {
@@ -275,13 +277,22 @@ impl App {
                 self.selected_verifier = step(self.selected_verifier, verifier_count)
             }
             // Up scrolls back in time, so it adds to the distance from the tail.
+            // From the position drawn: a resize may have lowered the limit below the stored one.
             RunPane::Log => {
                 let limit = self.scroll_limits.log.get();
-                self.log_scroll = self.log_scroll.saturating_add_signed(-delta).min(limit)
+                self.log_scroll = self
+                    .log_scroll
+                    .min(limit)
+                    .saturating_add_signed(-delta)
+                    .min(limit)
             }
             RunPane::Text => {
                 let limit = self.scroll_limits.text.get();
-                self.text_scroll = self.text_scroll.saturating_add_signed(-delta).min(limit)
+                self.text_scroll = self
+                    .text_scroll
+                    .min(limit)
+                    .saturating_add_signed(-delta)
+                    .min(limit)
             }
         }
     }

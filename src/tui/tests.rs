@@ -629,6 +629,20 @@ pub(super) fn key(code: crossterm::event::KeyCode) -> crossterm::event::KeyEvent
 }
 
 #[test]
+fn a_long_notice_wraps_so_its_end_and_the_way_to_dismiss_it_stay_visible() {
+    let mut app = App::new(catalog());
+    app.screen = Screen::Results;
+    let folder = "/home/someone/verillm-data/plots/exp1/20261126-213434_trial000";
+    app.reply(
+        crate::engine::events::LogLevel::Info,
+        format!("exported 6 PNGs of 1 trial in {folder}"),
+    );
+    let shown = screen(&app, MIN_WIDTH, MIN_HEIGHT);
+    assert_shows(&shown, folder);
+    assert_shows(&shown, "Esc dismisses");
+}
+
+#[test]
 fn keys_on_the_picker_and_results_always_get_a_visible_answer() {
     use crossterm::event::KeyCode;
     let backend: Arc<dyn Backend> = Arc::new(FakeBackend {

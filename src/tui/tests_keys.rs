@@ -295,6 +295,40 @@ fn scrolling_stops_where_the_pane_ends_so_the_way_back_is_immediate() {
     assert_eq!(app.text_scroll, limit);
     press(&mut app, KeyCode::Down);
     assert_eq!(app.text_scroll, limit - 1);
+
+    // Scrolled to the top, then the window grows: the limit drops below the stored offset,
+    // and the first Down must still move what is drawn.
+    app.run_pane = RunPane::Log;
+    screen(&app, 120, 40);
+    for _ in 0..500 {
+        press(&mut app, KeyCode::Up);
+    }
+    screen(&app, 120, 60);
+    let taller = app.scroll_limits.log.get();
+    assert!(taller < app.log_scroll, "{taller} vs {}", app.log_scroll);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.log_scroll, taller - 1);
+}
+
+#[test]
+fn on_the_run_view_esc_is_never_spent_on_a_notice_it_does_not_show() {
+    let mut plain = running_app();
+    let mut replied = running_app();
+    assert_eq!(replied.screen, Screen::Run);
+    // A reply to a key lands in the run view's log; it is no notice to dismiss there.
+    replied.reply(crate::engine::events::LogLevel::Info, "exporting PNGs…");
+    assert!(!replied.shows_notice());
+    press(&mut plain, KeyCode::Esc);
+    assert!(
+        plain.screen != Screen::Run || plain.confirm.is_some(),
+        "Esc acts here"
+    );
+    press(&mut replied, KeyCode::Esc);
+    assert_eq!(
+        (replied.screen, replied.confirm),
+        (plain.screen, plain.confirm),
+        "one Esc does on the run view what it always does"
+    );
 }
 
 #[test]
