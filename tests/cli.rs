@@ -669,6 +669,55 @@ fn doctor_reports_a_ready_machine_and_names_the_fix_for_a_broken_config() {
             && text.contains("fix:"),
         "{text}"
     );
+
+    // Something unreadable where the model belongs is named as such: fetching cannot fix it.
+    let odd = data.path().join("odd-models");
+    std::fs::create_dir_all(odd.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let out = bin()
+        .args(["doctor", "--model-dir", odd.to_str().unwrap()])
+        .env("VERILLM_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("is missing"), "{text}");
+    assert!(text.contains("--model-dir"), "{text}");
+}
+
+/// Two fetches into one empty model folder at once (two consoles started together) both
+/// succeed: each stages under names of its own and renames a checked file into place.
+#[test]
+fn two_fetches_at_once_both_succeed_and_leave_only_the_model() {
+    let models = tempfile::tempdir().unwrap();
+    let fetch = || {
+        bin()
+            .args([
+                "fetch-model",
+                "--model-dir",
+                models.path().to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (fetch(), fetch());
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(models.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
+    run_ok(
+        &["doctor", "--model-dir", models.path().to_str().unwrap()],
+        models.path(),
+    );
 }
 
 #[test]

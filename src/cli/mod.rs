@@ -14,7 +14,7 @@ use crate::experiment::config::{ConfigSet, LayerSelection};
 use crate::experiment::results::TrialVerdict;
 use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
 use crate::model::device::DeviceProfile;
-use crate::model::embedded::{ensure_embedded_model, model_dir, EMBEDDED_MODEL_ID};
+use crate::model::embedded::{model_dir, refetch_embedded_model, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
 
 #[derive(Parser, Debug)]
@@ -361,7 +361,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         None | Some(Command::Tui) => tui(&global).await,
         Some(Command::FetchModel) => {
-            let path = ensure_embedded_model(&model_dir(global.model_dir.as_deref()))?;
+            let path = refetch_embedded_model(&model_dir(global.model_dir.as_deref()))?;
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }

