@@ -128,8 +128,10 @@ fn load_hf_dir(
     })
 }
 
-/// sha256 of the weight files, computed once per process per file set. A hub cache blob is
-/// already named by its sha256, which is used directly instead of re-reading gigabytes.
+/// sha256 of the weight files, computed once per process per file set, always from their
+/// contents: it is what ties a bundle to the verifier's weights, so a damaged copy must not
+/// pass for the real one. A hub cache blob is named by its sha256; one whose contents disagree
+/// is reported as damaged rather than used.
 fn cached_sha256(files: &[PathBuf]) -> Result<String> {
     static CACHE: OnceLock<Mutex<HashMap<Vec<PathBuf>, String>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -142,10 +144,15 @@ fn cached_sha256(files: &[PathBuf]) -> Result<String> {
             .ok()
             .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()))
             .filter(|n| n.len() == 64 && n.chars().all(|c| c.is_ascii_hexdigit()));
-        parts.push(match blob_name {
-            Some(h) => h,
-            None => sha256_file(f)?,
-        });
+        let actual = sha256_file(f)?;
+        if let Some(named) = blob_name.filter(|named| !named.eq_ignore_ascii_case(&actual)) {
+            anyhow::bail!(
+                "{}: the cached file is damaged (its contents hash to {actual}, the cache named \
+                 it {named}); delete it from the Hugging Face cache and download it again",
+                f.display()
+            );
+        }
+        parts.push(actual);
     }
     let digest = if parts.len() == 1 {
         parts[0].clone()

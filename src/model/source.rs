@@ -113,82 +113,125 @@ pub fn check_revision(revision: &str) -> Result<(), String> {
 }
 
 /// Fetches a hub repo's files into the Hugging Face cache (HF_HOME respected, so downloads made
-/// by Python are reused) and returns the snapshot directory. Files already cached are used
-/// without any network access.
+/// by Python are reused) and returns the snapshot directory. Files already cached, and files
+/// the cache records as absent (`.no_exist`, as Python writes it), need no network: a model
+/// cached whole opens offline. `HF_TOKEN` (or the token file in HF_HOME) authenticates gated
+/// repos.
 pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
     use hf_hub::{Cache, Repo, RepoType};
     let hf_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::from_env().repo(hf_repo.clone());
+    let repo_dir = Cache::from_env().path().join(hf_repo.folder_name());
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let api = if offline {
         None
     } else {
+        let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+        let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_progress(false);
+        if token.is_some() {
+            builder = builder.with_token(token);
+        }
         Some(
-            hf_hub::api::sync::ApiBuilder::from_env()
-                .with_progress(false)
+            builder
                 .build()
                 .context("setting up the Hugging Face hub client")?
                 .repo(hf_repo.clone()),
         )
     };
-    // A revision pinned to a commit has no `refs/` entry in caches Python wrote; its snapshot
-    // folder is named by the commit itself.
-    let pinned_snapshot = (revision.len() == 40
-        && revision
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
-    .then(|| {
-        Cache::from_env()
-            .path()
-            .join(hf_repo.folder_name())
-            .join("snapshots")
-            .join(revision)
-    });
+    let is_commit = |r: &str| {
+        r.len() == 40
+            && r.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    };
+    // The commit the revision names: itself when pinned (caches Python wrote have no `refs/`
+    // entry for it), else what `refs/<revision>` records.
+    let commit = if is_commit(revision) {
+        Some(revision.to_string())
+    } else {
+        std::fs::read_to_string(repo_dir.join("refs").join(revision))
+            .ok()
+            .map(|c| c.trim().to_string())
+            .filter(|c| is_commit(c))
+    };
+    let cached = |file: &str| -> Option<PathBuf> {
+        cache.get(file).or_else(|| {
+            let c = commit.as_ref()?;
+            Some(repo_dir.join("snapshots").join(c).join(file)).filter(|p| p.exists())
+        })
+    };
+    let known_absent = |file: &str| {
+        commit
+            .as_ref()
+            .is_some_and(|c| repo_dir.join(".no_exist").join(c).join(file).exists())
+    };
     let get = |file: &str| -> Result<Option<PathBuf>> {
-        if let Some(p) = cache.get(file) {
+        if let Some(p) = cached(file) {
             return Ok(Some(p));
         }
-        if let Some(p) = pinned_snapshot.as_ref().map(|dir| dir.join(file)) {
-            if p.exists() {
-                return Ok(Some(p));
-            }
+        if known_absent(file) {
+            return Ok(None);
         }
         let Some(api) = &api else { return Ok(None) };
         match api.get(file) {
             Ok(p) => Ok(Some(p)),
             // Optional files (tokenizer_config.json, the shard index) answer 404 when absent.
             Err(e) if e.to_string().contains("404") => Ok(None),
-            Err(e) => Err(anyhow!(
-                "could not fetch {file} of {repo}@{revision} from the Hugging Face hub: {e}. \
-                 If this machine is offline, download the model elsewhere into the Hugging Face cache \
-                 (HF_HOME) or pass a local directory with --model"
-            )),
+            Err(e) => {
+                let text = e.to_string();
+                let hint = if text.contains("401") || text.contains("403") {
+                    "the repo is gated or private: accept its licence on huggingface.co and set \
+                     HF_TOKEN (or log in with `huggingface-cli login`)"
+                } else {
+                    "if the model is in the Hugging Face cache (HF_HOME) already, set \
+                     HF_HUB_OFFLINE=1; otherwise download it there elsewhere, or pass a local \
+                     directory with --model"
+                };
+                Err(anyhow!(
+                    "could not fetch {file} of {repo}@{revision} from the Hugging Face hub: \
+                     {text}. {hint}"
+                ))
+            }
         }
     };
     let config = get("config.json")?.ok_or_else(|| {
-        anyhow!(
-            "{repo}@{revision}: config.json is not in the Hugging Face cache ({}){}",
-            Cache::from_env().path().display(),
-            if offline {
-                " and HF_HUB_OFFLINE is set"
-            } else {
-                ""
-            }
-        )
+        if api.is_some() {
+            anyhow!(
+                "{repo}@{revision}: the hub has no config.json there (a GGUF-only repo? pass the \
+                 .gguf file's local path with --model)"
+            )
+        } else {
+            anyhow!(
+                "{repo}@{revision}: config.json is not in the Hugging Face cache ({}) and \
+                 HF_HUB_OFFLINE is set",
+                Cache::from_env().path().display()
+            )
+        }
     })?;
+    let snapshot = config.parent().map(Path::to_path_buf).unwrap_or_default();
     get("tokenizer.json")?;
     get("tokenizer_config.json")?;
-    if let Some(index) = get("model.safetensors.index.json")? {
-        for shard in shard_names(&index)? {
-            get(&shard)?.ok_or_else(|| anyhow!("{repo}: shard {shard} is missing"))?;
+    // A single cached weights file needs no index (and no network to ask for one).
+    if cached("model.safetensors").is_none() {
+        if let Some(index) = get("model.safetensors.index.json")? {
+            for shard in shard_names(&index)? {
+                get(&shard)?.ok_or_else(|| {
+                    anyhow!(
+                        "{repo}: shard {shard} is missing from {}",
+                        snapshot.display()
+                    )
+                })?;
+            }
+        } else {
+            get("model.safetensors")?.ok_or_else(|| {
+                anyhow!(
+                    "{repo}@{revision}: neither model.safetensors nor an index was found in {}",
+                    snapshot.display()
+                )
+            })?;
         }
-    } else {
-        get("model.safetensors")?.ok_or_else(|| {
-            anyhow!("{repo}@{revision}: neither model.safetensors nor an index was found")
-        })?;
     }
-    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+    Ok(snapshot)
 }
 
 /// The shard files named by a `model.safetensors.index.json`, refusing any that leave the

@@ -311,6 +311,98 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
         );
     }
     assert!(super::source::parse_model_arg("Qwen/Qwen2.5-7B-Instruct", home.path()).is_ok());
+
+    // A cache laid out as Python writes it (blobs named by sha256, snapshot links, a
+    // `.no_exist` marker for the absent shard index) opens with no network and no
+    // HF_HUB_OFFLINE: the endpoint below answers nothing.
+    std::env::remove_var("HF_HUB_OFFLINE");
+    std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    python_style_cache(home.path(), "blobbed", commit);
+    let load = |name: &str| {
+        let arg = format!("hf:verillm-test/{name}");
+        let source = super::source::parse_model_arg(&arg, home.path()).unwrap();
+        load_model(&arg, &source, Precision::Full, DeviceProfile::CPU_F32)
+    };
+    let m = load("blobbed").unwrap();
+    assert_eq!(m.model.config.n_layers, 2);
+    // Its identity is the weights' content hash, and a blob whose content no longer matches its
+    // name is reported as damaged instead of passing for the real weights.
+    let weights_blob = python_style_cache(home.path(), "damaged", commit);
+    let mut bytes = std::fs::read(&weights_blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights_blob, bytes).unwrap();
+    let Err(error) = load("damaged") else {
+        panic!("a damaged blob loaded");
+    };
+    assert!(format!("{error:#}").contains("damaged"), "{error:#}");
+
+    // A gated repo: HF_TOKEN is sent, and a refusal says what to do about it. The "hub" is a
+    // local socket that records the request and answers 401.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let hub = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut request = String::new();
+        while reader.read_line(&mut request).unwrap() > 2 && !request.ends_with("\r\n\r\n") {}
+        let mut stream = stream;
+        stream
+            .write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+        request
+    });
+    std::env::set_var("HF_ENDPOINT", &endpoint);
+    std::env::set_var("HF_TOKEN", "hf_verillm_test_token");
+    let Err(error) = load("gated") else {
+        panic!("a refused repo loaded");
+    };
+    std::env::remove_var("HF_TOKEN");
+    std::env::remove_var("HF_ENDPOINT");
+    let request = hub.join().unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer hf_verillm_test_token"),
+        "{request}"
+    );
+    assert!(format!("{error:#}").contains("HF_TOKEN"), "{error:#}");
+}
+
+/// Writes the tiny Qwen2 model into `home`'s hub cache as `verillm-test/<name>` the way Python's
+/// huggingface_hub lays it out, and returns the weights blob.
+fn python_style_cache(home: &std::path::Path, name: &str, commit: &str) -> std::path::PathBuf {
+    let repo_dir = home
+        .join("hub")
+        .join(format!("models--verillm-test--{name}"));
+    let files = tempfile::tempdir().unwrap();
+    write_tiny_qwen2(files.path(), true);
+    let (blobs, snapshot) = (
+        repo_dir.join("blobs"),
+        repo_dir.join("snapshots").join(commit),
+    );
+    for dir in [&blobs, &snapshot, &repo_dir.join("refs")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut weights = None;
+    for entry in std::fs::read_dir(files.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let hash = crate::util::sha256_file(&path).unwrap();
+        std::fs::copy(&path, blobs.join(&hash)).unwrap();
+        let file_name = path.file_name().unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{hash}"), snapshot.join(file_name))
+            .unwrap();
+        if file_name == "model.safetensors" {
+            weights = Some(blobs.join(&hash));
+        }
+    }
+    std::fs::write(repo_dir.join("refs").join("main"), commit).unwrap();
+    let absent = repo_dir.join(".no_exist").join(commit);
+    std::fs::create_dir_all(&absent).unwrap();
+    std::fs::write(absent.join("model.safetensors.index.json"), "").unwrap();
+    weights.expect("the tiny model has weights")
 }
 
 #[test]
