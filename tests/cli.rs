@@ -9,6 +9,9 @@ use serde_json::Value;
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verillm-tui"));
     c.env_remove("VERILLM_CONFIG_DIR");
+    // Tests run side by side: one compute thread each keeps them from oversubscribing the
+    // cores (results do not depend on the thread count).
+    c.env("RAYON_NUM_THREADS", "1");
     c
 }
 
@@ -796,6 +799,9 @@ fn malformed_arguments_name_what_is_wrong() {
     assert!(err.contains("--cutoff 1.5"), "{err}");
     let err = run_err(&["verify", "/tmp", "--cutoff", "1"], d);
     assert!(err.contains("--cutoff 1 must be in [0, 1)"), "{err}");
+    // A bench size that cannot run is refused before anything is measured.
+    let err = run_err(&["bench", "--ratio-at", "128,0"], d);
+    assert!(err.contains("--ratio-at 0"), "{err}");
     // Refused before the run creates its results directory.
     let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
     assert!(err.contains("--max-tokens 0"), "{err}");

@@ -71,6 +71,8 @@ impl Tmux {
             .args(size)
             .args(["sh", "-c", script])
             .env_remove("VERILLM_CONFIG_DIR")
+            // Consoles of parallel tests must not oversubscribe the cores.
+            .env("RAYON_NUM_THREADS", "1")
             .status()
             .unwrap()
             .success();
@@ -340,7 +342,13 @@ fn cancelling_a_run_keeps_the_generated_tokens_as_a_bundle() {
     // Verified later, its checks are real but the trial is marked incomplete: a prefix of an
     // output is not a finished inference.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_verillm-tui"))
-        .args(["verify", bundle.to_str().unwrap(), "--json"])
+        .args([
+            "verify",
+            bundle.to_str().unwrap(),
+            "--json",
+            "--threads",
+            "1",
+        ])
         .env("VERILLM_DATA_DIR", data.path())
         .env_remove("VERILLM_CONFIG_DIR")
         .output()

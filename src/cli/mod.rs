@@ -41,8 +41,10 @@ pub struct GlobalArgs {
     /// Where results and logs are written; also VERILLM_DATA_DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Compute threads for candle's CPU kernels (default: RAYON_NUM_THREADS, else half the
-    /// logical CPUs, i.e. the physical cores on most machines).
+    /// Compute threads for candle's CPU kernels (default: RAYON_NUM_THREADS, else one per
+    /// physical core but one, left for the console and other work: candle's thread pool
+    /// spin-waits, and collapses when a core it counts on is busy). On an idle machine all
+    /// cores are faster: see the README's "Threads".
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
 }
@@ -309,18 +311,49 @@ pub fn workspace(global: &GlobalArgs) -> Result<Workspace> {
     ))
 }
 
-/// Sets the CPU thread count before any compute thread exists. candle sizes its pool from
-/// RAYON_NUM_THREADS; on 2-vCPU machines its spin-barrier pool made quantized decoding 20×
-/// slower with 2 threads than with 1 (measured: 1.9 vs 45 tok/s), and f32 prefill was faster
-/// with one thread too, so the default is the physical-core estimate (logical CPUs / 2).
+/// Sets the CPU thread count before any compute thread exists (candle sizes its pool from
+/// RAYON_NUM_THREADS). The default is one thread per physical core but one: SMT siblings add
+/// little to matmuls, and candle's pool synchronises with spin barriers, which collapse when a
+/// core they count on is busy with anything else (the console's own drawing included) —
+/// measured on 2 vCPUs with one core busy: native decode 3.4 tok/s with 2 threads, 25.6 with 1
+/// (README, "Threads").
 fn configure_threads(flag: Option<usize>) {
     let chosen = match flag {
         Some(n) => n.max(1),
         None if std::env::var_os("RAYON_NUM_THREADS").is_some() => return,
-        None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        None => physical_cores().saturating_sub(1).max(1),
     };
     // SAFETY of set_var: called at the start of main, before any other thread is spawned.
     std::env::set_var("RAYON_NUM_THREADS", chosen.to_string());
+}
+
+/// Physical cores: distinct (physical id, core id) pairs of /proc/cpuinfo on Linux; elsewhere
+/// the logical CPUs.
+fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut package = "";
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => package = value.trim(),
+            "core id" => {
+                cores.insert((package.to_string(), value.trim().to_string()));
+            }
+            _ => {}
+        }
+    }
+    // A container may see fewer CPUs than the host's cores listed.
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
 }
 
 pub fn main() -> ExitCode {
