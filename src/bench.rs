@@ -128,6 +128,15 @@ pub fn run_bench(
     let full = load(Precision::Full)?;
     let native = load(Precision::Native)?;
     let (_, prompt_ids) = render_prompt(&full, &[("user".into(), BENCH_PROMPT.into())])?;
+    // Every requested N is checked before anything is measured, so a bad one costs no figures.
+    let room = full.model.max_positions().saturating_sub(prompt_ids.len());
+    if let Some(bad) = ratio_sizes.iter().find(|&&n| n == 0 || n > room) {
+        anyhow::bail!(
+            "--ratio-at {bad}: each N must be 1..={room} (the model's context minus the \
+             {}-token bench prompt)",
+            prompt_ids.len()
+        );
+    }
     let layers: Vec<usize> = vec![8, 16, 24];
     eprintln!("bench: decoding 128 tokens on {device} (native Q4_1, then full)…");
     let decode = vec![

@@ -9,15 +9,17 @@ fn progress_printer(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut started = std::time::Instant::now();
+        // Each trial's own start: with --jobs, trials decode side by side.
+        let mut started: std::collections::HashMap<usize, std::time::Instant> = Default::default();
         while let Some(ev) = rx.recv().await {
             let line = match ev {
                 EngineEvent::TrialStarted { trial, prompt_tokens, max_new_tokens, .. } => {
-                    started = std::time::Instant::now();
+                    started.insert(trial, std::time::Instant::now());
                     Some(format!("trial {trial}: prompt {prompt_tokens} tokens, generating up to {max_new_tokens}"))
                 }
                 EngineEvent::Token { trial, index, .. } if (index + 1) % 32 == 0 => {
-                    let rate = (index + 1) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    let since = started.get(&trial).map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    let rate = (index + 1) as f64 / since.max(1e-9);
                     Some(format!("trial {trial}: {} tokens, {rate:.1} tok/s", index + 1))
                 }
                 EngineEvent::InferenceDone { trial, tokens, time_s } => {

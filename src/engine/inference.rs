@@ -67,6 +67,7 @@ pub fn generate(
     layers.sort_unstable();
     layers.dedup();
     let mut captured = CapturedStates::new(layers.clone(), tm.config.hidden, tm.dtype())?;
+    captured.reserve_rows(params.max_new_tokens);
     let eos = model.tokenizer.eos_ids();
     let mut sampler = Sampler::new(params.clone());
     let mut stream = model.tokenizer.token_stream();

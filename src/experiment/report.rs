@@ -158,7 +158,11 @@ pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> Run
     RunRow {
         path: path.to_path_buf(),
         experiment: summary.experiment.clone(),
-        pairing: summary.pairing.clone(),
+        // Speeds of trials that shared the CPU are not clean: the row says so.
+        pairing: match summary.jobs {
+            Some(jobs) if jobs > 1 => format!("{} · {jobs} jobs at once", summary.pairing),
+            _ => summary.pairing.clone(),
+        },
         trials: trials.len(),
         expected: summary.expected_verdict,
         passed: verdicts(TrialVerdict::Pass),
@@ -319,12 +323,18 @@ mod tests {
         for (trial, file) in trials.iter().zip(&files) {
             crate::plot::tests::write_json(&dir.path().join(file), trial);
         }
-        let summary = crate::plot::tests::summary_for("exp1", &trials, files);
+        let mut summary = crate::plot::tests::summary_for("exp1", &trials, files);
+        summary.jobs = Some(2);
         let path = dir.path().join("summary.json");
         crate::plot::tests::write_json(&path, &summary);
 
         let row = load_row(&path).unwrap();
         assert_eq!(row.rel_l2_max, f64::INFINITY);
+        assert!(
+            row.pairing.ends_with(" · 2 jobs at once"),
+            "{}",
+            row.pairing
+        );
         assert!((row.decode_tokens_per_s - 3.5).abs() < 1e-12, "{row:?}");
         let json = serde_json::to_value(&row).unwrap();
         assert_eq!(json["rel_l2_max"], "inf");

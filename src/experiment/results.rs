@@ -200,6 +200,10 @@ pub struct RunSummary {
     /// Trials the run set out to make (absent from files written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_trials: Option<usize>,
+    /// Trials run side by side (`run --jobs`): above 1 they shared the CPU, so their speeds and
+    /// overheads are not clean measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
     /// Trial result files, relative to the summary's directory.
     pub trial_files: Vec<String>,
     pub aggregate: Aggregate,

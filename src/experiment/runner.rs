@@ -464,6 +464,8 @@ pub struct RunContext {
     pub started_at: u64,
     /// Trials the run set out to make (or bundles it set out to verify).
     pub planned_trials: usize,
+    /// Trials run side by side.
+    pub jobs: usize,
 }
 
 impl RunContext {
@@ -475,6 +477,7 @@ impl RunContext {
             expected: spec.expected,
             started_at,
             planned_trials,
+            jobs: req.jobs.max(1),
         }
     }
 }
@@ -722,6 +725,7 @@ pub fn summarize(run: &RunContext, trials: &[TrialResult], complete: bool) -> Op
         expected_verdict: expected,
         trials: trials.len(),
         planned_trials: Some(run.planned_trials),
+        jobs: Some(run.jobs),
         trial_files: trials.iter().map(|t| trial_file_name(t.trial)).collect(),
         aggregate: Aggregate {
             avg_accept_rate: trials
@@ -757,6 +761,7 @@ mod tests {
             expected: TrialVerdict::Pass,
             started_at: 1_700_000_000,
             planned_trials: 4,
+            jobs: 1,
         };
         let summary = |trials: &[TrialResult]| summarize(&run, trials, true).unwrap();
         let whole = summary(&trials);

@@ -348,6 +348,7 @@ pub(crate) fn summary_for(
         expected_verdict: trials[0].summary.expected_verdict,
         trials: trials.len(),
         planned_trials: Some(trials.len()),
+        jobs: Some(1),
         trial_files: files,
         aggregate: Aggregate {
             avg_accept_rate: trials

@@ -201,6 +201,7 @@ pub(super) fn past_run(dir: &str, trials: usize) -> PastRun {
             trials,
             // One more planned than finished: a run cut short shows it as done/planned.
             planned_trials: Some(trials + 1),
+            jobs: None,
             trial_files: (0..trials).map(|t| format!("trial_{t}.json")).collect(),
             aggregate: Aggregate {
                 avg_accept_rate: 0.987,
