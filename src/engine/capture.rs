@@ -5,6 +5,9 @@ use anyhow::{bail, ensure, Result};
 use candle_core::{DType, Tensor};
 use half::{bf16, f16};
 
+/// The most [`CapturedStates::reserve_rows`] sets aside up front, over all layers.
+pub const MAX_RESERVED_BYTES: usize = 2 << 30;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapturedStates {
     /// Hidden-state indices, ascending.
@@ -34,11 +37,18 @@ impl CapturedStates {
 
     /// Makes room for `rows` more rows per layer at once, so a long generation does not leave
     /// the buffers up to twice their size from repeated doubling (measured: peak memory grew
-    /// 3.2× the captured bytes). Untouched room costs address space, not memory.
+    /// 3.2× the captured bytes). Untouched room costs address space, not memory, but a token
+    /// budget is only an upper bound: beyond [`MAX_RESERVED_BYTES`] in all, the buffers grow
+    /// as they fill instead (a 70B model's every layer over a long context would ask for more
+    /// address space than a machine may grant).
     pub fn reserve_rows(&mut self, rows: usize) {
-        let bytes = rows * self.hidden * self.dtype.size_in_bytes();
+        let row_bytes = self.hidden * self.dtype.size_in_bytes();
+        let per_layer = rows.saturating_mul(row_bytes);
+        if per_layer.saturating_mul(self.data.len()) > MAX_RESERVED_BYTES {
+            return;
+        }
         for buffer in &mut self.data {
-            buffer.reserve_exact(bytes);
+            buffer.reserve_exact(per_layer);
         }
     }
 
@@ -170,5 +180,17 @@ mod tests {
         c.push(&[(1, a)]).unwrap();
         assert_eq!(c.bytes(), 4);
         assert_eq!(c.row_f32(0, 0), vec![1.5, -2.0]);
+    }
+
+    #[test]
+    fn room_is_reserved_for_a_budget_but_never_beyond_the_cap() {
+        let mut small = CapturedStates::new(vec![8, 16], 576, DType::F32).unwrap();
+        small.reserve_rows(1000);
+        assert!(small.data.iter().all(|b| b.capacity() >= 1000 * 576 * 4));
+        // A 70B-sized capture (81 hidden states of 8192) over a 128k budget: nothing reserved,
+        // rather than an allocation the machine refuses.
+        let mut huge = CapturedStates::new((0..81).collect(), 8192, DType::BF16).unwrap();
+        huge.reserve_rows(131_072);
+        assert!(huge.data.iter().all(|b| b.capacity() == 0));
     }
 }
