@@ -285,15 +285,37 @@ fn a_terminal_that_goes_away_mid_run_is_a_hang_up_that_keeps_the_bundle() {
     tmux.keys(&["Enter"]);
     tmux.wait_for_tokens(512, 8);
     let _ = tmux.cmd().args(["kill-session", "-t", "gone"]).status();
-    let start = Instant::now();
-    while !status.exists() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let code = std::fs::read_to_string(&status).expect("the console ended");
     // stderr was that terminal too: nothing may panic writing to it (101).
-    assert_eq!(code.trim(), "129");
+    assert_eq!(exit_status_written_to(&status), "129");
     let (_, manifest) = only_exp1_run_first_bundle(data.path());
     assert_eq!(manifest["cancelled"], true);
+
+    // An idle console notices too (its input only reads end-of-file): it must not linger.
+    let idle_status = data.path().join("idle-status");
+    let script = format!(
+        "trap '' HUP; VERILLM_DATA_DIR={d} {bin}; echo $? > {status}",
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+        status = idle_status.display(),
+    );
+    let idle = Tmux::launch("gone-idle", &script);
+    let _ = idle
+        .cmd()
+        .args(["kill-session", "-t", "gone-idle"])
+        .status();
+    assert_eq!(exit_status_written_to(&idle_status), "129");
+}
+
+/// The exit status a pane's script wrote to `path` once the console ended (30 s at most).
+fn exit_status_written_to(path: &Path) -> String {
+    let start = Instant::now();
+    while !path.exists() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::read_to_string(path)
+        .expect("the console ended")
+        .trim()
+        .to_string()
 }
 
 /// The bundle of trial 0 of the one exp1 run in the data directory, and its manifest.

@@ -63,7 +63,12 @@ fn render_notice(frame: &mut Frame, area: Rect, app: &App) {
     // A long reply (an export folder's path) wraps upward over the footer, up to three rows,
     // rather than losing its end.
     let mut lines = super::wrap::wrap_spans(&spans, usize::from(area.width));
-    lines.truncate(3);
+    if lines.len() > 3 {
+        // Its start and its last row, which says how to dismiss it.
+        let last = lines.pop().expect("more than three rows");
+        lines.truncate(2);
+        lines.push(last);
+    }
     let rows = Rect {
         y: area.bottom().saturating_sub(lines.len() as u16),
         height: lines.len() as u16,

@@ -28,6 +28,8 @@ const FRAME: Duration = Duration::from_millis(33);
 /// Longest a frame spends applying events: an engine producing faster than the UI can apply must
 /// not keep the screen from being drawn; what is left waits for the next frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(25);
+/// Longest an idle screen goes undrawn (see `drive`).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// After quitting with a run going, how long to wait for the engines to save partial results.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -387,6 +389,9 @@ async fn drive(
     let mut input_open = true;
     // Once a frame fails to draw, the terminal is taken for gone and not drawn on again.
     let mut terminal_lost = false;
+    // An idle screen is still drawn now and then: a failed draw is the only sign that a
+    // terminal vanished while no signal reached us (its input just reads end-of-file).
+    let mut last_drawn = Instant::now();
     loop {
         let signalled = matches!(ending, Ending::Signal(_));
         tokio::select! {
@@ -395,9 +400,11 @@ async fn drive(
                 if PANICKED.load(Ordering::SeqCst) {
                     anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
                 }
-                if !terminal_lost && (dirty || app.live().is_some()) {
+                let heartbeat = last_drawn.elapsed() >= HEARTBEAT;
+                if !terminal_lost && (dirty || heartbeat || app.live().is_some()) {
                     let drawn = terminal.draw(|frame| draw(frame, app));
                     dirty = false;
+                    last_drawn = Instant::now();
                     if drawn.is_err() {
                         terminal_lost = true;
                         input_open = false;
