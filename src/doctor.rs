@@ -81,7 +81,8 @@ pub fn run_checks(config_dir: Option<&Path>, model_dir: &Path, data_dir: &Path) 
                 format!("{}: sha256 {h} is wrong", gguf.display()),
                 "run `verillm-tui fetch-model`, which replaces it".into(),
             )),
-            Err(_) if !gguf.exists() && !gguf.is_symlink() => Err((
+            // `exists` follows links: a dangling one is missing too, and fetching replaces it.
+            Err(_) if !gguf.exists() => Err((
                 format!("{} is missing", gguf.display()),
                 "run `verillm-tui fetch-model` (or `make model`)".into(),
             )),

@@ -52,7 +52,8 @@ pub fn ensure_embedded_model(dir: &Path) -> Result<PathBuf> {
 /// fetched again rather than reported.
 pub fn refetch_embedded_model(dir: &Path) -> Result<PathBuf> {
     let target = embedded_gguf_path(dir);
-    if target.exists() && verify(&target, GGUF_SHA256).is_err() {
+    // Only a readable file with the wrong contents is replaced; anything else is reported.
+    if sha256_file(&target).is_ok_and(|actual| actual != GGUF_SHA256) {
         eprintln!(
             "{}: checksum wrong, fetching a fresh copy",
             target.display()
@@ -104,9 +105,18 @@ fn fetch(dir: &Path) -> Result<()> {
             embedded_gguf_path(dir).display()
         )
     })?;
-    let pid = std::process::id();
-    let staging = dir.join(format!(".download-{pid}"));
-    let partial = dir.join(format!("{GGUF_FILE_NAME}.partial-{pid}"));
+    sweep_abandoned_staging(dir);
+    // Unique to this fetch even across containers sharing the folder (each may be PID 1).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tag = format!(
+        "{}-{nanos:x}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let staging = dir.join(format!("{STAGING_PREFIX}{tag}"));
+    let partial = dir.join(format!("{GGUF_FILE_NAME}{PARTIAL_INFIX}{tag}"));
     let fetched = fetch_into(dir, python, &staging, &partial);
     let _ = std::fs::remove_dir_all(&staging);
     if fetched.is_err() {
@@ -115,9 +125,40 @@ fn fetch(dir: &Path) -> Result<()> {
     fetched
 }
 
+const STAGING_PREFIX: &str = ".download-";
+const PARTIAL_INFIX: &str = ".partial-";
+/// Staging older than this belongs to a fetch that was killed (a fetch takes seconds).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Removes what killed fetches left behind (up to ~200 MB each), and the names older versions
+/// staged under.
+fn sweep_abandoned_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let staged = name.starts_with(STAGING_PREFIX)
+            || name == ".download"
+            || (name.starts_with(GGUF_FILE_NAME) && name.contains(".partial"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_AFTER);
+        if staged && old {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
 fn fetch_into(dir: &Path, python: &str, staging: &Path, partial: &Path) -> Result<()> {
-    let _ = std::fs::remove_dir_all(staging);
-    let _ = std::fs::remove_file(partial);
     std::fs::create_dir(staging)
         .with_context(|| format!("creating the staging folder {}", staging.display()))?;
     eprintln!(
@@ -173,4 +214,35 @@ fn fetch_into(dir: &Path, python: &str, staging: &Path, partial: &Path) -> Resul
     let target = embedded_gguf_path(dir);
     std::fs::rename(partial, &target)
         .with_context(|| format!("moving {} to {}", partial.display(), target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed fetch's staging is swept by a later fetch once it is clearly abandoned; a fetch
+    /// that may still be running (recent) is left alone.
+    #[test]
+    fn abandoned_staging_is_swept_and_recent_staging_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_dir = dir.path().join(".download-7-abc");
+        let old_file = dir.path().join(format!("{GGUF_FILE_NAME}.partial-7-abc"));
+        let recent = dir.path().join(".download-8-def");
+        let unrelated = dir.path().join("notes.txt");
+        std::fs::create_dir(&old_dir).unwrap();
+        std::fs::write(old_dir.join("x.whl"), b"wheel").unwrap();
+        std::fs::write(&old_file, b"part").unwrap();
+        std::fs::create_dir(&recent).unwrap();
+        std::fs::write(&unrelated, b"keep").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 3600);
+        for path in [&old_dir, &old_file, &unrelated] {
+            std::fs::File::open(path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        sweep_abandoned_staging(dir.path());
+        assert!(!old_dir.exists() && !old_file.exists());
+        assert!(recent.exists() && unrelated.exists());
+    }
 }
