@@ -45,6 +45,8 @@ pub struct RunRow {
     #[serde(serialize_with = "float_serde::serialize")]
     pub decode_tokens_per_s: f64,
     pub avg_overhead_percentage: f64,
+    /// Trials run side by side: above 1 they shared the CPU, so speeds are not clean.
+    pub jobs: usize,
     pub complete: bool,
 }
 
@@ -158,11 +160,8 @@ pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> Run
     RunRow {
         path: path.to_path_buf(),
         experiment: summary.experiment.clone(),
-        // Speeds of trials that shared the CPU are not clean: the row says so.
-        pairing: match summary.jobs {
-            Some(jobs) if jobs > 1 => format!("{} · {jobs} jobs at once", summary.pairing),
-            _ => summary.pairing.clone(),
-        },
+        pairing: summary.pairing.clone(),
+        jobs: summary.jobs.unwrap_or(1),
         trials: trials.len(),
         expected: summary.expected_verdict,
         passed: verdicts(TrialVerdict::Pass),
@@ -213,7 +212,12 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
         out.push_str(&format!(
             "| {}{incomplete} | {} | {} | {:.3} | {verdicts} ({} {mark}) | {} / {} / {} | {:.4} | {} | {:.1} % |\n",
             cell(&r.experiment),
-            cell(&r.pairing),
+            // Speeds of trials that shared the CPU are not clean: the row says so.
+            if r.jobs > 1 {
+                format!("{} · {} jobs at once", cell(&r.pairing), r.jobs)
+            } else {
+                cell(&r.pairing)
+            },
             r.trials,
             r.accept_rate,
             verdict_word(r.expected),
@@ -330,15 +334,15 @@ mod tests {
 
         let row = load_row(&path).unwrap();
         assert_eq!(row.rel_l2_max, f64::INFINITY);
-        assert!(
-            row.pairing.ends_with(" · 2 jobs at once"),
-            "{}",
-            row.pairing
-        );
+        assert_eq!(row.jobs, 2);
         assert!((row.decode_tokens_per_s - 3.5).abs() < 1e-12, "{row:?}");
         let json = serde_json::to_value(&row).unwrap();
         assert_eq!(json["rel_l2_max"], "inf");
-        assert!(format_markdown(&[row]).contains("| 3.5 |"));
+        let table = format_markdown(&[row]);
+        assert!(
+            table.contains("| 3.5 |") && table.contains(" · 2 jobs at once |"),
+            "{table}"
+        );
 
         // Files written before the decode time was recorded: the speed is unknown, not the
         // end-to-end rate under the decode label.

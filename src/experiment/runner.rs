@@ -477,7 +477,8 @@ impl RunContext {
             expected: spec.expected,
             started_at,
             planned_trials,
-            jobs: req.jobs.max(1),
+            // Trials that could actually run side by side.
+            jobs: req.jobs.clamp(1, planned_trials.max(1)),
         }
     }
 }

@@ -114,14 +114,13 @@ pub fn check_revision(revision: &str) -> Result<(), String> {
 
 /// Fetches a hub repo's files into the Hugging Face cache (HF_HOME respected, so downloads made
 /// by Python are reused) and returns the snapshot directory. Files already cached, and files
-/// the cache records as absent (`.no_exist`, as Python writes it), need no network: a model
-/// cached whole opens offline. `HF_TOKEN` (or the token file in HF_HOME) authenticates gated
-/// repos.
+/// the cache records as absent (`.no_exist`, as Python writes it), need no network, so a cache
+/// Python wrote opens offline; an optional file that is neither (hf-hub records no absences)
+/// is asked of the hub unless HF_HUB_OFFLINE=1. `HF_TOKEN` (or the token file in HF_HOME)
+/// authenticates gated repos.
 pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
-    use hf_hub::{Cache, Repo, RepoType};
+    use hf_hub::{Repo, RepoType};
     let hf_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
-    let cache = Cache::from_env().repo(hf_repo.clone());
-    let repo_dir = Cache::from_env().path().join(hf_repo.folder_name());
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let api = if offline {
@@ -139,6 +138,46 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
                 .repo(hf_repo.clone()),
         )
     };
+    // hf-hub downloads into the snapshot of the hub's current commit and moves the ref there:
+    // a cache whose ref pointed at an older commit can end up split across two snapshots. A
+    // second pass then finds (or fetches) everything in the new one.
+    let first = resolve_snapshot(repo, revision, &hf_repo, api.as_ref())?;
+    if first.consistent {
+        return Ok(first.snapshot);
+    }
+    let second = resolve_snapshot(repo, revision, &hf_repo, api.as_ref())?;
+    anyhow::ensure!(
+        second.consistent,
+        "{repo}@{revision}: its files are split across snapshots of different commits in the \
+         Hugging Face cache (under {}); download the model again",
+        second.snapshot.display()
+    );
+    Ok(second.snapshot)
+}
+
+/// Where one pass over a repo's files found them.
+struct Resolved {
+    snapshot: PathBuf,
+    /// Every file found lies in `snapshot`.
+    consistent: bool,
+}
+
+/// The HTTP status of a hub request's error (ureq writes "<url>: status code <n>"); matched at
+/// the end, so digits in the URL (a commit hash) never pass for a status.
+pub(crate) fn http_status(error: &str) -> Option<u16> {
+    let (_, code) = error.rsplit_once("status code ")?;
+    code.trim().parse().ok()
+}
+
+fn resolve_snapshot(
+    repo: &str,
+    revision: &str,
+    hf_repo: &hf_hub::Repo,
+    api: Option<&hf_hub::api::sync::ApiRepo>,
+) -> Result<Resolved> {
+    use hf_hub::Cache;
+    let cache = Cache::from_env().repo(hf_repo.clone());
+    let repo_dir = Cache::from_env().path().join(hf_repo.folder_name());
     let is_commit = |r: &str| {
         r.len() == 40
             && r.chars()
@@ -165,21 +204,21 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
             .as_ref()
             .is_some_and(|c| repo_dir.join(".no_exist").join(c).join(file).exists())
     };
-    let get = |file: &str| -> Result<Option<PathBuf>> {
+    let get_file = |file: &str| -> Result<Option<PathBuf>> {
         if let Some(p) = cached(file) {
             return Ok(Some(p));
         }
         if known_absent(file) {
             return Ok(None);
         }
-        let Some(api) = &api else { return Ok(None) };
+        let Some(api) = api else { return Ok(None) };
         match api.get(file) {
             Ok(p) => Ok(Some(p)),
             // Optional files (tokenizer_config.json, the shard index) answer 404 when absent.
-            Err(e) if e.to_string().contains("404") => Ok(None),
+            Err(e) if http_status(&e.to_string()) == Some(404) => Ok(None),
             Err(e) => {
                 let text = e.to_string();
-                let hint = if text.contains("401") || text.contains("403") {
+                let hint = if matches!(http_status(&text), Some(401 | 403)) {
                     "the repo is gated or private: accept its licence on huggingface.co and set \
                      HF_TOKEN (or log in with `huggingface-cli login`)"
                 } else {
@@ -193,6 +232,12 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
                 ))
             }
         }
+    };
+    let found = std::cell::RefCell::new(Vec::new());
+    let get = |file: &str| -> Result<Option<PathBuf>> {
+        let path = get_file(file)?;
+        found.borrow_mut().extend(path.clone());
+        Ok(path)
     };
     let config = get("config.json")?.ok_or_else(|| {
         if api.is_some() {
@@ -212,7 +257,9 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
     get("tokenizer.json")?;
     get("tokenizer_config.json")?;
     // A single cached weights file needs no index (and no network to ask for one).
-    if cached("model.safetensors").is_none() {
+    if let Some(weights) = cached("model.safetensors") {
+        found.borrow_mut().push(weights);
+    } else {
         if let Some(index) = get("model.safetensors.index.json")? {
             for shard in shard_names(&index)? {
                 get(&shard)?.ok_or_else(|| {
@@ -231,7 +278,14 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
             })?;
         }
     }
-    Ok(snapshot)
+    let consistent = found
+        .borrow()
+        .iter()
+        .all(|p| p.parent() == Some(snapshot.as_path()));
+    Ok(Resolved {
+        snapshot,
+        consistent,
+    })
 }
 
 /// The shard files named by a `model.safetensors.index.json`, refusing any that leave the

@@ -371,6 +371,19 @@ fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
     assert!(format!("{error:#}").contains("HF_TOKEN"), "{error:#}");
 }
 
+#[test]
+fn hub_errors_are_read_by_their_status_not_by_digits_in_the_url() {
+    use super::source::http_status;
+    let url = "https://huggingface.co/a/b/resolve/12345678904041ef/tokenizer_config.json";
+    assert_eq!(http_status(&format!("{url}: status code 404")), Some(404));
+    assert_eq!(http_status(&format!("{url}: status code 401")), Some(401));
+    // A connection failure whose URL happens to contain "404" is no "file absent".
+    assert_eq!(
+        http_status(&format!("{url}: Connection Failed: refused")),
+        None
+    );
+}
+
 /// Writes the tiny Qwen2 model into `home`'s hub cache as `verillm-test/<name>` the way Python's
 /// huggingface_hub lays it out, and returns the weights blob.
 fn python_style_cache(home: &std::path::Path, name: &str, commit: &str) -> std::path::PathBuf {
