@@ -7,4 +7,5 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod trial;
+mod verify_step;
 pub mod workspace;

@@ -1,0 +1,211 @@
+//! `run --step verify --from DIR`: verifies inference bundles made by `run --step infer`
+//! (possibly on another machine) as one run of an experiment. Bundles are untrusted: each is
+//! held to the experiment's inferencer precision and layers, a damaged or duplicated one is
+//! skipped and named, and the others are verified and summarized.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+
+use super::bundle::read_bundle;
+use super::config::ExperimentSpec;
+use super::results::{PromptInfo, TrialResult};
+use super::runner::{
+    remove_if_empty_run_dir, resolve_roles, results_dir, write_summary, write_trial, RunContext,
+    RunOutcome, RunRequest,
+};
+use super::trial::{verify_trial, VerifySettings};
+use super::workspace::Workspace;
+use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::engine::verification::DEFAULT_CHUNK;
+use crate::model::weights::Precision;
+
+pub(super) async fn verify_bundles(
+    ws: Arc<Workspace>,
+    req: &RunRequest,
+    from: &Path,
+    started_at: u64,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<RunOutcome> {
+    let spec = ws
+        .config
+        .experiments
+        .get(&req.experiment)
+        .cloned()
+        .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
+    let (inference, verifiers) = resolve_roles(&spec, req)?;
+    for role in &verifiers {
+        role.device.check_built()?;
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
+        .with_context(|| format!("reading bundle directory {}", from.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && e.file_name().to_string_lossy().starts_with("trial_")
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    ensure!(
+        !dirs.is_empty(),
+        "{}: no trial_* bundle directories",
+        from.display()
+    );
+    let out_dir = results_dir(&ws, req)?;
+    let settings = VerifySettings {
+        verifiers,
+        policy: spec.policy.clone(),
+        cutoff: spec.cutoff,
+        expected: spec.expected,
+        chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+        // Each bundle's precision must be the experiment's (verify_one_bundle), so a claim of
+        // `native` is one the experiment makes.
+        trust_native_claim: true,
+    };
+    let mut trials: Vec<TrialResult> = Vec::new();
+    // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
+    // results of the others: it is reported, skipped, and the run marked incomplete.
+    let mut failed: Vec<String> = Vec::new();
+    // (trial number, bundle) of every verified bundle, so a second claim names the first.
+    let mut claimed: Vec<(usize, &Path)> = Vec::new();
+    for dir in &dirs {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let expected = BundleExpectation {
+            spec: &spec,
+            inference_precision: inference.precision,
+        };
+        match verify_one_bundle(&ws, req, &expected, dir, &claimed, &settings, sink, cancel).await {
+            Ok(result) => {
+                claimed.push((result.trial, dir));
+                write_trial(&out_dir, &result)?;
+                sink.emit(EngineEvent::TrialDone {
+                    trial: result.trial,
+                    result: Box::new(result.clone()),
+                });
+                trials.push(result);
+            }
+            Err(e) => {
+                let message = format!("{}: skipped: {e:#}", dir.display());
+                sink.log(LogLevel::Error, message.clone());
+                failed.push(message);
+            }
+        }
+    }
+    let complete = !cancel.is_cancelled() && failed.is_empty();
+    let run = RunContext::of(req, &spec, started_at, dirs.len());
+    let (summary, summary_path) = write_summary(&out_dir, &run, &trials, complete)?;
+    if !failed.is_empty() {
+        let kept = match &summary_path {
+            Some(path) => format!("the other results are in {}", path.display()),
+            None => {
+                remove_if_empty_run_dir(&out_dir, req);
+                "no bundle could be verified".to_string()
+            }
+        };
+        bail!(
+            "{} of {} bundles could not be verified ({kept}):\n  {}",
+            failed.len(),
+            dirs.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(RunOutcome {
+        summary_path,
+        summary,
+        trials,
+        out_dir,
+    })
+}
+
+/// What an experiment requires of each bundle handed to `run --step verify`.
+struct BundleExpectation<'a> {
+    spec: &'a ExperimentSpec,
+    inference_precision: Precision,
+}
+
+/// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
+/// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
+/// and two bundles that claim the same trial are refused rather than overwrite each other.
+#[allow(clippy::too_many_arguments)]
+async fn verify_one_bundle(
+    ws: &Arc<Workspace>,
+    req: &RunRequest,
+    expected: &BundleExpectation<'_>,
+    dir: &Path,
+    used_trials: &[(usize, &Path)],
+    settings: &VerifySettings,
+    sink: &EventSink,
+    cancel: &CancelToken,
+) -> Result<TrialResult> {
+    let spec = expected.spec;
+    let bundle = read_bundle(dir)?;
+    // The experiment says how its inferencer runs: a bundle's own claim (say `native`, which
+    // the policy judges more loosely) is held to it.
+    ensure!(
+        bundle.manifest.precision == expected.inference_precision.to_string(),
+        "bundle declares precision {}, but {}'s inferencer runs {}",
+        bundle.manifest.precision,
+        req.experiment,
+        expected.inference_precision
+    );
+    // The experiment decides which layers are checked, not the bundle: one that committed
+    // to fewer (say only a shallow layer) would otherwise be judged on those alone.
+    let expected_layers = spec.layers.resolve(bundle.manifest.model.n_layers);
+    ensure!(
+        bundle.manifest.layers == expected_layers,
+        "bundle records layers {:?}, but {} checks {:?} ({} of a {}-layer model)",
+        bundle.manifest.layers,
+        req.experiment,
+        expected_layers,
+        spec.layers,
+        bundle.manifest.model.n_layers
+    );
+    let ctx = bundle.manifest.context.clone();
+    let trial = match &ctx {
+        Some(c) => {
+            ensure!(
+                c.experiment == req.experiment,
+                "bundle belongs to experiment {}, not {}",
+                c.experiment,
+                req.experiment
+            );
+            if let Some((_, other)) = used_trials.iter().find(|(t, _)| *t == c.trial) {
+                bail!(
+                    "trial {} is already taken by {} in this run",
+                    c.trial,
+                    other.display()
+                );
+            }
+            c.trial
+        }
+        None => (0..)
+            .find(|n| used_trials.iter().all(|(t, _)| t != n))
+            .unwrap_or(0),
+    };
+    let prompt = PromptInfo {
+        category: ctx
+            .as_ref()
+            .map_or_else(String::new, |c| c.prompt_category.clone()),
+        id: ctx
+            .as_ref()
+            .map_or_else(String::new, |c| c.prompt_id.clone()),
+        text: bundle.manifest.prompt_text.clone(),
+    };
+    let mut result = verify_trial(
+        ws.clone(),
+        Arc::new(bundle.manifest),
+        Arc::new(bundle.states),
+        settings,
+        prompt,
+        sink.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    result.trial = trial;
+    Ok(result)
+}
