@@ -204,7 +204,7 @@ fn resolve_snapshot(
             .as_ref()
             .is_some_and(|c| repo_dir.join(".no_exist").join(c).join(file).exists())
     };
-    let get_file = |file: &str| -> Result<Option<PathBuf>> {
+    let get = |file: &str| -> Result<Option<PathBuf>> {
         if let Some(p) = cached(file) {
             return Ok(Some(p));
         }
@@ -233,12 +233,6 @@ fn resolve_snapshot(
             }
         }
     };
-    let found = std::cell::RefCell::new(Vec::new());
-    let get = |file: &str| -> Result<Option<PathBuf>> {
-        let path = get_file(file)?;
-        found.borrow_mut().extend(path.clone());
-        Ok(path)
-    };
     let config = get("config.json")?.ok_or_else(|| {
         if api.is_some() {
             anyhow!(
@@ -254,34 +248,32 @@ fn resolve_snapshot(
         }
     })?;
     let snapshot = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    get("tokenizer.json")?;
-    get("tokenizer_config.json")?;
+    // Every file this pass found, to check they share one snapshot.
+    let mut found = vec![config.clone()];
+    found.extend(get("tokenizer.json")?);
+    found.extend(get("tokenizer_config.json")?);
     // A single cached weights file needs no index (and no network to ask for one).
     if let Some(weights) = cached("model.safetensors") {
-        found.borrow_mut().push(weights);
-    } else {
-        if let Some(index) = get("model.safetensors.index.json")? {
-            for shard in shard_names(&index)? {
-                get(&shard)?.ok_or_else(|| {
-                    anyhow!(
-                        "{repo}: shard {shard} is missing from {}",
-                        snapshot.display()
-                    )
-                })?;
-            }
-        } else {
-            get("model.safetensors")?.ok_or_else(|| {
+        found.push(weights);
+    } else if let Some(index) = get("model.safetensors.index.json")? {
+        for shard in shard_names(&index)? {
+            found.push(get(&shard)?.ok_or_else(|| {
                 anyhow!(
-                    "{repo}@{revision}: neither model.safetensors nor an index was found in {}",
+                    "{repo}: shard {shard} is missing from {}",
                     snapshot.display()
                 )
-            })?;
+            })?);
         }
+        found.push(index);
+    } else {
+        found.push(get("model.safetensors")?.ok_or_else(|| {
+            anyhow!(
+                "{repo}@{revision}: neither model.safetensors nor an index was found in {}",
+                snapshot.display()
+            )
+        })?);
     }
-    let consistent = found
-        .borrow()
-        .iter()
-        .all(|p| p.parent() == Some(snapshot.as_path()));
+    let consistent = found.iter().all(|p| p.parent() == Some(snapshot.as_path()));
     Ok(Resolved {
         snapshot,
         consistent,
