@@ -362,13 +362,19 @@ fn hang_up(
         // Already saving after a quit: let that grace run out.
         return None;
     }
-    app.cancel_live_run();
-    app.log_line(
-        LogLevel::Warn,
+    *quit_deadline = Some(start_grace(
+        app,
         "the terminal went away: saving the run's partial results before leaving…",
-    );
-    *quit_deadline = Some(Instant::now() + QUIT_GRACE);
+    ));
     None
+}
+
+/// Cancels the live run and says why; returns when to leave even if its engines have not
+/// finished saving (a quit, a signal and a vanished terminal all wait the same).
+fn start_grace(app: &mut App, why: &str) -> Instant {
+    app.cancel_live_run();
+    app.log_line(LogLevel::Warn, why);
+    Instant::now() + QUIT_GRACE
 }
 
 async fn drive(
@@ -436,9 +442,7 @@ async fn drive(
                             if app.live().is_none() {
                                 return Ok(ending);
                             }
-                            app.cancel_live_run();
-                            app.log_line(LogLevel::Warn, "waiting for the engines to save partial results (q to leave now)…");
-                            quit_deadline = Some(Instant::now() + QUIT_GRACE);
+                            quit_deadline = Some(start_grace(app, "waiting for the engines to save partial results (q to leave now)…"));
                         }
                     }
                     Some(Ok(_)) => {}
@@ -458,12 +462,10 @@ async fn drive(
                     return Ok(Ending::Signal(signal));
                 }
                 ending = Ending::Signal(signal);
-                app.cancel_live_run();
-                app.log_line(
-                    LogLevel::Warn,
+                quit_deadline = Some(start_grace(
+                    app,
                     "signal received: saving the run's partial results before leaving (send it again to leave now)…",
-                );
-                quit_deadline = Some(Instant::now() + QUIT_GRACE);
+                ));
                 dirty = true;
             }
         }
