@@ -19,6 +19,8 @@ mod wrap;
 mod tests;
 #[cfg(test)]
 mod tests_keys;
+#[cfg(test)]
+mod tests_layout;
 
 use std::path::{Path, PathBuf};
 
