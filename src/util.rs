@@ -1,7 +1,7 @@
 //! Small helpers shared across modules.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -110,12 +110,51 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// An output folder a command made for itself. Dropped while still empty (the command failed
+/// or was cancelled before writing anything), it is removed, so a failed run leaves no empty
+/// folder behind; a folder the user made beforehand is never removed.
+#[derive(Debug)]
+pub struct OutputDir {
+    path: PathBuf,
+    created_here: bool,
+}
+
+impl OutputDir {
+    /// A folder this command has just created.
+    pub fn created(path: PathBuf) -> Self {
+        OutputDir {
+            path,
+            created_here: true,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if self.created_here {
+            // remove_dir refuses a folder that holds anything, which is the point.
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
 /// Creates `dir` for a run's output, refusing one that already holds anything: a run never
 /// overwrites an earlier one, nor mixes its files with another's.
-pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<()> {
+pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<OutputDir> {
+    check_new_or_empty_dir(dir, flag)?;
+    let created_here = !dir.exists();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{flag} {}: creating it", dir.display()))?;
-    check_new_or_empty_dir(dir, flag)
+    let out = OutputDir {
+        path: dir.to_path_buf(),
+        created_here,
+    };
+    check_new_or_empty_dir(dir, flag)?;
+    Ok(out)
 }
 
 /// Refuses a `dir` that exists and holds anything (or is not a directory); a missing one is
@@ -209,6 +248,34 @@ mod tests {
         assert_eq!(civil_date_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_date_from_days(-1), (1969, 12, 31));
         assert_eq!(utc_from_unix(1_795_700_000), (2026, 11, 26, 13, 33, 20));
+    }
+
+    #[test]
+    fn an_output_dir_made_here_goes_away_only_while_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("new");
+        drop(create_empty_dir(&new, "--out").unwrap());
+        assert!(
+            !new.exists(),
+            "an empty folder made for a failed command stays"
+        );
+
+        let kept = create_empty_dir(&new, "--out").unwrap();
+        std::fs::write(new.join("trial.json"), "{}").unwrap();
+        drop(kept);
+        assert!(new.join("trial.json").exists());
+        let err = create_empty_dir(&new, "--out").unwrap_err().to_string();
+        assert!(
+            err.contains("already holds") && err.contains("trial.json"),
+            "{err}"
+        );
+        assert!(new.join("trial.json").exists());
+
+        // A folder the user made beforehand is theirs, even when left empty.
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        drop(create_empty_dir(&theirs, "--out").unwrap());
+        assert!(theirs.is_dir());
     }
 
     #[test]

@@ -727,21 +727,16 @@ fn two_fetches_at_once_both_succeed_and_leave_only_the_model() {
 fn malformed_arguments_name_what_is_wrong() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
+    // Each of these fails, some only once the model is loaded: none may leave its --out behind.
+    let out = d.join("o");
+    let o = out.to_str().unwrap();
     let err = run_err(
-        &["infer", "--precision", "q3", "--prompt", "x", "--out", "o"],
+        &["infer", "--precision", "q3", "--prompt", "x", "--out", o],
         d,
     );
     assert!(err.contains("q3") && err.contains("--precision"), "{err}");
     let err = run_err(
-        &[
-            "infer",
-            "--max-tokens",
-            "lots",
-            "--prompt",
-            "x",
-            "--out",
-            "o",
-        ],
+        &["infer", "--max-tokens", "lots", "--prompt", "x", "--out", o],
         d,
     );
     assert!(
@@ -749,27 +744,20 @@ fn malformed_arguments_name_what_is_wrong() {
         "{err}"
     );
     let err = run_err(
-        &[
-            "infer", "--layers", "every:0", "--prompt", "x", "--out", "o",
-        ],
+        &["infer", "--layers", "every:0", "--prompt", "x", "--out", o],
         d,
     );
     assert!(err.contains("every:0"), "{err}");
-    let err = run_err(
-        &["infer", "--layers", "0", "--prompt", "x", "--out", "o"],
-        d,
-    );
+    let err = run_err(&["infer", "--layers", "0", "--prompt", "x", "--out", o], d);
     assert!(err.contains("no checked layer"), "{err}");
     // Nothing to check once resolved against the model's 30 layers.
     let err = run_err(
-        &[
-            "infer", "--layers", "every:99", "--prompt", "x", "--out", "o",
-        ],
+        &["infer", "--layers", "every:99", "--prompt", "x", "--out", o],
         d,
     );
     assert!(err.contains("select no checked layer"), "{err}");
     let err = run_err(
-        &["infer", "--layers", "8,99", "--prompt", "x", "--out", "o"],
+        &["infer", "--layers", "8,99", "--prompt", "x", "--out", o],
         d,
     );
     assert!(
@@ -782,15 +770,17 @@ fn malformed_arguments_name_what_is_wrong() {
         "{err}"
     );
     let err = run_err(
-        &["infer", "--device", "tpu:0", "--prompt", "x", "--out", "o"],
+        &["infer", "--device", "tpu:0", "--prompt", "x", "--out", o],
         d,
     );
     assert!(err.contains("tpu:0"), "{err}");
-    let err = run_err(
-        &["infer", "--top-p", "1.5", "--prompt", "x", "--out", "o"],
-        d,
-    );
+    let err = run_err(&["infer", "--top-p", "1.5", "--prompt", "x", "--out", o], d);
     assert!(err.contains("top-p 1.5"), "{err}");
+    assert!(
+        !out.exists(),
+        "a failed infer left {} behind",
+        out.display()
+    );
     let err = run_err(&["run", "exp9"], d);
     assert!(err.contains("exp9") && err.contains("exp1"), "{err}");
     let err = run_err(&["verify", "/nonexistent/bundle"], d);

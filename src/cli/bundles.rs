@@ -40,8 +40,9 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         .validate()
         .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
     args.device.check_built()?;
-    // Refused before decoding, so that no generated bundle is lost to an occupied directory.
-    crate::util::create_empty_dir(&args.out, "--out")?;
+    // Refused before decoding, so that no generated bundle is lost to an occupied directory;
+    // removed again if the model cannot run (a bad --layers is found only once it is loaded).
+    let _out_dir = crate::util::create_empty_dir(&args.out, "--out")?;
     let plan = TrialPlan {
         experiment: "infer".into(),
         trial: 0,

@@ -263,7 +263,8 @@ async fn run_inner(
     }
     let plans = plan_trials(&ws, req)?;
     let spec = spec.expect("plan_trials checked the experiment exists");
-    let out_dir = results_dir(&ws, req)?;
+    let out_guard = results_dir(&ws, req)?;
+    let out_dir = out_guard.path().to_path_buf();
     sink.log(
         LogLevel::Info,
         format!(
@@ -338,9 +339,8 @@ async fn run_inner(
     let (summary, summary_path) = write_summary(&out_dir, &run, &trials, complete)?;
     if let Some(e) = first_error {
         // Only where something was written: a run that failed before any trial finished or
-        // any bundle was saved leaves nothing behind (its own folder removed) and says so.
+        // any bundle was saved leaves nothing behind (out_guard removes its folder).
         if dir_is_empty(&out_dir) {
-            remove_if_empty_run_dir(&out_dir, req);
             return Err(e);
         }
         return Err(e.context(format!("partial results kept in {}", out_dir.display())));
@@ -431,26 +431,17 @@ async fn run_one_trial(
     Ok(Some(result))
 }
 
-/// `--out DIR` (new or empty), else a new run directory under the data directory.
-pub(super) fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<PathBuf> {
+/// `--out DIR` (new or empty), else a new run directory under the data directory; either is
+/// removed again if the run ends without writing anything into it.
+pub(super) fn results_dir(ws: &Workspace, req: &RunRequest) -> Result<crate::util::OutputDir> {
     match &req.out {
-        Some(dir) => {
-            crate::util::create_empty_dir(dir, "--out")?;
-            Ok(dir.clone())
-        }
-        None => new_run_dir(&ws.data_dir, &req.experiment),
+        Some(dir) => crate::util::create_empty_dir(dir, "--out"),
+        None => new_run_dir(&ws.data_dir, &req.experiment).map(crate::util::OutputDir::created),
     }
 }
 
 fn dir_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
-}
-
-/// A run that wrote nothing leaves no folder behind, when the folder was its own (not --out).
-pub(super) fn remove_if_empty_run_dir(out_dir: &Path, req: &RunRequest) {
-    if req.out.is_none() && dir_is_empty(out_dir) {
-        let _ = std::fs::remove_dir(out_dir);
-    }
 }
 
 /// What a run summary says about the run itself, beside its trials.

@@ -12,8 +12,7 @@ use super::bundle::read_bundle;
 use super::config::ExperimentSpec;
 use super::results::{PromptInfo, TrialResult};
 use super::runner::{
-    remove_if_empty_run_dir, resolve_roles, results_dir, write_summary, write_trial, RunContext,
-    RunOutcome, RunRequest,
+    resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome, RunRequest,
 };
 use super::trial::{verify_trial, VerifySettings};
 use super::workspace::Workspace;
@@ -54,7 +53,9 @@ pub(super) async fn verify_bundles(
         "{}: no trial_* bundle directories",
         from.display()
     );
-    let out_dir = results_dir(&ws, req)?;
+    // Removed on the way out if nothing could be written into it.
+    let out_guard = results_dir(&ws, req)?;
+    let out_dir = out_guard.path().to_path_buf();
     let settings = VerifySettings {
         verifiers,
         policy: spec.policy.clone(),
@@ -102,10 +103,7 @@ pub(super) async fn verify_bundles(
     if !failed.is_empty() {
         let kept = match &summary_path {
             Some(path) => format!("the other results are in {}", path.display()),
-            None => {
-                remove_if_empty_run_dir(&out_dir, req);
-                "no bundle could be verified".to_string()
-            }
+            None => "no bundle could be verified".to_string(),
         };
         bail!(
             "{} of {} bundles could not be verified ({kept}):\n  {}",
