@@ -96,6 +96,14 @@ pub struct Bundle {
 pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating bundle directory {}", dir.display()))?;
+    // Refused before writing: a bundle no verifier would read is of no use (the header adds
+    // well under a MiB to the data).
+    ensure!(
+        (states.bytes() as u64) < MAX_TENSOR_BYTES - (1 << 20),
+        "{} bytes of hidden states exceed the {MAX_TENSOR_BYTES}-byte limit a verifier accepts; \
+         capture fewer layers (--layers) or tokens",
+        states.bytes()
+    );
     let st_dtype = match states.dtype {
         DType::F32 => safetensors::Dtype::F32,
         DType::F16 => safetensors::Dtype::F16,
@@ -116,14 +124,21 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
             Ok((format!("layer.{layer}"), view))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).context("serializing hidden states")?;
+    // Streamed to disk (safetensors writes a temporary file and renames it, so a link planted
+    // at the name is replaced, not followed), then hashed from the file: no second in-memory
+    // copy of the captured states, which for a large model run in the GBs.
+    let tensor_path = dir.join(TENSORS_FILE);
+    safetensors::tensor::serialize_to_file(views, None, &tensor_path)
+        .with_context(|| format!("writing hidden states to {}", tensor_path.display()))?;
+    let bytes = std::fs::metadata(&tensor_path)
+        .with_context(|| format!("{}: reading its size", tensor_path.display()))?
+        .len();
     manifest.hidden_states = TensorFile {
         file: TENSORS_FILE.into(),
-        sha256: sha256_bytes(&bytes),
-        bytes: bytes.len() as u64,
+        sha256: crate::util::sha256_file(&tensor_path)?,
+        bytes,
     };
     manifest.layers = states.layers.clone();
-    write_file_atomic(&dir.join(TENSORS_FILE), &bytes)?;
     write_file_atomic(
         &dir.join(MANIFEST_FILE),
         &serde_json::to_vec_pretty(&manifest)?,
@@ -320,6 +335,22 @@ mod tests {
         assert_eq!(bundle.manifest, manifest);
         assert_eq!(bundle.states.layers, vec![0, 2]);
         assert_eq!(bundle.states.row_f32(1, 2), vec![9.0, 10.0, 11.0, 12.0]);
+    }
+
+    #[test]
+    fn writing_replaces_a_planted_link_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("b");
+        std::fs::create_dir(&bundle).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        for name in [TENSORS_FILE, MANIFEST_FILE] {
+            std::os::unix::fs::symlink(&victim, bundle.join(name)).unwrap();
+        }
+        write_sample(&bundle);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // And what was written is what the manifest's size and checksum describe.
+        assert!(read_bundle(&bundle).is_ok());
     }
 
     #[test]
