@@ -14,7 +14,7 @@ use crate::engine::events::{EngineEvent, EventSink, LogLevel};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::device::DeviceKind;
 use crate::model::source::{local_model, parse_model_arg, ModelSource};
-use crate::model::{load_model, LoadedModel};
+use crate::model::{load_model_reporting, LoadedModel};
 
 /// Shared state of one process: configuration, directories, and loaded models (loaded once,
 /// shared by every role that uses the same model, precision and device profile).
@@ -92,8 +92,10 @@ impl Workspace {
     ) -> Result<(LoadedModel, String)> {
         let started = Instant::now();
         let source = self.model_source(&role.model)?;
-        let mut m = load_model(&role.model, &source, role.precision, role.device)
-            .with_context(|| format!("loading {what}"))?;
+        let report = |message: String| preparing(Some(format!("loading {what}: {message}")));
+        let mut m =
+            load_model_reporting(&role.model, &source, role.precision, role.device, &report)
+                .with_context(|| format!("loading {what}"))?;
         if let Some(entry) = self.config.models.get(&role.model) {
             check_declared_shape(&role.model, entry, &m.model.config)?;
             // `chat: false`: prompts are used as plain text even when the weights ship a

@@ -52,6 +52,17 @@ pub fn load_model(
     precision: Precision,
     profile: DeviceProfile,
 ) -> Result<LoadedModel> {
+    load_model_reporting(name, source, precision, profile, &|_| {})
+}
+
+/// [`load_model`], telling `report` what takes time on the way (downloading from the hub).
+pub fn load_model_reporting(
+    name: &str,
+    source: &ModelSource,
+    precision: Precision,
+    profile: DeviceProfile,
+    report: &dyn Fn(String),
+) -> Result<LoadedModel> {
     let device = profile.open()?;
     // Quantized kernels take f32 inputs; the rest of the network (norms, attention, residual)
     // still runs in the profile's dtype, as a quantized model on that hardware would.
@@ -85,7 +96,11 @@ pub fn load_model(
         }
         ModelSource::HfDir(dir) => load_hf_dir(name, dir, precision, profile, device, dtype),
         ModelSource::Hub { repo, revision } => {
-            let dir = fetch_hub_snapshot(repo, revision)?;
+            let dir = fetch_hub_snapshot(repo, revision, report)?;
+            report(format!(
+                "reading the weights of {repo} from {}",
+                dir.display()
+            ));
             load_hf_dir(name, &dir, precision, profile, device, dtype)
         }
     }
@@ -162,5 +177,7 @@ fn cached_sha256(files: &[PathBuf]) -> Result<String> {
     cache.lock().unwrap().insert(files.to_vec(), digest.clone());
     Ok(digest)
 }
+#[cfg(test)]
+mod hub_tests;
 #[cfg(test)]
 mod tests;

@@ -117,8 +117,9 @@ pub fn check_revision(revision: &str) -> Result<(), String> {
 /// the cache records as absent (`.no_exist`, as Python writes it), need no network, so a cache
 /// Python wrote opens offline; an optional file that is neither (hf-hub records no absences)
 /// is asked of the hub unless HF_HUB_OFFLINE=1. `HF_TOKEN` (or the token file in HF_HOME)
-/// authenticates gated repos.
-pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
+/// authenticates gated repos. Each download is reported through `report` as it goes
+/// ([`DownloadProgress`]): a multi-GB checkpoint must not look like a hang.
+pub fn fetch_hub_snapshot(repo: &str, revision: &str, report: &dyn Fn(String)) -> Result<PathBuf> {
     use hf_hub::{Repo, RepoType};
     let hf_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     let offline =
@@ -141,11 +142,11 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
     // hf-hub downloads into the snapshot of the hub's current commit and moves the ref there:
     // a cache whose ref pointed at an older commit can end up split across two snapshots. A
     // second pass then finds (or fetches) everything in the new one.
-    let first = resolve_snapshot(repo, revision, &hf_repo, api.as_ref())?;
+    let first = resolve_snapshot(repo, revision, &hf_repo, api.as_ref(), report)?;
     if first.consistent {
         return Ok(first.snapshot);
     }
-    let second = resolve_snapshot(repo, revision, &hf_repo, api.as_ref())?;
+    let second = resolve_snapshot(repo, revision, &hf_repo, api.as_ref(), report)?;
     anyhow::ensure!(
         second.consistent,
         "{repo}@{revision}: its files are split across snapshots of different commits in the \
@@ -153,6 +154,74 @@ pub fn fetch_hub_snapshot(repo: &str, revision: &str) -> Result<PathBuf> {
         second.snapshot.display()
     );
     Ok(second.snapshot)
+}
+
+/// Turns hf-hub's byte counts for one file into progress messages: when it starts, at every
+/// further 5 %, and when it is complete; so a log gets at most 21 lines per file.
+pub(crate) struct DownloadProgress<'a> {
+    repo: &'a str,
+    file: &'a str,
+    total: usize,
+    done: usize,
+    /// The last 5 % step reported (0..=20).
+    reported: Option<usize>,
+    report: &'a dyn Fn(String),
+}
+
+impl<'a> DownloadProgress<'a> {
+    pub(crate) fn new(repo: &'a str, file: &'a str, report: &'a dyn Fn(String)) -> Self {
+        DownloadProgress {
+            repo,
+            file,
+            total: 0,
+            done: 0,
+            reported: None,
+            report,
+        }
+    }
+
+    fn report_if_further(&mut self) {
+        let step = if self.total == 0 {
+            20
+        } else {
+            (self.done.min(self.total) as u128 * 20 / self.total as u128) as usize
+        };
+        if self.reported.is_some_and(|r| r >= step) {
+            return;
+        }
+        self.reported = Some(step);
+        const MB: f64 = 1e6;
+        (self.report)(format!(
+            "downloading {} of {}: {:.1} of {:.1} MB ({}%)",
+            self.file,
+            self.repo,
+            self.done.min(self.total) as f64 / MB,
+            self.total as f64 / MB,
+            step * 5
+        ));
+    }
+}
+
+impl hf_hub::api::Progress for DownloadProgress<'_> {
+    // hf-hub calls `init` again, then `update` with the bytes already on disk, when it starts
+    // (or resumes) the transfer: the count restarts, the steps reported do not repeat.
+    fn init(&mut self, size: usize, _filename: &str) {
+        self.total = size;
+        self.done = 0;
+        if self.reported.is_none() {
+            self.report_if_further();
+        }
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done = self.done.saturating_add(size);
+        self.report_if_further();
+    }
+
+    fn finish(&mut self) {
+        self.done = self.total;
+        self.report_if_further();
+    }
 }
 
 /// Where one pass over a repo's files found them.
@@ -174,6 +243,7 @@ fn resolve_snapshot(
     revision: &str,
     hf_repo: &hf_hub::Repo,
     api: Option<&hf_hub::api::sync::ApiRepo>,
+    report: &dyn Fn(String),
 ) -> Result<Resolved> {
     use hf_hub::Cache;
     let cache = Cache::from_env().repo(hf_repo.clone());
@@ -212,7 +282,8 @@ fn resolve_snapshot(
             return Ok(None);
         }
         let Some(api) = api else { return Ok(None) };
-        match api.get(file) {
+        // Not in the cache (checked above, as `ApiRepo::get` would): download it.
+        match api.download_with_progress(file, DownloadProgress::new(repo, file, report)) {
             Ok(p) => Ok(Some(p)),
             // Optional files (tokenizer_config.json, the shard index) answer 404 when absent.
             Err(e) if http_status(&e.to_string()) == Some(404) => Ok(None),

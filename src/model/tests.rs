@@ -129,7 +129,7 @@ fn quantized_weights_drift_far_more_than_full_precision() {
 
 /// Writes a tiny random Qwen2 checkpoint (q/k/v biases, untied head) in the Hugging Face
 /// layout, with the real SmolLM2 tokenizer so token ids are meaningful.
-fn write_tiny_qwen2(dir: &std::path::Path, tied: bool) {
+pub(super) fn write_tiny_qwen2(dir: &std::path::Path, tied: bool) {
     let dev = Device::Cpu;
     let (vocab, hidden, inter, layers, heads, kv) =
         (49152usize, 32usize, 64usize, 2usize, 4usize, 2usize);
@@ -235,8 +235,12 @@ fn tiny_qwen2_from_safetensors_decodes_like_it_prefills() {
     }
 }
 
+/// The hub tests set HF_HOME, HF_ENDPOINT and friends, which the whole process shares.
+pub(super) static HUB_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn hub_ids_resolve_from_the_hugging_face_cache_without_network() {
+    let _env = HUB_ENV.lock().unwrap_or_else(|e| e.into_inner());
     let home = tempfile::tempdir().unwrap();
     let repo_dir = home
         .path()
