@@ -244,7 +244,7 @@ fn a_model_downloads_from_the_hub_with_progress_and_reopens_offline() {
     );
     assert_eq!(
         snapshot_commits(home.path(), "models--verillm-test--remote"),
-        [commit_a.clone()]
+        std::slice::from_ref(&commit_a)
     );
 
     // Cached now: the hub is asked only for the optional file it never had (hf-hub records no
