@@ -172,6 +172,60 @@ pub struct TrialResult {
     pub complete: bool,
 }
 
+impl TrialResult {
+    /// Whether the file's parts agree with one another as this program writes them: every
+    /// check at a generated position and at a sampled layer (embeddings at layer 0), the ids
+    /// as many as the tokens. A file from elsewhere is checked before anything is sized by its
+    /// numbers (a check at position 10^12 would otherwise size a heatmap).
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let tokens = self.inference.generated_tokens;
+        if self.inference.output_ids.len() != tokens {
+            return Err(format!(
+                "inference.generated_tokens is {tokens} but inference.output_ids holds {}",
+                self.inference.output_ids.len()
+            ));
+        }
+        if !self.sampled_layers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(format!(
+                "sampled_layers {:?} are not ascending and distinct",
+                self.sampled_layers
+            ));
+        }
+        for (index, verifier) in self.verifiers.iter().enumerate() {
+            let stats = &verifier.statistics;
+            for (list, checks) in [
+                ("checks", &stats.checks),
+                ("embedding_checks", &stats.embedding_checks),
+            ] {
+                for (n, check) in checks.iter().enumerate() {
+                    let at = || format!("verifiers[{index}].statistics.{list}[{n}]");
+                    if check.position >= tokens {
+                        return Err(format!(
+                            "{}: position {} is beyond the {tokens} generated tokens",
+                            at(),
+                            check.position
+                        ));
+                    }
+                    let layer_ok = if list == "checks" {
+                        self.sampled_layers.binary_search(&check.layer).is_ok()
+                    } else {
+                        check.layer == 0
+                    };
+                    if !layer_ok {
+                        return Err(format!(
+                            "{}: layer {} is not among the sampled layers {:?}",
+                            at(),
+                            check.layer,
+                            self.sampled_layers
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
     pub avg_accept_rate: f64,

@@ -19,6 +19,7 @@ use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
+use crate::experiment::results::TrialResult;
 
 use super::app::{Action, App, Catalog, ExportRequest, LogLine, Report};
 use super::{draw, Backend, CancelToken};
@@ -101,7 +102,9 @@ pub fn perform(
             }
         }
         Action::RefreshPastRuns => app.set_past_runs(backend.past_runs()),
-        Action::LoadTrial { slot, path } => app.trial_loaded(slot, backend.load_trial(&path)),
+        Action::LoadTrial { slot, path } => {
+            app.trial_loaded(slot, load_viewable(backend.as_ref(), &path))
+        }
         Action::Export(request) => {
             app.reply(LogLevel::Info, "exporting PNGs…");
             let backend = Arc::clone(backend);
@@ -117,6 +120,15 @@ pub fn perform(
     Flow::Continue
 }
 
+/// A saved trial, refused with its path named when it is inconsistent or too large to show
+/// (a damaged or hostile file must not abort the console on an allocation).
+fn load_viewable(backend: &dyn Backend, path: &std::path::Path) -> anyhow::Result<TrialResult> {
+    let trial = backend.load_trial(path)?;
+    super::trial_view::check_viewable(&trial)
+        .map_err(|e| e.context(format!("{}", path.display())))?;
+    Ok(trial)
+}
+
 /// Writes the PNGs: each written path (or error) goes to the log, and one reply says how the
 /// whole export went, so it is seen on whatever screen the person is on.
 fn export(backend: &dyn Backend, request: ExportRequest, reports: &UnboundedSender<Report>) {
@@ -125,7 +137,10 @@ fn export(backend: &dyn Backend, request: ExportRequest, reports: &UnboundedSend
     };
     let trials: Vec<anyhow::Result<_>> = match request {
         ExportRequest::Trials(trials) => trials.into_iter().map(Ok).collect(),
-        ExportRequest::Files(paths) => paths.iter().map(|path| backend.load_trial(path)).collect(),
+        ExportRequest::Files(paths) => paths
+            .iter()
+            .map(|path| load_viewable(backend, path))
+            .collect(),
     };
     let trial_count = trials.len();
     let mut written_paths = Vec::new();

@@ -221,6 +221,8 @@ pub(super) struct FakeBackend {
     pub started: Mutex<Vec<ExperimentChoice>>,
     pub refuse_start: bool,
     pub past: Vec<PastRun>,
+    /// Alters a saved trial as a damaged or hostile file would.
+    pub damage: Option<fn(&mut TrialResult)>,
 }
 
 impl Backend for FakeBackend {
@@ -255,7 +257,11 @@ impl Backend for FakeBackend {
     fn load_trial(&self, path: &Path) -> anyhow::Result<TrialResult> {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let trial: usize = name.trim_start_matches("trial_").parse()?;
-        Ok(trial_result("exp2-cross-device", trial, 20 + trial, 3))
+        let mut result = trial_result("exp2-cross-device", trial, 20 + trial, 3);
+        if let Some(damage) = self.damage.filter(|_| trial > 0) {
+            damage(&mut result);
+        }
+        Ok(result)
     }
     fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>> {
         Ok(vec![PathBuf::from(format!(
@@ -597,6 +603,42 @@ fn opening_a_past_run_loads_its_trials_on_demand() {
     assert_shows(&screen(&app, 120, 40), "21/21 tokens");
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.screen, Screen::Results);
+}
+
+#[test]
+fn a_damaged_or_oversized_saved_trial_is_refused_not_allocated() {
+    use crossterm::event::KeyCode;
+    let open_second_trial = |damage: fn(&mut TrialResult)| {
+        let backend: Arc<dyn Backend> = Arc::new(FakeBackend {
+            past: vec![past_run("old", 3)],
+            damage: Some(damage),
+            ..FakeBackend::default()
+        });
+        let (tx, _rx) = unbounded_channel();
+        let mut app = App::new(catalog());
+        for code in [KeyCode::Char('r'), KeyCode::Enter, KeyCode::Right] {
+            let action = app.handle_key(key(code));
+            perform(&mut app, &backend, action, &tx);
+        }
+        app
+    };
+    // A check at position 10^12 sized a heatmap of 2^41 cells: the console aborted.
+    let app = open_second_trial(|t| t.verifiers[0].statistics.checks[5].position = 1 << 40);
+    let log = text_of(&screen(&app, 160, 50));
+    assert!(log.contains("cannot load trial"), "{log}");
+    assert!(log.contains("trial_1.json"), "{log}");
+    assert!(log.contains("checks[5]: position 1099511627776 is beyond the 21"), "{log}");
+    // Consistent, but more tokens than any heatmap here could hold.
+    let app = open_second_trial(|t| {
+        t.inference.generated_tokens = 1 << 23;
+        t.inference.output_ids = vec![0; 1 << 23];
+    });
+    let log = text_of(&screen(&app, 160, 50));
+    assert!(log.contains("too many heatmap cells"), "{log}");
+    // A check at a layer that was never sampled.
+    let app = open_second_trial(|t| t.verifiers[2].statistics.checks[0].layer = 31);
+    let log = text_of(&screen(&app, 160, 50));
+    assert!(log.contains("layer 31 is not among the sampled layers"), "{log}");
 }
 
 #[test]
