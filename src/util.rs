@@ -23,11 +23,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// Reads a whole file that must be a regular file (not a FIFO or device, which could feed
-/// different bytes on each read, never end, or block the open forever) of at most `limit`
-/// bytes. The bound is enforced on the read itself, so a file that grows while being read
-/// cannot exceed it either.
-pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+/// Opens a file that must be a regular file (not a FIFO or device, which could feed different
+/// bytes on each read, never end, or block the open forever) of at most `limit` bytes.
+fn open_regular_file(path: &Path, limit: u64) -> Result<std::fs::File> {
     // Checked before opening (opening a FIFO with no writer blocks), and again on the opened
     // file, in case the path was swapped in between.
     let before =
@@ -45,7 +43,15 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
         path.display(),
         meta.len()
     );
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok(file)
+}
+
+/// Reads a whole regular file of at most `limit` bytes ([`open_regular_file`]). The bound is
+/// enforced on the read itself, so a file that grows while being read cannot exceed it either.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = open_regular_file(path, limit)?;
+    let len = file.metadata().map_or(0, |m| m.len()).min(limit);
+    let mut bytes = Vec::with_capacity(len as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -57,9 +63,7 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Like [`read_regular_file`], but refuses a symbolic link too: for files of untrusted
-/// directories (bundles), where a link could point anywhere on this machine.
-pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+fn refuse_symlink(path: &Path) -> Result<()> {
     let meta =
         std::fs::symlink_metadata(path).with_context(|| format!("{}: missing", path.display()))?;
     anyhow::ensure!(
@@ -67,7 +71,40 @@ pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
         "{}: is a symbolic link; bundle files must be plain files inside the bundle",
         path.display()
     );
+    Ok(())
+}
+
+/// Like [`read_regular_file`], but refuses a symbolic link too: for files of untrusted
+/// directories (bundles), where a link could point anywhere on this machine.
+pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    refuse_symlink(path)?;
     read_regular_file(path, limit)
+}
+
+/// The sha256 of an untrusted file (as [`read_untrusted_file`] would accept it), streamed: no
+/// memory is sized by the file, so its checksum can be checked before it is read.
+pub fn sha256_untrusted_file(path: &Path, limit: u64) -> Result<String> {
+    refuse_symlink(path)?;
+    let mut file = open_regular_file(path, limit)?.take(limit + 1);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    anyhow::ensure!(
+        total <= limit,
+        "{}: grew past the {limit}-byte limit while being read",
+        path.display()
+    );
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Writes `bytes` to `path` through a new temporary file in the same directory and a rename:

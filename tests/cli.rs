@@ -163,11 +163,78 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["layers"], serde_json::json!([8, 16, 30]));
-    let verified = json(&run_ok(&["verify", b, "--json"], data.path()));
+    let verified = json(&run_ok(
+        &["verify", b, "--layers", "8,16,30", "--json"],
+        data.path(),
+    ));
     assert_eq!(verified["summary"]["final_verdict"], "PASS");
     for v in verified["verifiers"].as_array().unwrap() {
         assert_eq!(v["statistics"]["summary"]["accept_rate"], 1.0);
+        assert_eq!(v["cutoff"], 0.95);
     }
+    // The verifier, not the bundle, says which layers must be committed: by default those
+    // `infer` records (every:8), of which this bundle lacks 24.
+    let err = run_err(&["verify", b], data.path());
+    assert!(
+        err.contains("requires [8, 16, 24]") && err.contains("[24] are missing"),
+        "{err}"
+    );
+    // An experiment's judgement: its cutoff (exp2: 0.9) and YAML thresholds.
+    let verified = json(&run_ok(
+        &[
+            "verify",
+            b,
+            "--experiment",
+            "exp2",
+            "--layers",
+            "8,16,30",
+            "--verifiers",
+            "1",
+            "--json",
+        ],
+        data.path(),
+    ));
+    assert_eq!(verified["verifiers"][0]["cutoff"], 0.9);
+    let err = run_err(&["verify", b, "--experiment", "exp9"], data.path());
+    assert!(
+        err.contains("--experiment exp9") && err.contains("exp1"),
+        "{err}"
+    );
+
+    // A bundle whose model claims another shape (which would choose the layers an
+    // experiment checks) is refused: by the registry before loading, by the weights after.
+    let shaped = data.path().join("shaped");
+    std::fs::create_dir_all(&shaped).unwrap();
+    let mut m = manifest.clone();
+    m["model"]["n_layers"] = Value::from(31);
+    std::fs::write(
+        shaped.join("manifest.json"),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        bundle.join("hidden_states.safetensors"),
+        shaped.join("hidden_states.safetensors"),
+    )
+    .unwrap();
+    let s = shaped.to_str().unwrap();
+    let err = run_err(&["verify", s, "--layers", "8,16,30"], data.path());
+    assert!(err.contains("claims 31 layers"), "{err}");
+    let err = run_err(
+        &[
+            "verify",
+            s,
+            "--layers",
+            "8,16,30",
+            "--model",
+            "smollm2-135m",
+        ],
+        data.path(),
+    );
+    assert!(
+        err.contains(s) && err.contains("model.n_layers 31 / model.hidden 576 are not those"),
+        "{err}"
+    );
 
     // Another model: the bundle claims weights this verifier does not have.
     let other = data.path().join("other");
@@ -180,7 +247,8 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
         other.join("hidden_states.safetensors"),
     )
     .unwrap();
-    let err = run_err(&["verify", other.to_str().unwrap()], data.path());
+    let o = other.to_str().unwrap();
+    let err = run_err(&["verify", o, "--layers", "8,16,30"], data.path());
     assert!(err.contains("different models"), "{err}");
 
     // The bundle's model name is never a path to open or a repo to download: only an id of
@@ -188,7 +256,7 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     for name in ["/etc", "hf:someone/else"] {
         m["model"]["name"] = Value::String(name.into());
         std::fs::write(other.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-        let err = run_err(&["verify", other.to_str().unwrap()], data.path());
+        let err = run_err(&["verify", o, "--layers", "8,16,30"], data.path());
         assert!(err.contains(name) && err.contains("pass --model"), "{err}");
     }
 
@@ -469,6 +537,10 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
     let mut bytes = std::fs::read(&damaged).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&damaged, bytes).unwrap();
+    // Entries named like bundles that are not plain directories are named, never skipped
+    // silently: a link could lead anywhere, a file is no bundle.
+    std::os::unix::fs::symlink(mixed.join("trial_000"), mixed.join("trial_009")).unwrap();
+    std::fs::write(mixed.join("trial_010"), "junk").unwrap();
     let out_dir = data.path().join("mixed-out");
     let err = run_err(
         &[
@@ -484,9 +556,15 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
         data.path(),
     );
     assert!(
-        err.contains("3 of 4 bundles could not be verified"),
+        err.contains("5 of 6 bundles could not be verified"),
         "{err}"
     );
+    for entry in ["trial_009", "trial_010"] {
+        assert!(
+            err.contains(&format!("{entry}: skipped: not a bundle directory")),
+            "{err}"
+        );
+    }
     assert!(
         err.contains("trial_003") && err.contains("bundle records layers [8], but exp1 checks"),
         "{err}"

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::{verdict_code, workspace, GlobalArgs, InferArgs, PolicyChoice, VerifyArgs};
 use crate::engine::events::CancelToken;
-use crate::experiment::bundle::read_bundle;
+use crate::experiment::bundle::{read_bundle, Manifest};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
 use crate::stats::policy::PolicyConfig;
@@ -84,8 +84,20 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
 
 /// The model a bundle names, accepted only as a registry id of this machine's models.yaml: a
 /// bundle comes from elsewhere and must never choose a path to open or a repo to download.
-fn bundle_model_id(ws: &Workspace, name: &str) -> Result<String> {
-    if ws.config.models.get(name).is_some() {
+fn bundle_model_id(ws: &Workspace, manifest: &Manifest) -> Result<String> {
+    let name = &manifest.model.name;
+    if let Some(entry) = ws.config.models.get(name) {
+        // Refused before anything is loaded or downloaded: the registry already says the
+        // model has another shape than the one the bundle claims.
+        ensure!(
+            (entry.layers, entry.hidden) == (manifest.model.n_layers, manifest.model.hidden),
+            "the bundle names model `{name}` but claims {} layers, {} wide; models.yaml \
+             declares `{name}` with {} layers, {} wide",
+            manifest.model.n_layers,
+            manifest.model.hidden,
+            entry.layers,
+            entry.hidden
+        );
         return Ok(name.to_string());
     }
     bail!(
@@ -96,21 +108,55 @@ fn bundle_model_id(ws: &Workspace, name: &str) -> Result<String> {
 }
 
 pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    if !(0.0..1.0).contains(&args.cutoff) {
-        bail!(
-            "--cutoff {} must be in [0, 1): a verifier passes when its accept rate exceeds the \
-             cutoff, so 1 could never pass (use e.g. 0.999)",
-            args.cutoff
-        );
-    }
     if args.verifiers == 0 {
         bail!("--verifiers must be at least 1");
     }
     let ws = Arc::new(workspace(global)?);
+    let experiment = match &args.experiment {
+        Some(id) => Some(ws.config.experiments.get(id).cloned().ok_or_else(|| {
+            anyhow!(
+                "--experiment {id}: not an experiment of experiments.yaml (known: {})",
+                ws.config.experiments.experiment_names().join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let cutoff = args
+        .cutoff
+        .or(experiment.as_ref().map(|e| e.cutoff))
+        .unwrap_or(0.95);
+    if !(0.0..1.0).contains(&cutoff) {
+        bail!(
+            "--cutoff {cutoff} must be in [0, 1): a verifier passes when its accept rate exceeds \
+             the cutoff, so 1 could never pass (use e.g. 0.999)"
+        );
+    }
     let bundle = read_bundle(&args.bundle)?;
+    // The verifier decides which layers must be committed: a bundle holding only a shallow
+    // layer (cheap to fake) is not judged on that alone.
+    let required = args
+        .layers
+        .clone()
+        .or(experiment.as_ref().map(|e| e.layers.clone()))
+        .unwrap_or_default();
+    let needed = required.resolve(bundle.manifest.model.n_layers);
+    let missing: Vec<usize> = needed
+        .iter()
+        .copied()
+        .filter(|l| !bundle.manifest.layers.contains(l))
+        .collect();
+    ensure!(
+        !needed.is_empty() && missing.is_empty(),
+        "{}: the bundle commits layers {:?}, but this verification requires {needed:?} \
+         ({required} of a {}-layer model), so {missing:?} are missing; --layers says which \
+         layers to require",
+        args.bundle.display(),
+        bundle.manifest.layers,
+        bundle.manifest.model.n_layers
+    );
     let model = match args.model {
         Some(model) => model,
-        None => bundle_model_id(&ws, &bundle.manifest.model.name)?,
+        None => bundle_model_id(&ws, &bundle.manifest)?,
     };
     let role = Role {
         model,
@@ -119,11 +165,12 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     };
     let settings = VerifySettings {
         verifiers: vec![role; args.verifiers],
-        policy: match args.policy {
-            PolicyChoice::PrecisionAware => PolicyConfig::default(),
-            PolicyChoice::Seed => PolicyConfig::seed_default(),
+        policy: match (&experiment, args.policy) {
+            (Some(e), _) => e.policy.clone(),
+            (None, PolicyChoice::PrecisionAware) => PolicyConfig::default(),
+            (None, PolicyChoice::Seed) => PolicyConfig::seed_default(),
         },
-        cutoff: args.cutoff,
+        cutoff,
         expected: TrialVerdict::Pass,
         chunk: crate::engine::verification::DEFAULT_CHUNK,
         trust_native_claim: args.native_inference,
@@ -143,7 +190,8 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         sink,
         CancelToken::new(),
     )
-    .await?;
+    .await
+    .with_context(|| format!("verifying {}", args.bundle.display()))?;
     printer.abort();
     print_trial(&result, args.json)?;
     Ok(verdict_code(result.summary.final_verdict))

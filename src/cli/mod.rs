@@ -181,16 +181,27 @@ pub struct VerifyArgs {
     pub device: DeviceProfile,
     #[arg(long, default_value = "full", value_parser = parse_precision)]
     pub precision: Precision,
+    /// Built-in thresholds: precision-aware (the default) or the seed project's fixed ones.
     #[arg(long, value_enum, default_value_t = PolicyChoice::PrecisionAware)]
     pub policy: PolicyChoice,
+    /// Judge as this experiment of experiments.yaml does: its policy thresholds (e.g. those
+    /// `optimize` wrote), its cutoff and the layers it checks, unless --cutoff/--layers say
+    /// otherwise.
+    #[arg(long, conflicts_with = "policy")]
+    pub experiment: Option<String>,
+    /// Hidden-state indices the bundle must have committed (`every:8`, `all`, `8,16,24`): the
+    /// verifier decides what is checked, not the bundle. Every layer it holds is checked.
+    /// Default: the experiment's (--experiment), else every:8, what `infer` records.
+    #[arg(long, value_parser = parse_layers)]
+    pub layers: Option<LayerSelection>,
     /// Accept the bundle's claim of `native` precision (the model's own quantized weights on
     /// quantized kernels, which round activations) and judge it in the bf16 tier. Without it
     /// that claim, one string in an untrusted file, is judged by the declared dtype alone.
     #[arg(long)]
     pub native_inference: bool,
-    /// Accept-rate cutoff a verifier must exceed to pass.
-    #[arg(long, default_value_t = 0.95)]
-    pub cutoff: f64,
+    /// Accept-rate cutoff a verifier must exceed to pass (default: the experiment's, else 0.95).
+    #[arg(long)]
+    pub cutoff: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }

@@ -23,6 +23,10 @@ pub const TENSORS_FILE: &str = "hidden_states.safetensors";
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Hidden states of 1M tokens × 8 layers × 16k wide in f32 would be 512 GiB; 32 GiB is plenty.
 const MAX_TENSOR_BYTES: u64 = 32 << 30;
+/// Beyond any real transformer (the largest have about 130 layers and a width of 16k); a
+/// manifest's claims are bounded before anything is sized by them.
+const MAX_MODEL_LAYERS: usize = 1024;
+const MAX_MODEL_HIDDEN: usize = 1 << 17;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,8 +178,42 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         manifest_path.display(),
         manifest.hidden_states.bytes
     );
-    // Read once, into memory, and check and parse those same bytes: the file is never read a
-    // second time, so what is parsed is what was hashed.
+    let model = &manifest.model;
+    ensure!(
+        (1..=MAX_MODEL_LAYERS).contains(&model.n_layers)
+            && (1..=MAX_MODEL_HIDDEN).contains(&model.hidden),
+        "{}: model.n_layers {} / model.hidden {} are not those of a transformer (at most \
+         {MAX_MODEL_LAYERS} layers, {MAX_MODEL_HIDDEN} wide)",
+        manifest_path.display(),
+        model.n_layers,
+        model.hidden
+    );
+    let timings = &manifest.timings;
+    ensure!(
+        [
+            timings.prefill_s,
+            timings.decode_s,
+            timings.total_s,
+            timings.tokens_per_s
+        ]
+        .iter()
+        .all(|t| t.is_finite() && *t >= 0.0)
+            && timings.total_s > 0.0,
+        "{}: timings {:?} are not durations (finite, not negative, total_s above 0)",
+        manifest_path.display(),
+        timings
+    );
+    // The checksum is checked on the file as it streams past, before any memory is sized by
+    // it (a sparse 16 GB file costs nothing on disk); then the bytes are read once and checked
+    // again, so that what is parsed is what was hashed.
+    let streamed = crate::util::sha256_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
+        .context("checking the bundle's hidden states (size from the manifest)")?;
+    ensure!(
+        streamed == manifest.hidden_states.sha256,
+        "{}: sha256 {streamed} does not match the manifest's {} — the bundle was altered or damaged",
+        tensor_path.display(),
+        manifest.hidden_states.sha256
+    );
     let bytes = read_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
         .context("reading the bundle's hidden states (size from the manifest)")?;
     ensure!(
@@ -427,6 +465,23 @@ mod tests {
         write_manifest(&m);
         let err = error_of(dir.path());
         assert!(err.contains("no checked layer"), "{err}");
+
+        // A model shape no transformer has: it would size the layer list an experiment
+        // checks (10^15 layers hung the verifier).
+        let mut m = manifest.clone();
+        m.model.n_layers = 1_000_000_000_000_000;
+        write_manifest(&m);
+        let err = error_of(dir.path());
+        assert!(err.contains("model.n_layers 1000000000000000"), "{err}");
+
+        // Timings that are not durations would turn into absurd overheads.
+        for total_s in [0.0, -1.0] {
+            let mut m = manifest.clone();
+            m.timings.total_s = total_s;
+            write_manifest(&m);
+            let err = error_of(dir.path());
+            assert!(err.contains("timings"), "{total_s}: {err}");
+        }
 
         write_manifest(&manifest);
         assert!(read_bundle(dir.path()).is_ok());

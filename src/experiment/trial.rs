@@ -211,15 +211,45 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
             verifier.tokenizer.identity()
         );
     }
-    if let Some(bad) = manifest
-        .prompt_ids
-        .iter()
-        .chain(&manifest.output_ids)
-        .find(|&&id| id as usize >= verifier.model.config.vocab_size)
-    {
+    // The same weights have one shape: a manifest that claims another (fewer layers, say) would
+    // choose which layers an experiment checks.
+    let config = &verifier.model.config;
+    if (manifest.model.n_layers, manifest.model.hidden) != (config.n_layers, config.hidden) {
         bail!(
-            "token id {bad} in the bundle is outside the vocabulary ({})",
-            verifier.model.config.vocab_size
+            "the bundle's model.n_layers {} / model.hidden {} are not those of `{}` ({} layers, \
+             {} wide)",
+            manifest.model.n_layers,
+            manifest.model.hidden,
+            verifier.name,
+            config.n_layers,
+            config.hidden
+        );
+    }
+    for (field, ids) in [
+        ("prompt_ids", &manifest.prompt_ids),
+        ("output_ids", &manifest.output_ids),
+    ] {
+        if let Some((at, bad)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= config.vocab_size)
+        {
+            bail!(
+                "the bundle's {field}[{at}] = {bad} is outside the vocabulary ({})",
+                config.vocab_size
+            );
+        }
+    }
+    // Refused before any compute: one prefill over prompt and output must fit the model.
+    let tokens = manifest.prompt_ids.len() + manifest.output_ids.len();
+    let context = verifier.model.max_positions();
+    if tokens > context {
+        bail!(
+            "the bundle's prompt ({}) and output ({}) are {tokens} tokens, more than the \
+             {context} positions `{}` takes",
+            manifest.prompt_ids.len(),
+            manifest.output_ids.len(),
+            verifier.name
         );
     }
     Ok(())

@@ -38,20 +38,37 @@ pub(super) async fn verify_bundles(
     for role in &verifiers {
         role.device.check_built()?;
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(from)
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    // A trial_* entry that is not a plain directory (a link could lead anywhere, a file is
+    // no bundle) is named and skipped, and the run is then incomplete: never silently left out.
+    let mut not_bundles: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(from)
         .with_context(|| format!("reading bundle directory {}", from.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_type().is_ok_and(|t| t.is_dir())
-                && e.file_name().to_string_lossy().starts_with("trial_")
-        })
-        .map(|e| e.path())
-        .collect();
+    {
+        let entry =
+            entry.with_context(|| format!("reading bundle directory {}", from.display()))?;
+        if !entry.file_name().to_string_lossy().starts_with("trial_") {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => dirs.push(entry.path()),
+            _ => not_bundles.push(format!(
+                "{}: skipped: not a bundle directory (a symbolic link or a file)",
+                entry.path().display()
+            )),
+        }
+    }
     dirs.sort();
+    not_bundles.sort();
     ensure!(
         !dirs.is_empty(),
-        "{}: no trial_* bundle directories",
-        from.display()
+        "{}: no trial_* bundle directories{}",
+        from.display(),
+        if not_bundles.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", not_bundles.join("; "))
+        }
     );
     // Removed on the way out if nothing could be written into it.
     let out_guard = results_dir(&ws, req)?;
@@ -70,6 +87,11 @@ pub(super) async fn verify_bundles(
     // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
     // results of the others: it is reported, skipped, and the run marked incomplete.
     let mut failed: Vec<String> = Vec::new();
+    let listed = dirs.len() + not_bundles.len();
+    for message in not_bundles {
+        sink.log(LogLevel::Error, message.clone());
+        failed.push(message);
+    }
     // (trial number, bundle) of every verified bundle, so a second claim names the first.
     let mut claimed: Vec<(usize, &Path)> = Vec::new();
     for dir in &dirs {
@@ -98,7 +120,7 @@ pub(super) async fn verify_bundles(
         }
     }
     let complete = !cancel.is_cancelled() && failed.is_empty();
-    let run = RunContext::of(req, &spec, started_at, dirs.len());
+    let run = RunContext::of(req, &spec, started_at, listed);
     let (summary, summary_path) = write_summary(&out_dir, &run, &trials, complete)?;
     if !failed.is_empty() {
         let kept = match &summary_path {
@@ -108,7 +130,7 @@ pub(super) async fn verify_bundles(
         bail!(
             "{} of {} bundles could not be verified ({kept}):\n  {}",
             failed.len(),
-            dirs.len(),
+            listed,
             failed.join("\n  ")
         );
     }

@@ -627,7 +627,10 @@ fn a_damaged_or_oversized_saved_trial_is_refused_not_allocated() {
     let log = text_of(&screen(&app, 160, 50));
     assert!(log.contains("cannot load trial"), "{log}");
     assert!(log.contains("trial_1.json"), "{log}");
-    assert!(log.contains("checks[5]: position 1099511627776 is beyond the 21"), "{log}");
+    assert!(
+        log.contains("checks[5]: position 1099511627776 is beyond the 21"),
+        "{log}"
+    );
     // Consistent, but more tokens than any heatmap here could hold.
     let app = open_second_trial(|t| {
         t.inference.generated_tokens = 1 << 23;
@@ -638,7 +641,10 @@ fn a_damaged_or_oversized_saved_trial_is_refused_not_allocated() {
     // A check at a layer that was never sampled.
     let app = open_second_trial(|t| t.verifiers[2].statistics.checks[0].layer = 31);
     let log = text_of(&screen(&app, 160, 50));
-    assert!(log.contains("layer 31 is not among the sampled layers"), "{log}");
+    assert!(
+        log.contains("layer 31 is not among the sampled layers"),
+        "{log}"
+    );
 }
 
 #[test]
