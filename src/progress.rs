@@ -35,11 +35,12 @@ fn progress_printer(
                 )),
                 EngineEvent::Log { message, .. } => Some(message),
                 EngineEvent::Preparing { message, .. } => message,
-                EngineEvent::Failed { message } => Some(format!("failed: {message}")),
+                // The run's error: the command returns it and main prints it, once.
+                EngineEvent::Failed { .. } => None,
                 _ => None,
             };
             if let Some(l) = line {
-                let _ = writeln!(std::io::stderr(), "{l}");
+                let _ = writeln!(std::io::stderr(), "{}", crate::util::escape_controls(&l));
             }
         }
     })

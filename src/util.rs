@@ -232,6 +232,25 @@ pub fn is_inner_relative_path(listed: &str) -> bool {
         })
 }
 
+/// `text` with control characters other than newline and tab written out as `\u{1b}`: text
+/// that came from a file or a model (an error quoting a manifest, a generated token) must not
+/// drive the terminal (clear it, move the cursor, print a fake verdict).
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_unsafe = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(is_unsafe) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            escaped.extend(c.escape_unicode());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -285,6 +304,18 @@ mod tests {
         assert_eq!(civil_date_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_date_from_days(-1), (1969, 12, 31));
         assert_eq!(utc_from_unix(1_795_700_000), (2026, 11, 26, 13, 33, 20));
+    }
+
+    #[test]
+    fn control_characters_are_written_out_but_lines_stay() {
+        assert_eq!(
+            escape_controls("ok\x1b[2J\rverdict: Pass\u{9b}\n\tnext"),
+            "ok\\u{1b}[2J\\u{d}verdict: Pass\\u{9b}\n\tnext"
+        );
+        assert!(matches!(
+            escape_controls("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -386,7 +386,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::util::escape_controls(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

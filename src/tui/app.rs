@@ -252,7 +252,7 @@ impl App {
     }
 
     pub fn log_line(&mut self, level: LogLevel, text: impl Into<String>) {
-        let text = text.into();
+        let text = crate::util::escape_controls(&text.into()).into_owned();
         if level != LogLevel::Info {
             self.notice = Some(LogLine {
                 level,
@@ -344,6 +344,7 @@ impl App {
 
     /// Applies one engine event to the live run (log lines go to the log whatever happens).
     pub fn handle_event(&mut self, event: EngineEvent) {
+        let event = without_controls(event);
         if let EngineEvent::Log { level, message } = event {
             self.log_line(level, message);
             return;
@@ -443,6 +444,39 @@ impl App {
                 self.log_line(LogLevel::Error, format!("run failed: {message}"));
             }
         }
+    }
+}
+
+/// The event with its text made safe to draw: generated tokens and error messages can carry
+/// control characters (a model's byte tokens, a manifest's strings) that would drive the
+/// terminal.
+fn without_controls(event: EngineEvent) -> EngineEvent {
+    let clean = |text: String| match crate::util::escape_controls(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    };
+    match event {
+        EngineEvent::Token {
+            trial,
+            index,
+            id,
+            text,
+            step_ms,
+        } => EngineEvent::Token {
+            trial,
+            index,
+            id,
+            text: clean(text),
+            step_ms,
+        },
+        EngineEvent::Preparing { key, message } => EngineEvent::Preparing {
+            key,
+            message: message.map(clean),
+        },
+        EngineEvent::Failed { message } => EngineEvent::Failed {
+            message: clean(message),
+        },
+        other => other,
     }
 }
 

@@ -648,6 +648,31 @@ fn a_damaged_or_oversized_saved_trial_is_refused_not_allocated() {
 }
 
 #[test]
+fn control_characters_in_tokens_and_errors_never_reach_the_terminal() {
+    let mut events = synthetic_trial_events(0, 8, 8, 3, 4);
+    for event in &mut events {
+        if let EngineEvent::Token { index: 2, text, .. } = event {
+            *text = "\x1b[2J".into();
+        }
+    }
+    events.push(EngineEvent::Failed {
+        message: "bad dtype \x1b]0;owned\x07".into(),
+    });
+    let app = app_with_run(events);
+    let buffer = screen(&app, 140, 40);
+    let text = text_of(&buffer);
+    assert!(text.contains("\\u{1b}[2J"), "{text}");
+    assert!(text.contains("bad dtype \\u{1b}]0;owned\\u{7}"), "{text}");
+    assert!(
+        buffer
+            .content()
+            .iter()
+            .all(|cell| !cell.symbol().contains(char::is_control)),
+        "a control character reached a cell"
+    );
+}
+
+#[test]
 fn export_writes_pngs_and_logs_their_paths() {
     let backend: Arc<dyn Backend> = Arc::new(FakeBackend::default());
     let (tx, mut rx) = unbounded_channel();

@@ -190,7 +190,7 @@ impl TrialView {
             });
         }
         if self.text.is_empty() {
-            self.text = result.inference.output_text.clone();
+            self.text = crate::util::escape_controls(&result.inference.output_text).into_owned();
         }
         self.tokens = self.tokens.max(result.inference.generated_tokens);
         self.inference_time_s.get_or_insert(result.inference.time_s);
