@@ -108,8 +108,9 @@ fn bundle_model_id(ws: &Workspace, manifest: &Manifest) -> Result<String> {
 }
 
 pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    if args.verifiers == 0 {
-        bail!("--verifiers must be at least 1");
+    let max = crate::experiment::results::MAX_VERIFIERS;
+    if !(1..=max).contains(&args.verifiers) {
+        bail!("--verifiers {}: expected 1..={max}", args.verifiers);
     }
     let ws = Arc::new(workspace(global)?);
     let experiment = match &args.experiment {

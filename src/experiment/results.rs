@@ -11,6 +11,10 @@ use crate::stats::policy::TierThresholds;
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
 
+/// Verifiers one trial may have (VeriLLM's experiments use three): each is a model load, a
+/// prefill and a set of figures, so the number is bounded for commands and for files.
+pub const MAX_VERIFIERS: usize = 16;
+
 /// Who computed something: model, precision (`full`, `q4_0`, …, `native`), device profile and
 /// the dtype the computation actually ran in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +182,18 @@ impl TrialResult {
     /// as many as the tokens. A file from elsewhere is checked before anything is sized by its
     /// numbers (a check at position 10^12 would otherwise size a heatmap).
     pub fn check_consistency(&self) -> Result<(), String> {
+        if self.format_version != RESULT_FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not {RESULT_FORMAT_VERSION}, the one this build reads",
+                self.format_version
+            ));
+        }
+        if self.verifiers.len() > MAX_VERIFIERS {
+            return Err(format!(
+                "{} verifiers, more than the {MAX_VERIFIERS} a trial may have",
+                self.verifiers.len()
+            ));
+        }
         let tokens = self.inference.generated_tokens;
         if self.inference.output_ids.len() != tokens {
             return Err(format!(

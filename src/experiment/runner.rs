@@ -94,7 +94,10 @@ pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, V
         None => spec.verifier_roles(gpu),
     };
     if let Some(n) = req.verifiers {
-        ensure!(n > 0, "--verifiers must be at least 1");
+        ensure!(
+            (1..=MAX_VERIFIERS).contains(&n),
+            "--verifiers {n}: expected 1..={MAX_VERIFIERS}"
+        );
         ensure!(!verifiers.is_empty(), "the experiment defines no verifiers");
         verifiers = (0..n)
             .map(|i| verifiers[i % verifiers.len()].clone())

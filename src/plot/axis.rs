@@ -127,6 +127,17 @@ impl ValueAxis {
         // The tolerance keeps a bound that is already a tick (0, 1) from growing a step.
         let first = (start / step + 1e-9).floor();
         let last = (end / step - 1e-9).ceil();
+        // Values near f64's limits (±1e308 in a hostile file) make the span overflow: the
+        // axis then just spans them, rather than counting ticks to infinity.
+        if !(first.is_finite() && last.is_finite() && last - first <= 64.0) {
+            return Self {
+                scale: Scale::Linear,
+                start,
+                end,
+                ticks: vec![start, end],
+                has_clamped_zeros: false,
+            };
+        }
         let ticks: Vec<f64> = (first as i64..=last as i64)
             .map(|k| k as f64 * step)
             .collect();
@@ -384,11 +395,17 @@ fn linear_label(value: f64, step: f64) -> String {
     format!("{value:.decimals$}")
 }
 
-/// The multiples of `step` within `start..=end`.
+/// The multiples of `step` within `start..=end`; none when there would be more than an axis
+/// can show (a span that overflowed, in a hostile file).
 fn multiples_within(step: f64, start: f64, end: f64) -> Vec<f64> {
-    let first = (start / step - 1e-9).ceil() as i64;
-    let last = (end / step + 1e-9).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
+    let first = (start / step - 1e-9).ceil();
+    let last = (end / step + 1e-9).floor();
+    if !(first.is_finite() && last.is_finite() && last - first <= 1000.0) {
+        return Vec::new();
+    }
+    (first as i64..=last as i64)
+        .map(|k| k as f64 * step)
+        .collect()
 }
 
 /// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `raw`.

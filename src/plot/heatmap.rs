@@ -50,7 +50,7 @@ fn color_axis(values: &[f64]) -> ValueAxis {
 }
 
 /// Integer tick positions for token positions `first..=last`.
-fn position_ticks(first: usize, last: usize) -> Vec<f64> {
+pub(super) fn position_ticks(first: usize, last: usize) -> Vec<f64> {
     let axis = ValueAxis::linear(first as f64, last.max(first + 1) as f64);
     let step = axis
         .ticks
@@ -62,9 +62,14 @@ fn position_ticks(first: usize, last: usize) -> Vec<f64> {
     let start = (first as f64 / step).ceil() * step;
     let mut ticks = Vec::new();
     let mut tick = start;
-    while tick <= last as f64 {
+    // Bounded: near 2^60 adding the step no longer changes a float, which looped forever.
+    while tick <= last as f64 && ticks.len() < 64 {
         ticks.push(tick);
-        tick += step;
+        let next = tick + step;
+        if next <= tick {
+            break;
+        }
+        tick = next;
     }
     ticks
 }

@@ -115,8 +115,14 @@ pub fn resolve_trial_file(summary_path: &Path, listed: &str) -> anyhow::Result<P
     Ok(resolved)
 }
 
+/// A trial result, checked for consistency before anything is sized or drawn by it (a file
+/// may come from another machine).
 fn load_trial(path: &Path, value: Value) -> anyhow::Result<TrialResult> {
-    parse_as(path, value, "a trial result")
+    let trial: TrialResult = parse_as(path, value, "a trial result")?;
+    trial
+        .check_consistency()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(trial)
 }
 
 /// Reads and parses one input file, with the trial files of a run summary.

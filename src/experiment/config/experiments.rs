@@ -409,6 +409,16 @@ fn validate_experiment(
     if spec.verifiers.is_empty() {
         return Err(file.error_at(&at.key("verifiers"), "no verifiers (expected at least one)"));
     }
+    let max = crate::experiment::results::MAX_VERIFIERS;
+    if spec.verifiers.len() > max {
+        return Err(file.error_at(
+            &at.key("verifiers"),
+            format!(
+                "{} verifiers (expected at most {max})",
+                spec.verifiers.len()
+            ),
+        ));
+    }
     for (i, verifier) in spec.verifiers.iter().enumerate() {
         if let Some(id) = &verifier.model {
             let model = models.get(id).ok_or_else(|| {
