@@ -63,6 +63,28 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Text files of a model directory (config.json, tokenizer_config.json, templates, the shard
+/// index) are at most this large; tokenizer.json, the largest, at most [`MAX_TOKENIZER_BYTES`].
+pub const MAX_MODEL_TEXT_BYTES: u64 = 64 << 20;
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
+/// A UTF-8 text file that must be a regular file of at most `limit` bytes (a FIFO in a model
+/// directory would block loading forever); `Ok(None)` when there is nothing at `path`.
+pub fn read_optional_text(path: &Path, limit: u64) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_regular_file(path, limit)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .with_context(|| format!("{}: not UTF-8 text", path.display()))
+}
+
+/// [`read_optional_text`] for a file that must be there.
+pub fn read_text(path: &Path, limit: u64) -> Result<String> {
+    read_optional_text(path, limit)?.with_context(|| format!("{}: no such file", path.display()))
+}
+
 fn refuse_symlink(path: &Path) -> Result<()> {
     let meta =
         std::fs::symlink_metadata(path).with_context(|| format!("{}: missing", path.display()))?;

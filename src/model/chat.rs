@@ -12,6 +12,7 @@ use minijinja::{Environment, Error, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
 use crate::model::tokenizer::special_token_name;
+use crate::util::{read_optional_text, MAX_MODEL_TEXT_BYTES};
 
 /// Name the template is registered under inside its environment.
 const TEMPLATE_NAME: &str = "chat_template";
@@ -119,21 +120,21 @@ impl ChatTemplate {
     /// (a string, or a list of named templates of which "default" is used). `None` when neither
     /// exists. bos/eos token strings come from the config.
     pub fn from_tokenizer_config(path: &Path) -> Result<Option<Self>> {
-        let config: Option<serde_json::Value> = match std::fs::read_to_string(path) {
-            Ok(text) => Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let config: Option<serde_json::Value> =
+            match read_optional_text(path, MAX_MODEL_TEXT_BYTES)? {
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("parsing {}", path.display()))?,
+                ),
+                None => None,
+            };
         let jinja_path = path
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join("chat_template.jinja");
-        let (source, origin) = match std::fs::read_to_string(&jinja_path) {
-            Ok(text) => (text, jinja_path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let (source, origin) = match read_optional_text(&jinja_path, MAX_MODEL_TEXT_BYTES)? {
+            Some(text) => (text, jinja_path.display().to_string()),
+            None => {
                 let field = config
                     .as_ref()
                     .and_then(|c| c.get("chat_template"))
@@ -144,7 +145,6 @@ impl ChatTemplate {
                     Err(e) => return Err(e.context(format!("{}: chat_template", path.display()))),
                 }
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", jinja_path.display())),
         };
         let token = |key: &str| {
             config

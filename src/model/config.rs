@@ -111,8 +111,7 @@ impl ModelConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = crate::util::read_text(path, crate::util::MAX_MODEL_TEXT_BYTES)?;
         let raw: HfConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid Hugging Face config.json", path.display()))?;
         let arch = match raw.model_type.as_str() {

@@ -81,7 +81,7 @@ fn looks_like_a_path(arg: &str) -> bool {
 
 /// One half of a hub repo id, by the hub's rules: letters, digits, '-', '_', '.', not starting
 /// or ending with '-' or '.', no '--' or '..'.
-fn is_hub_name(name: &str) -> bool {
+pub(crate) fn is_hub_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 96
         && name.chars().all(crate::util::is_plain_name_char)
@@ -354,8 +354,7 @@ fn resolve_snapshot(
 /// The shard files named by a `model.safetensors.index.json`, refusing any that leave the
 /// directory.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let text = crate::util::read_text(index, crate::util::MAX_MODEL_TEXT_BYTES)?;
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index.display()))?;
     let map = json

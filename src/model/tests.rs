@@ -600,3 +600,30 @@ fn chat_prompts_are_encoded_without_a_second_bos() {
     assert_ne!(ids[1], 1);
     assert_eq!(&ids[..], &plain[1..]);
 }
+
+#[test]
+fn a_fifo_in_a_model_directory_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_qwen2(dir.path(), true);
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        let path = dir.path().join(file);
+        let kept = dir.path().join(format!("{file}.kept"));
+        std::fs::rename(&path, &kept).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+        let source = ModelSource::HfDir(dir.path().to_path_buf());
+        let err = match load_model("tiny", &source, Precision::Full, DeviceProfile::CPU_F32) {
+            Ok(_) => panic!("{file} as a FIFO loaded"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains(file) && err.contains("not a regular file"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&kept, &path).unwrap();
+    }
+}

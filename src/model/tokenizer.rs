@@ -74,8 +74,7 @@ impl TextTokenizer {
     /// `tokenizer_config.json` (and `generation_config.json` for extra eos ids) when present,
     /// since `tokenizer.json` itself does not say which tokens play those roles.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
-        let json_text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json_text = crate::util::read_text(path, crate::util::MAX_TOKENIZER_BYTES)?;
         let inner = Tokenizer::from_bytes(json_text.as_bytes())
             .map_err(|e| anyhow!("parsing {} as a tokenizer: {e}", path.display()))?;
         let json: serde_json::Value = serde_json::from_str(&json_text)
@@ -485,14 +484,13 @@ fn merges_from_tokenizer_json(json: &serde_json::Value) -> Result<Vec<(String, S
 }
 
 fn read_optional_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match crate::util::read_optional_text(path, crate::util::MAX_MODEL_TEXT_BYTES)? {
+        Some(text) => {
             let value = serde_json::from_str(&text)
                 .with_context(|| format!("parsing {}", path.display()))?;
             Ok(Some(value))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        None => Ok(None),
     }
 }
 

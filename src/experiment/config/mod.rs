@@ -37,6 +37,59 @@ use locate::{is_significant, locate_unknown_field};
 use models::validate_models;
 use prompts::validate_prompts;
 
+/// A configuration file larger than this is refused before it is parsed.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Where a YAML anchor or alias starts a node (line and column, 1-based), if anywhere: after
+/// `key: `, after `- `, or at the start of a line. Quoted scalars, comments and block scalars
+/// (`|`, `>`) are skipped; `&`/`*` inside text (`R&D`, `&mut x`, `*count += 1`) starts no node.
+fn first_anchor_or_alias(text: &str) -> Option<(usize, usize)> {
+    // The indentation of the line that opened a block scalar, while inside one.
+    let mut block_of: Option<usize> = None;
+    for (index, line) in text.lines().enumerate() {
+        let mut rest = line.trim_start();
+        let indent = line.len() - rest.len();
+        if let Some(opener) = block_of {
+            if rest.is_empty() || indent > opener {
+                continue;
+            }
+            block_of = None;
+        }
+        let mut column = indent;
+        loop {
+            // Node starts: the line itself, each `- ` and the value after `key: `.
+            if rest.starts_with(['&', '*'])
+                && rest[1..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Some((index + 1, column + 1));
+            }
+            if rest.starts_with(['|', '>']) {
+                block_of = Some(indent);
+                break;
+            }
+            if let Some(after) = rest.strip_prefix("- ") {
+                let trimmed = after.trim_start();
+                column += rest.len() - trimmed.len();
+                rest = trimmed;
+                continue;
+            }
+            if rest.starts_with(['"', '\'', '#']) {
+                break;
+            }
+            match rest.find(": ") {
+                Some(at) if !rest[..at].contains(['"', '\'', '#']) => {
+                    let after = &rest[at + 2..];
+                    let trimmed = after.trim_start();
+                    column += at + 2 + (after.len() - trimmed.len());
+                    rest = trimmed;
+                }
+                _ => break,
+            }
+        }
+    }
+    None
+}
+
 /// Environment variable the caller reads to pass a config directory to [`ConfigSet::load`].
 pub const CONFIG_DIR_ENV: &str = "VERILLM_CONFIG_DIR";
 
@@ -122,9 +175,17 @@ impl SourceFile {
     }
 
     fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        // A regular file (a FIFO would block, a device never end) of bounded size: the
+        // built-in prompts, the largest, are 0.1 MB.
+        let bytes = crate::util::read_regular_file(path, MAX_CONFIG_BYTES).map_err(|e| {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("{e:#}")),
+            }
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         Ok(SourceFile {
             label: path.display().to_string(),
@@ -146,6 +207,22 @@ impl SourceFile {
                 message: format!("file is empty (expected {expected_top_keys})"),
             });
         }
+        if let Some((line, column)) = first_anchor_or_alias(&self.text) {
+            return Err(ConfigError::Invalid {
+                file: self.label.clone(),
+                line,
+                column,
+                key: String::new(),
+                message: "YAML anchors (&name) and aliases (*name) are not accepted in \
+                          configuration files, since a few aliases can expand a small file \
+                          into gigabytes; write the values out"
+                    .into(),
+            });
+        }
+        // Into a plain YAML value first, which refuses a key given twice in one mapping (a
+        // typed map would keep the last silently: a second model `tiny` replacing the first).
+        serde_yaml::from_str::<serde_yaml::Value>(&self.text)
+            .map_err(|err| self.yaml_error(&err))?;
         serde_yaml::from_str(&self.text).map_err(|err| self.yaml_error(&err))
     }
 
@@ -223,8 +300,10 @@ impl ConfigSet {
     }
 
     fn load_over_builtins(dir: Option<&Path>) -> Result<ConfigSet, ConfigError> {
+        // Whatever stands at the name is the user's file: one that cannot be read as a config
+        // (a FIFO, a folder) is an error, never silently replaced by the built-in.
         let override_file = |name: &str| -> Result<Option<SourceFile>, ConfigError> {
-            match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+            match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => SourceFile::read(&path).map(Some),
                 None => Ok(None),
             }

@@ -126,12 +126,9 @@ pub struct GgufRef {
 }
 
 fn check_repo_id(repo: &str) -> Result<(), String> {
+    // The rules `--model hf:org/repo` follows: each part a hub name, never `.`/`..`.
     let parts: Vec<&str> = repo.split('/').collect();
-    if parts.len() == 2
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
-    {
+    if parts.len() == 2 && parts.iter().all(|p| crate::model::source::is_hub_name(p)) {
         Ok(())
     } else {
         Err(format!(

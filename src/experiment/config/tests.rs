@@ -467,3 +467,90 @@ fn model_sources_must_be_one_shape() {
         "revision"
     );
 }
+
+#[test]
+fn hostile_config_files_are_refused_by_name() {
+    let model = |id: &str, hub: &str| {
+        format!(
+            "  {id}:\n    description: d\n    arch: llama\n    layers: 4\n    hidden: 64\n    \
+             source: {{hub: \"{hub}\"}}\n"
+        )
+    };
+    let load_models = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MODELS_FILE), text).unwrap();
+        ConfigSet::load(Some(dir.path()))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    // An id given twice: the second silently replaced the first.
+    let twice = format!("models:\n{}{}", model("tiny", "a/b"), model("tiny", "c/d"));
+    let err = load_models(&twice);
+    assert!(
+        err.contains("models.yaml") && err.contains("duplicate entry"),
+        "{err}"
+    );
+    // Hub ids follow the hub's rules, as on the command line.
+    for bad in ["../..", "a/b?x=1#", "a/.."] {
+        let err = load_models(&format!("models:\n{}", model("m", bad)));
+        assert!(err.contains("not a hub repository id"), "{bad}: {err}");
+    }
+    // Anchors and aliases: a 1 MB string referenced 3000 times took 3 GB to load.
+    let aliased = "models:\n  a: &big\n    description: d\n    arch: llama\n    layers: 4\n    \
+                   hidden: 64\n    source: {hub: a/b}\n  b: *big\n";
+    let err = load_models(aliased);
+    assert!(
+        err.contains("models.yaml:2:6") && err.contains("anchors"),
+        "{err}"
+    );
+    // Text that merely contains '&' or '*' is no anchor.
+    assert_eq!(
+        first_anchor_or_alias("text: R&D uses &mut x\n- a *b\nk: \"&q\"\n"),
+        None
+    );
+    assert_eq!(
+        first_anchor_or_alias("- text: |\n    *count += 1\n- &x y\n"),
+        Some((3, 3))
+    );
+
+    // A FIFO or a folder where a config file goes is the user's file, not a reason to fall
+    // back to the built-in one (a FIFO blocked nothing only because it was skipped).
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join(EXPERIMENTS_FILE);
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = ConfigSet::load(Some(dir.path()))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("experiments.yaml") && err.contains("not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(&fifo).unwrap();
+    let err = ConfigSet::load(Some(dir.path()))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    // And a huge file is refused before it is parsed.
+    let huge = dir.path().join(PROMPTS_FILE);
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_CONFIG_BYTES + 1)
+        .unwrap();
+    std::fs::remove_dir(&fifo).unwrap();
+    let err = ConfigSet::load(Some(dir.path()))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("prompts.yaml") && err.contains("limit"),
+        "{err}"
+    );
+}
