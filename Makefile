@@ -2,11 +2,13 @@
 # Release builds use the host CPU's SIMD (.cargo/config.toml: -C target-cpu=native).
 
 CARGO ?= cargo
-BIN := target/release/verillm-tui
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself reads it.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/verillm-tui
 # Results and logs of `make run` land in the repository's data/ folder.
 export VERILLM_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: run test build model bench doctor clean-data
+.PHONY: run test build model bench doctor
 
 run: model
 	$(BIN)

@@ -896,12 +896,13 @@ fn malformed_arguments_name_what_is_wrong() {
 #[test]
 fn tokenize_prints_the_reference_ids() {
     let data = tempfile::tempdir().unwrap();
+    // Where the unit tests find the fixtures too: VERILLM_FIXTURES, else ../shared/fixtures.
+    let fixtures = std::env::var_os("VERILLM_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        std::path::PathBuf::from,
+    );
     let fixture: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/smollm2-135m/tokenization.json"
-        ))
-        .unwrap(),
+        &std::fs::read(fixtures.join("smollm2-135m/tokenization.json")).unwrap(),
     )
     .unwrap();
     let case = &fixture[1];
