@@ -11,7 +11,7 @@ use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
 use crate::engine::events::{CancelToken, EventSink};
 use crate::model::device::DeviceProfile;
 use crate::stats::metrics::{dtype_from_name, CheckMetrics, CompareDtype};
-use crate::stats::optimize::{build_report_for_tier, OptimizationReport};
+use crate::stats::optimize::{build_report_by_tier, OptimizationReport, TierChecks};
 
 pub struct OptimizeOutcome {
     pub report: OptimizationReport,
@@ -34,7 +34,9 @@ fn trial_tier(t: &TrialResult) -> CompareDtype {
 }
 
 /// Splits finished trials into honest (expected PASS) and cheat (expected REJECT) data.
-pub fn pool(trials: &[TrialResult]) -> (Vec<CheckMetrics>, Vec<CheckMetrics>, Vec<f64>, Vec<f64>) {
+pub fn pool<'a>(
+    trials: impl IntoIterator<Item = &'a TrialResult>,
+) -> (Vec<CheckMetrics>, Vec<CheckMetrics>, Vec<f64>, Vec<f64>) {
     let (mut honest, mut cheat, mut honest_rates, mut cheat_rates) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in trials {
@@ -76,18 +78,33 @@ pub async fn optimize(
         all.extend(outcome.trials);
     }
     let (honest, cheat, honest_rates, cheat_rates) = pool(&all);
-    // Thresholds are per precision tier; name the tier when every trial shares one.
+    // Thresholds are per precision tier: each tier's come from the trials judged at it.
     let mut tiers: Vec<CompareDtype> = all.iter().map(trial_tier).collect();
+    tiers.sort_by_key(|t| t.name());
     tiers.dedup();
-    let tier = (tiers.len() == 1).then(|| tiers[0]);
-    let report = build_report_for_tier(
+    let pooled: Vec<_> = tiers
+        .iter()
+        .map(|&tier| {
+            let (honest, cheat, _, _) = pool(all.iter().filter(|t| trial_tier(t) == tier));
+            (tier, honest, cheat)
+        })
+        .collect();
+    let by_tier: Vec<TierChecks<'_>> = pooled
+        .iter()
+        .map(|(tier, honest, cheat)| TierChecks {
+            tier: *tier,
+            honest,
+            cheat,
+        })
+        .collect();
+    let report = build_report_by_tier(
         experiments.clone(),
         trials,
         &honest,
         &cheat,
         &honest_rates,
         &cheat_rates,
-        tier,
+        &by_tier,
     );
     let dir = new_run_dir(&ws.data_dir, "optimize")?;
     let json_path = dir.join("optimization.json");

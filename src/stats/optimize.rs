@@ -308,7 +308,7 @@ pub fn metric_report(metric: &str, honest: &[f64], cheat: &[f64]) -> MetricRepor
 /// Compare honest and cheating checks on every metric in [`METRICS`], summarize per-run accept
 /// rates, and write a policy snippet. The snippet puts the same recommendation under all three
 /// tiers (the checks do not say which precision pair they came from); use
-/// [`build_report_for_tier`] to write it under one tier and keep the defaults for the others.
+/// [`build_report_by_tier`] to recommend each tier's thresholds from its own checks.
 pub fn build_report(
     experiments: Vec<String>,
     trials: usize,
@@ -317,7 +317,7 @@ pub fn build_report(
     honest_accept_rates: &[f64],
     cheat_accept_rates: &[f64],
 ) -> OptimizationReport {
-    build_report_for_tier(
+    build_report_with(
         experiments,
         trials,
         honest_checks,
@@ -328,29 +328,87 @@ pub fn build_report(
     )
 }
 
-/// [`build_report`], with the recommendation written under `tier` only (None: all tiers).
-pub fn build_report_for_tier(
+/// The checks of one precision tier (the pairs judged at that tier's limits), from which its
+/// thresholds are recommended.
+pub struct TierChecks<'a> {
+    pub tier: CompareDtype,
+    pub honest: &'a [CheckMetrics],
+    pub cheat: &'a [CheckMetrics],
+}
+
+/// What the snippet's recommendation for one tier stands on.
+struct TierMeasure {
+    tier: CompareDtype,
+    metrics: Vec<MetricReport>,
+    counts: (usize, usize),
+}
+
+/// [`build_report`], with each tier's thresholds recommended from that tier's checks alone:
+/// honest f32 drift (1e-6) and bf16 drift (1e-2) pooled would give f32 a limit 250× too loose.
+/// Tiers without checks keep their defaults. The report's metrics, ROC and histograms still
+/// describe all checks together.
+pub fn build_report_by_tier(
     experiments: Vec<String>,
     trials: usize,
     honest_checks: &[CheckMetrics],
     cheat_checks: &[CheckMetrics],
     honest_accept_rates: &[f64],
     cheat_accept_rates: &[f64],
-    tier: Option<CompareDtype>,
+    tiers: &[TierChecks<'_>],
 ) -> OptimizationReport {
-    let values = |checks: &[CheckMetrics], metric: &str| -> Vec<f64> {
-        checks
-            .iter()
-            .filter_map(|m| metric_value(m, metric))
-            .collect()
-    };
+    let measured: Vec<TierMeasure> = tiers
+        .iter()
+        .map(|t| TierMeasure {
+            tier: t.tier,
+            metrics: ["rel_l2", "pe"]
+                .iter()
+                .map(|&metric| {
+                    metric_report(
+                        metric,
+                        &metric_values(t.honest, metric),
+                        &metric_values(t.cheat, metric),
+                    )
+                })
+                .collect(),
+            counts: (t.honest.len(), t.cheat.len()),
+        })
+        .collect();
+    build_report_with(
+        experiments,
+        trials,
+        honest_checks,
+        cheat_checks,
+        honest_accept_rates,
+        cheat_accept_rates,
+        Some(&measured),
+    )
+}
+
+fn metric_values(checks: &[CheckMetrics], metric: &str) -> Vec<f64> {
+    checks
+        .iter()
+        .filter_map(|m| metric_value(m, metric))
+        .collect()
+}
+
+/// The report; `tiers` None: the checks' tiers are unknown, so the pooled recommendation is
+/// written under every tier.
+fn build_report_with(
+    experiments: Vec<String>,
+    trials: usize,
+    honest_checks: &[CheckMetrics],
+    cheat_checks: &[CheckMetrics],
+    honest_accept_rates: &[f64],
+    cheat_accept_rates: &[f64],
+    tiers: Option<&[TierMeasure]>,
+) -> OptimizationReport {
     let metrics: Vec<MetricReport> = METRICS
         .iter()
         .map(|&metric| {
             metric_report(
                 metric,
-                &values(honest_checks, metric),
-                &values(cheat_checks, metric),
+                &metric_values(honest_checks, metric),
+                &metric_values(cheat_checks, metric),
             )
         })
         .collect();
@@ -366,7 +424,7 @@ pub fn build_report_for_tier(
         (honest_checks.len(), cheat_checks.len()),
         &metrics,
         &accept_rates,
-        tier,
+        tiers,
     );
     OptimizationReport {
         experiments,
@@ -532,16 +590,20 @@ fn conjunctive_thresholds(
 }
 
 /// The policy snippet of an optimization run: a `precision_aware` policy with the recommended
-/// `rel_l2_max` and `pe_max` (under `tier`, or under every tier when None), the equivalent
-/// `seed` policy (mean|Δ| and Pe) as a comment, and the AUC of every metric as comments.
-pub fn recommended_policy_yaml(
+/// `rel_l2_max` and `pe_max` of each measured tier (from that tier's checks; every tier from
+/// the pooled `metrics` when `tiers` is None), the equivalent `seed` policy (mean|Δ| and Pe)
+/// as a comment, and the AUC of every metric as comments.
+fn recommended_policy_yaml(
     experiments: &[String],
     trials: usize,
     (honest_count, cheat_count): (usize, usize),
     metrics: &[MetricReport],
     accept_rates: &AcceptRateReport,
-    tier: Option<CompareDtype>,
+    tiers: Option<&[TierMeasure]>,
 ) -> String {
+    let find_in = |reports: &'_ [MetricReport], name: &str| -> Option<MetricReport> {
+        reports.iter().find(|r| r.metric == name).cloned()
+    };
     let find = |name: &str| metrics.iter().find(|r| r.metric == name);
     let mut out = String::new();
     out.push_str(&format!(
@@ -550,33 +612,51 @@ pub fn recommended_policy_yaml(
         experiments.len(),
         experiments.join(", ")
     ));
-    let tiers = [
+    let defaults_of = [
         (CompareDtype::F32, F32_TIER_DEFAULT),
         (CompareDtype::F16, F16_TIER_DEFAULT),
         (CompareDtype::Bf16, BF16_TIER_DEFAULT),
     ];
     let mut tier_lines = Vec::new();
     let mut reasons = Vec::new();
-    for (dtype, defaults) in tiers {
-        let recommended_here = tier.is_none_or(|t| t == dtype);
-        let (rel_l2, pe) = if recommended_here {
-            let [(rel_l2, rel_reason), (pe, pe_reason)] = conjunctive_thresholds(
-                find("rel_l2"),
-                defaults.rel_l2_max,
-                find("pe"),
-                defaults.pe_max,
-                Comparison::AtMost,
-            );
-            if reasons.is_empty() {
-                reasons.push(format!("rel_l2_max <- {rel_reason}"));
-                reasons.push(format!("pe_max <- {pe_reason}"));
+    for (dtype, defaults) in defaults_of {
+        // The metric reports this tier's recommendation stands on, if it has one.
+        let basis: Option<(Vec<MetricReport>, Option<(usize, usize)>)> = match tiers {
+            None => Some((metrics.to_vec(), None)),
+            Some(measured) => measured
+                .iter()
+                .find(|m| m.tier == dtype)
+                .map(|m| (m.metrics.clone(), Some(m.counts))),
+        };
+        let (rel_l2, pe) = match basis {
+            Some((reports, counts)) => {
+                let rel = find_in(&reports, "rel_l2");
+                let pe = find_in(&reports, "pe");
+                let [(rel_l2, rel_reason), (pe, pe_reason)] = conjunctive_thresholds(
+                    rel.as_ref(),
+                    defaults.rel_l2_max,
+                    pe.as_ref(),
+                    defaults.pe_max,
+                    Comparison::AtMost,
+                );
+                match counts {
+                    Some((honest, cheat)) => reasons.push(format!(
+                        "{} tier ({honest} honest, {cheat} cheat checks): rel_l2_max <- \
+                         {rel_reason}; pe_max <- {pe_reason}",
+                        dtype.name()
+                    )),
+                    None if reasons.is_empty() => {
+                        reasons.push(format!("rel_l2_max <- {rel_reason}"));
+                        reasons.push(format!("pe_max <- {pe_reason}"));
+                    }
+                    None => {}
+                }
+                (rel_l2, pe)
             }
-            (rel_l2, pe)
-        } else {
-            (
+            None => (
                 format_threshold(defaults.rel_l2_max, None, Comparison::AtMost),
                 format_threshold(defaults.pe_max, None, Comparison::AtMost),
-            )
+            ),
         };
         tier_lines.push(format!(
             "  {}: {{rel_l2_max: {rel_l2}, pe_max: {pe}}}\n",
@@ -586,14 +666,18 @@ pub fn recommended_policy_yaml(
     for reason in &reasons {
         out.push_str(&format!("# {reason}\n"));
     }
-    match tier {
+    match tiers {
         None => out.push_str(
             "# Written under every tier because the checks do not say which precision pair they\n\
              # came from: keep it for the pair you measured and restore the defaults elsewhere.\n",
         ),
-        Some(t) => out.push_str(&format!(
-            "# Recommendation written under the {t} tier; the other tiers keep their defaults.\n"
-        )),
+        Some(measured) => {
+            let names: Vec<&str> = measured.iter().map(|m| m.tier.name()).collect();
+            out.push_str(&format!(
+                "# Each tier from its own checks ({}); tiers not measured keep their defaults.\n",
+                names.join(", ")
+            ));
+        }
     }
     out.push_str("policy:\n  kind: precision_aware\n");
     for line in tier_lines {

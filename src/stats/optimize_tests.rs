@@ -262,14 +262,19 @@ fn report_on_separable_inputs() {
 
 #[test]
 fn report_for_one_tier_keeps_other_defaults() {
-    let report = build_report_for_tier(
+    let (honest, cheat) = (checks(3, 10, 1e-6), checks(4, 10, 1e-1));
+    let report = build_report_by_tier(
         vec!["exp".into()],
         1,
-        &checks(3, 10, 1e-6),
-        &checks(4, 10, 1e-1),
+        &honest,
+        &cheat,
         &[],
         &[],
-        Some(CompareDtype::F32),
+        &[TierChecks {
+            tier: CompareDtype::F32,
+            honest: &honest,
+            cheat: &cheat,
+        }],
     );
     let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
     let PolicyConfig::PrecisionAware { f32, f16, bf16 } = snippet.policy else {
@@ -278,6 +283,54 @@ fn report_for_one_tier_keeps_other_defaults() {
     assert_eq!((f16, bf16), (F16_TIER_DEFAULT, BF16_TIER_DEFAULT));
     assert_ne!(f32, F32_TIER_DEFAULT);
     assert!(report.accept_rates.honest_stats.is_none());
+}
+
+/// `optimize --experiment all` measures f32 pairs (drift 1e-6) and bf16 pairs (1e-2) at once:
+/// pooled, the f32 limit came out 250× too loose, letting an f32 verifier accept q8 cheats.
+#[test]
+fn each_tier_gets_thresholds_from_its_own_checks() {
+    let f32_honest = checks(5, 20, 1e-6);
+    let bf16_honest = checks(6, 20, 1e-2);
+    let cheat = checks(7, 20, 2e-1);
+    let all_honest: Vec<CheckMetrics> = f32_honest.iter().chain(&bf16_honest).cloned().collect();
+    let report = build_report_by_tier(
+        vec!["exp1".into(), "exp2".into(), "exp3".into()],
+        1,
+        &all_honest,
+        &cheat,
+        &[],
+        &[],
+        &[
+            TierChecks {
+                tier: CompareDtype::F32,
+                honest: &f32_honest,
+                cheat: &cheat,
+            },
+            TierChecks {
+                tier: CompareDtype::Bf16,
+                honest: &bf16_honest,
+                cheat: &[],
+            },
+        ],
+    );
+    let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
+    let PolicyConfig::PrecisionAware { f32, f16, bf16 } = snippet.policy else {
+        panic!("expected precision_aware");
+    };
+    let bf16_max = bf16_honest.iter().map(|m| m.rel_l2).fold(0.0, f64::max);
+    let f32_max = f32_honest.iter().map(|m| m.rel_l2).fold(0.0, f64::max);
+    assert!(
+        // Pooled, the limit would have to pass bf16's honest drift too.
+        f32.rel_l2_max < bf16_max && f32.rel_l2_max >= f32_max,
+        "f32 limit {} from f32 drift {f32_max:e}, not bf16's {bf16_max:e}",
+        f32.rel_l2_max
+    );
+    assert!(bf16.rel_l2_max >= bf16_max, "{}", bf16.rel_l2_max);
+    assert_eq!(f16, F16_TIER_DEFAULT, "no f16 checks: its defaults stay");
+    assert!(report
+        .recommended_yaml
+        .contains("f32 tier (20 honest, 20 cheat checks)"));
+    assert!(!report.recommended_yaml.contains("Written under every tier"));
 }
 
 #[test]
