@@ -601,9 +601,9 @@ fn recommended_policy_yaml(
     accept_rates: &AcceptRateReport,
     tiers: Option<&[TierMeasure]>,
 ) -> String {
-    let find_in = |reports: &'_ [MetricReport], name: &str| -> Option<MetricReport> {
-        reports.iter().find(|r| r.metric == name).cloned()
-    };
+    fn find_in<'r>(reports: &'r [MetricReport], name: &str) -> Option<&'r MetricReport> {
+        reports.iter().find(|r| r.metric == name)
+    }
     let find = |name: &str| metrics.iter().find(|r| r.metric == name);
     let mut out = String::new();
     out.push_str(&format!(
@@ -621,21 +621,19 @@ fn recommended_policy_yaml(
     let mut reasons = Vec::new();
     for (dtype, defaults) in defaults_of {
         // The metric reports this tier's recommendation stands on, if it has one.
-        let basis: Option<(Vec<MetricReport>, Option<(usize, usize)>)> = match tiers {
-            None => Some((metrics.to_vec(), None)),
+        let basis = match tiers {
+            None => Some((metrics, None)),
             Some(measured) => measured
                 .iter()
                 .find(|m| m.tier == dtype)
-                .map(|m| (m.metrics.clone(), Some(m.counts))),
+                .map(|m| (m.metrics.as_slice(), Some(m.counts))),
         };
         let (rel_l2, pe) = match basis {
             Some((reports, counts)) => {
-                let rel = find_in(&reports, "rel_l2");
-                let pe = find_in(&reports, "pe");
                 let [(rel_l2, rel_reason), (pe, pe_reason)] = conjunctive_thresholds(
-                    rel.as_ref(),
+                    find_in(reports, "rel_l2"),
                     defaults.rel_l2_max,
-                    pe.as_ref(),
+                    find_in(reports, "pe"),
                     defaults.pe_max,
                     Comparison::AtMost,
                 );
