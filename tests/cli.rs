@@ -863,6 +863,18 @@ fn malformed_arguments_name_what_is_wrong() {
         "a failed infer left {} behind",
         out.display()
     );
+    let err = run_err(
+        &["run", "exp1", "--min-tokens", "20", "--max-tokens", "4"],
+        d,
+    );
+    assert!(
+        err.contains("--min-tokens 20 exceeds the maximum of 4"),
+        "{err}"
+    );
+    let err = run_err(&["run", "exp1", "--jobs", "0"], d);
+    assert!(err.contains("--jobs 0"), "{err}");
+    let err = run_err(&["run", "exp1", "--verifiers", "17"], d);
+    assert!(err.contains("--verifiers 17: expected 1..=16"), "{err}");
     let err = run_err(&["run", "exp9"], d);
     assert!(err.contains("exp9") && err.contains("exp1"), "{err}");
     let err = run_err(&["verify", "/nonexistent/bundle"], d);

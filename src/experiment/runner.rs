@@ -119,25 +119,42 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
     for role in std::iter::once(&inference).chain(&verifiers) {
         role.device.check_built()?;
     }
-    let prompts = spec.select_prompts(&ws.config.prompts);
-    ensure!(
-        !prompts.is_empty(),
-        "experiment {}: no prompts selected",
-        req.experiment
-    );
     let (min_cfg, max_cfg) = spec.new_token_budget(&ws.config.prompts);
     let max_new = req.max_new_tokens.unwrap_or(max_cfg);
     // The config's budget is validated when it loads; a request's is checked here, before
     // the run creates its results directory.
     ensure!(max_new >= 1, "--max-tokens {max_new}: must be at least 1");
-    let min_new = req.min_new_tokens.unwrap_or(min_cfg).min(max_new);
+    let min_new = match req.min_new_tokens {
+        Some(min) => {
+            ensure!(
+                min <= max_new,
+                "--min-tokens {min} exceeds the maximum of {max_new} new tokens"
+            );
+            min
+        }
+        // The experiment's minimum, within a smaller --max-tokens.
+        None => min_cfg.min(max_new),
+    };
     let trials = req.trials.unwrap_or(spec.trials);
     ensure!(
         (1..=super::config::MAX_TRIALS).contains(&trials),
         "--trials {trials}: expected 1..={}",
         super::config::MAX_TRIALS
     );
+    ensure!(
+        req.jobs >= 1,
+        "--jobs {}: at least one trial must run at a time",
+        req.jobs
+    );
     let base_seed = req.seed.or(spec.seed).unwrap_or(0);
+    // As many distinct prompts as trials (unless the experiment fixes a count), drawn with the
+    // run's seed: `--trials 7 --seed 1` gets seven prompts of seed 1's draw.
+    let prompts = spec.select_prompts(&ws.config.prompts, trials, base_seed);
+    ensure!(
+        !prompts.is_empty(),
+        "experiment {}: no prompts selected",
+        req.experiment
+    );
     Ok((0..trials)
         .map(|trial| {
             let prompt = prompts[trial % prompts.len()];

@@ -302,9 +302,10 @@ impl ExperimentSpec {
             .collect()
     }
 
-    /// How many distinct prompts the run draws.
-    pub fn prompt_count(&self) -> usize {
-        self.prompts.count.unwrap_or(self.trials)
+    /// How many distinct prompts a run of `trials` trials draws: `prompts.count`, else one per
+    /// trial.
+    pub fn prompt_count(&self, trials: usize) -> usize {
+        self.prompts.count.unwrap_or(trials)
     }
 
     /// (min, max) new tokens: the experiment's overrides over the category's budget.
@@ -316,13 +317,15 @@ impl ExperimentSpec {
         )
     }
 
-    /// The prompts for this run, one per trial index modulo [`Self::prompt_count`].
-    pub fn select_prompts<'a>(&self, prompts: &'a PromptsFile) -> Vec<&'a Prompt> {
-        prompts.select(
-            self.prompts.category,
-            self.prompt_count(),
-            self.seed.unwrap_or(0),
-        )
+    /// The prompts for a run of `trials` trials drawn with `seed` (the run's, which may
+    /// override the experiment's), one per trial index modulo [`Self::prompt_count`].
+    pub fn select_prompts<'a>(
+        &self,
+        prompts: &'a PromptsFile,
+        trials: usize,
+        seed: u64,
+    ) -> Vec<&'a Prompt> {
+        prompts.select(self.prompts.category, self.prompt_count(trials), seed)
     }
 }
 

@@ -194,6 +194,25 @@ fn prompt_selection_is_deterministic_and_cycles() {
     assert_eq!(first[n], first[0]);
 }
 
+/// `run --trials N --seed S` draws N prompts with seed S, not the experiment's own count and
+/// seed (7 trials of exp1 reused prompts while the category had 12).
+#[test]
+fn a_run_draws_as_many_prompts_as_trials_with_its_own_seed() {
+    let config = builtin();
+    let exp1 = config.experiments.get("exp1").unwrap();
+    assert!(exp1.prompts.count.is_none() && exp1.trials < 7);
+    let ids = |trials, seed| -> Vec<String> {
+        exp1.select_prompts(&config.prompts, trials, seed)
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
+    };
+    let seven = ids(7, 0);
+    assert_eq!(seven.len(), 7);
+    assert_eq!(seven.iter().collect::<BTreeSet<_>>().len(), 7, "{seven:?}");
+    assert_ne!(ids(1, 1), ids(1, 99), "the seed chooses the prompts too");
+}
+
 /// Pinned on a synthetic pool, so that a change to the algorithm (which would silently
 /// change every run's prompts) is noticed while editing prompts.yaml is not.
 #[test]
