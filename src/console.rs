@@ -211,6 +211,16 @@ impl Backend for WorkspaceBackend {
         read_json(path)
     }
 
+    fn export_run(&self, summary: &Path) -> Result<Vec<PathBuf>> {
+        let dir = run_export_dir(&self.ws.data_dir.join("plots"), summary);
+        let written = crate::plot::plot_files(&[summary.to_path_buf()], &dir)?;
+        log_line(
+            &self.log,
+            &format!("Info exported {} PNGs to {}", written.len(), dir.display()),
+        );
+        Ok(written)
+    }
+
     fn export_pngs(&self, trial: &TrialResult) -> Result<Vec<PathBuf>> {
         let dir = trial_export_dir(&self.ws.data_dir.join("plots"), trial);
         let written = crate::plot::export_trial(trial, &dir)?;
@@ -220,6 +230,22 @@ impl Backend for WorkspaceBackend {
         );
         Ok(written)
     }
+}
+
+/// Where the console exports a whole run's figures: a folder per experiment and run, named as
+/// the run's own folder (`plots/exp1/run-20261126-235100/`).
+pub fn run_export_dir(plots_root: &Path, summary: &Path) -> PathBuf {
+    let run_dir = summary.parent().unwrap_or(Path::new("."));
+    let name = |path: Option<&Path>| {
+        crate::plot::safe_component(
+            &path
+                .and_then(Path::file_name)
+                .map_or_else(|| "run".into(), |n| n.to_string_lossy()),
+        )
+    };
+    plots_root
+        .join(name(run_dir.parent()))
+        .join(name(Some(run_dir)))
 }
 
 /// Where the console exports one trial's figures: a folder per experiment and per trial run

@@ -188,6 +188,31 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     tmux.wait_for("the export message", Duration::from_secs(30), |s| {
         s.contains("wrote")
     });
+    // From the results list, the whole run: its trials' figures and its own, in a folder
+    // named as the run's.
+    tmux.keys(&["r"]);
+    tmux.keys(&["e"]);
+    tmux.wait_for("the run export message", Duration::from_secs(60), |s| {
+        s.contains("PNGs of the run in")
+    });
+    let run_figures: Vec<String> = std::fs::read_dir(&plots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for figure in [
+        "accept_rates",
+        "threshold_distributions",
+        "overhead",
+        "heatmap",
+    ] {
+        assert!(
+            run_figures.iter().any(|name| name.contains(figure)),
+            "no {figure} figure among {run_figures:?}"
+        );
+    }
 
     let s = tmux.quit();
     assert!(s.contains("EXIT=0"), "{s}");

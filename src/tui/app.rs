@@ -36,8 +36,10 @@ pub enum Action {
 pub enum ExportRequest {
     /// Trials already in memory.
     Trials(Vec<TrialResult>),
-    /// Saved trials to load first.
-    Files(Vec<PathBuf>),
+    /// A whole saved run, by its summary: every trial's figures and the run's own (accept
+    /// rates over trials, overhead, threshold distributions over all checks), as `plot`
+    /// draws them from the same file.
+    Run(PathBuf),
 }
 
 /// The choices the picker offers, read once from the backend.

@@ -137,10 +137,24 @@ fn export(backend: &dyn Backend, request: ExportRequest, reports: &UnboundedSend
     };
     let trials: Vec<anyhow::Result<_>> = match request {
         ExportRequest::Trials(trials) => trials.into_iter().map(Ok).collect(),
-        ExportRequest::Files(paths) => paths
-            .iter()
-            .map(|path| load_viewable(backend, path))
-            .collect(),
+        ExportRequest::Run(summary) => {
+            let (level, reply) = match backend.export_run(&summary) {
+                Ok(paths) => {
+                    for path in &paths {
+                        let line = format!("  wrote {}", path.display());
+                        send(Report::Detail, LogLevel::Info, line);
+                    }
+                    let place = common_dir(&paths)
+                        .map(|dir| format!(" in {}", dir.display()))
+                        .unwrap_or_default();
+                    let reply = format!("exported {} PNGs of the run{place}", paths.len());
+                    (LogLevel::Info, reply)
+                }
+                Err(error) => (LogLevel::Error, format!("export failed: {error:#}")),
+            };
+            send(Report::Reply, level, reply);
+            return;
+        }
     };
     let trial_count = trials.len();
     let mut written_paths = Vec::new();

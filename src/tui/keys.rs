@@ -174,13 +174,24 @@ impl App {
                 let entries = results_entries(self);
                 match entries.get(self.results_selected).map(|entry| entry.source) {
                     Some(EntrySource::Session(index)) => {
-                        let results = self.session_runs[index].results();
-                        Some(ExportRequest::Trials(
-                            results.into_iter().cloned().collect(),
-                        ))
+                        let run = &self.session_runs[index];
+                        match &run.summary_path {
+                            Some(summary) => Some(ExportRequest::Run(summary.clone())),
+                            None => Some(ExportRequest::Trials(
+                                run.results().into_iter().cloned().collect(),
+                            )),
+                        }
                     }
                     Some(EntrySource::Past(index)) => {
-                        Some(ExportRequest::Files(self.past_runs[index].trial_paths()))
+                        let past = &self.past_runs[index];
+                        if past.trial_paths().is_empty() {
+                            self.reply(
+                                LogLevel::Warn,
+                                "this run saved no trial files: nothing to export",
+                            );
+                            return Action::None;
+                        }
+                        Some(ExportRequest::Run(past.summary_path.clone()))
                     }
                     None => None,
                 }
@@ -190,13 +201,6 @@ impl App {
         match request {
             Some(ExportRequest::Trials(trials)) if trials.is_empty() => {
                 self.reply(LogLevel::Warn, "no finished trial to export");
-                Action::None
-            }
-            Some(ExportRequest::Files(paths)) if paths.is_empty() => {
-                self.reply(
-                    LogLevel::Warn,
-                    "this run saved no trial files: nothing to export",
-                );
                 Action::None
             }
             Some(request) => Action::Export(request),

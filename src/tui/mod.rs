@@ -109,4 +109,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Writes PNGs for a trial and returns their paths. May take a while: the UI calls it off
     /// the drawing thread.
     fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>>;
+    /// Writes every figure of a saved run (its trials' and its own) and returns their paths.
+    fn export_run(&self, summary: &Path) -> anyhow::Result<Vec<PathBuf>>;
 }

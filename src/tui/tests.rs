@@ -269,6 +269,18 @@ impl Backend for FakeBackend {
             trial.trial
         ))])
     }
+    fn export_run(&self, summary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let run = summary
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        Ok(["accept_rates", "threshold_distributions"]
+            .iter()
+            .map(|figure| PathBuf::from(format!("/tmp/plots/{run}/{figure}.png")))
+            .collect())
+    }
 }
 
 /// A run of the honest experiment fed with `events`.
@@ -669,6 +681,31 @@ fn control_characters_in_tokens_and_errors_never_reach_the_terminal() {
             .iter()
             .all(|cell| !cell.symbol().contains(char::is_control)),
         "a control character reached a cell"
+    );
+}
+
+#[test]
+fn exporting_a_past_run_draws_the_runs_own_figures_too() {
+    use crossterm::event::KeyCode;
+    let backend: Arc<dyn Backend> = Arc::new(FakeBackend {
+        past: vec![past_run("old", 3)],
+        ..FakeBackend::default()
+    });
+    let (tx, mut rx) = unbounded_channel();
+    let mut app = App::new(catalog());
+    let action = app.handle_key(key(KeyCode::Char('r')));
+    perform(&mut app, &backend, action, &tx);
+    let action = app.handle_key(key(KeyCode::Char('e')));
+    assert!(
+        matches!(&action, Action::Export(ExportRequest::Run(summary)) if summary.ends_with("summary.json")),
+        "{action:?}"
+    );
+    perform(&mut app, &backend, action, &tx);
+    drain_events(&mut app, &mut rx);
+    let shown = text_of(&screen(&app, 140, 40));
+    assert!(
+        shown.contains("exported 2 PNGs of the run in /tmp/plots/old"),
+        "{shown}"
     );
 }
 

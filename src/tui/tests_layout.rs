@@ -67,7 +67,7 @@ fn keys_on_the_picker_and_results_always_get_a_visible_answer() {
     press(&mut app, KeyCode::Char('r'));
     let shown = press(&mut app, KeyCode::Char('e'));
     assert_eq!(app.screen, Screen::Results);
-    assert_shows(&shown, "exported 3 PNGs of 3 trials in /tmp/plots");
+    assert_shows(&shown, "exported 2 PNGs of the run");
     assert_shows(&shown, "Esc dismisses");
     press(&mut app, KeyCode::Esc);
     assert!(app.notice.is_none());
