@@ -255,6 +255,11 @@ fn render_verifier(
             "incomplete ",
             Style::default().fg(Color::Magenta),
         )],
+        // The run ended (done, cancelled or failed) before this verifier began: it never will.
+        None if !run.is_active() => vec![Span::styled(
+            "not run ",
+            Style::default().fg(Color::Magenta),
+        )],
         None => vec![Span::styled(
             "waiting ",
             Style::default().fg(Color::DarkGray),

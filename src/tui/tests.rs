@@ -412,6 +412,33 @@ fn model_load_and_gpu_warm_up_are_shown_until_they_end() {
 }
 
 #[test]
+fn verifiers_of_a_run_that_ended_before_them_read_not_run() {
+    // Only the trial's start and its tokens: then the run is cancelled (or fails).
+    let events: Vec<EngineEvent> = synthetic_trial_events(0, 8, 8, 3, 4)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                EngineEvent::TrialStarted { .. } | EngineEvent::Token { .. }
+            )
+        })
+        .collect();
+    let mut app = app_with_run(events);
+    assert_eq!(find_all(&screen(&app, 120, 40), "waiting ").len(), 3);
+    app.handle_event(EngineEvent::Failed {
+        message: "loading verifier 3: no such file".into(),
+    });
+    let buffer = screen(&app, 120, 40);
+    assert_eq!(
+        find_all(&buffer, "not run ").len(),
+        3,
+        "{}",
+        text_of(&buffer)
+    );
+    assert!(find_all(&buffer, "waiting ").is_empty());
+}
+
+#[test]
 fn finished_run_shows_verdicts_in_colour() {
     let mut events = synthetic_trial_events(0, 24, 24, 3, 4);
     events.push(EngineEvent::TrialDone {
