@@ -76,10 +76,15 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
         RunStatus::Finished => ("finished".to_string(), Color::Green),
         RunStatus::Failed(message) => (format!("failed: {message}"), Color::Red),
     };
+    // The trial's own number, as its file (trial_000.json), its JSON and its exported figures
+    // name it, then where it stands among the run's trials.
+    let number = run
+        .selected()
+        .map_or(String::new(), |trial| format!("{} ", trial.trial));
     let mut spans = vec![
         Span::styled(run.choice.name.clone(), bold),
         Span::raw(format!(
-            " · trial {}/{}",
+            " · trial {number}({}/{})",
             run.selected_trial + 1,
             run.trial_count().max(1)
         )),

@@ -628,7 +628,7 @@ fn opening_a_past_run_loads_its_trials_on_demand() {
     press(&mut app, KeyCode::Enter);
     let buffer = screen(&app, 120, 40);
     for text in [
-        "exp2-cross-device · trial 1/3",
+        "exp2-cross-device · trial 0 (1/3)",
         "20/20 tokens",
         // The decode rate (20 tokens in the 1.5 s decode loop), not 20 per 2 s end to end.
         "13.3 tok/s",
@@ -639,7 +639,10 @@ fn opening_a_past_run_loads_its_trials_on_demand() {
     }
     assert!(!find_all(&buffer, heatmap::CELL).is_empty());
     press(&mut app, KeyCode::Right);
-    assert_shows(&screen(&app, 120, 40), "21/21 tokens");
+    let buffer = screen(&app, 120, 40);
+    assert_shows(&buffer, "21/21 tokens");
+    // Numbered as its file (trial_1.json here) and its exported figures are.
+    assert_shows(&buffer, "trial 1 (2/3)");
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.screen, Screen::Results);
 }
