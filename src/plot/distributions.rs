@@ -29,16 +29,18 @@ const PANEL_MARGIN_RIGHT: u32 = 18;
 const PANEL_Y_LABEL_AREA: u32 = 82;
 const PANEL_X_PAD: f64 = 0.015;
 
-/// The metric the default policy decides on first, then the reference project's grid in its
-/// order; accept rate is the last panel.
-pub const GRID_METRICS: [CheckMetric; 6] = [
-    CheckMetric::RelL2,
+/// The reference project's 2 × 3 grid, in its order; accept rate is the sixth panel.
+pub const GRID_METRICS: [CheckMetric; 5] = [
     CheckMetric::Pe,
     CheckMetric::Pm,
     CheckMetric::Pw,
     CheckMetric::MeanAbs,
     CheckMetric::MaxAbs,
 ];
+
+/// The statistics the precision-aware policy decides on (rel L2, with its per-tier limits)
+/// and the ULP error, drawn as a companion figure beside the reference grid.
+pub const POLICY_METRICS: [CheckMetric; 2] = [CheckMetric::RelL2, CheckMetric::UlpMean];
 
 /// Values of one group (honest or cheating) with, optionally, exact statistics computed
 /// upstream over more values than are kept here (the optimizer subsamples its raw values).
@@ -145,9 +147,12 @@ fn is_honest(trial: &TrialResult) -> bool {
     trial.summary.expected_verdict == TrialVerdict::Pass
 }
 
-/// The six panels for checks and accept rates of trials; trials expected to PASS are honest,
-/// the others cheating.
-pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<DistributionPanel> {
+/// One panel per metric for the checks of trials, with the limits the policy applied; trials
+/// expected to PASS are honest, the others cheating.
+pub fn check_panels_from_trials(
+    trials: &[TrialResult],
+    metrics: &[CheckMetric],
+) -> Vec<DistributionPanel> {
     let checks = |honest: bool| {
         trials
             .iter()
@@ -155,7 +160,7 @@ pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<Distributi
             .flat_map(|trial| &trial.verifiers)
             .flat_map(|verifier| &verifier.statistics.checks)
     };
-    let mut panels: Vec<DistributionPanel> = GRID_METRICS
+    metrics
         .iter()
         .map(|&metric| {
             let values = |honest: bool| {
@@ -165,7 +170,12 @@ pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<Distributi
             panel.thresholds = policy_limits(trials, metric);
             panel
         })
-        .collect();
+        .collect()
+}
+
+/// The reference grid for trials: the five check metrics and the accept rates.
+pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<DistributionPanel> {
+    let mut panels = check_panels_from_trials(trials, &GRID_METRICS);
 
     let verifier_runs = || {
         trials
@@ -208,9 +218,12 @@ fn summary_from_distribution(distribution: &Option<Distribution>) -> Option<Samp
     })
 }
 
-/// The six panels for an optimization report, with its recommended thresholds.
-pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<DistributionPanel> {
-    let mut panels: Vec<DistributionPanel> = GRID_METRICS
+/// One panel per metric of an optimization report, with its recommended thresholds.
+pub fn check_panels_from_report(
+    report: &OptimizationReport,
+    metrics: &[CheckMetric],
+) -> Vec<DistributionPanel> {
+    metrics
         .iter()
         .map(|&metric| {
             let found = report.metrics.iter().find(|m| m.metric == metric.name());
@@ -246,7 +259,12 @@ pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<Distr
                 None => DistributionPanel::for_metric(metric, Sample::default(), Sample::default()),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The reference grid for an optimization report: the five check metrics and accept rates.
+pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<DistributionPanel> {
+    let mut panels = check_panels_from_report(report, &GRID_METRICS);
     let rates = &report.accept_rates;
     panels.push(DistributionPanel::accept_rate(
         Sample {
@@ -262,8 +280,8 @@ pub fn distribution_panels_from_report(report: &OptimizationReport) -> Vec<Distr
     panels
 }
 
-/// Draws the panels in a grid of three columns (the reference layout is 2 × 3) under a shared
-/// legend, and writes the PNG to `path`.
+/// Draws the panels in a grid of at most three columns (the reference layout, six panels, is
+/// 2 × 3) under a shared legend, and writes the PNG to `path`.
 pub fn plot_threshold_distributions(
     title: &str,
     panels: &[DistributionPanel],
@@ -271,7 +289,16 @@ pub fn plot_threshold_distributions(
 ) -> anyhow::Result<()> {
     ensure_fonts()?;
     anyhow::ensure!(!panels.is_empty(), "no distribution panels to draw");
-    let root = BitMapBackend::new(path, GRID_FIGURE_SIZE).into_drawing_area();
+    let columns = panels.len().min(3);
+    let rows = panels.len().div_ceil(columns);
+    // Cells of 575 × 475 pixels or more (a figure is at least 1600 × 1000), plus title and
+    // legend: 1775 × 1150 for the reference grid.
+    let (cell_width, cell_height) = (GRID_FIGURE_SIZE.0 / 4, (GRID_FIGURE_SIZE.1 - 200) / 2);
+    let size = (
+        (cell_width * columns as u32 + 50).max(1600),
+        (cell_height * rows as u32 + 200).max(1000),
+    );
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&BACKGROUND)?;
     let body = draw_title(
         &root,
@@ -309,8 +336,6 @@ pub fn plot_threshold_distributions(
     let legend_height = draw_legend_row(&body, &legend, 14)?;
     let grid = body.split_vertically(legend_height + 16).1;
 
-    let columns = 4;
-    let rows = panels.len().div_ceil(columns);
     let cells = grid.split_evenly((rows, columns));
     // Every panel reserves the same header height, so the plots line up.
     let header_lines = 2 + panels.iter().map(|p| p.thresholds.len()).max().unwrap_or(0);

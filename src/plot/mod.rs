@@ -31,8 +31,9 @@ pub use accept_rates::{
 };
 pub use axis::SampleSummary;
 pub use distributions::{
-    distribution_panels_from_report, distribution_panels_from_trials, plot_threshold_distributions,
-    DistributionPanel, Sample, Threshold,
+    check_panels_from_report, check_panels_from_trials, distribution_panels_from_report,
+    distribution_panels_from_trials, plot_threshold_distributions, DistributionPanel, Sample,
+    Threshold, POLICY_METRICS,
 };
 pub use heatmap::plot_check_heatmap;
 pub use input::{load_input, PlotInput, MAX_INPUT_BYTES};
@@ -174,6 +175,13 @@ fn write_trial_set_figures(
         plot_threshold_distributions(&title, &panels, &path)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
+        let path = names.claim(&format!("{tag}_policy_distributions"));
+        let title =
+            format!("What the policy decides on: rel L2 (per-tier limits) and ULP — {description}");
+        let panels = check_panels_from_trials(trials, &POLICY_METRICS);
+        plot_threshold_distributions(&title, &panels, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
     }
 
     let groups = accept_rate_groups(trials, summaries);
@@ -231,6 +239,12 @@ fn write_report_figures(
     {
         let path = names.claim(&format!("{name}_threshold_distributions"));
         let title = format!("Threshold distributions — {scope}");
+        plot_threshold_distributions(&title, &panels, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+        let path = names.claim(&format!("{name}_policy_distributions"));
+        let title = format!("What the policy decides on: rel L2 and ULP — {scope}");
+        let panels = check_panels_from_report(report, &POLICY_METRICS);
         plot_threshold_distributions(&title, &panels, &path)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);

@@ -459,7 +459,6 @@ fn distributions_of_run_results_mark_the_policy_limits_of_every_tier() {
         rel_l2_max: 0.1,
         pe_max: 0.35,
     });
-    let panels = distribution_panels_from_trials(&trials);
     let lines = |panel: &super::DistributionPanel| -> Vec<(String, f64)> {
         panel
             .thresholds
@@ -467,22 +466,31 @@ fn distributions_of_run_results_mark_the_policy_limits_of_every_tier() {
             .map(|t| (t.label.clone(), t.value))
             .collect()
     };
-    assert_eq!(panels[0].title, CheckMetric::RelL2.title());
+    // The companion figure: what the policy decides on, with each tier's limit.
+    let policy = check_panels_from_trials(&trials, &POLICY_METRICS);
+    assert_eq!(policy[0].title, CheckMetric::RelL2.title());
     assert_eq!(
-        lines(&panels[0]),
+        lines(&policy[0]),
         [
             ("f32-tier limit (accept at or below)".to_string(), 0.01),
             ("bf16-tier limit (accept at or below)".to_string(), 0.1),
         ]
     );
-    assert_eq!(panels[1].title, CheckMetric::Pe.title());
+    assert_eq!(policy[1].title, CheckMetric::UlpMean.title());
+    assert!(policy[1].thresholds.is_empty());
+    // The reference grid, in its order: Pe (limited per tier too), Pm, Pw, mean|Δ|, max|Δ|,
+    // accept rate (with the cutoff).
+    let panels = distribution_panels_from_trials(&trials);
+    let titles: Vec<&str> = panels.iter().map(|p| p.title.as_str()).collect();
+    assert_eq!(titles.len(), 6, "{titles:?}");
+    assert_eq!(panels[0].title, CheckMetric::Pe.title());
     assert_eq!(
-        lines(&panels[1]).iter().map(|l| l.1).collect::<Vec<_>>(),
+        lines(&panels[0]).iter().map(|l| l.1).collect::<Vec<_>>(),
         [0.05, 0.35]
     );
-    // Metrics the policy does not limit get no line; the accept rate gets the cutoff.
-    assert!(panels[2..6].iter().all(|p| p.thresholds.is_empty()));
-    assert_eq!(lines(&panels[6]), [("cutoff".to_string(), 0.9)]);
+    assert_eq!(panels[4].title, CheckMetric::MaxAbs.title());
+    assert!(panels[1..5].iter().all(|p| p.thresholds.is_empty()));
+    assert_eq!(lines(&panels[5]), [("cutoff".to_string(), 0.9)]);
 }
 
 #[test]
@@ -500,18 +508,20 @@ fn every_figure_from_result_files_renders() {
         "exp2_trial0_verifier1_heatmap_rel_l2.png",
         "exp3_trial2_verifier3_heatmap_rel_l2.png",
         "exp2_exp3_threshold_distributions.png",
+        "exp2_exp3_policy_distributions.png",
         "exp2_exp3_accept_rates.png",
         "exp2_exp3_overhead.png",
         "optimization_roc.png",
         "optimization_threshold_distributions.png",
+        "optimization_policy_distributions.png",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
-    // 6 trials × 3 verifiers heatmaps + 3 trial-set figures + 2 report figures.
-    assert_eq!(written.len(), 6 * 3 + 3 + 2, "{names:?}");
+    // 6 trials × 3 verifiers heatmaps + 4 trial-set figures + 3 report figures.
+    assert_eq!(written.len(), 6 * 3 + 4 + 3, "{names:?}");
     for path in &written {
         assert!(path.starts_with(&out_dir));
         assert_readable_figure(path);
@@ -524,7 +534,7 @@ fn export_trial_writes_heatmaps_and_trial_figures() {
     let trial = &cheat_trials()[0];
     let written = export_trial(trial, scratch.path()).expect("figures written");
     keep_copies(&written);
-    assert_eq!(written.len(), 3 + 3);
+    assert_eq!(written.len(), 3 + 4);
     for path in &written {
         assert_readable_figure(path);
     }
@@ -589,7 +599,7 @@ fn a_trial_given_directly_and_through_its_summary_is_plotted_once() {
     let mut inputs = write_inputs(scratch.path());
     inputs.push(scratch.path().join("exp2-run/trials/trial_0.json"));
     let written = plot_files(&inputs, &scratch.path().join("figures")).expect("written");
-    assert_eq!(written.len(), 6 * 3 + 3 + 2);
+    assert_eq!(written.len(), 6 * 3 + 4 + 3);
 }
 
 #[test]
