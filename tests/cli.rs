@@ -642,6 +642,27 @@ fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
         .iter()
         .find(|m| m["metric"] == "rel_l2")
         .expect("rel_l2 reported");
+    // Every per-check statistic is weighed, cosine and the ULP median included.
+    let names: Vec<&str> = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pe",
+            "pm",
+            "pw",
+            "mean_abs",
+            "max_abs",
+            "rel_l2",
+            "cosine",
+            "ulp_mean",
+            "ulp_median"
+        ]
+    );
     for k in [
         "count", "mean", "std", "min", "max", "p50", "p90", "p95", "p99",
     ] {

@@ -44,11 +44,14 @@ pub fn roc_curves_from_report(report: &OptimizationReport) -> Vec<RocCurve> {
         .iter()
         .filter(|m| m.roc.len() >= 2)
         .map(|m| {
-            let title = m
-                .metric
-                .parse::<CheckMetric>()
-                .map(|metric| metric.title().to_string())
-                .unwrap_or_else(|_| m.metric.clone());
+            // Cosine similarity is reported by the optimizer but drawn in no other figure.
+            let title = match m.metric.as_str() {
+                "cosine" => "cosine similarity".to_string(),
+                name => name
+                    .parse::<CheckMetric>()
+                    .map(|metric| metric.title().to_string())
+                    .unwrap_or_else(|_| name.to_string()),
+            };
             RocCurve {
                 label: title,
                 points: m.roc.clone(),

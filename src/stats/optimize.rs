@@ -32,7 +32,7 @@ pub struct OptimizationReport {
 /// in that sense. For all other metrics the rule is ACCEPT iff value ≤ t.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricReport {
-    /// "pe", "pm", "pw", "mean_abs", "max_abs", "rel_l2" or "ulp_mean".
+    /// "pe", "pm", "pw", "mean_abs", "max_abs", "rel_l2", "cosine", "ulp_mean" or "ulp_median".
     pub metric: String,
     pub honest: Option<Distribution>,
     pub cheat: Option<Distribution>,
@@ -70,7 +70,15 @@ pub struct AcceptRateReport {
 
 /// The metrics a report covers, in report order.
 pub const METRICS: &[&str] = &[
-    "pe", "pm", "pw", "mean_abs", "max_abs", "rel_l2", "ulp_mean",
+    "pe",
+    "pm",
+    "pw",
+    "mean_abs",
+    "max_abs",
+    "rel_l2",
+    "cosine",
+    "ulp_mean",
+    "ulp_median",
 ];
 
 /// Most raw values kept per side for histograms.
