@@ -131,7 +131,7 @@ pub fn format_report(r: &OptimizationReport) -> String {
         "cheat p50",
         "AUC",
         "zero-error interval",
-        "recommended"
+        "pooled threshold"
     );
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3e}"));
     for m in &r.metrics {
@@ -161,5 +161,13 @@ pub fn format_report(r: &OptimizationReport) -> String {
         rates(&r.accept_rates.honest),
         rates(&r.accept_rates.cheat)
     ));
+    // What the YAML snippet says, tier by tier (the table above pools every tier's checks).
+    for t in &r.tiers {
+        out.push_str(&format!(
+            "recommended for the {} tier ({} honest, {} cheat checks): rel_l2_max {:.3e}, \
+             pe_max {:.3e}\n",
+            t.tier, t.honest_checks, t.cheat_checks, t.rel_l2_max, t.pe_max
+        ));
+    }
     out
 }

@@ -246,14 +246,39 @@ pub fn check_panels_from_report(
                     } else {
                         "recommended threshold (accept at or below)"
                     };
-                    panel.thresholds = metric_report
-                        .recommended_threshold
-                        .map(|value| Threshold {
-                            value,
-                            label: rule.to_string(),
+                    // Where the snippet recommends per tier (rel L2 and Pe), its lines are
+                    // drawn, so the figure shows what would be pasted.
+                    let per_tier: Vec<Threshold> = report
+                        .tiers
+                        .iter()
+                        .filter_map(|t| {
+                            let value = match metric {
+                                CheckMetric::RelL2 => t.rel_l2_max,
+                                CheckMetric::Pe => t.pe_max,
+                                _ => return None,
+                            };
+                            Some(Threshold {
+                                value,
+                                label: format!(
+                                    "{}-tier recommendation, from its {} honest / {} cheat \
+                                     checks (accept at or below)",
+                                    t.tier, t.honest_checks, t.cheat_checks
+                                ),
+                            })
                         })
-                        .into_iter()
                         .collect();
+                    panel.thresholds = if per_tier.is_empty() {
+                        metric_report
+                            .recommended_threshold
+                            .map(|value| Threshold {
+                                value,
+                                label: rule.to_string(),
+                            })
+                            .into_iter()
+                            .collect()
+                    } else {
+                        per_tier
+                    };
                     panel
                 }
                 None => DistributionPanel::for_metric(metric, Sample::default(), Sample::default()),

@@ -23,6 +23,23 @@ pub struct OptimizationReport {
     pub accept_rates: AcceptRateReport,
     /// YAML snippet to paste into experiments.yaml
     pub recommended_yaml: String,
+    /// The limits the snippet recommends for each measured precision tier, from that tier's
+    /// checks alone; empty when the checks' tiers were not known (then the snippet repeats the
+    /// pooled recommendation under every tier). Figures draw these, so they show what the
+    /// snippet says.
+    #[serde(default)]
+    pub tiers: Vec<TierRecommendation>,
+}
+
+/// What the snippet recommends for one precision tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierRecommendation {
+    /// "f32", "f16" or "bf16".
+    pub tier: String,
+    pub honest_checks: usize,
+    pub cheat_checks: usize,
+    pub rel_l2_max: f64,
+    pub pe_max: f64,
 }
 
 /// How one metric separates honest checks from cheating ones.
@@ -426,7 +443,7 @@ fn build_report_with(
         honest_stats: Distribution::from_values(honest_accept_rates),
         cheat_stats: Distribution::from_values(cheat_accept_rates),
     };
-    let recommended_yaml = recommended_policy_yaml(
+    let (recommended_yaml, tiers) = recommended_policy_yaml(
         &experiments,
         trials,
         (honest_checks.len(), cheat_checks.len()),
@@ -440,6 +457,7 @@ fn build_report_with(
         metrics,
         accept_rates,
         recommended_yaml,
+        tiers,
     }
 }
 
@@ -608,7 +626,7 @@ fn recommended_policy_yaml(
     metrics: &[MetricReport],
     accept_rates: &AcceptRateReport,
     tiers: Option<&[TierMeasure]>,
-) -> String {
+) -> (String, Vec<TierRecommendation>) {
     fn find_in<'r>(reports: &'r [MetricReport], name: &str) -> Option<&'r MetricReport> {
         reports.iter().find(|r| r.metric == name)
     }
@@ -627,6 +645,7 @@ fn recommended_policy_yaml(
     ];
     let mut tier_lines = Vec::new();
     let mut reasons = Vec::new();
+    let mut recommended = Vec::new();
     for (dtype, defaults) in defaults_of {
         // The metric reports this tier's recommendation stands on, if it has one.
         let basis = match tiers {
@@ -645,6 +664,18 @@ fn recommended_policy_yaml(
                     defaults.pe_max,
                     Comparison::AtMost,
                 );
+                if let Some((honest_checks, cheat_checks)) = counts {
+                    // The values exactly as written (rounded) into the snippet.
+                    if let (Ok(rel_l2_max), Ok(pe_max)) = (rel_l2.parse(), pe.parse()) {
+                        recommended.push(TierRecommendation {
+                            tier: dtype.name().to_string(),
+                            honest_checks,
+                            cheat_checks,
+                            rel_l2_max,
+                            pe_max,
+                        });
+                    }
+                }
                 match counts {
                     Some((honest, cheat)) => reasons.push(format!(
                         "{} tier ({honest} honest, {cheat} cheat checks): rel_l2_max <- \
@@ -725,7 +756,7 @@ fn recommended_policy_yaml(
         describe(&accept_rates.honest_stats),
         describe(&accept_rates.cheat_stats)
     ));
-    out
+    (out, recommended)
 }
 
 #[cfg(test)]

@@ -331,6 +331,25 @@ fn each_tier_gets_thresholds_from_its_own_checks() {
         .recommended_yaml
         .contains("f32 tier (20 honest, 20 cheat checks)"));
     assert!(!report.recommended_yaml.contains("Written under every tier"));
+    // The report carries the snippet's values, for figures and the terminal table.
+    let tiers: Vec<(&str, f64, f64, usize)> = report
+        .tiers
+        .iter()
+        .map(|t| (t.tier.as_str(), t.rel_l2_max, t.pe_max, t.cheat_checks))
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            ("f32", f32.rel_l2_max, f32.pe_max, 20),
+            ("bf16", bf16.rel_l2_max, bf16.pe_max, 0)
+        ]
+    );
+    let panels = crate::plot::distributions::check_panels_from_report(
+        &report,
+        &crate::plot::distributions::POLICY_METRICS,
+    );
+    let lines: Vec<f64> = panels[0].thresholds.iter().map(|t| t.value).collect();
+    assert_eq!(lines, [f32.rel_l2_max, bf16.rel_l2_max]);
 }
 
 #[test]
