@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use crate::experiment::results::{RunSummary, TrialResult};
 use crate::stats::optimize::OptimizationReport;
@@ -45,31 +46,52 @@ enum InputKind {
     Report,
 }
 
-fn kind_of(value: &Value) -> Option<InputKind> {
-    let object = value.as_object()?;
-    let has = |field: &str| object.contains_key(field);
-    if has("trial_files") && has("aggregate") {
+/// The fields that tell the kinds apart, read without building the document in memory (a
+/// `serde_json::Value` of a 256 MiB file took 17 times that).
+#[derive(Deserialize)]
+struct KindProbe {
+    trial_files: Option<IgnoredAny>,
+    aggregate: Option<IgnoredAny>,
+    verifiers: Option<IgnoredAny>,
+    inference: Option<IgnoredAny>,
+    trial: Option<IgnoredAny>,
+    metrics: Option<IgnoredAny>,
+    accept_rates: Option<IgnoredAny>,
+}
+
+fn kind_of(probe: &KindProbe) -> Option<InputKind> {
+    if probe.trial_files.is_some() && probe.aggregate.is_some() {
         Some(InputKind::Summary)
-    } else if has("verifiers") && has("inference") && has("trial") {
+    } else if probe.verifiers.is_some() && probe.inference.is_some() && probe.trial.is_some() {
         Some(InputKind::Trial)
-    } else if has("metrics") && has("accept_rates") {
+    } else if probe.metrics.is_some() && probe.accept_rates.is_some() {
         Some(InputKind::Report)
     } else {
         None
     }
 }
 
-/// Reads a JSON file, refusing files over [`MAX_INPUT_BYTES`] and anything that is not a
-/// regular file; returns the value and how many bytes were read.
-fn read_json(path: &Path) -> anyhow::Result<(Value, u64)> {
-    let bytes = crate::util::read_regular_file(path, MAX_INPUT_BYTES)?;
-    let value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not valid JSON", path.display()))?;
-    Ok((value, bytes.len() as u64))
+/// A JSON input file's bytes, with its kind.
+struct JsonInput {
+    bytes: Vec<u8>,
+    kind: Option<InputKind>,
 }
 
-fn parse_as<T: DeserializeOwned>(path: &Path, value: Value, what: &str) -> anyhow::Result<T> {
-    serde_json::from_value(value).with_context(|| {
+/// Reads a JSON file, refusing files over [`MAX_INPUT_BYTES`] and anything that is not a
+/// regular file, and tells what kind of document it is.
+fn read_json(path: &Path) -> anyhow::Result<JsonInput> {
+    let bytes = crate::util::read_regular_file(path, MAX_INPUT_BYTES)?;
+    serde_json::from_slice::<IgnoredAny>(&bytes)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    // Valid JSON that is no object (an array, say) is of no kind.
+    let kind = serde_json::from_slice::<KindProbe>(&bytes)
+        .ok()
+        .and_then(|probe| kind_of(&probe));
+    Ok(JsonInput { bytes, kind })
+}
+
+fn parse_as<T: DeserializeOwned>(path: &Path, bytes: &[u8], what: &str) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| {
         format!(
             "{}: looks like {what} but does not match its format",
             path.display()
@@ -117,8 +139,8 @@ pub fn resolve_trial_file(summary_path: &Path, listed: &str) -> anyhow::Result<P
 
 /// A trial result, checked for consistency before anything is sized or drawn by it (a file
 /// may come from another machine).
-fn load_trial(path: &Path, value: Value) -> anyhow::Result<TrialResult> {
-    let trial: TrialResult = parse_as(path, value, "a trial result")?;
+fn load_trial(path: &Path, bytes: &[u8]) -> anyhow::Result<TrialResult> {
+    let trial: TrialResult = parse_as(path, bytes, "a trial result")?;
     trial
         .check_consistency()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -127,14 +149,14 @@ fn load_trial(path: &Path, value: Value) -> anyhow::Result<TrialResult> {
 
 /// Reads and parses one input file, with the trial files of a run summary.
 pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
-    let (value, _) = read_json(path)?;
-    match kind_of(&value) {
+    let input = read_json(path)?;
+    match input.kind {
         Some(InputKind::Trial) => Ok(PlotInput::Trial {
             path: path.to_path_buf(),
-            trial: Box::new(load_trial(path, value)?),
+            trial: Box::new(load_trial(path, &input.bytes)?),
         }),
         Some(InputKind::Summary) => {
-            let summary: RunSummary = parse_as(path, value, "a run summary")?;
+            let summary: RunSummary = parse_as(path, &input.bytes, "a run summary")?;
             // A summary lists each of its trials once: counts that disagree or a file listed
             // twice would double-count verdicts (and multiply memory).
             if summary.trial_files.len() != summary.trials {
@@ -155,22 +177,22 @@ pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
                         path.display()
                     );
                 }
-                let (trial_value, bytes) = read_json(&trial_path)
+                let trial_input = read_json(&trial_path)
                     .with_context(|| format!("{}: trial file {listed:?}", path.display()))?;
-                total_bytes += bytes;
+                total_bytes += trial_input.bytes.len() as u64;
                 if total_bytes > MAX_SUMMARY_TOTAL_BYTES {
                     bail!(
                         "{}: its trial files exceed {MAX_SUMMARY_TOTAL_BYTES} bytes together",
                         path.display()
                     );
                 }
-                if kind_of(&trial_value) != Some(InputKind::Trial) {
+                if trial_input.kind != Some(InputKind::Trial) {
                     bail!(
                         "{}: trial file {listed:?} is not a trial result",
                         path.display()
                     );
                 }
-                let trial = load_trial(&trial_path, trial_value)?;
+                let trial = load_trial(&trial_path, &trial_input.bytes)?;
                 trials.push((trial_path, trial));
             }
             Ok(PlotInput::Summary {
@@ -181,7 +203,7 @@ pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
         }
         Some(InputKind::Report) => Ok(PlotInput::Report {
             path: path.to_path_buf(),
-            report: Box::new(parse_as(path, value, "an optimization report")?),
+            report: Box::new(parse_as(path, &input.bytes, "an optimization report")?),
         }),
         None => bail!(
             "{}: not a trial result (fields verifiers, inference, trial), run summary \
