@@ -199,7 +199,7 @@ fn prompt_messages(p: &Prompt) -> Vec<(String, String)> {
     }
 }
 
-pub(super) fn prompt_display(p: &Prompt) -> String {
+fn prompt_display(p: &Prompt) -> String {
     match (&p.text, &p.messages) {
         (Some(t), _) => t.clone(),
         (None, Some(m)) => m.last().map(|m| m.content.clone()).unwrap_or_default(),

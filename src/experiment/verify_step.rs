@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use super::bundle::{read_bundle, BundleContext};
+use super::bundle::read_bundle;
 use super::config::ExperimentSpec;
 use super::results::{PromptInfo, TrialResult};
 use super::runner::{
@@ -142,28 +142,6 @@ pub(super) async fn verify_bundles(
     })
 }
 
-/// The prompt as a one-step run records it (the user's words, not the chat-rendered text the
-/// bundle holds), when this machine's prompts.yaml has the bundle's prompt id and its words are
-/// in the rendered text; otherwise the rendered text itself.
-fn prompt_words(ws: &Workspace, ctx: Option<&BundleContext>, rendered: &str) -> String {
-    use super::config::PromptCategory;
-    let words = ctx.and_then(|c| {
-        [
-            PromptCategory::Short,
-            PromptCategory::Medium,
-            PromptCategory::Long,
-        ]
-        .into_iter()
-        .flat_map(|category| &ws.config.prompts.category(category).prompts)
-        .find(|p| p.id == c.prompt_id)
-        .map(super::runner::prompt_display)
-    });
-    match words {
-        Some(words) if !words.is_empty() && rendered.contains(&words) => words,
-        _ => rendered.to_string(),
-    }
-}
-
 /// What an experiment requires of each bundle handed to `run --step verify`.
 struct BundleExpectation<'a> {
     spec: &'a ExperimentSpec,
@@ -236,7 +214,7 @@ async fn verify_one_bundle(
         id: ctx
             .as_ref()
             .map_or_else(String::new, |c| c.prompt_id.clone()),
-        text: prompt_words(ws, ctx.as_ref(), &bundle.manifest.prompt_text),
+        text: bundle.manifest.prompt_text.clone(),
     };
     let mut result = verify_trial(
         ws.clone(),
