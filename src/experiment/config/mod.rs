@@ -10,6 +10,7 @@
 //! Parse errors take their location from serde_yaml; semantic errors (unknown model, cutoff
 //! out of range, …) find the key's line with [`locate_key`], a small scan of the YAML text.
 
+mod aliases;
 mod experiments;
 mod locate;
 mod models;
@@ -39,56 +40,6 @@ use prompts::validate_prompts;
 
 /// A configuration file larger than this is refused before it is parsed.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
-/// Where a YAML anchor or alias starts a node (line and column, 1-based), if anywhere: after
-/// `key: `, after `- `, or at the start of a line. Quoted scalars, comments and block scalars
-/// (`|`, `>`) are skipped; `&`/`*` inside text (`R&D`, `&mut x`, `*count += 1`) starts no node.
-fn first_anchor_or_alias(text: &str) -> Option<(usize, usize)> {
-    // The indentation of the line that opened a block scalar, while inside one.
-    let mut block_of: Option<usize> = None;
-    for (index, line) in text.lines().enumerate() {
-        let mut rest = line.trim_start();
-        let indent = line.len() - rest.len();
-        if let Some(opener) = block_of {
-            if rest.is_empty() || indent > opener {
-                continue;
-            }
-            block_of = None;
-        }
-        let mut column = indent;
-        loop {
-            // Node starts: the line itself, each `- ` and the value after `key: `.
-            if rest.starts_with(['&', '*'])
-                && rest[1..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Some((index + 1, column + 1));
-            }
-            if rest.starts_with(['|', '>']) {
-                block_of = Some(indent);
-                break;
-            }
-            if let Some(after) = rest.strip_prefix("- ") {
-                let trimmed = after.trim_start();
-                column += rest.len() - trimmed.len();
-                rest = trimmed;
-                continue;
-            }
-            if rest.starts_with(['"', '\'', '#']) {
-                break;
-            }
-            match rest.find(": ") {
-                Some(at) if !rest[..at].contains(['"', '\'', '#']) => {
-                    let after = &rest[at + 2..];
-                    let trimmed = after.trim_start();
-                    column += at + 2 + (after.len() - trimmed.len());
-                    rest = trimmed;
-                }
-                _ => break,
-            }
-        }
-    }
-    None
-}
 
 /// Environment variable the caller reads to pass a config directory to [`ConfigSet::load`].
 pub const CONFIG_DIR_ENV: &str = "VERILLM_CONFIG_DIR";
@@ -207,15 +158,15 @@ impl SourceFile {
                 message: format!("file is empty (expected {expected_top_keys})"),
             });
         }
-        if let Some((line, column)) = first_anchor_or_alias(&self.text) {
+        if let Some((line, column)) = aliases::first_alias(&self.text) {
             return Err(ConfigError::Invalid {
                 file: self.label.clone(),
                 line,
                 column,
                 key: String::new(),
-                message: "YAML anchors (&name) and aliases (*name) are not accepted in \
-                          configuration files, since a few aliases can expand a small file \
-                          into gigabytes; write the values out"
+                message: "YAML aliases (*name) are not accepted in configuration files, since \
+                          a few aliases of a large anchored value expand a small file into \
+                          gigabytes; write the values out"
                     .into(),
             });
         }
@@ -303,7 +254,11 @@ impl ConfigSet {
         // Whatever stands at the name is the user's file: one that cannot be read as a config
         // (a FIFO, a folder) is an error, never silently replaced by the built-in.
         let override_file = |name: &str| -> Result<Option<SourceFile>, ConfigError> {
-            match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+            // symlink_metadata: a dangling link is something standing there too.
+            match dir
+                .map(|d| d.join(name))
+                .filter(|p| p.symlink_metadata().is_ok())
+            {
                 Some(path) => SourceFile::read(&path).map(Some),
                 None => Ok(None),
             }

@@ -515,23 +515,49 @@ fn hostile_config_files_are_refused_by_name() {
         let err = load_models(&format!("models:\n{}", model("m", bad)));
         assert!(err.contains("not a hub repository id"), "{bad}: {err}");
     }
-    // Anchors and aliases: a 1 MB string referenced 3000 times took 3 GB to load.
+    // Aliases: a 1 MB anchored string referenced 3000 times took 3 GB to load. They are found
+    // by libyaml itself, wherever YAML allows them (after a tag, in flow collections, after a
+    // tab, as complex keys), and text that merely contains '&' or '*' is left alone.
     let aliased = "models:\n  a: &big\n    description: d\n    arch: llama\n    layers: 4\n    \
                    hidden: 64\n    source: {hub: a/b}\n  b: *big\n";
     let err = load_models(aliased);
     assert!(
-        err.contains("models.yaml:2:6") && err.contains("anchors"),
+        err.contains("models.yaml:8:6") && err.contains("aliases"),
         "{err}"
     );
-    // Text that merely contains '&' or '*' is no anchor.
-    assert_eq!(
-        first_anchor_or_alias("text: R&D uses &mut x\n- a *b\nk: \"&q\"\n"),
-        None
-    );
-    assert_eq!(
-        first_anchor_or_alias("- text: |\n    *count += 1\n- &x y\n"),
-        Some((3, 3))
-    );
+    use super::aliases::first_alias;
+    for (yaml, at) in [
+        ("text: !!str &big \"x\"\nother: *big\n", (2, 8)),
+        (
+            "- {id: 'p1', text: &a x}\n- {id: 'p2', text: *a}\n",
+            (2, 20),
+        ),
+        ("key: [&a x, *a]\n", (1, 13)),
+        ("a:\t&t x\nb:\t*t\n", (2, 4)),
+        ("? &k text\n: 1\n? *k\n: 2\n", (3, 3)),
+        (
+            "- id: x\n  text: |\n    block\n  role: &r user\n- role: *r\n",
+            (5, 9),
+        ),
+    ] {
+        assert_eq!(first_alias(yaml), Some(at), "{yaml}");
+    }
+    for yaml in [
+        "text: R&D uses &mut x\nlist:\n- a *b\n",
+        "text: \"Rewrite this:\n  *Emphasis* marks, &x and Q: *y\"\n",
+        "text: 'Explain C pointers:\n  *p = 1; &x'\n",
+        "text: plain\n  *continued and &more\n",
+        "- text: |\n    *count += 1\n- text: >-\n    &x *y\n",
+        "k: {id: a, text: '&b'}\n",
+        "anchored: &only-an-anchor x\n",
+    ] {
+        assert_eq!(first_alias(yaml), None, "{yaml}");
+        // Valid YAML, so None means no alias, not a parse failure.
+        assert!(
+            serde_yaml::from_str::<serde_yaml::Value>(yaml).is_ok(),
+            "{yaml}"
+        );
+    }
 
     // A FIFO or a folder where a config file goes is the user's file, not a reason to fall
     // back to the built-in one (a FIFO blocked nothing only because it was skipped).
@@ -557,6 +583,19 @@ fn hostile_config_files_are_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a regular file"), "{err}");
+    // A link to nowhere is the user's file too, and an error.
+    std::fs::remove_dir(&fifo).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/experiments.yaml", &fifo).unwrap();
+    let err = ConfigSet::load(Some(dir.path()))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("experiments.yaml") && err.contains("cannot open"),
+        "{err}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(&fifo).unwrap();
     // And a huge file is refused before it is parsed.
     let huge = dir.path().join(PROMPTS_FILE);
     std::fs::File::create(&huge)
