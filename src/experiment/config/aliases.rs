@@ -4,45 +4,45 @@
 
 use std::mem::MaybeUninit;
 
-use unsafe_libyaml as sys;
+use unsafe_libyaml as libyaml;
 
 /// The 1-based (line, column) of the first alias in `text`, if any. Text that does not parse
 /// gives None here: serde_yaml reports the syntax error with its place.
 pub(super) fn first_alias(text: &str) -> Option<(usize, usize)> {
     // The parser must not move once initialised: it lives in a box until deleted below.
-    let mut parser_box: Box<MaybeUninit<sys::yaml_parser_t>> = Box::new(MaybeUninit::uninit());
+    let mut parser_box: Box<MaybeUninit<libyaml::yaml_parser_t>> = Box::new(MaybeUninit::uninit());
     let parser = parser_box.as_mut_ptr();
     // SAFETY: the parser is initialised before any other call and deleted exactly once; the
     // input (`text`) outlives it; every event that parsed is deleted after its type and mark
     // are read, and none is read after a failed parse.
     unsafe {
-        if sys::yaml_parser_initialize(parser).fail {
+        if libyaml::yaml_parser_initialize(parser).fail {
             return None;
         }
-        sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
-        sys::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
+        libyaml::yaml_parser_set_encoding(parser, libyaml::YAML_UTF8_ENCODING);
+        libyaml::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
         let mut found = None;
         loop {
-            let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+            let mut event = MaybeUninit::<libyaml::yaml_event_t>::uninit();
             let event = event.as_mut_ptr();
-            if sys::yaml_parser_parse(parser, event).fail {
+            if libyaml::yaml_parser_parse(parser, event).fail {
                 break;
             }
             let (is_alias, is_end) = match (*event).type_ {
-                sys::YAML_ALIAS_EVENT => (true, false),
-                sys::YAML_STREAM_END_EVENT => (false, true),
+                libyaml::YAML_ALIAS_EVENT => (true, false),
+                libyaml::YAML_STREAM_END_EVENT => (false, true),
                 _ => (false, false),
             };
             if is_alias {
                 let mark = (*event).start_mark;
                 found = Some((mark.line as usize + 1, mark.column as usize + 1));
             }
-            sys::yaml_event_delete(event);
+            libyaml::yaml_event_delete(event);
             if is_alias || is_end {
                 break;
             }
         }
-        sys::yaml_parser_delete(parser);
+        libyaml::yaml_parser_delete(parser);
         drop(parser_box);
         found
     }
