@@ -179,6 +179,14 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
         err.contains("requires [8, 16, 24]") && err.contains("[24] are missing"),
         "{err}"
     );
+    // Required layers beyond the model, or none at all, are errors, never dropped silently.
+    let err = run_err(&["verify", b, "--layers", "8,99"], data.path());
+    assert!(
+        err.contains("--layers: layer 99 is beyond this 30-layer model"),
+        "{err}"
+    );
+    let err = run_err(&["verify", b, "--layers", "every:99"], data.path());
+    assert!(err.contains("select no checked layer"), "{err}");
     // An experiment's judgement: its cutoff (exp2: 0.9) and YAML thresholds.
     let verified = json(&run_ok(
         &[

@@ -140,14 +140,16 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .clone()
         .or(experiment.as_ref().map(|e| e.layers.clone()))
         .unwrap_or_default();
-    let needed = required.resolve(bundle.manifest.model.n_layers);
+    let needed = required
+        .resolve_checked(bundle.manifest.model.n_layers)
+        .map_err(|e| anyhow!("--layers: {e}"))?;
     let missing: Vec<usize> = needed
         .iter()
         .copied()
         .filter(|l| !bundle.manifest.layers.contains(l))
         .collect();
     ensure!(
-        !needed.is_empty() && missing.is_empty(),
+        missing.is_empty(),
         "{}: the bundle commits layers {:?}, but this verification requires {needed:?} \
          ({required} of a {}-layer model), so {missing:?} are missing; --layers says which \
          layers to require",

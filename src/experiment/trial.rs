@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, bail, Result};
 use tokio::task::JoinSet;
 
 use super::bundle::{
     BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
 };
-use super::config::{LayerSelection, Role};
+use super::config::Role;
 use super::results::*;
 use super::runner::{TrialPlan, Workspace};
 use crate::engine::capture::CapturedStates;
@@ -72,19 +72,10 @@ pub fn infer_trial(
         }
         None => render_prompt(&model, &plan.messages)?,
     };
-    let n_layers = model.model.config.n_layers;
-    if let LayerSelection::List(listed) = &plan.spec_layers {
-        if let Some(beyond) = listed.iter().find(|&&layer| layer > n_layers) {
-            bail!("layer {beyond} is beyond this {n_layers}-layer model (hidden states 0..={n_layers})");
-        }
-    }
-    let layers = plan.spec_layers.resolve(n_layers);
-    ensure!(
-        layers.iter().any(|&layer| layer >= 1),
-        "layers {} select no checked layer of this {}-layer model (0 is the embeddings)",
-        plan.spec_layers,
-        n_layers
-    );
+    let layers = plan
+        .spec_layers
+        .resolve_checked(model.model.config.n_layers)
+        .map_err(anyhow::Error::msg)?;
     sink.emit(EngineEvent::TrialStarted {
         trial: plan.trial,
         prompt_category: plan.prompt.category.clone(),

@@ -115,6 +115,29 @@ impl LayerSelection {
     }
 }
 
+impl LayerSelection {
+    /// [`Self::resolve`], refusing a listed layer beyond the model (instead of dropping it) and
+    /// a selection that checks nothing.
+    pub fn resolve_checked(&self, n_layers: usize) -> Result<Vec<usize>, String> {
+        if let LayerSelection::List(listed) = self {
+            if let Some(beyond) = listed.iter().find(|&&layer| layer > n_layers) {
+                return Err(format!(
+                    "layer {beyond} is beyond this {n_layers}-layer model (hidden states \
+                     0..={n_layers})"
+                ));
+            }
+        }
+        let layers = self.resolve(n_layers);
+        if !layers.iter().any(|&layer| layer >= 1) {
+            return Err(format!(
+                "layers {self} select no checked layer of this {n_layers}-layer model (0 is \
+                 the embeddings)"
+            ));
+        }
+        Ok(layers)
+    }
+}
+
 impl fmt::Display for LayerSelection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
