@@ -134,6 +134,10 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
     let tensor_path = dir.join(TENSORS_FILE);
     safetensors::tensor::serialize_to_file(views, None, &tensor_path)
         .with_context(|| format!("writing hidden states to {}", tensor_path.display()))?;
+    // On disk before the manifest vouches for it (write_file_atomic syncs the manifest).
+    std::fs::File::open(&tensor_path)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("syncing {}", tensor_path.display()))?;
     let bytes = std::fs::metadata(&tensor_path)
         .with_context(|| format!("{}: reading its size", tensor_path.display()))?
         .len();
@@ -143,10 +147,16 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
         bytes,
     };
     manifest.layers = states.layers.clone();
-    write_file_atomic(
-        &dir.join(MANIFEST_FILE),
-        &serde_json::to_vec_pretty(&manifest)?,
-    )?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    write_file_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    // safetensors' temporary file is private (0600); give the tensors the permissions an
+    // ordinary new file gets here, as the manifest did, so a bundle copied with its modes
+    // stays readable by whoever verifies it.
+    let permissions = std::fs::metadata(&manifest_path)
+        .with_context(|| format!("{}: reading its permissions", manifest_path.display()))?
+        .permissions();
+    std::fs::set_permissions(&tensor_path, permissions)
+        .with_context(|| format!("{}: setting its permissions", tensor_path.display()))?;
     Ok(())
 }
 
@@ -387,6 +397,19 @@ mod tests {
         }
         write_sample(&bundle);
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // Both files get the mode of an ordinary new file (the tensors' temporary file was
+        // private).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name: &str| {
+            std::fs::metadata(bundle.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        std::fs::write(bundle.join("ordinary"), b"").unwrap();
+        assert_eq!(mode(TENSORS_FILE), mode("ordinary"));
+        assert_eq!(mode(MANIFEST_FILE), mode("ordinary"));
         // And what was written is what the manifest's size and checksum describe.
         assert!(read_bundle(&bundle).is_ok());
     }
