@@ -187,13 +187,14 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     );
     let err = run_err(&["verify", b, "--layers", "every:99"], data.path());
     assert!(err.contains("select no checked layer"), "{err}");
-    // An experiment's judgement: its cutoff (exp2: 0.9) and YAML thresholds.
+    // An experiment's judgement: its cutoff (exp5: 0.8) and YAML thresholds, for a bundle
+    // made as its inferencer runs (full, f32).
     let verified = json(&run_ok(
         &[
             "verify",
             b,
             "--experiment",
-            "exp2",
+            "exp5",
             "--layers",
             "8,16,30",
             "--verifiers",
@@ -202,7 +203,17 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
         ],
         data.path(),
     ));
-    assert_eq!(verified["verifiers"][0]["cutoff"], 0.9);
+    assert_eq!(verified["verifiers"][0]["cutoff"], 0.8);
+    // exp2's inferencer computes in bf16: an f32 bundle is not what it admits (and a bf16
+    // one would not be what exp1 admits: the declared dtype picks the tier).
+    let err = run_err(
+        &["verify", b, "--experiment", "exp2", "--layers", "8,16,30"],
+        data.path(),
+    );
+    assert!(
+        err.contains("declares precision full in f32, but exp2's inferencer runs full in bf16"),
+        "{err}"
+    );
     let err = run_err(&["verify", b, "--experiment", "exp9"], data.path());
     assert!(
         err.contains("--experiment exp9") && err.contains("exp1"),
@@ -397,6 +408,44 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
     );
     assert!(
         err.contains("declares precision native, but exp1's inferencer runs full"),
+        "{err}"
+    );
+    // A q8 cheat computed in bf16 (the declared dtype picks the tier) and labelled `full` is
+    // held to exp1's inferencer too: it computes in f32. (It passed, in the bf16 tier.)
+    let bf16_cheat = d.join("set-bf16").join("trial_000");
+    run_ok(
+        &[
+            "infer",
+            "--precision",
+            "q8_0",
+            "--device",
+            "cpu:bf16",
+            "--prompt",
+            "Explain what a hash map is.",
+            "--max-tokens",
+            "16",
+            "--out",
+            bf16_cheat.to_str().unwrap(),
+        ],
+        d,
+    );
+    let path = bf16_cheat.join("manifest.json");
+    let mut relabelled: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    relabelled["precision"] = Value::String("full".into());
+    std::fs::write(&path, serde_json::to_vec(&relabelled).unwrap()).unwrap();
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            d.join("set-bf16").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("declares dtype bf16, but exp1's inferencer computes in f32"),
         "{err}"
     );
 

@@ -133,6 +133,40 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         );
     }
     let bundle = read_bundle(&args.bundle)?;
+    if let (Some(spec), Some(id)) = (&experiment, &args.experiment) {
+        // Judged as the experiment judges: what its inferencer runs (precision, and the dtype
+        // that picks the precision tier; on its device or its gpu_device) is what a bundle
+        // may claim.
+        use crate::experiment::config::GpuUse;
+        let admitted: Vec<(String, &str)> = [GpuUse::None, GpuUse::Configured]
+            .into_iter()
+            .map(|gpu| {
+                let role = spec.inference_role(gpu);
+                (
+                    role.precision.to_string(),
+                    crate::model::device::dtype_name(role.device.dtype),
+                )
+            })
+            .collect();
+        let claimed = (
+            bundle.manifest.precision.clone(),
+            bundle.manifest.dtype.as_str(),
+        );
+        ensure!(
+            admitted
+                .iter()
+                .any(|(p, d)| (p.as_str(), *d) == (claimed.0.as_str(), claimed.1)),
+            "{}: the bundle declares precision {} in {}, but {id}'s inferencer runs {}",
+            args.bundle.display(),
+            claimed.0,
+            claimed.1,
+            admitted
+                .iter()
+                .map(|(p, d)| format!("{p} in {d}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
     // The verifier decides which layers must be committed: a bundle holding only a shallow
     // layer (cheap to fake) is not judged on that alone.
     let required = args
@@ -197,6 +231,22 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     .with_context(|| format!("verifying {}", args.bundle.display()))?;
     printer.abort();
     print_trial(&result, args.json)?;
+    if args.experiment.is_none() {
+        // The bundle's declared dtype chose the precision tier: say so, since it is a claim.
+        let tiers: Vec<&str> = result
+            .verifiers
+            .iter()
+            .filter_map(|v| v.tier.as_deref())
+            .collect();
+        if let Some(tier) = tiers.first() {
+            eprintln!(
+                "judged in the {tier} tier, from the bundle's declared dtype {} and precision \
+                 {}; --experiment ID admits only what that experiment's inferencer runs",
+                crate::util::escape_controls(&result.inference.role.dtype),
+                crate::util::escape_controls(&result.inference.role.precision)
+            );
+        }
+    }
     Ok(verdict_code(result.summary.final_verdict))
 }
 

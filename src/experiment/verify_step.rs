@@ -101,6 +101,7 @@ pub(super) async fn verify_bundles(
         let expected = BundleExpectation {
             spec: &spec,
             inference_precision: inference.precision,
+            inference_dtype: crate::model::device::dtype_name(inference.device.dtype),
         };
         match verify_one_bundle(&ws, req, &expected, dir, &claimed, &settings, sink, cancel).await {
             Ok(result) => {
@@ -146,6 +147,9 @@ pub(super) async fn verify_bundles(
 struct BundleExpectation<'a> {
     spec: &'a ExperimentSpec,
     inference_precision: Precision,
+    /// The dtype the experiment's inferencer computes in: a bundle's declared dtype chooses
+    /// the precision tier it is judged in, so it is held to this.
+    inference_dtype: &'static str,
 }
 
 /// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
@@ -172,6 +176,15 @@ async fn verify_one_bundle(
         bundle.manifest.precision,
         req.experiment,
         expected.inference_precision
+    );
+    // And its dtype: a q8 cheat computed in bf16 and labelled `full` would otherwise be
+    // judged in the loose bf16 tier of an experiment whose inferencer runs f32.
+    ensure!(
+        bundle.manifest.dtype == expected.inference_dtype,
+        "bundle declares dtype {}, but {}'s inferencer computes in {}",
+        bundle.manifest.dtype,
+        req.experiment,
+        expected.inference_dtype
     );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
