@@ -19,6 +19,24 @@ pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
 
 pub fn draw(frame: &mut Frame, app: &App) {
+    draw_screen(frame, app);
+    scrub_control_characters(frame);
+}
+
+/// The last guard between strings and the terminal: result files, configs and models put
+/// text on screen, and a control character in a cell (an ESC sequence that retitles the
+/// window or clears the screen) would reach the terminal as it is. Every cell is cleaned
+/// after drawing, whatever drew it.
+fn scrub_control_characters(frame: &mut Frame) {
+    for cell in frame.buffer_mut().content.iter_mut() {
+        if cell.symbol().contains(char::is_control) {
+            let cleaned: String = cell.symbol().chars().filter(|c| !c.is_control()).collect();
+            cell.set_symbol(if cleaned.is_empty() { " " } else { &cleaned });
+        }
+    }
+}
+
+fn draw_screen(frame: &mut Frame, app: &App) {
     let area = frame.area();
     let too_small = area.width < MIN_WIDTH || area.height < MIN_HEIGHT;
     app.too_small.set(too_small);

@@ -740,6 +740,40 @@ fn exporting_a_past_run_draws_the_runs_own_figures_too() {
 }
 
 #[test]
+fn control_characters_in_saved_runs_never_reach_a_cell() {
+    use crossterm::event::KeyCode;
+    let mut past = past_run("old", 2);
+    let osc = "\x1b]2;PWN\x07";
+    past.summary.experiment = format!("exp{osc}1");
+    past.summary.description = format!("desc{osc}");
+    past.summary.pairing = format!("pair{osc}");
+    let backend: Arc<dyn Backend> = Arc::new(FakeBackend {
+        past: vec![past],
+        damage: Some(|t| t.verifiers[0].role.model = "model\x1b]2;PWN\x07".into()),
+        ..FakeBackend::default()
+    });
+    let (tx, _rx) = unbounded_channel();
+    let mut app = App::new(catalog());
+    let clean = |buffer: &Buffer| {
+        buffer
+            .content()
+            .iter()
+            .all(|cell| !cell.symbol().contains(char::is_control))
+    };
+    for code in [KeyCode::Char('r'), KeyCode::Enter, KeyCode::Right] {
+        let action = app.handle_key(key(code));
+        perform(&mut app, &backend, action, &tx);
+        let buffer = screen(&app, 140, 40);
+        assert!(
+            clean(&buffer),
+            "a control character in a cell:\n{}",
+            text_of(&buffer)
+        );
+    }
+    assert_shows(&screen(&app, 140, 40), "]2;PWN /full");
+}
+
+#[test]
 fn export_writes_pngs_and_logs_their_paths() {
     let backend: Arc<dyn Backend> = Arc::new(FakeBackend::default());
     let (tx, mut rx) = unbounded_channel();
