@@ -78,7 +78,8 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         states.layers,
         states.bytes() as f64 / 1024.0
     );
-    println!("{}", manifest.output_text);
+    // The model's words; a byte token can be a control character, which is written out.
+    println!("{}", crate::util::escape_controls(&manifest.output_text));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -113,7 +113,7 @@ pub fn load_rows(paths: &[PathBuf]) -> Result<(Vec<RunRow>, Vec<String>)> {
 pub fn print_rows(paths: &[PathBuf], json: bool) -> Result<()> {
     let (rows, skipped) = load_rows(paths)?;
     for reason in &skipped {
-        eprintln!("skipped: {reason}");
+        eprintln!("skipped: {}", crate::util::escape_controls(reason));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -234,7 +234,8 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
 
 /// Text from a result file as one table cell: a `|` or a line break would end the cell.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\r', '\n'], " ")
+    // Strings from result files: other control characters are written out, never sent.
+    crate::util::escape_controls(&text.replace('|', "\\|").replace(['\r', '\n'], " ")).into_owned()
 }
 
 /// A speed for the table: one decimal, or a dash when it is unknown.
@@ -297,6 +298,8 @@ mod tests {
     #[test]
     fn text_from_result_files_stays_inside_its_cell() {
         assert_eq!(cell("a|b\nc"), "a\\|b c");
+        // And cannot drive the terminal the table is printed on.
+        assert_eq!(cell("exp1\x1b[2J"), "exp1\\u{1b}[2J");
     }
 
     #[test]
