@@ -190,7 +190,12 @@ impl Backend for WorkspaceBackend {
             };
             for run in run_dirs.flatten() {
                 let path = run.path().join("summary.json");
-                if let Ok(summary) = read_json::<RunSummary>(&path) {
+                // Only summaries this build could have written: one that lists millions of
+                // trial files would size the review screen by them.
+                let read = read_json::<RunSummary>(&path)
+                    .ok()
+                    .filter(|summary| summary.check_consistency().is_ok());
+                if let Some(summary) = read {
                     runs.push(PastRun {
                         summary_path: path,
                         summary,

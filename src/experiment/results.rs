@@ -176,6 +176,39 @@ pub struct TrialResult {
     pub complete: bool,
 }
 
+impl RunSummary {
+    /// Whether a summary (a file that may come from elsewhere) is one this build wrote: its
+    /// format, as many distinct trial files as trials, no more than a run can have, and
+    /// verifiers within bound. Checked before anything is sized by it.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        if self.format_version != RESULT_FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not {RESULT_FORMAT_VERSION}, the one this build reads",
+                self.format_version
+            ));
+        }
+        let max_trials = crate::experiment::config::MAX_TRIALS;
+        if self.trials > max_trials || self.trial_files.len() != self.trials {
+            return Err(format!(
+                "lists {} trial files but says trials: {} (at most {max_trials})",
+                self.trial_files.len(),
+                self.trials
+            ));
+        }
+        let distinct: std::collections::HashSet<&String> = self.trial_files.iter().collect();
+        if distinct.len() != self.trial_files.len() {
+            return Err("lists a trial file more than once".into());
+        }
+        if self.verifiers.len() > MAX_VERIFIERS {
+            return Err(format!(
+                "{} verifiers, more than the {MAX_VERIFIERS} a trial may have",
+                self.verifiers.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl TrialResult {
     /// Whether the file's parts agree with one another as this program writes them: every
     /// check at a generated position and at a sampled layer (embeddings at layer 0), the ids
@@ -199,6 +232,12 @@ impl TrialResult {
             return Err(format!(
                 "inference.generated_tokens is {tokens} but inference.output_ids holds {}",
                 self.inference.output_ids.len()
+            ));
+        }
+        if self.sampled_layers.len() > 1024 {
+            return Err(format!(
+                "{} sampled layers, more than any transformer has",
+                self.sampled_layers.len()
             ));
         }
         if !self.sampled_layers.windows(2).all(|w| w[0] < w[1]) {

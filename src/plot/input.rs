@@ -159,19 +159,16 @@ pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
             let summary: RunSummary = parse_as(path, &input.bytes, "a run summary")?;
             // A summary lists each of its trials once: counts that disagree or a file listed
             // twice would double-count verdicts (and multiply memory).
-            if summary.trial_files.len() != summary.trials {
-                bail!(
-                    "{}: lists {} trial files but says trials: {}",
-                    path.display(),
-                    summary.trial_files.len(),
-                    summary.trials
-                );
-            }
+            summary
+                .check_consistency()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let mut trials: Vec<(PathBuf, TrialResult)> = Vec::new();
+            let mut seen_paths: std::collections::HashSet<PathBuf> = Default::default();
+            let mut seen_numbers: std::collections::HashSet<usize> = Default::default();
             let mut total_bytes = 0u64;
             for listed in &summary.trial_files {
                 let trial_path = resolve_trial_file(path, listed)?;
-                if trials.iter().any(|(seen, _)| *seen == trial_path) {
+                if !seen_paths.insert(trial_path.clone()) {
                     bail!(
                         "{}: trial file {listed:?} is listed more than once",
                         path.display()
@@ -193,6 +190,14 @@ pub fn load_input(path: &Path) -> anyhow::Result<PlotInput> {
                     );
                 }
                 let trial = load_trial(&trial_path, &trial_input.bytes)?;
+                // Copies or links of one trial under other names would count it twice.
+                if !seen_numbers.insert(trial.trial) {
+                    bail!(
+                        "{}: trial file {listed:?} repeats trial {} of another listed file",
+                        path.display(),
+                        trial.trial
+                    );
+                }
                 trials.push((trial_path, trial));
             }
             Ok(PlotInput::Summary {

@@ -70,6 +70,34 @@ fn a_summary_must_list_each_of_its_trials_once() {
         format!("{error:#}").contains("listed more than once"),
         "{error:#}"
     );
+    // A copy of one trial under another name (a hard link too) counted it twice.
+    std::fs::copy(
+        scratch.path().join("trial_0.json"),
+        scratch.path().join("copy.json"),
+    )
+    .expect("copied");
+    write_json(
+        &summary_path,
+        &summary_for(
+            "exp2",
+            &trials[..2],
+            vec!["trial_0.json".into(), "copy.json".into()],
+        ),
+    );
+    let error = plot_files(std::slice::from_ref(&summary_path), &figures).expect_err("refused");
+    assert!(
+        format!("{error:#}").contains("repeats trial 0 of another listed file"),
+        "{error:#}"
+    );
+    // A summary of another format.
+    let mut other = summary_for("exp2", &trials[..1], vec!["trial_0.json".into()]);
+    other.format_version = 99;
+    write_json(&summary_path, &other);
+    let error = plot_files(std::slice::from_ref(&summary_path), &figures).expect_err("refused");
+    assert!(
+        format!("{error:#}").contains("format_version 99"),
+        "{error:#}"
+    );
     // A count that disagrees with the list.
     write_json(
         &summary_path,

@@ -18,16 +18,22 @@ pub struct VerifierOutcome {
     pub overhead_percentage: f64,
 }
 
-/// Heatmap cells (verifiers × sampled layers × positions, rounded up to the power of two the
-/// grid stores) a saved trial may ask of the console: 2^24 cells take about 0.5 GB, beyond any
-/// real trial (3 verifiers × 80 layers × 32k tokens is 7.9M).
+/// Heatmap cells (verifiers × sampled layers × positions, rounded up to the power of two, at
+/// least 64, that the grid stores) a saved trial may ask of the console: a cell holds two f32
+/// per heat metric (32 bytes), so 2^24 cells take 0.5 GB, beyond any real trial (3 verifiers ×
+/// 80 layers × 32k tokens is 7.9M).
 const MAX_VIEW_CELLS: u128 = 1 << 24;
 
 /// Whether a saved trial (a file that may come from elsewhere) can be shown: consistent, and
 /// not so large that its heatmaps would exhaust memory. Checked before anything is sized.
 pub fn check_viewable(result: &TrialResult) -> anyhow::Result<()> {
     result.check_consistency().map_err(anyhow::Error::msg)?;
-    let positions = result.inference.generated_tokens.max(1).next_power_of_two() as u128;
+    // As the grid stores a row: a power of two, at least 64 positions.
+    let positions = result
+        .inference
+        .generated_tokens
+        .max(64)
+        .next_power_of_two() as u128;
     let cells = result.verifiers.len() as u128 * result.sampled_layers.len() as u128 * positions;
     anyhow::ensure!(
         cells <= MAX_VIEW_CELLS,
