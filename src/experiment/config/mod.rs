@@ -41,6 +41,32 @@ use prompts::validate_prompts;
 /// A configuration file larger than this is refused before it is parsed.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
+/// Flow brackets may nest this deep (serde_yaml itself stops at 128 levels, but only after
+/// libyaml has scanned them, which takes quadratic time: 80,000 brackets took 11 s).
+const MAX_FLOW_DEPTH: usize = 256;
+
+/// Where `[`/`{` first nest deeper than [`MAX_FLOW_DEPTH`] (1-based line and column). Every
+/// bracket counts, quoted or not (closing ones never below zero): text that legitimately holds
+/// hundreds of unclosed brackets does not exist, and no quote can hide a real nesting.
+fn deep_flow_nesting(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        for (column, c) in line.chars().enumerate() {
+            match c {
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some((index + 1, column + 1));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Environment variable the caller reads to pass a config directory to [`ConfigSet::load`].
 pub const CONFIG_DIR_ENV: &str = "VERILLM_CONFIG_DIR";
 
@@ -156,6 +182,18 @@ impl SourceFile {
                 column: 1,
                 key: String::new(),
                 message: format!("file is empty (expected {expected_top_keys})"),
+            });
+        }
+        if let Some((line, column)) = deep_flow_nesting(&self.text) {
+            return Err(ConfigError::Invalid {
+                file: self.label.clone(),
+                line,
+                column,
+                key: String::new(),
+                message: format!(
+                    "brackets nest deeper than {MAX_FLOW_DEPTH} here; no configuration needs \
+                     that, and the YAML parser slows down quadratically on it"
+                ),
             });
         }
         if let Some((line, column)) = aliases::first_alias(&self.text) {

@@ -559,6 +559,16 @@ fn hostile_config_files_are_refused_by_name() {
         );
     }
 
+    // Deep flow nesting made the YAML parser take quadratic time (80,000 brackets: 11 s).
+    let nested = format!("zz: {}{}\n", "[".repeat(80_000), "]".repeat(80_000));
+    let err = load_models(&nested);
+    assert!(
+        err.contains("models.yaml:1:261") && err.contains("nest deeper"),
+        "{err}"
+    );
+    // The built-in prompts, with code in them, are far from it.
+    assert_eq!(deep_flow_nesting(BUILTIN_PROMPTS), None);
+
     // A FIFO or a folder where a config file goes is the user's file, not a reason to fall
     // back to the built-in one (a FIFO blocked nothing only because it was skipped).
     let dir = tempfile::tempdir().unwrap();
