@@ -220,6 +220,34 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
         "{err}"
     );
 
+    // A manifest claiming more tokens than the model's context is refused before its hidden
+    // states are read (here a FIFO, which reading would block on): a sparse file of the
+    // claimed size cost gigabytes of memory first.
+    let long = data.path().join("long");
+    std::fs::create_dir_all(&long).unwrap();
+    let mut m = manifest.clone();
+    let tokens = 10_000u64;
+    m["output_ids"] = Value::from(vec![1u32; tokens as usize]);
+    m["layers"] = serde_json::json!([8, 16, 24]);
+    m["hidden_states"]["bytes"] = Value::from(3 * tokens * 576 * 4 + 200);
+    std::fs::write(long.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let fifo = long.join("hidden_states.safetensors");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = run_err(&["verify", long.to_str().unwrap()], data.path());
+    assert!(err.contains("more than the 8192 positions"), "{err}");
+    // A claimed size that is not that of the layers × tokens × hidden values is refused too.
+    m["hidden_states"]["bytes"] = Value::from(4 * tokens * 576 * 4);
+    std::fs::write(long.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = run_err(&["verify", long.to_str().unwrap()], data.path());
+    assert!(
+        err.contains("is not the size of 3 layers × 10000 tokens"),
+        "{err}"
+    );
+
     // A bundle whose model claims another shape (which would choose the layers an
     // experiment checks) is refused: by the registry before loading, by the weights after.
     let shaped = data.path().join("shaped");
@@ -285,7 +313,7 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
     let last = bytes.len() - 5;
     bytes[last] ^= 0x40;
     std::fs::write(&tensors, bytes).unwrap();
-    let err = run_err(&["verify", b], data.path());
+    let err = run_err(&["verify", b, "--layers", "8,16,30"], data.path());
     assert!(err.contains("sha256") && err.contains("altered"), "{err}");
 
     // A manifest pointing outside its bundle is refused before anything is opened.

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::{verdict_code, workspace, GlobalArgs, InferArgs, PolicyChoice, VerifyArgs};
 use crate::engine::events::CancelToken;
-use crate::experiment::bundle::{read_bundle, Manifest};
+use crate::experiment::bundle::{read_manifest, read_states, Manifest};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
 use crate::stats::policy::PolicyConfig;
@@ -133,7 +133,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
              the cutoff, so 1 could never pass (use e.g. 0.999)"
         );
     }
-    let bundle = read_bundle(&args.bundle)?;
+    let manifest = read_manifest(&args.bundle)?;
     if let (Some(spec), Some(id)) = (&experiment, &args.experiment) {
         // Judged as the experiment judges: what its inferencer runs (precision, and the dtype
         // that picks the precision tier; on its device or its gpu_device) is what a bundle
@@ -149,10 +149,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
                 )
             })
             .collect();
-        let claimed = (
-            bundle.manifest.precision.clone(),
-            bundle.manifest.dtype.as_str(),
-        );
+        let claimed = (manifest.precision.clone(), manifest.dtype.as_str());
         ensure!(
             admitted
                 .iter()
@@ -176,12 +173,12 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .or(experiment.as_ref().map(|e| e.layers.clone()))
         .unwrap_or_default();
     let needed = required
-        .resolve_checked(bundle.manifest.model.n_layers)
+        .resolve_checked(manifest.model.n_layers)
         .map_err(|e| anyhow!("--layers: {e}"))?;
     let missing: Vec<usize> = needed
         .iter()
         .copied()
-        .filter(|l| !bundle.manifest.layers.contains(l))
+        .filter(|l| !manifest.layers.contains(l))
         .collect();
     ensure!(
         missing.is_empty(),
@@ -189,12 +186,12 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
          ({required} of a {}-layer model), so {missing:?} are missing; --layers says which \
          layers to require",
         args.bundle.display(),
-        bundle.manifest.layers,
-        bundle.manifest.model.n_layers
+        manifest.layers,
+        manifest.model.n_layers
     );
     let model = match args.model {
         Some(model) => model,
-        None => bundle_model_id(&ws, &bundle.manifest)?,
+        None => bundle_model_id(&ws, &manifest)?,
     };
     let role = Role {
         model,
@@ -216,20 +213,26 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     let prompt = PromptInfo {
         category: String::new(),
         id: String::new(),
-        text: bundle.manifest.prompt_text.clone(),
+        text: manifest.prompt_text.clone(),
     };
     let (sink, printer) = crate::progress::sink_with_progress();
+    // The bundle's claims are held to the model before its hidden states are read.
+    let verifying = || format!("verifying {}", args.bundle.display());
+    runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
+        .await
+        .with_context(verifying)?;
+    let states = read_states(&args.bundle, &manifest)?;
     let result = runner::verify_trial(
         ws,
-        Arc::new(bundle.manifest),
-        Arc::new(bundle.states),
+        Arc::new(manifest),
+        Arc::new(states),
         &settings,
         prompt,
         sink,
         CancelToken::new(),
     )
     .await
-    .with_context(|| format!("verifying {}", args.bundle.display()))?;
+    .with_context(verifying)?;
     printer.abort();
     print_trial(&result, args.json)?;
     if args.experiment.is_none() {

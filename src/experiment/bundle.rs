@@ -27,6 +27,8 @@ const MAX_TENSOR_BYTES: u64 = 32 << 30;
 /// manifest's claims are bounded before anything is sized by them.
 const MAX_MODEL_LAYERS: usize = 1024;
 const MAX_MODEL_HIDDEN: usize = 1 << 17;
+/// A safetensors header names each layer's tensor: a few dozen bytes per layer.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +165,14 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
 /// Reads and checks a bundle. Everything is validated before use: sizes, checksum, names,
 /// shapes, dtypes.
 pub fn read_bundle(dir: &Path) -> Result<Bundle> {
+    let manifest = read_manifest(dir)?;
+    let states = read_states(dir, &manifest)?;
+    Ok(Bundle { manifest, states })
+}
+
+/// Reads and checks a bundle's manifest alone: cheap, so a verifier can hold its claims
+/// against the model (shape, context) before the hidden states are read.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest_bytes = read_untrusted_file(&manifest_path, MAX_MANIFEST_BYTES)
         .context("reading the bundle manifest")?;
@@ -181,7 +191,6 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         manifest_path.display(),
         manifest.hidden_states.file
     );
-    let tensor_path = dir.join(TENSORS_FILE);
     ensure!(
         manifest.hidden_states.bytes <= MAX_TENSOR_BYTES,
         "{}: hidden_states.bytes {} exceeds the {MAX_TENSOR_BYTES}-byte limit",
@@ -213,33 +222,6 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
         manifest_path.display(),
         timings
     );
-    // The checksum is checked on the file as it streams past, before any memory is sized by
-    // it (a sparse 16 GB file costs nothing on disk); then the bytes are read once and checked
-    // again, so that what is parsed is what was hashed.
-    let streamed = crate::util::sha256_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
-        .context("checking the bundle's hidden states (size from the manifest)")?;
-    ensure!(
-        streamed == manifest.hidden_states.sha256,
-        "{}: sha256 {streamed} does not match the manifest's {} — the bundle was altered or damaged",
-        tensor_path.display(),
-        manifest.hidden_states.sha256
-    );
-    let bytes = read_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
-        .context("reading the bundle's hidden states (size from the manifest)")?;
-    ensure!(
-        bytes.len() as u64 == manifest.hidden_states.bytes,
-        "{}: {} bytes, but the manifest says {}",
-        tensor_path.display(),
-        bytes.len(),
-        manifest.hidden_states.bytes
-    );
-    let sha = sha256_bytes(&bytes);
-    ensure!(
-        sha == manifest.hidden_states.sha256,
-        "{}: sha256 {sha} does not match the manifest's {} — the bundle was altered or damaged",
-        tensor_path.display(),
-        manifest.hidden_states.sha256
-    );
     let dtype = dtype_from_name(&manifest.dtype).ok_or_else(|| {
         anyhow!(
             "{}: dtype `{}` is not f32, f16 or bf16",
@@ -270,6 +252,56 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
             manifest.model.n_layers
         );
     }
+    // The file holds exactly the layers × tokens × hidden values the manifest describes,
+    // plus a header: a size claimed beyond that is refused before anything is read.
+    let data_bytes =
+        layers.len() as u128 * n as u128 * hidden as u128 * dtype.size_in_bytes() as u128;
+    let claimed = manifest.hidden_states.bytes as u128;
+    ensure!(
+        claimed > data_bytes && claimed <= data_bytes + MAX_HEADER_BYTES as u128,
+        "{}: hidden_states.bytes {claimed} is not the size of {} layers × {n} tokens × {hidden} \
+         {} values ({data_bytes} bytes) and a header",
+        manifest_path.display(),
+        layers.len(),
+        dtype_name(dtype)
+    );
+    Ok(manifest)
+}
+
+/// Reads a bundle's hidden states as its (checked) manifest describes them.
+pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
+    let tensor_path = dir.join(TENSORS_FILE);
+    let dtype = dtype_from_name(&manifest.dtype).expect("read_manifest checked the dtype");
+    let n = manifest.output_ids.len();
+    let hidden = manifest.model.hidden;
+    let layers = manifest.layers.clone();
+    // The checksum is checked on the file as it streams past, before any memory is sized by
+    // it (a sparse 16 GB file costs nothing on disk); then the bytes are read once and checked
+    // again, so that what is parsed is what was hashed.
+    let streamed = crate::util::sha256_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
+        .context("checking the bundle's hidden states (size from the manifest)")?;
+    ensure!(
+        streamed == manifest.hidden_states.sha256,
+        "{}: sha256 {streamed} does not match the manifest's {} — the bundle was altered or damaged",
+        tensor_path.display(),
+        manifest.hidden_states.sha256
+    );
+    let bytes = read_untrusted_file(&tensor_path, manifest.hidden_states.bytes)
+        .context("reading the bundle's hidden states (size from the manifest)")?;
+    ensure!(
+        bytes.len() as u64 == manifest.hidden_states.bytes,
+        "{}: {} bytes, but the manifest says {}",
+        tensor_path.display(),
+        bytes.len(),
+        manifest.hidden_states.bytes
+    );
+    let sha = sha256_bytes(&bytes);
+    ensure!(
+        sha == manifest.hidden_states.sha256,
+        "{}: sha256 {sha} does not match the manifest's {} — the bundle was altered or damaged",
+        tensor_path.display(),
+        manifest.hidden_states.sha256
+    );
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!(
             "{}: not a valid safetensors file: {e}",
@@ -310,8 +342,7 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle> {
     if let Some(extra) = by_name.keys().next() {
         bail!("{}: unexpected tensor `{extra}`", tensor_path.display());
     }
-    let states = CapturedStates::from_parts(layers, hidden, dtype, n, data)?;
-    Ok(Bundle { manifest, states })
+    CapturedStates::from_parts(layers, hidden, dtype, n, data)
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use super::bundle::write_bundle;
 pub use super::config::Role;
 use super::config::{ChatRole, ExperimentSpec, GpuUse, Prompt};
 use super::results::*;
-pub use super::trial::{infer_trial, render_prompt, verify_trial, VerifySettings};
+pub use super::trial::{
+    check_manifest_against_verifier, infer_trial, render_prompt, verify_trial, VerifySettings,
+};
 pub use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::sampling::SamplingParams;

@@ -246,6 +246,20 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
     Ok(())
 }
 
+/// Loads the first verifier's model and holds the bundle's manifest to it (same weights,
+/// shape, vocabulary, and prompt + output within its context), before the hidden states are
+/// read: a manifest that claims two million tokens must not cost gigabytes of reading first.
+pub async fn check_manifest_against_verifier(
+    ws: &Arc<Workspace>,
+    manifest: &Manifest,
+    role: &Role,
+    sink: &EventSink,
+) -> Result<()> {
+    let (ws, role, sink) = (ws.clone(), role.clone(), sink.clone());
+    let model = tokio::task::spawn_blocking(move || ws.load_reporting(&role, &sink)).await??;
+    check_same_model(manifest, &model)
+}
+
 /// Settings of the verification half.
 #[derive(Debug, Clone)]
 pub struct VerifySettings {

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use super::bundle::read_bundle;
+use super::bundle::{read_manifest, read_states};
 use super::config::ExperimentSpec;
 use super::results::{PromptInfo, TrialResult};
 use super::runner::{
     resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome, RunRequest,
 };
-use super::trial::{verify_trial, VerifySettings};
+use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::verification::DEFAULT_CHUNK;
@@ -167,38 +167,38 @@ async fn verify_one_bundle(
     cancel: &CancelToken,
 ) -> Result<TrialResult> {
     let spec = expected.spec;
-    let bundle = read_bundle(dir)?;
+    let manifest = read_manifest(dir)?;
     // The experiment says how its inferencer runs: a bundle's own claim (say `native`, which
     // the policy judges more loosely) is held to it.
     ensure!(
-        bundle.manifest.precision == expected.inference_precision.to_string(),
+        manifest.precision == expected.inference_precision.to_string(),
         "bundle declares precision {}, but {}'s inferencer runs {}",
-        bundle.manifest.precision,
+        manifest.precision,
         req.experiment,
         expected.inference_precision
     );
     // And its dtype: a q8 cheat computed in bf16 and labelled `full` would otherwise be
     // judged in the loose bf16 tier of an experiment whose inferencer runs f32.
     ensure!(
-        bundle.manifest.dtype == expected.inference_dtype,
+        manifest.dtype == expected.inference_dtype,
         "bundle declares dtype {}, but {}'s inferencer computes in {}",
-        bundle.manifest.dtype,
+        manifest.dtype,
         req.experiment,
         expected.inference_dtype
     );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
-    let expected_layers = spec.layers.resolve(bundle.manifest.model.n_layers);
+    let expected_layers = spec.layers.resolve(manifest.model.n_layers);
     ensure!(
-        bundle.manifest.layers == expected_layers,
+        manifest.layers == expected_layers,
         "bundle records layers {:?}, but {} checks {:?} ({} of a {}-layer model)",
-        bundle.manifest.layers,
+        manifest.layers,
         req.experiment,
         expected_layers,
         spec.layers,
-        bundle.manifest.model.n_layers
+        manifest.model.n_layers
     );
-    let ctx = bundle.manifest.context.clone();
+    let ctx = manifest.context.clone();
     let trial = match &ctx {
         Some(c) => {
             ensure!(
@@ -227,12 +227,15 @@ async fn verify_one_bundle(
         id: ctx
             .as_ref()
             .map_or_else(String::new, |c| c.prompt_id.clone()),
-        text: bundle.manifest.prompt_text.clone(),
+        text: manifest.prompt_text.clone(),
     };
+    // The bundle's claims are held to the model before its hidden states are read.
+    check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
+    let states = read_states(dir, &manifest)?;
     let mut result = verify_trial(
         ws.clone(),
-        Arc::new(bundle.manifest),
-        Arc::new(bundle.states),
+        Arc::new(manifest),
+        Arc::new(states),
         settings,
         prompt,
         sink.clone(),
