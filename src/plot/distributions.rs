@@ -38,8 +38,9 @@ pub const GRID_METRICS: [CheckMetric; 5] = [
     CheckMetric::MaxAbs,
 ];
 
-/// The statistics the precision-aware policy decides on (rel L2, with its per-tier limits)
-/// and the ULP error, drawn as a companion figure beside the reference grid.
+/// The precision-aware policy's first statistic (rel L2, with its per-tier limits; its other,
+/// Pe, is in the reference grid) and the ULP error, drawn as a companion figure beside the
+/// reference grid.
 pub const POLICY_METRICS: [CheckMetric; 2] = [CheckMetric::RelL2, CheckMetric::UlpMean];
 
 /// Values of one group (honest or cheating) with, optionally, exact statistics computed

@@ -177,7 +177,7 @@ fn write_trial_set_figures(
         written.push(path);
         let path = names.claim(&format!("{tag}_policy_distributions"));
         let title =
-            format!("What the policy decides on: rel L2 (per-tier limits) and ULP — {description}");
+            format!("Relative L2 (the policy's per-tier limits) and ULP error — {description}");
         let panels = check_panels_from_trials(trials, &POLICY_METRICS);
         plot_threshold_distributions(&title, &panels, &path)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -243,7 +243,7 @@ fn write_report_figures(
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
         let path = names.claim(&format!("{name}_policy_distributions"));
-        let title = format!("What the policy decides on: rel L2 and ULP — {scope}");
+        let title = format!("Relative L2 (recommended limits) and ULP error — {scope}");
         let panels = check_panels_from_report(report, &POLICY_METRICS);
         plot_threshold_distributions(&title, &panels, &path)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -105,7 +105,13 @@ where
 {
     let (width, _) = area.dim_in_pixel();
     let center = (width / 2) as i32;
-    let title_style = bold_font(TITLE_SIZE).pos(Pos::new(HPos::Center, VPos::Top));
+    // A long title (many experiments named) is set smaller rather than cut at both edges.
+    let fits = |size: u32| {
+        area.estimate_text_size(title, &bold_font(size))
+            .is_ok_and(|(w, _)| w + 40 <= width)
+    };
+    let size = (18..=TITLE_SIZE).rev().find(|&s| fits(s)).unwrap_or(18);
+    let title_style = bold_font(size).pos(Pos::new(HPos::Center, VPos::Top));
     area.draw(&Text::new(title.to_string(), (center, 16), title_style))?;
     let mut used = 16 + TITLE_SIZE as i32 + 10;
     if let Some(subtitle) = subtitle {

@@ -2,10 +2,10 @@
 //! checks, and recommend per-check thresholds that separate them.
 //!
 //! Direction: every metric in [`METRICS`] is "higher = worse" except `pw` (the fraction of tiny
-//! deviations: higher = better). The generic functions ([`auc`], [`roc_curve`],
-//! [`zero_error_interval`]) take "higher = more suspicious" values; [`build_report`] negates
-//! `pw` before calling them and converts results back to pw units, so for every metric an AUC
-//! of 1 means perfect detection. NaN values are ranked as the most suspicious.
+//! deviations) and `cosine` (similarity): higher = better. The generic functions ([`auc`],
+//! [`roc_curve`], [`zero_error_interval`]) take "higher = more suspicious" values; the report
+//! negates those two before calling them and converts results back to their units, so for
+//! every metric an AUC of 1 means perfect detection. NaN values are ranked as the most suspicious.
 
 use serde::{Deserialize, Serialize};
 
