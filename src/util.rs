@@ -170,20 +170,23 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// An output folder a command made for itself. Dropped while still empty (the command failed
-/// or was cancelled before writing anything), it is removed, so a failed run leaves no empty
-/// folder behind; a folder the user made beforehand is never removed.
+/// or was cancelled before writing anything), it is removed, with the parent folders made for
+/// it, so a failed run leaves no empty folder behind; a folder that existed before is never
+/// removed.
 #[derive(Debug)]
 pub struct OutputDir {
     path: PathBuf,
-    created_here: bool,
+    /// The outermost folder this command created on the way to `path` (`path` itself when
+    /// only it was missing); None when `path` already existed.
+    created_from: Option<PathBuf>,
 }
 
 impl OutputDir {
-    /// A folder this command has just created.
+    /// A folder this command has just created (its parent existed).
     pub fn created(path: PathBuf) -> Self {
         OutputDir {
+            created_from: Some(path.clone()),
             path,
-            created_here: true,
         }
     }
 
@@ -194,9 +197,14 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        if self.created_here {
-            // remove_dir refuses a folder that holds anything, which is the point.
-            let _ = std::fs::remove_dir(&self.path);
+        let Some(outermost) = &self.created_from else {
+            return;
+        };
+        // remove_dir refuses a folder that holds anything, which is the point.
+        for dir in self.path.ancestors() {
+            if std::fs::remove_dir(dir).is_err() || dir == outermost.as_path() {
+                break;
+            }
         }
     }
 }
@@ -205,12 +213,16 @@ impl Drop for OutputDir {
 /// overwrites an earlier one, nor mixes its files with another's.
 pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<OutputDir> {
     check_new_or_empty_dir(dir, flag)?;
-    let created_here = !dir.exists();
+    let created_from = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .last()
+        .map(Path::to_path_buf);
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{flag} {}: creating it", dir.display()))?;
     let out = OutputDir {
         path: dir.to_path_buf(),
-        created_here,
+        created_from,
     };
     check_new_or_empty_dir(dir, flag)?;
     Ok(out)
@@ -361,6 +373,10 @@ mod tests {
         );
         assert!(new.join("trial.json").exists());
 
+        // Parent folders made for it go too, up to the first that existed.
+        let nested = tmp.path().join("a").join("b").join("c");
+        drop(create_empty_dir(&nested, "--out").unwrap());
+        assert!(!tmp.path().join("a").exists());
         // A folder the user made beforehand is theirs, even when left empty.
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
