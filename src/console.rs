@@ -218,7 +218,20 @@ impl Backend for WorkspaceBackend {
 
     fn export_run(&self, summary: &Path) -> Result<Vec<PathBuf>> {
         let dir = run_export_dir(&self.ws.data_dir.join("plots"), summary);
-        let written = crate::plot::plot_files(&[summary.to_path_buf()], &dir)?;
+        let written = match crate::plot::plot_files(&[summary.to_path_buf()], &dir) {
+            Ok(written) => written,
+            Err(run_error) => {
+                // One bad trial file must not cost the others their figures: each readable
+                // trial is exported alone, and the reply says what could not be drawn.
+                let (written, readable, listed) = export_readable_trials(summary, &dir);
+                anyhow::bail!(
+                    "{run_error:#}; so the run's own figures were not drawn, but {} PNGs of its \
+                     {readable} readable trials (of {listed}) are in {}",
+                    written.len(),
+                    dir.display()
+                );
+            }
+        };
         log_line(
             &self.log,
             &format!("Info exported {} PNGs to {}", written.len(), dir.display()),
@@ -235,6 +248,29 @@ impl Backend for WorkspaceBackend {
         );
         Ok(written)
     }
+}
+
+/// Exports, each on its own, the trials of a run summary that read and check as trials:
+/// (written paths, readable trials, listed trials).
+fn export_readable_trials(summary: &Path, dir: &Path) -> (Vec<PathBuf>, usize, usize) {
+    let Ok(run) = read_json::<RunSummary>(summary) else {
+        return (Vec::new(), 0, 0);
+    };
+    let mut written = Vec::new();
+    let mut readable = 0;
+    for listed in &run.trial_files {
+        let Ok(path) = crate::plot::input::resolve_trial_file(summary, listed) else {
+            continue;
+        };
+        if let Ok(crate::plot::PlotInput::Trial { trial, .. }) = crate::plot::load_input(&path) {
+            let trial_dir = dir.join(format!("trial{:03}", trial.trial));
+            if let Ok(paths) = crate::plot::export_trial(&trial, &trial_dir) {
+                readable += 1;
+                written.extend(paths);
+            }
+        }
+    }
+    (written, readable, run.trial_files.len())
 }
 
 /// Where the console exports a whole run's figures: a folder per experiment and run, named as
@@ -278,4 +314,36 @@ pub async fn run_console(ws: Workspace) -> Result<crate::tui::Ending> {
     crate::model::embedded::ensure_embedded_model(&ws.model_dir)?;
     let backend = Arc::new(WorkspaceBackend::new(Arc::new(ws)));
     crate::tui::run_tui(backend).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::tests::{honest_trials, summary_for, write_json};
+
+    #[test]
+    fn one_bad_trial_file_does_not_cost_the_others_their_figures() {
+        let scratch = tempfile::tempdir().unwrap();
+        let run = scratch.path().join("exp2").join("run-1");
+        std::fs::create_dir_all(&run).unwrap();
+        let trials = honest_trials();
+        let mut files = Vec::new();
+        for (index, trial) in trials.iter().enumerate() {
+            let mut trial = trial.clone();
+            if index == 1 {
+                // Damaged: a check beyond the generated tokens.
+                trial.verifiers[0].statistics.checks[0].position = 1 << 40;
+            }
+            let name = format!("trial_{index:03}.json");
+            write_json(&run.join(&name), &trial);
+            files.push(name);
+        }
+        let summary = run.join("summary.json");
+        write_json(&summary, &summary_for("exp2", &trials, files));
+        let figures = scratch.path().join("plots");
+        assert!(crate::plot::plot_files(std::slice::from_ref(&summary), &figures).is_err());
+        let (written, readable, listed) = export_readable_trials(&summary, &figures);
+        assert_eq!((readable, listed), (trials.len() - 1, trials.len()));
+        assert!(!written.is_empty() && written.iter().all(|p| p.exists()));
+    }
 }
