@@ -7,20 +7,26 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(sha256_stream(file, path)?.0)
+}
+
+/// The sha256 of everything `reader` yields (named `path` in errors), and its length.
+fn sha256_stream(mut reader: impl Read, path: &Path) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
     loop {
-        let n = file
+        let n = reader
             .read(&mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
+        total += n as u64;
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok((hex(&hasher.finalize()), total))
 }
 
 /// Opens a file that must be a regular file (not a FIFO or device, which could feed different
@@ -107,26 +113,14 @@ pub fn read_untrusted_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// memory is sized by the file, so its checksum can be checked before it is read.
 pub fn sha256_untrusted_file(path: &Path, limit: u64) -> Result<String> {
     refuse_symlink(path)?;
-    let mut file = open_regular_file(path, limit)?.take(limit + 1);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let file = open_regular_file(path, limit)?.take(limit + 1);
+    let (sha256, total) = sha256_stream(file, path)?;
     anyhow::ensure!(
         total <= limit,
         "{}: grew past the {limit}-byte limit while being read",
         path.display()
     );
-    Ok(hex(&hasher.finalize()))
+    Ok(sha256)
 }
 
 /// Writes `bytes` to `path` through a new temporary file in the same directory and a rename:
