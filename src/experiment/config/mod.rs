@@ -41,21 +41,25 @@ use prompts::validate_prompts;
 /// A configuration file larger than this is refused before it is parsed.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
-/// Flow brackets may nest this deep (serde_yaml itself stops at 128 levels, but only after
-/// libyaml has scanned them, which takes quadratic time: 80,000 brackets took 11 s).
-const MAX_FLOW_DEPTH: usize = 256;
+/// The YAML parser (libyaml) takes time proportional to the file's length times its flow
+/// nesting depth (80,000 nested brackets in 160 KB took 11 s): their product is bounded.
+const MAX_LENGTH_TIMES_DEPTH: u64 = 500_000_000;
 
-/// Where `[`/`{` first nest deeper than [`MAX_FLOW_DEPTH`] (1-based line and column). Every
-/// bracket counts, quoted or not (closing ones never below zero): text that legitimately holds
-/// hundreds of unclosed brackets does not exist, and no quote can hide a real nesting.
+/// Where brackets first nest deeper than this file's length allows (1-based line and column):
+/// at most [`MAX_LENGTH_TIMES_DEPTH`] / length levels (serde_yaml itself stops at 128, but
+/// only after libyaml has scanned them). Every `[`/`{` counts, quoted or in a block scalar or
+/// not, closing ones never below zero: an over-estimate no quoting can hide, and a limit of
+/// thousands of levels for a prompts file of 100 KB, so ordinary text (half-open intervals,
+/// code) stays far from it.
 fn deep_flow_nesting(text: &str) -> Option<(usize, usize)> {
-    let mut depth = 0usize;
+    let limit = MAX_LENGTH_TIMES_DEPTH / (text.len() as u64).max(1);
+    let mut depth = 0u64;
     for (index, line) in text.lines().enumerate() {
         for (column, c) in line.chars().enumerate() {
             match c {
                 '[' | '{' => {
                     depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
+                    if depth > limit {
                         return Some((index + 1, column + 1));
                     }
                 }
@@ -191,8 +195,9 @@ impl SourceFile {
                 column,
                 key: String::new(),
                 message: format!(
-                    "brackets nest deeper than {MAX_FLOW_DEPTH} here; no configuration needs \
-                     that, and the YAML parser slows down quadratically on it"
+                    "brackets nest deeper here than a {}-byte file may (the YAML parser's time \
+                     grows with length × nesting); no configuration needs that",
+                    self.text.len()
                 ),
             });
         }

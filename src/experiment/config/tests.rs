@@ -562,12 +562,19 @@ fn hostile_config_files_are_refused_by_name() {
     // Deep flow nesting made the YAML parser take quadratic time (80,000 brackets: 11 s).
     let nested = format!("zz: {}{}\n", "[".repeat(80_000), "]".repeat(80_000));
     let err = load_models(&nested);
+    // 500,000,000 / 160,005 bytes = 3124 levels, the first beyond them at column 5 + 3124.
     assert!(
-        err.contains("models.yaml:1:261") && err.contains("nest deeper"),
+        err.contains("models.yaml:1:3129") && err.contains("nest deeper"),
         "{err}"
     );
-    // The built-in prompts, with code in them, are far from it.
+    // The built-in prompts, with code in them, are far from it; so are 300 half-open
+    // intervals (whose brackets never close) in a prompt of an otherwise ordinary file.
     assert_eq!(deep_flow_nesting(BUILTIN_PROMPTS), None);
+    let intervals: String = (0..300)
+        .map(|i| format!("x{i} in [{i}, {}), ", i + 1))
+        .collect();
+    let prompts = format!("{BUILTIN_PROMPTS}\n# {intervals}\n");
+    assert_eq!(deep_flow_nesting(&prompts), None);
 
     // A FIFO or a folder where a config file goes is the user's file, not a reason to fall
     // back to the built-in one (a FIFO blocked nothing only because it was skipped).
