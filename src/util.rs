@@ -170,16 +170,16 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[derive(Debug)]
 pub struct OutputDir {
     path: PathBuf,
-    /// The outermost folder this command created on the way to `path` (`path` itself when
-    /// only it was missing); None when `path` already existed.
-    created_from: Option<PathBuf>,
+    /// The folders this command created, outermost first (each by its own `create_dir`, so
+    /// none is a folder that existed, whatever `..` the path holds).
+    created: Vec<PathBuf>,
 }
 
 impl OutputDir {
     /// A folder this command has just created (its parent existed).
     pub fn created(path: PathBuf) -> Self {
         OutputDir {
-            created_from: Some(path.clone()),
+            created: vec![path.clone()],
             path,
         }
     }
@@ -191,32 +191,42 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        let Some(outermost) = &self.created_from else {
-            return;
-        };
-        // remove_dir refuses a folder that holds anything, which is the point.
-        for dir in self.path.ancestors() {
-            if std::fs::remove_dir(dir).is_err() || dir == outermost.as_path() {
+        // Innermost first; remove_dir refuses a folder that holds anything, which is the point.
+        for dir in self.created.iter().rev() {
+            if std::fs::remove_dir(dir).is_err() {
                 break;
             }
         }
     }
 }
 
+/// Creates `dir` and any missing parents one by one, returning those it created.
+fn create_dirs_recording(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut created = Vec::new();
+    let mut prefix = PathBuf::new();
+    for component in dir.components() {
+        prefix.push(component);
+        match std::fs::create_dir(&prefix) {
+            Ok(()) => created.push(prefix.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // A root, `.` or `..` that exists cannot be created; anything else is an error
+            // only if the prefix is not a folder now.
+            Err(_) if prefix.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
 /// Creates `dir` for a run's output, refusing one that already holds anything: a run never
 /// overwrites an earlier one, nor mixes its files with another's.
 pub fn create_empty_dir(dir: &Path, flag: &str) -> Result<OutputDir> {
     check_new_or_empty_dir(dir, flag)?;
-    let created_from = dir
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .last()
-        .map(Path::to_path_buf);
-    std::fs::create_dir_all(dir)
+    let created = create_dirs_recording(dir)
         .with_context(|| format!("{flag} {}: creating it", dir.display()))?;
     let out = OutputDir {
         path: dir.to_path_buf(),
-        created_from,
+        created,
     };
     check_new_or_empty_dir(dir, flag)?;
     Ok(out)
@@ -371,6 +381,13 @@ mod tests {
         let nested = tmp.path().join("a").join("b").join("c");
         drop(create_empty_dir(&nested, "--out").unwrap());
         assert!(!tmp.path().join("a").exists());
+        // Through `..`, only the folders made go: not an existing one the path passes.
+        let existing = tmp.path().join("P");
+        std::fs::create_dir(&existing).unwrap();
+        let through = tmp.path().join("n").join("..").join("P").join("out");
+        drop(create_empty_dir(&through, "--out").unwrap());
+        assert!(existing.is_dir(), "a folder that existed was removed");
+        assert!(!existing.join("out").exists() && !tmp.path().join("n").exists());
         // A folder the user made beforehand is theirs, even when left empty.
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
