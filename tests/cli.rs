@@ -211,7 +211,8 @@ fn a_bundle_written_by_one_process_is_verified_by_another_and_tampering_is_refus
         data.path(),
     );
     assert!(
-        err.contains("declares precision full in f32, but exp2's inferencer runs full in bf16"),
+        err.contains("declares precision full in f32, but exp2's inferencer runs full in bf16")
+            && err.contains("pass the same --gpu"),
         "{err}"
     );
     let err = run_err(&["verify", b, "--experiment", "exp9"], data.path());
@@ -435,7 +436,7 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
         d,
     );
     assert!(
-        err.contains("declares precision native, but exp1's inferencer runs full"),
+        err.contains("declares precision native in f32, but exp1's inferencer runs full in f32"),
         "{err}"
     );
     // A q8 cheat computed in bf16 (the declared dtype picks the tier) and labelled `full` is
@@ -473,7 +474,7 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
         d,
     );
     assert!(
-        err.contains("declares dtype bf16, but exp1's inferencer computes in f32"),
+        err.contains("declares precision full in bf16, but exp1's inferencer runs full in f32"),
         "{err}"
     );
 
@@ -488,6 +489,71 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
     );
     let native_verifier = verify(&honest, &["--precision", "native"]);
     assert_eq!(native_verifier["verdict"], "PASS", "{native_verifier}");
+
+    // Honest bundles made where the inferencer ran on its gpu_device (stood in for by the
+    // profile `--gpu` forces) are admitted where they are verified, GPU or not: by run --step
+    // verify from the experiment's gpu_device (cuda:0 computes in f16), and by verify
+    // --experiment given the same --gpu.
+    for (profile, set) in [("cpu:f16", "gpu-f16"), ("cpu:bf16", "gpu-bf16")] {
+        let bundles = d.join(set);
+        let b = bundles.to_str().unwrap();
+        run_ok(
+            &[
+                "run",
+                "exp1",
+                "--gpu",
+                profile,
+                "--step",
+                "infer",
+                "--trials",
+                "1",
+                "--max-tokens",
+                "8",
+                "--out",
+                b,
+            ],
+            d,
+        );
+        let trial = bundles.join("trial_000");
+        let t = trial.to_str().unwrap();
+        if profile == "cpu:f16" {
+            let out = d.join(format!("{set}-verified"));
+            run_ok(
+                &[
+                    "run",
+                    "exp1",
+                    "--step",
+                    "verify",
+                    "--from",
+                    b,
+                    "--verifiers",
+                    "1",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                d,
+            );
+        } else {
+            let err = run_err(
+                &["verify", t, "--experiment", "exp1", "--verifiers", "1"],
+                d,
+            );
+            assert!(err.contains("pass the same --gpu"), "{err}");
+            run_ok(
+                &[
+                    "verify",
+                    t,
+                    "--experiment",
+                    "exp1",
+                    "--gpu",
+                    profile,
+                    "--verifiers",
+                    "1",
+                ],
+                d,
+            );
+        }
+    }
 }
 
 #[test]

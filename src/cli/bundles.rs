@@ -136,25 +136,12 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     let manifest = read_manifest(&args.bundle)?;
     if let (Some(spec), Some(id)) = (&experiment, &args.experiment) {
         // Judged as the experiment judges: what its inferencer runs (precision, and the dtype
-        // that picks the precision tier; on its device or its gpu_device) is what a bundle
-        // may claim.
-        use crate::experiment::config::GpuUse;
-        let admitted: Vec<(String, &str)> = [GpuUse::None, GpuUse::Configured]
-            .into_iter()
-            .map(|gpu| {
-                let role = spec.inference_role(gpu);
-                (
-                    role.precision.to_string(),
-                    crate::model::device::dtype_name(role.device.dtype),
-                )
-            })
-            .collect();
-        let claimed = (manifest.precision.clone(), manifest.dtype.as_str());
+        // that picks the precision tier) is what a bundle may claim.
+        let admitted = spec.admitted_inference(args.gpu);
+        let claimed = (manifest.precision.as_str(), manifest.dtype.as_str());
         ensure!(
-            admitted
-                .iter()
-                .any(|(p, d)| (p.as_str(), *d) == (claimed.0.as_str(), claimed.1)),
-            "{}: the bundle declares precision {} in {}, but {id}'s inferencer runs {}",
+            admitted.iter().any(|(p, d)| (p.as_str(), *d) == claimed),
+            "{}: the bundle declares precision {} in {}, but {id}'s inferencer runs {}{}",
             args.bundle.display(),
             claimed.0,
             claimed.1,
@@ -162,7 +149,12 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
                 .iter()
                 .map(|(p, d)| format!("{p} in {d}"))
                 .collect::<Vec<_>>()
-                .join(" or ")
+                .join(" or "),
+            if args.gpu.is_none() {
+                " (a bundle made with run --gpu PROFILE: pass the same --gpu)"
+            } else {
+                ""
+            }
         );
     }
     // The verifier decides which layers must be committed: a bundle holding only a shallow

@@ -189,6 +189,10 @@ pub struct VerifyArgs {
     /// otherwise.
     #[arg(long, conflicts_with = "policy")]
     pub experiment: Option<String>,
+    /// With --experiment: the profile the bundle's inference ran on when it was made with
+    /// `run --gpu PROFILE` (e.g. cuda:0:bf16), so that its dtype is admitted too.
+    #[arg(long, value_parser = parse_device, requires = "experiment")]
+    pub gpu: Option<DeviceProfile>,
     /// Hidden-state indices the bundle must have committed (`every:8`, `all`, `8,16,24`): the
     /// verifier decides what is checked, not the bundle. Every layer it holds is checked.
     /// Default: the experiment's (--experiment), else every:8, what `infer` records.

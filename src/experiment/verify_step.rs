@@ -18,7 +18,6 @@ use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::verification::DEFAULT_CHUNK;
-use crate::model::weights::Precision;
 
 pub(super) async fn verify_bundles(
     ws: Arc<Workspace>,
@@ -34,7 +33,7 @@ pub(super) async fn verify_bundles(
         .get(&req.experiment)
         .cloned()
         .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
-    let (inference, verifiers) = resolve_roles(&spec, req)?;
+    let (_, verifiers) = resolve_roles(&spec, req)?;
     for role in &verifiers {
         role.device.check_built()?;
     }
@@ -100,8 +99,7 @@ pub(super) async fn verify_bundles(
         }
         let expected = BundleExpectation {
             spec: &spec,
-            inference_precision: inference.precision,
-            inference_dtype: crate::model::device::dtype_name(inference.device.dtype),
+            admitted: spec.admitted_inference(req.gpu_profile),
         };
         match verify_one_bundle(&ws, req, &expected, dir, &claimed, &settings, sink, cancel).await {
             Ok(result) => {
@@ -146,10 +144,10 @@ pub(super) async fn verify_bundles(
 /// What an experiment requires of each bundle handed to `run --step verify`.
 struct BundleExpectation<'a> {
     spec: &'a ExperimentSpec,
-    inference_precision: Precision,
-    /// The dtype the experiment's inferencer computes in: a bundle's declared dtype chooses
-    /// the precision tier it is judged in, so it is held to this.
-    inference_dtype: &'static str,
+    /// What the experiment's inferencer runs, as (precision, dtype), on whichever machine
+    /// made the bundles: a bundle's declared dtype chooses the precision tier it is judged
+    /// in, so it is held to these.
+    admitted: Vec<(String, &'static str)>,
 }
 
 /// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
@@ -168,23 +166,25 @@ async fn verify_one_bundle(
 ) -> Result<TrialResult> {
     let spec = expected.spec;
     let manifest = read_manifest(dir)?;
-    // The experiment says how its inferencer runs: a bundle's own claim (say `native`, which
-    // the policy judges more loosely) is held to it.
+    // The experiment says how its inferencer runs: a bundle's own claim (say `native`, or a
+    // q8 cheat computed in bf16 and labelled `full`, which the policy would judge more
+    // loosely) is held to it.
+    let claimed = (manifest.precision.as_str(), manifest.dtype.as_str());
     ensure!(
-        manifest.precision == expected.inference_precision.to_string(),
-        "bundle declares precision {}, but {}'s inferencer runs {}",
-        manifest.precision,
+        expected
+            .admitted
+            .iter()
+            .any(|(p, d)| (p.as_str(), *d) == claimed),
+        "bundle declares precision {} in {}, but {}'s inferencer runs {}",
+        claimed.0,
+        claimed.1,
         req.experiment,
-        expected.inference_precision
-    );
-    // And its dtype: a q8 cheat computed in bf16 and labelled `full` would otherwise be
-    // judged in the loose bf16 tier of an experiment whose inferencer runs f32.
-    ensure!(
-        manifest.dtype == expected.inference_dtype,
-        "bundle declares dtype {}, but {}'s inferencer computes in {}",
-        manifest.dtype,
-        req.experiment,
-        expected.inference_dtype
+        expected
+            .admitted
+            .iter()
+            .map(|(p, d)| format!("{p} in {d}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
     );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.

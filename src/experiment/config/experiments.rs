@@ -310,6 +310,27 @@ impl ExperimentSpec {
         }
     }
 
+    /// What a bundle of this experiment may declare about its inference, as (precision,
+    /// dtype name): the inferencer runs on its `device`, on its `gpu_device` where the
+    /// inferring machine had a GPU, or on the profile `run --gpu` forced there (`forced`). The
+    /// declared dtype picks the precision tier a bundle is judged in, so it is held to these.
+    pub fn admitted_inference(&self, forced: Option<DeviceProfile>) -> Vec<(String, &'static str)> {
+        let mut uses = vec![GpuUse::None, GpuUse::Configured];
+        uses.extend(forced.map(GpuUse::Forced));
+        let mut admitted: Vec<(String, &'static str)> = uses
+            .into_iter()
+            .map(|gpu| {
+                let role = self.inference_role(gpu);
+                (
+                    role.precision.to_string(),
+                    crate::model::device::dtype_name(role.device.dtype),
+                )
+            })
+            .collect();
+        admitted.dedup();
+        admitted
+    }
+
     /// Every verifier's role with the model default filled in.
     pub fn verifier_roles(&self, gpu: GpuUse) -> Vec<Role> {
         self.verifiers
