@@ -224,6 +224,9 @@ impl Backend for WorkspaceBackend {
                 // One bad trial file must not cost the others their figures: each readable
                 // trial is exported alone, and the reply says what could not be drawn.
                 let (written, readable, listed) = export_readable_trials(summary, &dir);
+                if written.is_empty() {
+                    anyhow::bail!("{run_error:#}; no trial of the run could be exported either");
+                }
                 anyhow::bail!(
                     "{run_error:#}; so the run's own figures were not drawn, but {} PNGs of its \
                      {readable} readable trials (of {listed}) are in {}",

@@ -166,7 +166,14 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .unwrap_or_default();
     let needed = required
         .resolve_checked(manifest.model.n_layers)
-        .map_err(|e| anyhow!("--layers: {e}"))?;
+        .map_err(|e| {
+            let from = if args.layers.is_some() {
+                "--layers"
+            } else {
+                "the required layers"
+            };
+            anyhow!("{from}: {e}")
+        })?;
     let missing: Vec<usize> = needed
         .iter()
         .copied()
