@@ -41,36 +41,6 @@ use prompts::validate_prompts;
 /// A configuration file larger than this is refused before it is parsed.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
-/// The YAML parser (libyaml) takes time proportional to the file's length times its flow
-/// nesting depth (80,000 nested brackets in 160 KB took 11 s): their product is bounded.
-const MAX_LENGTH_TIMES_DEPTH: u64 = 500_000_000;
-
-/// Where brackets first nest deeper than this file's length allows (1-based line and column):
-/// at most [`MAX_LENGTH_TIMES_DEPTH`] / length levels (serde_yaml itself stops at 128, but
-/// only after libyaml has scanned them). Every `[`/`{` counts, quoted or in a block scalar or
-/// not, closing ones never below zero: an over-estimate no quoting can hide, and a limit of
-/// thousands of levels for a prompts file of 100 KB, so ordinary text (half-open intervals,
-/// code) stays far from it.
-fn deep_flow_nesting(text: &str) -> Option<(usize, usize)> {
-    let limit = MAX_LENGTH_TIMES_DEPTH / (text.len() as u64).max(1);
-    let mut depth = 0u64;
-    for (index, line) in text.lines().enumerate() {
-        for (column, c) in line.chars().enumerate() {
-            match c {
-                '[' | '{' => {
-                    depth += 1;
-                    if depth > limit {
-                        return Some((index + 1, column + 1));
-                    }
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    None
-}
-
 /// Environment variable the caller reads to pass a config directory to [`ConfigSet::load`].
 pub const CONFIG_DIR_ENV: &str = "VERILLM_CONFIG_DIR";
 
@@ -188,30 +158,33 @@ impl SourceFile {
                 message: format!("file is empty (expected {expected_top_keys})"),
             });
         }
-        if let Some((line, column)) = deep_flow_nesting(&self.text) {
-            return Err(ConfigError::Invalid {
-                file: self.label.clone(),
-                line,
-                column,
-                key: String::new(),
-                message: format!(
-                    "brackets nest deeper here than a {}-byte file may (the YAML parser's time \
-                     grows with length × nesting); no configuration needs that",
-                    self.text.len()
-                ),
-            });
-        }
-        if let Some((line, column)) = aliases::first_alias(&self.text) {
-            return Err(ConfigError::Invalid {
-                file: self.label.clone(),
-                line,
-                column,
-                key: String::new(),
-                message: "YAML aliases (*name) are not accepted in configuration files, since \
-                          a few aliases of a large anchored value expand a small file into \
-                          gigabytes; write the values out"
-                    .into(),
-            });
+        match aliases::screen(&self.text) {
+            None => {}
+            Some(aliases::Finding::Alias(line, column)) => {
+                return Err(ConfigError::Invalid {
+                    file: self.label.clone(),
+                    line,
+                    column,
+                    key: String::new(),
+                    message: "YAML aliases (*name) are not accepted in configuration files, \
+                              since a few aliases of a large anchored value expand a small file \
+                              into gigabytes; write the values out"
+                        .into(),
+                });
+            }
+            Some(aliases::Finding::DeepFlow(line, column)) => {
+                return Err(ConfigError::Invalid {
+                    file: self.label.clone(),
+                    line,
+                    column,
+                    key: String::new(),
+                    message: format!(
+                        "[ ] or {{ }} collections nest deeper than {} here; no configuration \
+                         needs that, and the YAML parser's time grows with the nesting",
+                        aliases::MAX_FLOW_DEPTH
+                    ),
+                });
+            }
         }
         // Into a plain YAML value first, which refuses a key given twice in one mapping (a
         // typed map would keep the last silently: a second model `tiny` replacing the first).

@@ -525,8 +525,8 @@ fn hostile_config_files_are_refused_by_name() {
         err.contains("models.yaml:8:6") && err.contains("aliases"),
         "{err}"
     );
-    use super::aliases::first_alias;
-    for (yaml, at) in [
+    use super::aliases::{screen, Finding};
+    for (yaml, (line, column)) in [
         ("text: !!str &big \"x\"\nother: *big\n", (2, 8)),
         (
             "- {id: 'p1', text: &a x}\n- {id: 'p2', text: *a}\n",
@@ -540,7 +540,7 @@ fn hostile_config_files_are_refused_by_name() {
             (5, 9),
         ),
     ] {
-        assert_eq!(first_alias(yaml), Some(at), "{yaml}");
+        assert_eq!(screen(yaml), Some(Finding::Alias(line, column)), "{yaml}");
     }
     for yaml in [
         "text: R&D uses &mut x\nlist:\n- a *b\n",
@@ -551,7 +551,7 @@ fn hostile_config_files_are_refused_by_name() {
         "k: {id: a, text: '&b'}\n",
         "anchored: &only-an-anchor x\n",
     ] {
-        assert_eq!(first_alias(yaml), None, "{yaml}");
+        assert_eq!(screen(yaml), None, "{yaml}");
         // Valid YAML, so None means no alias, not a parse failure.
         assert!(
             serde_yaml::from_str::<serde_yaml::Value>(yaml).is_ok(),
@@ -559,22 +559,24 @@ fn hostile_config_files_are_refused_by_name() {
         );
     }
 
-    // Deep flow nesting made the YAML parser take quadratic time (80,000 brackets: 11 s).
+    // Deep flow nesting made the YAML parser take quadratic time (80,000 brackets: 11 s),
+    // also with closing brackets hidden in quotes, which only a real scanner sees through.
     let nested = format!("zz: {}{}\n", "[".repeat(80_000), "]".repeat(80_000));
     let err = load_models(&nested);
-    // 500,000,000 / 160,005 bytes = 3124 levels, the first beyond them at column 5 + 3124.
     assert!(
-        err.contains("models.yaml:1:3129") && err.contains("nest deeper"),
+        err.contains("models.yaml:1:69") && err.contains("nest deeper"),
         "{err}"
     );
-    // The built-in prompts, with code in them, are far from it; so are 300 half-open
-    // intervals (whose brackets never close) in a prompt of an otherwise ordinary file.
-    assert_eq!(deep_flow_nesting(BUILTIN_PROMPTS), None);
+    let hidden = format!("zz: {}{}\n", "[']', ".repeat(80_000), "]".repeat(80_000));
+    assert_eq!(screen(&hidden), Some(Finding::DeepFlow(1, 5 + 6 * 64)));
+    // Brackets in text (prompts with code, 300 unclosed half-open intervals) are no nesting.
+    assert_eq!(screen(BUILTIN_PROMPTS), None);
     let intervals: String = (0..300)
         .map(|i| format!("x{i} in [{i}, {}), ", i + 1))
         .collect();
-    let prompts = format!("{BUILTIN_PROMPTS}\n# {intervals}\n");
-    assert_eq!(deep_flow_nesting(&prompts), None);
+    let text = format!("text: |\n  {intervals}\nmore: \"{intervals}\"\n");
+    assert!(serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok());
+    assert_eq!(screen(&text), None);
 
     // A FIFO or a folder where a config file goes is the user's file, not a reason to fall
     // back to the built-in one (a FIFO blocked nothing only because it was skipped).
