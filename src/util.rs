@@ -191,16 +191,21 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        // Innermost first; remove_dir refuses a folder that holds anything, which is the point.
-        for dir in self.created.iter().rev() {
-            if std::fs::remove_dir(dir).is_err() {
-                break;
-            }
-        }
+        remove_empty_dirs(&self.created);
     }
 }
 
-/// Creates `dir` and any missing parents one by one, returning those it created.
+/// Removes, innermost first, those of `dirs` (outermost first) that are empty. remove_dir
+/// refuses a folder that holds anything, which is the point; one that holds something is
+/// skipped, not a reason to stop (`a/../b` made `a` on the way, empty beside a filled `b`).
+fn remove_empty_dirs(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Creates `dir` and any missing parents one by one, returning those it created; on failure
+/// the ones it had created are removed again.
 fn create_dirs_recording(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut created = Vec::new();
     let mut prefix = PathBuf::new();
@@ -212,7 +217,10 @@ fn create_dirs_recording(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             // A root, `.` or `..` that exists cannot be created; anything else is an error
             // only if the prefix is not a folder now.
             Err(_) if prefix.is_dir() => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                remove_empty_dirs(&created);
+                return Err(e);
+            }
         }
     }
     Ok(created)
@@ -388,6 +396,16 @@ mod tests {
         drop(create_empty_dir(&through, "--out").unwrap());
         assert!(existing.is_dir(), "a folder that existed was removed");
         assert!(!existing.join("out").exists() && !tmp.path().join("n").exists());
+        // A folder made only on the way goes even when the output is kept.
+        let kept =
+            create_empty_dir(&tmp.path().join("w").join("..").join("kept"), "--out").unwrap();
+        std::fs::write(tmp.path().join("kept").join("f"), "x").unwrap();
+        drop(kept);
+        assert!(tmp.path().join("kept/f").exists() && !tmp.path().join("w").exists());
+        // A creation that fails part-way leaves nothing it made.
+        let too_long = tmp.path().join("made").join("x".repeat(300));
+        assert!(create_empty_dir(&too_long, "--out").is_err());
+        assert!(!tmp.path().join("made").exists());
         // A folder the user made beforehand is theirs, even when left empty.
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();

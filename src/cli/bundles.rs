@@ -151,7 +151,9 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
                 .collect::<Vec<_>>()
                 .join(" or "),
             if args.gpu.is_none() {
-                " (a bundle made with run --gpu PROFILE: pass the same --gpu)"
+                " (if you know its inference ran with run --gpu PROFILE, pass the same --gpu; \
+                 a bf16/f16 profile admits that tier, which cannot tell 8-bit weights from \
+                 honest ones: docs/policy.md)"
             } else {
                 ""
             }

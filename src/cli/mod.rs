@@ -190,7 +190,9 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with = "policy")]
     pub experiment: Option<String>,
     /// With --experiment: the profile the bundle's inference ran on when it was made with
-    /// `run --gpu PROFILE` (e.g. cuda:0:bf16), so that its dtype is admitted too.
+    /// `run --gpu PROFILE` (e.g. cuda:0:bf16), so that its dtype is admitted too. This is the
+    /// verifier's decision, not the bundle's: a bf16/f16 profile admits that precision tier,
+    /// which cannot tell 8-bit weights from honest ones (docs/policy.md).
     #[arg(long, value_parser = parse_device, requires = "experiment")]
     pub gpu: Option<DeviceProfile>,
     /// Hidden-state indices the bundle must have committed (`every:8`, `all`, `8,16,24`): the
