@@ -21,6 +21,8 @@ mod tests;
 mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
+#[cfg(test)]
+mod tests_saved;
 
 use std::path::{Path, PathBuf};
 
