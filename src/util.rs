@@ -12,7 +12,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// The sha256 of everything `reader` yields (named `path` in errors), and its length.
-fn sha256_stream(mut reader: impl Read, path: &Path) -> Result<(String, u64)> {
+pub fn sha256_stream(mut reader: impl Read, path: &Path) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;

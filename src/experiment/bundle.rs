@@ -24,8 +24,9 @@ const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Hidden states of 1M tokens × 8 layers × 16k wide in f32 would be 512 GiB; 32 GiB is plenty.
 const MAX_TENSOR_BYTES: u64 = 32 << 30;
 /// Beyond any real transformer (the largest have about 130 layers and a width of 16k); a
-/// manifest's claims are bounded before anything is sized by them.
-const MAX_MODEL_LAYERS: usize = 1024;
+/// manifest's claims (and a result file's sampled layers) are bounded before anything is sized
+/// by them.
+pub const MAX_MODEL_LAYERS: usize = 1024;
 const MAX_MODEL_HIDDEN: usize = 1 << 17;
 /// A safetensors header names each layer's tensor: a few dozen bytes per layer.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
@@ -105,7 +106,7 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
     // Refused before writing: a bundle no verifier would read is of no use (the header adds
     // well under a MiB to the data).
     ensure!(
-        (states.bytes() as u64) < MAX_TENSOR_BYTES - (1 << 20),
+        (states.bytes() as u64) < MAX_TENSOR_BYTES - MAX_HEADER_BYTES,
         "{} bytes of hidden states exceed the {MAX_TENSOR_BYTES}-byte limit a verifier accepts; \
          capture fewer layers (--layers) or tokens",
         states.bytes()
@@ -136,16 +137,15 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
     let tensor_path = dir.join(TENSORS_FILE);
     safetensors::tensor::serialize_to_file(views, None, &tensor_path)
         .with_context(|| format!("writing hidden states to {}", tensor_path.display()))?;
-    // On disk before the manifest vouches for it (write_file_atomic syncs the manifest).
-    std::fs::File::open(&tensor_path)
-        .and_then(|file| file.sync_all())
+    // On disk before the manifest vouches for it (write_file_atomic syncs the manifest); the
+    // same handle is then read back for its checksum and size.
+    let file = std::fs::File::open(&tensor_path)
+        .and_then(|file| file.sync_all().map(|()| file))
         .with_context(|| format!("syncing {}", tensor_path.display()))?;
-    let bytes = std::fs::metadata(&tensor_path)
-        .with_context(|| format!("{}: reading its size", tensor_path.display()))?
-        .len();
+    let (sha256, bytes) = crate::util::sha256_stream(file, &tensor_path)?;
     manifest.hidden_states = TensorFile {
         file: TENSORS_FILE.into(),
-        sha256: crate::util::sha256_file(&tensor_path)?,
+        sha256,
         bytes,
     };
     manifest.layers = states.layers.clone();

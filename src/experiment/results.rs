@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bundle::MAX_MODEL_LAYERS;
 use crate::stats::metrics::{float_serde, CheckMetrics};
 use crate::stats::policy::TierThresholds;
 
@@ -181,12 +182,7 @@ impl RunSummary {
     /// format, as many distinct trial files as trials, no more than a run can have, and
     /// verifiers within bound. Checked before anything is sized by it.
     pub fn check_consistency(&self) -> Result<(), String> {
-        if self.format_version != RESULT_FORMAT_VERSION {
-            return Err(format!(
-                "format_version {} is not {RESULT_FORMAT_VERSION}, the one this build reads",
-                self.format_version
-            ));
-        }
+        check_format_and_verifiers(self.format_version, self.verifiers.len())?;
         let max_trials = crate::experiment::config::MAX_TRIALS;
         if self.trials > max_trials || self.trial_files.len() != self.trials {
             return Err(format!(
@@ -199,14 +195,24 @@ impl RunSummary {
         if distinct.len() != self.trial_files.len() {
             return Err("lists a trial file more than once".into());
         }
-        if self.verifiers.len() > MAX_VERIFIERS {
-            return Err(format!(
-                "{} verifiers, more than the {MAX_VERIFIERS} a trial may have",
-                self.verifiers.len()
-            ));
-        }
         Ok(())
     }
+}
+
+/// What summaries and trial files share: this build's format, and verifiers within bound.
+fn check_format_and_verifiers(format_version: u32, verifiers: usize) -> Result<(), String> {
+    if format_version != RESULT_FORMAT_VERSION {
+        return Err(format!(
+            "format_version {format_version} is not {RESULT_FORMAT_VERSION}, the one this build \
+             reads"
+        ));
+    }
+    if verifiers > MAX_VERIFIERS {
+        return Err(format!(
+            "{verifiers} verifiers, more than the {MAX_VERIFIERS} a trial may have"
+        ));
+    }
+    Ok(())
 }
 
 impl TrialResult {
@@ -215,18 +221,7 @@ impl TrialResult {
     /// as many as the tokens. A file from elsewhere is checked before anything is sized by its
     /// numbers (a check at position 10^12 would otherwise size a heatmap).
     pub fn check_consistency(&self) -> Result<(), String> {
-        if self.format_version != RESULT_FORMAT_VERSION {
-            return Err(format!(
-                "format_version {} is not {RESULT_FORMAT_VERSION}, the one this build reads",
-                self.format_version
-            ));
-        }
-        if self.verifiers.len() > MAX_VERIFIERS {
-            return Err(format!(
-                "{} verifiers, more than the {MAX_VERIFIERS} a trial may have",
-                self.verifiers.len()
-            ));
-        }
+        check_format_and_verifiers(self.format_version, self.verifiers.len())?;
         let tokens = self.inference.generated_tokens;
         if self.inference.output_ids.len() != tokens {
             return Err(format!(
@@ -234,7 +229,7 @@ impl TrialResult {
                 self.inference.output_ids.len()
             ));
         }
-        if self.sampled_layers.len() > 1024 {
+        if self.sampled_layers.len() > MAX_MODEL_LAYERS {
             return Err(format!(
                 "{} sampled layers, more than any transformer has",
                 self.sampled_layers.len()
