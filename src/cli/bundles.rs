@@ -137,27 +137,24 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     if let (Some(spec), Some(id)) = (&experiment, &args.experiment) {
         // Judged as the experiment judges: what its inferencer runs (precision, and the dtype
         // that picks the precision tier) is what a bundle may claim.
-        let admitted = spec.admitted_inference(args.gpu);
-        let claimed = (manifest.precision.as_str(), manifest.dtype.as_str());
-        ensure!(
-            admitted.iter().any(|(p, d)| (p.as_str(), *d) == claimed),
-            "{}: the bundle declares precision {} in {}, but {id}'s inferencer runs {}{}",
-            args.bundle.display(),
-            claimed.0,
-            claimed.1,
-            admitted
-                .iter()
-                .map(|(p, d)| format!("{p} in {d}"))
-                .collect::<Vec<_>>()
-                .join(" or "),
-            if args.gpu.is_none() {
-                " (if you know its inference ran with run --gpu PROFILE, pass the same --gpu; \
-                 a bf16/f16 profile admits that tier, which cannot tell 8-bit weights from \
-                 honest ones: docs/policy.md)"
-            } else {
-                ""
-            }
-        );
+        if let Err(admitted) =
+            spec.check_admitted_inference(args.gpu, &manifest.precision, &manifest.dtype)
+        {
+            bail!(
+                "{}: the bundle declares precision {} in {}, but {id}'s inferencer runs \
+                 {admitted}{}",
+                args.bundle.display(),
+                manifest.precision,
+                manifest.dtype,
+                if args.gpu.is_none() {
+                    " (if you know its inference ran with run --gpu PROFILE, pass the same \
+                     --gpu; a bf16/f16 profile admits that tier, which cannot tell 8-bit \
+                     weights from honest ones: docs/policy.md)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     // The verifier decides which layers must be committed: a bundle holding only a shallow
     // layer (cheap to fake) is not judged on that alone.
@@ -238,12 +235,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     print_trial(&result, args.json)?;
     if args.experiment.is_none() {
         // The bundle's declared dtype chose the precision tier: say so, since it is a claim.
-        let tiers: Vec<&str> = result
-            .verifiers
-            .iter()
-            .filter_map(|v| v.tier.as_deref())
-            .collect();
-        if let Some(tier) = tiers.first() {
+        if let Some(tier) = result.verifiers.iter().find_map(|v| v.tier.as_deref()) {
             eprintln!(
                 "judged in the {tier} tier, from the bundle's declared dtype {} and precision \
                  {}; --experiment ID admits only what that experiment's inferencer runs",

@@ -97,11 +97,7 @@ pub(super) async fn verify_bundles(
         if cancel.is_cancelled() {
             break;
         }
-        let expected = BundleExpectation {
-            spec: &spec,
-            admitted: spec.admitted_inference(req.gpu_profile),
-        };
-        match verify_one_bundle(&ws, req, &expected, dir, &claimed, &settings, sink, cancel).await {
+        match verify_one_bundle(&ws, req, &spec, dir, &claimed, &settings, sink, cancel).await {
             Ok(result) => {
                 claimed.push((result.trial, dir));
                 write_trial(&out_dir, &result)?;
@@ -141,15 +137,6 @@ pub(super) async fn verify_bundles(
     })
 }
 
-/// What an experiment requires of each bundle handed to `run --step verify`.
-struct BundleExpectation<'a> {
-    spec: &'a ExperimentSpec,
-    /// What the experiment's inferencer runs, as (precision, dtype), on whichever machine
-    /// made the bundles: a bundle's declared dtype chooses the precision tier it is judged
-    /// in, so it is held to these.
-    admitted: Vec<(String, &'static str)>,
-}
-
 /// Reads and verifies one bundle of `run --step verify --from`. Its trial number comes from
 /// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
 /// and two bundles that claim the same trial are refused rather than overwrite each other.
@@ -157,35 +144,27 @@ struct BundleExpectation<'a> {
 async fn verify_one_bundle(
     ws: &Arc<Workspace>,
     req: &RunRequest,
-    expected: &BundleExpectation<'_>,
+    spec: &ExperimentSpec,
     dir: &Path,
     used_trials: &[(usize, &Path)],
     settings: &VerifySettings,
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<TrialResult> {
-    let spec = expected.spec;
     let manifest = read_manifest(dir)?;
     // The experiment says how its inferencer runs: a bundle's own claim (say `native`, or a
     // q8 cheat computed in bf16 and labelled `full`, which the policy would judge more
     // loosely) is held to it.
-    let claimed = (manifest.precision.as_str(), manifest.dtype.as_str());
-    ensure!(
-        expected
-            .admitted
-            .iter()
-            .any(|(p, d)| (p.as_str(), *d) == claimed),
-        "bundle declares precision {} in {}, but {}'s inferencer runs {}",
-        claimed.0,
-        claimed.1,
-        req.experiment,
-        expected
-            .admitted
-            .iter()
-            .map(|(p, d)| format!("{p} in {d}"))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    );
+    if let Err(admitted) =
+        spec.check_admitted_inference(req.gpu_profile, &manifest.precision, &manifest.dtype)
+    {
+        bail!(
+            "bundle declares precision {} in {}, but {}'s inferencer runs {admitted}",
+            manifest.precision,
+            manifest.dtype,
+            req.experiment
+        );
+    }
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(manifest.model.n_layers);

@@ -310,11 +310,17 @@ impl ExperimentSpec {
         }
     }
 
-    /// What a bundle of this experiment may declare about its inference, as (precision,
-    /// dtype name): the inferencer runs on its `device`, on its `gpu_device` where the
+    /// Whether a bundle of this experiment may declare `precision` and `dtype` (a dtype name)
+    /// for its inference: the inferencer runs on its `device`, on its `gpu_device` where the
     /// inferring machine had a GPU, or on the profile `run --gpu` forced there (`forced`). The
     /// declared dtype picks the precision tier a bundle is judged in, so it is held to these.
-    pub fn admitted_inference(&self, forced: Option<DeviceProfile>) -> Vec<(String, &'static str)> {
+    /// Refused, the error lists what is admitted ("full in f32 or full in f16").
+    pub fn check_admitted_inference(
+        &self,
+        forced: Option<DeviceProfile>,
+        precision: &str,
+        dtype: &str,
+    ) -> Result<(), String> {
         let mut uses = vec![GpuUse::None, GpuUse::Configured];
         uses.extend(forced.map(GpuUse::Forced));
         let mut admitted: Vec<(String, &'static str)> = uses
@@ -328,7 +334,17 @@ impl ExperimentSpec {
             })
             .collect();
         admitted.dedup();
-        admitted
+        if admitted
+            .iter()
+            .any(|(p, d)| (p.as_str(), *d) == (precision, dtype))
+        {
+            return Ok(());
+        }
+        Err(admitted
+            .iter()
+            .map(|(p, d)| format!("{p} in {d}"))
+            .collect::<Vec<_>>()
+            .join(" or "))
     }
 
     /// Every verifier's role with the model default filled in.
