@@ -158,33 +158,33 @@ impl SourceFile {
                 message: format!("file is empty (expected {expected_top_keys})"),
             });
         }
-        match aliases::screen(&self.text) {
-            None => {}
-            Some(aliases::Finding::Alias(line, column)) => {
-                return Err(ConfigError::Invalid {
-                    file: self.label.clone(),
-                    line,
-                    column,
-                    key: String::new(),
-                    message: "YAML aliases (*name) are not accepted in configuration files, \
-                              since a few aliases of a large anchored value expand a small file \
-                              into gigabytes; write the values out"
-                        .into(),
-                });
-            }
-            Some(aliases::Finding::DeepFlow(line, column)) => {
-                return Err(ConfigError::Invalid {
-                    file: self.label.clone(),
-                    line,
-                    column,
-                    key: String::new(),
-                    message: format!(
-                        "[ ] or {{ }} collections nest deeper than {} here; no configuration \
-                         needs that, and the YAML parser's time grows with the nesting",
-                        aliases::MAX_FLOW_DEPTH
-                    ),
-                });
-            }
+        let screened = aliases::screen(&self.text).map(|finding| match finding {
+            aliases::Finding::Alias(line, column) => (
+                line,
+                column,
+                "YAML aliases (*name) are not accepted in configuration files, since a few \
+                 aliases of a large anchored value expand a small file into gigabytes; write \
+                 the values out"
+                    .to_string(),
+            ),
+            aliases::Finding::DeepFlow(line, column) => (
+                line,
+                column,
+                format!(
+                    "[ ] or {{ }} collections nest deeper than {} here; no configuration needs \
+                     that, and the YAML parser's time grows with the nesting",
+                    aliases::MAX_FLOW_DEPTH
+                ),
+            ),
+        });
+        if let Some((line, column, message)) = screened {
+            return Err(ConfigError::Invalid {
+                file: self.label.clone(),
+                line,
+                column,
+                key: String::new(),
+                message,
+            });
         }
         // Into a plain YAML value first, which refuses a key given twice in one mapping (a
         // typed map would keep the last silently: a second model `tiny` replacing the first).
