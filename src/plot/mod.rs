@@ -166,22 +166,19 @@ fn write_trial_set_figures(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let panels = distribution_panels_from_trials(trials);
-    let has_values = panels
-        .iter()
-        .any(|p| !p.honest.values.is_empty() || !p.cheat.values.is_empty());
-    if has_values {
-        let path = names.claim(&format!("{tag}_threshold_distributions"));
-        let title = format!("Threshold distributions — {description}");
-        plot_threshold_distributions(&title, &panels, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
-        let path = names.claim(&format!("{tag}_policy_distributions"));
-        let title =
-            format!("Relative L2 (the policy's per-tier limits) and ULP error — {description}");
-        let panels = check_panels_from_trials(trials, &POLICY_METRICS);
-        plot_threshold_distributions(&title, &panels, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
+    if has_values(&panels) {
+        written.push(write_distributions(
+            names,
+            &format!("{tag}_threshold_distributions"),
+            &format!("Threshold distributions — {description}"),
+            &panels,
+        )?);
+        written.push(write_distributions(
+            names,
+            &format!("{tag}_policy_distributions"),
+            &format!("Relative L2 (the policy's per-tier limits) and ULP error — {description}"),
+            &check_panels_from_trials(trials, &POLICY_METRICS),
+        )?);
     }
 
     let groups = accept_rate_groups(trials, summaries);
@@ -233,23 +230,41 @@ fn write_report_figures(
         written.push(path);
     }
     let panels = distribution_panels_from_report(report);
-    if panels
-        .iter()
-        .any(|p| !p.honest.values.is_empty() || !p.cheat.values.is_empty())
-    {
-        let path = names.claim(&format!("{name}_threshold_distributions"));
-        let title = format!("Threshold distributions — {scope}");
-        plot_threshold_distributions(&title, &panels, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
-        let path = names.claim(&format!("{name}_policy_distributions"));
-        let title = format!("Relative L2 (recommended limits) and ULP error — {scope}");
-        let panels = check_panels_from_report(report, &POLICY_METRICS);
-        plot_threshold_distributions(&title, &panels, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
+    if has_values(&panels) {
+        written.push(write_distributions(
+            names,
+            &format!("{name}_threshold_distributions"),
+            &format!("Threshold distributions — {scope}"),
+            &panels,
+        )?);
+        written.push(write_distributions(
+            names,
+            &format!("{name}_policy_distributions"),
+            &format!("Relative L2 (recommended limits) and ULP error — {scope}"),
+            &check_panels_from_report(report, &POLICY_METRICS),
+        )?);
     }
     Ok(written)
+}
+
+/// Whether any panel has a value to draw.
+fn has_values(panels: &[DistributionPanel]) -> bool {
+    panels
+        .iter()
+        .any(|p| !p.honest.values.is_empty() || !p.cheat.values.is_empty())
+}
+
+/// Draws one distribution figure under the file name `file` (claimed in `names`).
+fn write_distributions(
+    names: &mut OutputNames,
+    file: &str,
+    title: &str,
+    panels: &[DistributionPanel],
+) -> anyhow::Result<PathBuf> {
+    let path = names.claim(file);
+    plot_threshold_distributions(title, panels, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Writes every figure for one trial into `out_dir`: a heatmap per verifier, and the
