@@ -258,8 +258,10 @@ fn resolve_snapshot(
     let commit = if is_commit(revision) {
         Some(revision.to_string())
     } else {
-        std::fs::read_to_string(repo_dir.join("refs").join(revision))
+        // A ref holds one commit id: read bounded, as every other file of a model is.
+        crate::util::read_optional_text(&repo_dir.join("refs").join(revision), 1024)
             .ok()
+            .flatten()
             .map(|c| c.trim().to_string())
             .filter(|c| is_commit(c))
     };
