@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::engine::events::{CancelToken, EventSink};
-use crate::engine::inference::generate;
+use crate::engine::inference::{generate, InferenceOutput};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{verify, VerifyJob, DEFAULT_CHUNK};
 use crate::experiment::runner::{render_prompt, Role, Workspace};
@@ -42,8 +42,24 @@ pub struct RatioFigure {
     pub new_tokens: usize,
     pub inference_s: f64,
     pub verification_s: f64,
+    /// Of `verification_s`: comparing the states and deciding, on the CPU.
+    pub compare_s: f64,
+    pub ratio_percent: f64,
+    /// The ratio without the comparison: the prefill (in chunks) and reading its states back.
+    pub prefill_ratio_percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChunkFigure {
+    pub new_tokens: usize,
+    pub chunk: usize,
+    pub verification_s: f64,
+    pub compare_s: f64,
     pub ratio_percent: f64,
 }
+
+/// Chunk sizes `bench` tries besides one prefill of the whole sequence.
+const SWEPT_CHUNKS: [usize; 5] = [64, 128, 256, 512, 1024];
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -58,6 +74,9 @@ pub struct BenchReport {
     pub prefill_full_tokens_per_s: f64,
     pub prefill_tokens: usize,
     pub verification_ratio: Vec<RatioFigure>,
+    /// Verification of the longest generation with other prefill chunk sizes (runs use
+    /// `DEFAULT_CHUNK`); the last is one prefill of the whole sequence.
+    pub chunk_sweep: Vec<ChunkFigure>,
     pub peak_rss_mib: Option<f64>,
     pub tui_render_ms_mean: Option<f64>,
     pub tui_render_ms_max: Option<f64>,
@@ -161,18 +180,7 @@ pub fn run_bench(
         .to_scalar::<f32>()?;
     let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
 
-    let mut ratios = Vec::new();
-    for &n in ratio_sizes {
-        eprintln!("bench: verification/inference at N={n}…");
-        let out = generate(
-            &full,
-            &prompt_ids,
-            &greedy(n),
-            &layers,
-            &EventSink::none(),
-            0,
-            &CancelToken::new(),
-        )?;
+    let verify_at = |out: &InferenceOutput, chunk: usize| {
         let policy = PolicyConfig::default();
         let job = VerifyJob {
             prompt_ids: &prompt_ids,
@@ -184,15 +192,59 @@ pub fn run_bench(
             .unwrap_or(CompareDtype::F32),
             inference_native: false,
             policy: &policy,
-            chunk: DEFAULT_CHUNK,
+            chunk,
         };
-        let ver = verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())?;
+        verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())
+    };
+    let mut ratios = Vec::new();
+    let mut longest = None;
+    for &n in ratio_sizes {
+        eprintln!("bench: verification/inference at N={n}…");
+        let out = generate(
+            &full,
+            &prompt_ids,
+            &greedy(n),
+            &layers,
+            &EventSink::none(),
+            0,
+            &CancelToken::new(),
+        )?;
+        let ver = verify_at(&out, DEFAULT_CHUNK)?;
         ratios.push(RatioFigure {
             new_tokens: n,
             inference_s: out.total_s,
             verification_s: ver.time_s,
+            compare_s: ver.compare_s,
             ratio_percent: 100.0 * ver.time_s / out.total_s,
+            prefill_ratio_percent: 100.0 * (ver.time_s - ver.compare_s) / out.total_s,
         });
+        if longest
+            .as_ref()
+            .is_none_or(|o: &InferenceOutput| o.output_ids.len() < out.output_ids.len())
+        {
+            longest = Some(out);
+        }
+    }
+    // The verifier's prefill runs in chunks (bounded memory; checks stream as each completes):
+    // what the chunk size costs, on the longest generation, up to one prefill of it all.
+    let mut chunk_sweep = Vec::new();
+    if let Some(out) = &longest {
+        let sequence = prompt_ids.len() + out.output_ids.len();
+        eprintln!(
+            "bench: verification by chunk size at N={}…",
+            out.output_ids.len()
+        );
+        let chunks = SWEPT_CHUNKS.iter().copied().filter(|&c| c < sequence);
+        for chunk in chunks.chain([sequence]) {
+            let ver = verify_at(out, chunk)?;
+            chunk_sweep.push(ChunkFigure {
+                new_tokens: out.output_ids.len(),
+                chunk,
+                verification_s: ver.time_s,
+                compare_s: ver.compare_s,
+                ratio_percent: 100.0 * ver.time_s / out.total_s,
+            });
+        }
     }
     // Rendering cost of the run view after a long run: 4096 tokens × 3 verifiers × 3 layers.
     let (tui_mean, tui_max) = if measure_render {
@@ -211,6 +263,7 @@ pub fn run_bench(
         prefill_full_tokens_per_s: prefill_rate,
         prefill_tokens: long_ids.len(),
         verification_ratio: ratios,
+        chunk_sweep,
         peak_rss_mib: peak_rss_mib(),
         tui_render_ms_mean: tui_mean,
         tui_render_ms_max: tui_max,
@@ -248,8 +301,19 @@ pub fn print_report(r: &BenchReport) {
     );
     for v in &r.verification_ratio {
         println!(
-            "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%",
-            v.new_tokens, v.inference_s, v.verification_s, v.ratio_percent
+            "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%   (comparing {:.2} s; prefill alone {:.1}%)",
+            v.new_tokens,
+            v.inference_s,
+            v.verification_s,
+            v.ratio_percent,
+            v.compare_s,
+            v.prefill_ratio_percent
+        );
+    }
+    for c in &r.chunk_sweep {
+        println!(
+            "  N={:<5} verification in chunks of {:<5}: {:6.3} s (comparing {:.3} s)  ratio {:5.2}%",
+            c.new_tokens, c.chunk, c.verification_s, c.compare_s, c.ratio_percent
         );
     }
     if let Some(m) = r.peak_rss_mib {

@@ -12,7 +12,7 @@ use crate::experiment::results::CheckRecord;
 use crate::model::device::dtype_name;
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
-use crate::stats::metrics::{compare, dtype_from_name, CompareDtype};
+use crate::stats::metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype};
 use crate::stats::policy::{PolicyConfig, TierThresholds};
 
 /// Default number of positions per prefill chunk: bounds memory on long sequences and lets the
@@ -26,6 +26,9 @@ pub struct VerificationOutput {
     /// Layer-0 (embedding) checks, reported apart: identical by construction.
     pub embedding_checks: Vec<CheckRecord>,
     pub time_s: f64,
+    /// The part of `time_s` spent comparing states and deciding (on the CPU); the rest is the
+    /// prefill and reading its states back. `bench` reports the two apart.
+    pub compare_s: f64,
     pub cancelled: bool,
     /// The precision tier the checks were judged in (the coarser of the two roles' tiers).
     pub tier: CompareDtype,
@@ -104,6 +107,7 @@ pub fn verify(
     let mut checks = Vec::with_capacity(committed.rows * committed.layers.len());
     let mut embedding_checks = Vec::new();
     let mut cancelled = false;
+    let mut compare_time = std::time::Duration::ZERO;
     for chunk_start in (0..sequence.len()).step_by(job.chunk) {
         if cancel.is_cancelled() {
             cancelled = true;
@@ -123,14 +127,13 @@ pub fn verify(
         }
         for (slot, (layer, states)) in out.taps.iter().enumerate() {
             let rows = states.narrow(0, first - chunk_start, chunk_end - first)?;
+            // Reading back waits for the (GPU) prefill: what follows is the comparison alone.
             let rows: Vec<Vec<f32>> = rows.to_dtype(candle_core::DType::F32)?.to_vec2()?;
-            for (k, recomputed) in rows.iter().enumerate() {
-                let position = first - prompt_len + k;
-                let metrics = compare(
-                    &committed.row_f32(slot, position),
-                    recomputed,
-                    compare_dtype,
-                )?;
+            let compare_start = Instant::now();
+            let first_position = first - prompt_len;
+            let all_metrics = compare_rows(committed, slot, first_position, &rows, compare_dtype)?;
+            for (k, metrics) in all_metrics.into_iter().enumerate() {
+                let position = first_position + k;
                 let accept = job.policy.decide(&metrics, inference_tier, verifier_tier);
                 let record = CheckRecord {
                     position,
@@ -152,6 +155,7 @@ pub fn verify(
                     checks.push(record);
                 }
             }
+            compare_time += compare_start.elapsed();
         }
     }
     checks.sort_by_key(|c| (c.position, c.layer));
@@ -159,9 +163,68 @@ pub fn verify(
         checks,
         embedding_checks,
         time_s: start.elapsed().as_secs_f64(),
+        compare_s: compare_time.as_secs_f64(),
         cancelled,
         tier: CompareDtype::coarsest(inference_tier, verifier_tier),
         limits: job.policy.tier_thresholds(inference_tier, verifier_tier),
+    })
+}
+
+/// Fewer rows than this per thread are not worth a thread.
+const MIN_ROWS_PER_THREAD: usize = 8;
+
+/// Compares recomputed rows (generated positions `first_position..`) with the committed ones at
+/// tap `slot`, spread over the CPU's threads: a GPU verifier leaves the CPU idle, and at
+/// thousands of checks one thread comparing was a large part of the verification time.
+/// The metrics come back in row order, the same as one thread computes them.
+fn compare_rows(
+    committed: &CapturedStates,
+    slot: usize,
+    first_position: usize,
+    rows: &[Vec<f32>],
+    dtype: CompareDtype,
+) -> Result<Vec<CheckMetrics>> {
+    let compare_one = |k: usize, recomputed: &[f32]| -> Result<CheckMetrics> {
+        Ok(compare(
+            &committed.row_f32(slot, first_position + k),
+            recomputed,
+            dtype,
+        )?)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rows.len() / MIN_ROWS_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return rows
+            .iter()
+            .enumerate()
+            .map(|(k, row)| compare_one(k, row))
+            .collect();
+    }
+    let per_thread = rows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = rows
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(part, part_rows)| {
+                scope.spawn(move || {
+                    part_rows
+                        .iter()
+                        .enumerate()
+                        .map(|(j, row)| compare_one(part * per_thread + j, row))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(rows.len());
+        for handle in parts {
+            match handle.join() {
+                Ok(part) => all.extend(part?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(all)
     })
 }
 
@@ -172,6 +235,70 @@ mod tests {
     use crate::engine::sampling::SamplingParams;
     use crate::model::device::DeviceProfile;
     use crate::testutil::embedded;
+
+    /// Spread over threads, the comparison gives the same metrics in the same order as one
+    /// thread, and an error in any part (here a short row near the end) is not lost.
+    #[test]
+    fn comparing_rows_on_many_threads_matches_one_thread() {
+        let (hidden, rows) = (16, 203);
+        let value = |slot: usize, row: usize, i: usize| {
+            ((slot * 7919 + row * 131 + i * 17) % 1000) as f32 / 37.0 - 13.0
+        };
+        let data = (0..2)
+            .map(|slot| {
+                (0..rows)
+                    .flat_map(|row| (0..hidden).map(move |i| value(slot, row, i)))
+                    .flat_map(f32::to_le_bytes)
+                    .collect()
+            })
+            .collect();
+        let committed = CapturedStates {
+            layers: vec![8, 16],
+            hidden,
+            dtype: candle_core::DType::F32,
+            data,
+            rows,
+        };
+        let first_position = 40;
+        let recomputed: Vec<Vec<f32>> = (first_position..rows)
+            .map(|row| {
+                (0..hidden)
+                    .map(|i| value(1, row, i) * (1.0 + (row % 5) as f32 * 1e-4))
+                    .collect()
+            })
+            .collect();
+        assert!(recomputed.len() >= 16 * MIN_ROWS_PER_THREAD);
+        let spread = compare_rows(
+            &committed,
+            1,
+            first_position,
+            &recomputed,
+            CompareDtype::F32,
+        )
+        .unwrap();
+        let alone: Vec<CheckMetrics> = recomputed
+            .iter()
+            .enumerate()
+            .map(|(k, row)| {
+                compare(
+                    &committed.row_f32(1, first_position + k),
+                    row,
+                    CompareDtype::F32,
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(spread, alone);
+        // Rows that differ are told apart: the comparison really ran on each.
+        assert!(spread[0].max_abs == 0.0 && spread[1].max_abs > 0.0);
+
+        let mut short = recomputed.clone();
+        short[150].pop();
+        let err = compare_rows(&committed, 1, first_position, &short, CompareDtype::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("recomputed one has 15"), "{err}");
+    }
 
     /// The embedded model's own Q4_1 weights on quantized kernels (`native`) round activations
     /// to 8-bit blocks, so a decode and a prefill differ by ~1e-2 even on one machine: honest
