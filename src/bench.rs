@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::{generate, InferenceOutput};
 use crate::engine::sampling::SamplingParams;
-use crate::engine::verification::{verify, VerifyJob, DEFAULT_CHUNK};
+use crate::engine::verification::{default_chunk, verify, VerifyJob};
 use crate::experiment::runner::{render_prompt, Role, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::EMBEDDED_MODEL_ID;
@@ -75,7 +75,7 @@ pub struct BenchReport {
     pub prefill_tokens: usize,
     pub verification_ratio: Vec<RatioFigure>,
     /// Verification of the longest generation with other prefill chunk sizes (runs use
-    /// `DEFAULT_CHUNK`); the last is one prefill of the whole sequence.
+    /// `default_chunk`: 128 on the CPU, 512 on a GPU); the last is one prefill of the whole sequence.
     pub chunk_sweep: Vec<ChunkFigure>,
     pub peak_rss_mib: Option<f64>,
     pub tui_render_ms_mean: Option<f64>,
@@ -209,7 +209,7 @@ pub fn run_bench(
             0,
             &CancelToken::new(),
         )?;
-        let ver = verify_at(&out, DEFAULT_CHUNK)?;
+        let ver = verify_at(&out, default_chunk(device))?;
         ratios.push(RatioFigure {
             new_tokens: n,
             inference_s: out.total_s,

@@ -58,7 +58,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         policy: PolicyConfig::default(),
         cutoff: 0.95,
         expected: TrialVerdict::Pass,
-        chunk: crate::engine::verification::DEFAULT_CHUNK,
+        chunk: None,
         spec_layers: args.layers,
     };
     let (sink, printer) = crate::progress::sink_with_progress();
@@ -205,7 +205,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         },
         cutoff,
         expected: TrialVerdict::Pass,
-        chunk: crate::engine::verification::DEFAULT_CHUNK,
+        chunk: None,
         trust_native_claim: args.native_inference,
     };
     let prompt = PromptInfo {

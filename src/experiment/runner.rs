@@ -19,7 +19,6 @@ pub use super::trial::{
 pub use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::sampling::SamplingParams;
-use crate::engine::verification::DEFAULT_CHUNK;
 use crate::model::device::{DeviceKind, DeviceProfile};
 use crate::stats::policy::PolicyConfig;
 use crate::util::{unix_now, write_file_atomic};
@@ -70,7 +69,8 @@ pub struct TrialPlan {
     pub policy: PolicyConfig,
     pub cutoff: f64,
     pub expected: TrialVerdict,
-    pub chunk: usize,
+    /// Positions per verifier prefill chunk; None: each verifier's device default.
+    pub chunk: Option<usize>,
     pub spec_layers: super::config::LayerSelection,
 }
 
@@ -183,7 +183,7 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
                 policy: spec.policy.clone(),
                 cutoff: spec.cutoff,
                 expected: spec.expected,
-                chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+                chunk: req.chunk,
                 spec_layers: spec.layers.clone(),
             }
         })

@@ -16,7 +16,7 @@ use super::runner::{TrialPlan, Workspace};
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::inference::generate;
-use crate::engine::verification::{verify, VerificationOutput, VerifyJob};
+use crate::engine::verification::{default_chunk, verify, VerificationOutput, VerifyJob};
 use crate::model::chat::ChatMessage as TemplateMessage;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
@@ -267,7 +267,8 @@ pub struct VerifySettings {
     pub policy: PolicyConfig,
     pub cutoff: f64,
     pub expected: TrialVerdict,
-    pub chunk: usize,
+    /// Positions per prefill chunk; None: each verifier's device default (`default_chunk`).
+    pub chunk: Option<usize>,
     /// Whether a bundle's claim of `native` precision may loosen its tier to bf16. It is one
     /// string in an untrusted file: only an inference of this run, an experiment that pins its
     /// inferencer to `native`, or a user's explicit `verify --native-inference` grants it.
@@ -312,7 +313,7 @@ pub async fn verify_trial(
                 inference_dtype,
                 inference_native: trust_native && manifest.precision == "native",
                 policy: &policy,
-                chunk,
+                chunk: chunk.unwrap_or_else(|| default_chunk(model.profile)),
             };
             let out = verify(&model, &job, &sink, trial, index, &cancel)?;
             let mut spec = role_spec_of_plan(&role);

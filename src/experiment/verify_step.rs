@@ -17,7 +17,6 @@ use super::runner::{
 use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::engine::verification::DEFAULT_CHUNK;
 
 pub(super) async fn verify_bundles(
     ws: Arc<Workspace>,
@@ -77,7 +76,7 @@ pub(super) async fn verify_bundles(
         policy: spec.policy.clone(),
         cutoff: spec.cutoff,
         expected: spec.expected,
-        chunk: req.chunk.unwrap_or(DEFAULT_CHUNK),
+        chunk: req.chunk,
         // Each bundle's precision must be the experiment's (verify_one_bundle), so a claim of
         // `native` is one the experiment makes.
         trust_native_claim: true,
