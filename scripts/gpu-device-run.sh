@@ -24,8 +24,9 @@
 #   WORK         scratch folder (default /tmp/verillm-gpu).
 #   PLAN         the steps, most important first, as "WHAT:DTYPE" words, WHAT being an experiment
 #                or `bench` (default: "exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16
-#                bench:f16 exp3:bf16 exp5:bf16 bench:bf16": what the GPU issue asks for first,
-#                the rest if time is left).
+#                exp1:f32 exp2:f32 bench:f16 bench:bf16 bench:f32 exp3:bf16 exp5:bf16": what the
+#                GPU issue asks for first, the f32 drift (≈1e-6 across GPU and CPU) next; on an
+#                H100 all of it took 190 s, docs/gpu-h100.md).
 #   TRIALS       --trials for each run (default 3); MAX_TOKENS: --max-tokens if set.
 #   RATIO_AT     bench's --ratio-at (default 128,512,2048).
 #   STEP_TIMEOUT seconds allowed per step (default 240).
@@ -73,7 +74,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 OUT=${OUT:-./gpu-results}
 WORK=${WORK:-/tmp/verillm-gpu}
-PLAN=${PLAN:-exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16 bench:f16 exp3:bf16 exp5:bf16 bench:bf16}
+PLAN=${PLAN:-exp1:f16 exp1:bf16 exp2:f16 exp2:bf16 exp3:f16 exp5:f16 exp1:f32 exp2:f32 bench:f16 bench:bf16 bench:f32 exp3:bf16 exp5:bf16}
 TRIALS=${TRIALS:-3}
 RATIO_AT=${RATIO_AT:-128,512,2048}
 DEADLINE_S=${DEADLINE_S:-540}
