@@ -1205,3 +1205,40 @@ fn report_tabulates_each_run_from_its_files() {
     );
     assert!(error.contains("nowhere"), "{error}");
 }
+
+/// The H100 results in docs/gpu-h100 (the only GPU evidence this project has) must stay readable
+/// by every later version: `report` over its trial files reproduces the table committed beside
+/// them, and every run's verdicts are the ones the GPU issue expects.
+#[test]
+fn the_committed_h100_results_still_load_and_report_as_documented() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gpu-h100");
+    let unpacked = tempfile::tempdir().unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(docs.join("results.tar.gz"))
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let data = unpacked.path().join("results/data");
+    let out = run_ok(&["report", data.to_str().unwrap()], unpacked.path());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let documented = std::fs::read_to_string(docs.join("report.md")).unwrap();
+    assert_eq!(table, documented);
+    let rows = json(&run_ok(
+        &["report", data.to_str().unwrap(), "--json"],
+        unpacked.path(),
+    ));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    for row in rows {
+        let expected_pass = matches!(row["experiment"].as_str(), Some("exp1" | "exp2"));
+        let verdicts = if expected_pass {
+            &row["passed"]
+        } else {
+            &row["rejected"]
+        };
+        assert_eq!(verdicts, 3, "{row}");
+    }
+}
