@@ -189,7 +189,7 @@ pub fn verify(
 const MIN_ROWS_PER_THREAD: usize = 8;
 
 /// Compares recomputed rows (generated positions `first_position..`) with the committed ones at
-/// tap `slot`, spread over the CPU's threads: a GPU verifier leaves the CPU idle, and at
+/// tap `slot`, spread over the CPU threads the user allows: a GPU verifier leaves the CPU idle, and at
 /// thousands of checks one thread comparing was a large part of the verification time.
 /// The metrics come back in row order, the same as one thread computes them.
 fn compare_rows(
@@ -206,8 +206,8 @@ fn compare_rows(
             dtype,
         )?)
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
+    let threads = candle_core::utils::get_num_threads()
         .min(rows.len() / MIN_ROWS_PER_THREAD)
         .max(1);
     if threads == 1 {
