@@ -123,6 +123,8 @@ pub fn verify(
     let mut embedding_checks = Vec::new();
     let mut cancelled = false;
     let mut compare_time = std::time::Duration::ZERO;
+    // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
+    let compare_threads = candle_core::utils::get_num_threads();
     for chunk_start in (0..sequence.len()).step_by(job.chunk) {
         if cancel.is_cancelled() {
             cancelled = true;
@@ -146,7 +148,14 @@ pub fn verify(
             let rows: Vec<Vec<f32>> = rows.to_dtype(candle_core::DType::F32)?.to_vec2()?;
             let compare_start = Instant::now();
             let first_position = first - prompt_len;
-            let all_metrics = compare_rows(committed, slot, first_position, &rows, compare_dtype)?;
+            let all_metrics = compare_rows(
+                committed,
+                slot,
+                first_position,
+                &rows,
+                compare_dtype,
+                compare_threads,
+            )?;
             for (k, metrics) in all_metrics.into_iter().enumerate() {
                 let position = first_position + k;
                 let accept = job.policy.decide(&metrics, inference_tier, verifier_tier);
@@ -198,6 +207,7 @@ fn compare_rows(
     first_position: usize,
     rows: &[Vec<f32>],
     dtype: CompareDtype,
+    threads: usize,
 ) -> Result<Vec<CheckMetrics>> {
     let compare_one = |k: usize, recomputed: &[f32]| -> Result<CheckMetrics> {
         Ok(compare(
@@ -206,10 +216,7 @@ fn compare_rows(
             dtype,
         )?)
     };
-    // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
-    let threads = candle_core::utils::get_num_threads()
-        .min(rows.len() / MIN_ROWS_PER_THREAD)
-        .max(1);
+    let threads = threads.min(rows.len() / MIN_ROWS_PER_THREAD).max(1);
     if threads == 1 {
         return rows
             .iter()
@@ -297,6 +304,7 @@ mod tests {
             first_position,
             &recomputed,
             CompareDtype::F32,
+            16,
         )
         .unwrap();
         let alone: Vec<CheckMetrics> = recomputed
@@ -317,7 +325,7 @@ mod tests {
 
         let mut short = recomputed.clone();
         short[150].pop();
-        let err = compare_rows(&committed, 1, first_position, &short, CompareDtype::F32)
+        let err = compare_rows(&committed, 1, first_position, &short, CompareDtype::F32, 16)
             .unwrap_err()
             .to_string();
         assert!(err.ends_with("recomputed one has 15"), "{err}");
