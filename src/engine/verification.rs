@@ -198,9 +198,9 @@ pub fn verify(
 const MIN_ROWS_PER_THREAD: usize = 8;
 
 /// Compares recomputed rows (generated positions `first_position..`) with the committed ones at
-/// tap `slot`, spread over the CPU threads the user allows: a GPU verifier leaves the CPU idle, and at
-/// thousands of checks one thread comparing was a large part of the verification time.
-/// The metrics come back in row order, the same as one thread computes them.
+/// tap `slot` on up to `threads` threads: a GPU verifier leaves the CPU idle, and at thousands
+/// of checks one thread comparing was a large part of the verification time. The metrics come
+/// back in row order, the same as one thread computes them.
 fn compare_rows(
     committed: &CapturedStates,
     slot: usize,
