@@ -75,7 +75,7 @@ pub struct BenchReport {
     pub prefill_tokens: usize,
     pub verification_ratio: Vec<RatioFigure>,
     /// Verification of the longest generation with other prefill chunk sizes (runs use
-    /// `default_chunk`: 128 on the CPU, 512 on a GPU); the last is one prefill of the whole sequence.
+    /// `default_chunk`: 128 on the CPU, 512 on a GPU); the last is one prefill of it all.
     pub chunk_sweep: Vec<ChunkFigure>,
     pub peak_rss_mib: Option<f64>,
     pub tui_render_ms_mean: Option<f64>,
