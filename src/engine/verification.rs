@@ -20,9 +20,9 @@ use crate::stats::policy::{PolicyConfig, TierThresholds};
 pub const CPU_CHUNK: usize = 128;
 
 /// Positions per prefill chunk on a GPU, where a chunk costs kernel launches more than
-/// arithmetic. Measured on an H100 (`bench`, N = 2048, docs/gpu-h100.md): verification took
-/// 1.3–2.0 % of inference in chunks of 128 but 0.56–0.89 % in chunks of 512, as one prefill of
-/// the whole sequence does (0.54–0.79 %).
+/// arithmetic. Measured on an H100 (`bench`'s chunk sweep, N = 2048, two runs,
+/// docs/gpu-h100.md): verification took 1.3–2.7 % of inference in chunks of 128, 0.44–1.16 %
+/// in chunks of 512, and 0.54–0.79 % as one prefill of the whole sequence.
 pub const GPU_CHUNK: usize = 512;
 
 /// The chunk a verifier on `profile` prefills in unless told otherwise.
