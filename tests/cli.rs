@@ -1219,7 +1219,7 @@ fn the_committed_h100_results_still_load_and_report_as_documented() {
         .arg("-C")
         .arg(unpacked.path())
         .status()
-        .expect("run tar");
+        .expect("this test unpacks docs/gpu-h100/results.tar.gz with the system `tar` (gzip)");
     assert!(status.success());
     let data = unpacked.path().join("results/data");
     let out = run_ok(&["report", data.to_str().unwrap()], unpacked.path());

@@ -41,8 +41,9 @@ pub struct VerificationOutput {
     /// Layer-0 (embedding) checks, reported apart: identical by construction.
     pub embedding_checks: Vec<CheckRecord>,
     pub time_s: f64,
-    /// The part of `time_s` spent comparing states and deciding (on the CPU); the rest is the
-    /// prefill and reading its states back. `bench` reports the two apart.
+    /// The part of `time_s` spent on the CPU comparing states, deciding and emitting each
+    /// check's event; the rest is the prefill and reading its states back. `bench` (which
+    /// emits to no one) reports the two apart.
     pub compare_s: f64,
     pub cancelled: bool,
     /// The precision tier the checks were judged in (the coarser of the two roles' tiers).
