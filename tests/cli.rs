@@ -1084,15 +1084,19 @@ fn malformed_arguments_name_what_is_wrong() {
 #[test]
 fn tokenize_prints_the_reference_ids() {
     let data = tempfile::tempdir().unwrap();
-    // Where the unit tests find the fixtures too: VERILLM_FIXTURES, else ../shared/fixtures.
+    // Where the unit tests find the fixtures too: VERILLM_FIXTURES, else tests/fixtures.
     let fixtures = std::env::var_os("VERILLM_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
         std::path::PathBuf::from,
     );
-    let fixture: Value = serde_json::from_slice(
-        &std::fs::read(fixtures.join("smollm2-135m/tokenization.json")).unwrap(),
-    )
-    .unwrap();
+    let path = fixtures.join("smollm2-135m/tokenization.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "test fixture {}: {e} (see tests/fixtures/README.md)",
+            path.display()
+        )
+    });
+    let fixture: Value = serde_json::from_slice(&bytes).unwrap();
     let case = &fixture[1];
     let out = run_ok(&["tokenize", case["text"].as_str().unwrap()], data.path());
     let ids: Value = serde_json::from_slice(&out.stdout).unwrap();
