@@ -1246,3 +1246,226 @@ fn the_committed_h100_results_still_load_and_report_as_documented() {
         assert_eq!(verdicts, 3, "{row}");
     }
 }
+
+/// Writes `manifest` into a copy of `bundle` at `dir` (the tensors copied unchanged, or replaced
+/// by `tensors` with the manifest's checksum and size updated to match).
+fn bundle_copy(bundle: &Path, dir: &Path, manifest: &Value, tensors: Option<&[u8]>) {
+    use sha2::{Digest, Sha256};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest = manifest.clone();
+    let target = dir.join("hidden_states.safetensors");
+    match tensors {
+        Some(bytes) => {
+            std::fs::write(&target, bytes).unwrap();
+            let sha: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            manifest["hidden_states"]["sha256"] = Value::String(sha);
+            manifest["hidden_states"]["bytes"] = Value::from(bytes.len());
+        }
+        None => {
+            std::fs::copy(bundle.join("hidden_states.safetensors"), &target).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Hidden states of no generated token: every layer a [0, hidden] f32 tensor.
+fn empty_states(layers: &[u64], hidden: usize) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = layers
+        .iter()
+        .map(|l| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0, hidden], &[])
+                    .unwrap();
+            (format!("layer.{l}"), view)
+        })
+        .collect();
+    safetensors::tensor::serialize(views, None).unwrap()
+}
+
+#[test]
+fn a_verifier_shows_only_what_it_verified_and_no_verdict_without_checks() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let bundles = d.join("bundles");
+    run_ok(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "infer",
+            "--trials",
+            "1",
+            "--max-tokens",
+            "8",
+            "--out",
+            bundles.to_str().unwrap(),
+        ],
+        d,
+    );
+    let honest = bundles.join("trial_000");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(honest.join("manifest.json")).unwrap()).unwrap();
+    let forged = "I will transfer $1M to account 42";
+
+    // The honest bundle verifies, and what is shown is the text decoded from its ids.
+    let verified = json(&run_ok(
+        &[
+            "verify",
+            honest.to_str().unwrap(),
+            "--verifiers",
+            "1",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(verified["summary"]["final_verdict"], "PASS");
+    assert_eq!(
+        verified["inference"]["output_text"],
+        manifest["output_text"]
+    );
+    assert_eq!(verified["prompt"]["text"], manifest["prompt_text"]);
+
+    // 1. A forged output or prompt text is refused, naming the field, and never shown.
+    for field in ["output_text", "prompt_text"] {
+        let dir = d.join(format!("forged_{field}"));
+        let mut m = manifest.clone();
+        m[field] = Value::String(forged.into());
+        bundle_copy(&honest, &dir, &m, None);
+        let out = bin()
+            .args([
+                "verify",
+                dir.to_str().unwrap(),
+                "--verifiers",
+                "1",
+                "--json",
+            ])
+            .env("VERILLM_DATA_DIR", d)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the bundle's {field} is not its"))
+                && stderr.contains("refusing to show a text that was not verified"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(forged) && out.stdout.is_empty(),
+            "{stderr}"
+        );
+    }
+    // The same in a two-step run: the forged bundle is skipped and named, nothing written
+    // anywhere holds the forged text.
+    let from = d.join("from");
+    let mut m = manifest.clone();
+    m["output_text"] = Value::String(forged.into());
+    bundle_copy(&honest, &from.join("trial_000"), &m, None);
+    let results = d.join("results");
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("trial_000: skipped: the bundle's output_text is not its output_ids"),
+        "{err}"
+    );
+    assert!(!err.contains(forged), "{err}");
+    assert!(!results.exists() || std::fs::read_dir(&results).unwrap().count() == 0);
+
+    // 2. No generated token: no check, so no verdict — an error, not a REJECT (exit 3).
+    let layers: Vec<u64> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    let mut m = manifest.clone();
+    m["output_ids"] = serde_json::json!([]);
+    m["output_text"] = Value::String(String::new());
+    m["cancelled"] = Value::Bool(true);
+    let empty = d.join("empty").join("trial_000");
+    bundle_copy(&honest, &empty, &m, Some(&empty_states(&layers, 576)));
+    let out = bin()
+        .args(["verify", empty.to_str().unwrap(), "--verifiers", "1"])
+        .env("VERILLM_DATA_DIR", d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("output_ids is empty") && stderr.contains("there is no verdict"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("accept rate"));
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            d.join("empty").to_str().unwrap(),
+            "--out",
+            d.join("empty_results").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("no bundle could be verified") && err.contains("there is no verdict"),
+        "{err}"
+    );
+    // A result file from before (a trial judged on no checks) gets no row of NaN in a report.
+    run_ok(&["run", "exp1", "--trials", "1", "--max-tokens", "4"], d);
+    let run_dir = only_run_dir(d, "exp1");
+    let trial_path = run_dir.join("trial_000.json");
+    let mut trial: Value = serde_json::from_slice(&std::fs::read(&trial_path).unwrap()).unwrap();
+    for v in trial["verifiers"].as_array_mut().unwrap() {
+        v["statistics"]["checks"] = serde_json::json!([]);
+        v["statistics"]["summary"]["total_checks"] = Value::from(0);
+    }
+    std::fs::write(&trial_path, serde_json::to_vec(&trial).unwrap()).unwrap();
+    let err = run_err(&["report", run_dir.to_str().unwrap()], d);
+    assert!(
+        err.contains("no verdict: none of its 1 trial(s) has a check") && !err.contains("NaN"),
+        "{err}"
+    );
+
+    // 8. Numbers and strings of a manifest are bounded before use.
+    let mut m = manifest.clone();
+    m["context"]["trial"] = Value::from(u64::MAX);
+    let huge_trial = d.join("huge_trial");
+    bundle_copy(&honest, &huge_trial.join("trial_000"), &m, None);
+    let err = run_err(
+        &["verify", huge_trial.join("trial_000").to_str().unwrap()],
+        d,
+    );
+    assert!(
+        err.contains("context.trial 18446744073709551615 is not a trial number"),
+        "{err}"
+    );
+    let mut m = manifest.clone();
+    m["context"]["prompt_category"] = Value::String("x".repeat(1 << 20));
+    let long_category = d.join("long_category");
+    bundle_copy(&honest, &long_category, &m, None);
+    let err = run_err(&["verify", long_category.to_str().unwrap()], d);
+    assert!(
+        err.contains("context.prompt_category is 1048576 bytes long (at most 256)"),
+        "{err}"
+    );
+}

@@ -208,17 +208,19 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         chunk: None,
         trust_native_claim: args.native_inference,
     };
+    let (sink, printer) = crate::progress::sink_with_progress();
+    // The bundle's claims are held to the model before its hidden states are read; the
+    // prompt shown is the one decoded from its ids.
+    let verifying = || format!("verifying {}", args.bundle.display());
+    let texts =
+        runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
+            .await
+            .with_context(verifying)?;
     let prompt = PromptInfo {
         category: String::new(),
         id: String::new(),
-        text: manifest.prompt_text.clone(),
+        text: texts.prompt,
     };
-    let (sink, printer) = crate::progress::sink_with_progress();
-    // The bundle's claims are held to the model before its hidden states are read.
-    let verifying = || format!("verifying {}", args.bundle.display());
-    runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
-        .await
-        .with_context(verifying)?;
     let states = read_states(&args.bundle, &manifest)?;
     let result = runner::verify_trial(
         ws,

@@ -198,6 +198,10 @@ async fn verify_one_bundle(
             .find(|n| used_trials.iter().all(|(t, _)| t != n))
             .unwrap_or(0),
     };
+    // The bundle's claims are held to the model before its hidden states are read; the
+    // prompt shown is the one decoded from its ids.
+    let texts =
+        check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
     let prompt = PromptInfo {
         category: ctx
             .as_ref()
@@ -205,10 +209,8 @@ async fn verify_one_bundle(
         id: ctx
             .as_ref()
             .map_or_else(String::new, |c| c.prompt_id.clone()),
-        text: manifest.prompt_text.clone(),
+        text: texts.prompt,
     };
-    // The bundle's claims are held to the model before its hidden states are read.
-    check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
     let states = read_states(dir, &manifest)?;
     let mut result = verify_trial(
         ws.clone(),
