@@ -340,6 +340,17 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `text` as one shell word: unchanged when it holds only safe characters, else in single
+/// quotes (a path with spaces in a printed command must still paste as one argument).
+pub fn shell_quote(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1469,3 +1469,89 @@ fn a_verifier_shows_only_what_it_verified_and_no_verdict_without_checks() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_on_run_keeps_the_finished_trials_and_the_interrupted_inference() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out_dir = d.join("out");
+    let mut child = bin()
+        .args([
+            "run",
+            "exp1",
+            "--trials",
+            "2",
+            "--max-tokens",
+            "200",
+            "--min-tokens",
+            "200",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .env("VERILLM_DATA_DIR", d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    // Trial 0 runs to its end (exp1's short prompts run to 200 tokens with --min-tokens):
+    // interrupt once trial 1 has generated 32 tokens.
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        let interrupt = line.starts_with("trial 1: 32 tokens");
+        line.clear();
+        if interrupt {
+            let status = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("interrupted: stopping"), "{seen}");
+    let summary_path = out_dir.join("summary.json");
+    assert!(
+        seen.contains(&format!(
+            "exp1: interrupted after 1 of 2 trial(s); their results and a summary marked \
+             incomplete are in {}",
+            summary_path.display()
+        )),
+        "{seen}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["trials"], 1);
+    assert!(out_dir.join("trial_000.json").is_file());
+    // The interrupted inference is a bundle, named, with a command that verifies it.
+    let bundle = out_dir.join("trial_001");
+    assert!(
+        seen.contains(&format!("exp1: bundle kept: {}", bundle.display())),
+        "{seen}"
+    );
+    let hint = format!("`verillm-tui verify {} --layers 8,16,24`", bundle.display());
+    assert!(seen.contains(&hint), "{seen}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cancelled"], true);
+    let tokens = manifest["output_ids"].as_array().unwrap().len();
+    assert!((32..200).contains(&tokens), "{tokens}");
+    run_ok(
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--layers",
+            "8,16,24",
+            "--verifiers",
+            "1",
+        ],
+        d,
+    );
+}
