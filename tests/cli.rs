@@ -1555,3 +1555,66 @@ fn ctrl_c_on_run_keeps_the_finished_trials_and_the_interrupted_inference() {
         d,
     );
 }
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_errors_carry_no_backtrace_without_debug() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = tempfile::tempdir().unwrap();
+    // The reader is gone before the output is written (tokenize loads the model first), as
+    // with `| head -1`: a quiet end by SIGPIPE, not a panic (exit 101).
+    let mut child = bin()
+        .args(["tokenize", "hello world"])
+        .env("VERILLM_DATA_DIR", data.path())
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    // A broken model file with RUST_BACKTRACE=1: one clear message, no candle frames.
+    let bad = data.path().join("bad.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend([0xd4, 0x5a, 0x5f, 0xd4]);
+    bytes.extend(vec![7u8; 256]);
+    std::fs::write(&bad, bytes).unwrap();
+    let out_dir = data.path().join("o");
+    let args = [
+        "infer",
+        "--model",
+        bad.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = bin()
+        .args(args)
+        .env("VERILLM_DATA_DIR", data.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: loading") && stderr.contains("not a readable GGUF file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("candle_core::"), "{stderr}");
+    // --debug shows where it came from.
+    let out = bin()
+        .arg("--debug")
+        .args(args)
+        .env("VERILLM_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Caused by") && stderr.contains("candle_core::"),
+        "{stderr}"
+    );
+}

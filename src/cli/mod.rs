@@ -47,6 +47,10 @@ pub struct GlobalArgs {
     /// cores are faster: see the README's "Threads".
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Show the full error chain with backtraces (also set by RUST_LIB_BACKTRACE=1); without it
+    /// an error is one message, whatever RUST_BACKTRACE says.
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,6 +379,20 @@ fn physical_cores() -> usize {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Errors are one clear message: library errors (candle's) capture a backtrace whenever
+    // RUST_BACKTRACE is set, and print it as part of their text. Only --debug asks for them.
+    // Set before any thread exists.
+    let debug = cli.global.debug;
+    std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
+    if !matches!(cli.command, None | Some(Command::Tui)) {
+        // A headless command whose reader went away (`verillm-tui report … | head -1`) ends
+        // quietly, as Unix tools do, instead of panicking on the broken pipe. The console keeps
+        // SIGPIPE ignored: it writes to its terminal, and restores it before it exits.
+        // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     configure_threads(cli.global.threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -391,6 +409,10 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match outcome {
         Ok(code) => code,
+        Err(e) if debug => {
+            eprintln!("error: {}", crate::util::escape_controls(&format!("{e:?}")));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {}", crate::util::escape_controls(&format!("{e:#}")));
             ExitCode::FAILURE
