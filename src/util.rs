@@ -92,8 +92,13 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String> {
 }
 
 fn refuse_symlink(path: &Path) -> Result<()> {
-    let meta =
-        std::fs::symlink_metadata(path).with_context(|| format!("{}: missing", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).with_context(|| match path.parent() {
+        // A missing directory is named as such, not as the first file looked for in it.
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            format!("{}: no such directory", dir.display())
+        }
+        _ => format!("{}: missing", path.display()),
+    })?;
     anyhow::ensure!(
         !meta.file_type().is_symlink(),
         "{}: is a symbolic link; bundle files must be plain files inside the bundle",

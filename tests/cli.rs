@@ -1618,3 +1618,97 @@ fn a_closed_pipe_ends_quietly_and_errors_carry_no_backtrace_without_debug() {
         "{stderr}"
     );
 }
+
+#[test]
+fn messages_name_the_prompt_the_flag_the_directory_the_tensor_and_the_byte() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out = d.join("out");
+    let o = out.to_str().unwrap();
+    // A prompt that alone fills the context: the prompt is too long, not "at most 0 tokens".
+    let long = d.join("long.txt");
+    std::fs::write(&long, "hello ".repeat(9000)).unwrap();
+    let args = [
+        "infer",
+        "--raw",
+        "--prompt-file",
+        long.to_str().unwrap(),
+        "--out",
+        o,
+    ];
+    let err = run_err(&args, d);
+    assert!(
+        err.contains("the prompt is too long: 9001 tokens leave no room for a new token")
+            && !err.contains("at most 0"),
+        "{err}"
+    );
+    // A budget too large for a short prompt names the flag.
+    let err = run_err(
+        &[
+            "infer",
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "9000",
+            "--out",
+            o,
+        ],
+        d,
+    );
+    assert!(
+        err.contains("(lower the new-token budget, --max-tokens, to at most"),
+        "{err}"
+    );
+    // Invalid UTF-8 in a prompt file: where it is.
+    let bad = d.join("bad.txt");
+    std::fs::write(&bad, b"hello \xff world").unwrap();
+    let err = run_err(
+        &["infer", "--prompt-file", bad.to_str().unwrap(), "--out", o],
+        d,
+    );
+    assert!(
+        err.contains("not UTF-8 text: invalid byte 0xff at byte offset 6"),
+        "{err}"
+    );
+    // A bundle directory that is not there is named as a directory.
+    let missing = d.join("no-such-bundle");
+    let err = run_err(&["verify", missing.to_str().unwrap()], d);
+    assert!(
+        err.contains(&format!("{}: no such directory", missing.display())),
+        "{err}"
+    );
+    // A tensor whose header claims 10^12 rows is named.
+    let bundle = d.join("bundle");
+    run_ok(
+        &[
+            "infer",
+            "--prompt",
+            "Hi.",
+            "--max-tokens",
+            "4",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        d,
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(bundle.join("hidden_states.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header["layer.16"]["shape"] = serde_json::json!([1_000_000_000_000u64, 576]);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut tampered = (text.len() as u64).to_le_bytes().to_vec();
+    tampered.extend(&text);
+    tampered.extend(&bytes[8 + header_len..]);
+    let shaped = d.join("shaped");
+    bundle_copy(&bundle, &shaped, &manifest, Some(&tampered));
+    let err = run_err(&["verify", shaped.to_str().unwrap()], d);
+    assert!(
+        err.contains("tensor `layer.16` has shape [1000000000000,576], expected [4, 576]"),
+        "{err}"
+    );
+}

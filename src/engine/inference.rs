@@ -56,12 +56,19 @@ pub fn generate(
     // fit the model's context.
     let max_positions = tm.max_positions();
     ensure!(
+        prompt_ids.len() < max_positions,
+        "the prompt is too long: {} tokens leave no room for a new token in the model's context \
+         of {max_positions} positions (shorten it to at most {} tokens)",
+        prompt_ids.len(),
+        max_positions - 1
+    );
+    ensure!(
         prompt_ids.len() + params.max_new_tokens <= max_positions,
         "{} prompt tokens + {} new tokens exceed the model's context of {max_positions} positions \
-         (lower max_new_tokens to at most {})",
+         (lower the new-token budget, --max-tokens, to at most {})",
         prompt_ids.len(),
         params.max_new_tokens,
-        max_positions.saturating_sub(prompt_ids.len())
+        max_positions - prompt_ids.len()
     );
     let mut layers = layers.to_vec();
     layers.sort_unstable();

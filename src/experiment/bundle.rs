@@ -347,6 +347,47 @@ fn check_bounds(manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Reads the safetensors header itself, so that a tensor whose shape is not the manifest's
+/// (say 10^12 rows) is refused by name; the library's own check only says that some tensor
+/// has an "invalid shape, data type, or offset".
+fn check_tensor_shapes(bytes: &[u8], path: &Path, n: usize, hidden: usize) -> Result<()> {
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| anyhow!("{}: too short for a safetensors file", path.display()))?;
+    ensure!(
+        header_len <= MAX_HEADER_BYTES && 8 + header_len <= bytes.len() as u64,
+        "{}: a safetensors header of {header_len} bytes does not fit the file",
+        path.display()
+    );
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len as usize])
+            .with_context(|| format!("{}: the safetensors header is not JSON", path.display()))?;
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shown: String = name.chars().take(64).collect();
+        let shape = info.get("shape").and_then(|s| s.as_array());
+        let expected = [n as u64, hidden as u64];
+        let matches = shape.is_some_and(|s| {
+            s.len() == 2 && s.iter().zip(expected).all(|(v, e)| v.as_u64() == Some(e))
+        });
+        if !matches {
+            let claimed = shape.map_or_else(
+                || "none".to_string(),
+                |s| serde_json::Value::Array(s.iter().take(8).cloned().collect()).to_string(),
+            );
+            bail!(
+                "{}: tensor `{shown}` has shape {claimed}, expected [{n}, {hidden}] (the manifest's \
+                 tokens × hidden)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads a bundle's hidden states as its (checked) manifest describes them.
 pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
     let tensor_path = dir.join(TENSORS_FILE);
@@ -381,6 +422,7 @@ pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
         tensor_path.display(),
         manifest.hidden_states.sha256
     );
+    check_tensor_shapes(&bytes, &tensor_path, n, hidden)?;
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!(
             "{}: not a valid safetensors file: {e}",
