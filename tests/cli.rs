@@ -1712,3 +1712,38 @@ fn messages_name_the_prompt_the_flag_the_directory_the_tensor_and_the_byte() {
         "{err}"
     );
 }
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_with_progress() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let prompt = d.join("prompt.txt");
+    std::fs::write(&prompt, "hello ".repeat(300)).unwrap();
+    let out = d.join("out");
+    let done = run_ok(
+        &[
+            "infer",
+            "--raw",
+            "--prompt-file",
+            prompt.to_str().unwrap(),
+            "--max-tokens",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        d,
+    );
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    // 301 tokens in chunks of 128 (the verifier's CPU chunk): progress before each chunk.
+    for at in [0, 128, 256] {
+        assert!(
+            stderr.contains(&format!(
+                "trial 0: prefilling the prompt, {at} of 301 tokens"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("384 of 301"), "{stderr}");
+    // What was prefilled in pieces verifies like any bundle.
+    run_ok(&["verify", out.to_str().unwrap(), "--verifiers", "1"], d);
+}

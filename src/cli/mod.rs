@@ -92,6 +92,9 @@ pub struct BenchArgs {
     /// Output lengths at which verification time / inference time is measured.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub ratio_at: Vec<usize>,
+    /// Prompt length whose inference prefill is timed and its peak memory measured (0 skips).
+    #[arg(long, default_value_t = 8000, value_name = "TOKENS")]
+    pub long_prompt: usize,
 }
 
 #[derive(Args, Debug)]
@@ -699,7 +702,7 @@ async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let sizes = args.ratio_at.clone();
     let report = tokio::task::spawn_blocking(move || {
-        crate::bench::run_bench(&ws, &sizes, args.device, true)
+        crate::bench::run_bench(&ws, &sizes, args.long_prompt, args.device, true)
     })
     .await??;
     if args.json {
