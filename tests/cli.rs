@@ -1058,6 +1058,11 @@ fn malformed_arguments_name_what_is_wrong() {
     // A bench size that cannot run is refused before anything is measured.
     let err = run_err(&["bench", "--ratio-at", "128,0"], d);
     assert!(err.contains("--ratio-at 0"), "{err}");
+    let err = run_err(&["bench", "--long-prompt", "9000"], d);
+    assert!(
+        err.contains("--long-prompt 9000: at most 8191 tokens"),
+        "{err}"
+    );
     // Refused before the run creates its results directory.
     let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
     assert!(err.contains("--max-tokens 0"), "{err}");
