@@ -1703,7 +1703,7 @@ fn messages_name_the_prompt_the_flag_the_directory_the_tensor_and_the_byte() {
     let mut header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
     header["layer.16"]["shape"] = serde_json::json!([1_000_000_000_000u64, 576]);
     let mut text = serde_json::to_vec(&header).unwrap();
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
     let mut tampered = (text.len() as u64).to_le_bytes().to_vec();
