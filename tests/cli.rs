@@ -1392,6 +1392,29 @@ fn a_verifier_shows_only_what_it_verified_and_no_verdict_without_checks() {
     );
     assert!(!err.contains(forged), "{err}");
     assert!(!results.exists() || std::fs::read_dir(&results).unwrap().count() == 0);
+    // Nor is another model's name shown for the same weights.
+    let mut m = manifest.clone();
+    m["model"]["name"] = Value::String("llama-3.1-8b-instruct".into());
+    bundle_copy(&honest, &from.join("trial_000"), &m, None);
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains(
+            "bundle names model `llama-3.1-8b-instruct`, but exp1's inferencer runs `smollm2-135m`"
+        ),
+        "{err}"
+    );
 
     // 2. No generated token: no check, so no verdict — an error, not a REJECT (exit 3).
     let layers: Vec<u64> = manifest["layers"]

@@ -164,6 +164,16 @@ async fn verify_one_bundle(
             req.experiment
         );
     }
+    // The model name is shown in the results: it must be the one the experiment runs (the
+    // weights themselves are held to the verifier's by checksum).
+    let (inference, _) = resolve_roles(spec, req)?;
+    ensure!(
+        manifest.model.name == inference.model,
+        "bundle names model `{}`, but {}'s inferencer runs `{}`",
+        manifest.model.name,
+        req.experiment,
+        inference.model
+    );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(manifest.model.n_layers);
