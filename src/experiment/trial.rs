@@ -231,14 +231,6 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
             );
         }
     }
-    // No generated token is no check: no evidence either way, so no verdict (not a REJECT).
-    if manifest.output_ids.is_empty() {
-        bail!(
-            "the bundle's output_ids is empty (its inference was stopped before the first \
-             token): there is nothing to check, so there is no verdict"
-        );
-    }
-    derive_texts(manifest, verifier)?;
     // Refused before any compute: one prefill over prompt and output must fit the model.
     let tokens = manifest.prompt_ids.len() + manifest.output_ids.len();
     let context = verifier.model.max_positions();
@@ -251,6 +243,14 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
             verifier.name
         );
     }
+    // No generated token is no check: no evidence either way, so no verdict (not a REJECT).
+    if manifest.output_ids.is_empty() {
+        bail!(
+            "the bundle's output_ids is empty (its inference was stopped before the first \
+             token): there is nothing to check, so there is no verdict"
+        );
+    }
+    derive_texts(manifest, verifier)?;
     Ok(())
 }
 
