@@ -58,6 +58,20 @@ pub struct ChunkFigure {
     pub ratio_percent: f64,
 }
 
+/// The inferencer's prefill of a long prompt (in chunks, as `generate` runs it) and the memory
+/// it took.
+#[derive(Debug, Serialize)]
+pub struct LongPromptFigure {
+    pub prompt_tokens: usize,
+    pub chunk: usize,
+    pub prefill_s: f64,
+    /// Resident memory just before the prefill (the loaded models), MiB.
+    pub rss_before_mib: f64,
+    /// Peak resident memory during the prefill (the kernel's high-water mark, reset just
+    /// before it), MiB: the models plus what the prefill needed.
+    pub peak_rss_mib: f64,
+}
+
 /// Chunk sizes `bench` tries besides one prefill of the whole sequence.
 const SWEPT_CHUNKS: [usize; 5] = [64, 128, 256, 512, 1024];
 
@@ -78,6 +92,9 @@ pub struct BenchReport {
     /// `default_chunk`: 128 on the CPU, 512 on a GPU); the last is one prefill of it all.
     pub chunk_sweep: Vec<ChunkFigure>,
     pub peak_rss_mib: Option<f64>,
+    /// Absent when not asked for (`--long-prompt 0`) or where the peak cannot be reset (not
+    /// Linux).
+    pub long_prompt: Option<LongPromptFigure>,
     pub tui_render_ms_mean: Option<f64>,
     pub tui_render_ms_max: Option<f64>,
 }
@@ -121,6 +138,7 @@ fn decode_figure(
 pub fn run_bench(
     ws: &Workspace,
     ratio_sizes: &[usize],
+    long_prompt: usize,
     device: DeviceProfile,
     measure_render: bool,
 ) -> Result<BenchReport> {
@@ -154,6 +172,13 @@ pub fn run_bench(
             "--ratio-at {bad}: each N must be 1..={room} (the model's context minus the \
              {}-token bench prompt)",
             prompt_ids.len()
+        );
+    }
+    if long_prompt >= full.model.max_positions() {
+        anyhow::bail!(
+            "--long-prompt {long_prompt}: at most {} tokens (the model's context less one new \
+             token)",
+            full.model.max_positions() - 1
         );
     }
     let layers: Vec<usize> = vec![8, 16, 24];
@@ -246,6 +271,14 @@ pub fn run_bench(
             });
         }
     }
+    // The process's peak so far; the long prompt below resets the high-water mark.
+    let peak_rss = peak_rss_mib();
+    let long_prompt = if long_prompt > 0 {
+        eprintln!("bench: inference with a {long_prompt}-token prompt (peak memory)…");
+        long_prompt_figure(&full, &prompt_ids, long_prompt, &layers)?
+    } else {
+        None
+    };
     // Rendering cost of the run view after a long run: 4096 tokens × 3 verifiers × 3 layers.
     let (tui_mean, tui_max) = if measure_render {
         eprintln!("bench: TUI frame rendering after 4096 tokens × 3 verifiers…");
@@ -264,10 +297,56 @@ pub fn run_bench(
         prefill_tokens: long_ids.len(),
         verification_ratio: ratios,
         chunk_sweep,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss,
+        long_prompt,
         tui_render_ms_mean: tui_mean,
         tui_render_ms_max: tui_max,
     })
+}
+
+/// One new token after a `tokens`-long prompt (the bench prompt repeated): the prefill's time
+/// and the peak memory it reached. None where the high-water mark cannot be reset.
+fn long_prompt_figure(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    tokens: usize,
+    layers: &[usize],
+) -> Result<Option<LongPromptFigure>> {
+    let ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(tokens).collect();
+    // Linux: writing 5 to clear_refs resets VmHWM to the current resident size.
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        return Ok(None);
+    }
+    let Some(rss_before_mib) = current_rss_mib() else {
+        return Ok(None);
+    };
+    let out = generate(
+        model,
+        &ids,
+        &greedy(1),
+        layers,
+        &EventSink::none(),
+        0,
+        &CancelToken::new(),
+    )?;
+    Ok(peak_rss_mib().map(|peak_rss_mib| LongPromptFigure {
+        prompt_tokens: ids.len(),
+        chunk: default_chunk(model.profile),
+        prefill_s: out.prefill_s,
+        rss_before_mib,
+        peak_rss_mib,
+    }))
+}
+
+/// Resident memory of this process now (Linux: VmRSS).
+fn current_rss_mib() -> Option<f64> {
+    status_kib("VmRSS:").map(|kib| kib / 1024.0)
+}
+
+fn status_kib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Peak resident memory of this process (Linux: VmHWM).
@@ -318,6 +397,18 @@ pub fn print_report(r: &BenchReport) {
     }
     if let Some(m) = r.peak_rss_mib {
         println!("  peak memory: {m:.0} MiB");
+    }
+    if let Some(l) = &r.long_prompt {
+        println!(
+            "  inference with a {}-token prompt (prefilled in chunks of {}): prefill {:.1} s, \
+             peak memory {:.0} MiB ({:.0} MiB above the {:.0} MiB before it)",
+            l.prompt_tokens,
+            l.chunk,
+            l.prefill_s,
+            l.peak_rss_mib,
+            l.peak_rss_mib - l.rss_before_mib,
+            l.rss_before_mib
+        );
     }
     if let (Some(a), Some(b)) = (r.tui_render_ms_mean, r.tui_render_ms_max) {
         println!("  TUI frame render (synthetic long run): mean {a:.2} ms, max {b:.2} ms");

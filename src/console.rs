@@ -20,22 +20,29 @@ const MAX_RESULT_BYTES: u64 = 512 << 20;
 pub struct WorkspaceBackend {
     ws: Arc<Workspace>,
     log: Arc<Mutex<Option<std::fs::File>>>,
+    /// Why the data directory cannot take results or logs, found at start-up.
+    data_dir_problem: Option<String>,
 }
 
 impl WorkspaceBackend {
     /// Logs go to `<data>/logs/verillm-tui.log`, never to the terminal the console draws on.
     pub fn new(ws: Arc<Workspace>) -> Self {
-        let dir = ws.data_dir.join("logs");
-        let file = std::fs::create_dir_all(&dir).ok().and_then(|_| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("verillm-tui.log"))
-                .ok()
-        });
+        let (file, data_dir_problem) = match open_log(&ws.data_dir) {
+            Ok(file) => (Some(file), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the data directory {} cannot be used ({e:#}): runs cannot be saved and no \
+                     log is written; start with --data-dir DIR (or VERILLM_DATA_DIR) naming a \
+                     writable directory",
+                    ws.data_dir.display()
+                )),
+            ),
+        };
         WorkspaceBackend {
             ws,
             log: Arc::new(Mutex::new(file)),
+            data_dir_problem,
         }
     }
 
@@ -63,13 +70,43 @@ fn role_plan(r: &RoleChoice) -> Result<Role> {
     })
 }
 
+/// Opens the log in `<data>/logs`, after checking that the data directory takes a new file
+/// (a run writes its results there): a file in its place or a read-only directory is found
+/// now, not when the first run ends.
+fn open_log(data_dir: &Path) -> Result<std::fs::File> {
+    if data_dir.exists() && !data_dir.is_dir() {
+        anyhow::bail!("it is not a directory");
+    }
+    let dir = data_dir.join("logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let probe = data_dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("writing in {}", data_dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let path = dir.join("verillm-tui.log");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// One log line, stamped with the UTC time a person reads (`2026-12-07T14:05:03Z`).
 fn log_line(file: &Mutex<Option<std::fs::File>>, line: &str) {
     if let Some(f) = file.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        let _ = writeln!(f, "{} {line}", crate::util::unix_now());
+        let (year, month, day, hour, minute, second) =
+            crate::util::utc_from_unix(crate::util::unix_now());
+        let _ = writeln!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z {line}"
+        );
     }
 }
 
 impl Backend for WorkspaceBackend {
+    fn startup_problem(&self) -> Option<String> {
+        self.data_dir_problem.clone()
+    }
+
     fn experiments(&self) -> Vec<ExperimentChoice> {
         let cfg = &self.ws.config;
         cfg.experiments
@@ -316,7 +353,33 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub async fn run_console(ws: Workspace) -> Result<crate::tui::Ending> {
     crate::model::embedded::ensure_embedded_model(&ws.model_dir)?;
     let backend = Arc::new(WorkspaceBackend::new(Arc::new(ws)));
-    crate::tui::run_tui(backend).await
+    let log = backend.log.clone();
+    log_line(
+        &log,
+        &format!("Info console started (pid {})", std::process::id()),
+    );
+    let ending = crate::tui::run_tui(backend).await;
+    log_line(
+        &log,
+        &match &ending {
+            Ok(crate::tui::Ending::Quit) => "Info console closed: quit".to_string(),
+            Ok(crate::tui::Ending::Signal(n)) => {
+                format!("Info console closed by signal {n} ({})", signal_name(*n))
+            }
+            Err(e) => format!("Error console failed: {e:#}"),
+        },
+    );
+    ending
+}
+
+fn signal_name(number: i32) -> &'static str {
+    match number {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
 }
 
 #[cfg(test)]

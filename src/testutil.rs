@@ -9,17 +9,25 @@ use crate::model::source::ModelSource;
 use crate::model::weights::Precision;
 use crate::model::{load_model, LoadedModel};
 
-/// `../shared/fixtures` beside the checkout, or `VERILLM_FIXTURES`.
+/// The reference fixtures that travel with the repository (`tests/fixtures`, see its README),
+/// or `VERILLM_FIXTURES` to point the tests at another copy.
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("VERILLM_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
-        })
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")))
 }
 
+/// A SmolLM2 fixture file (or the folder itself for `""`); a missing one stops the test with
+/// what is missing and where it was looked for, not a bare "No such file".
 pub fn smollm_fixture(name: &str) -> PathBuf {
-    fixtures_dir().join("smollm2-135m").join(name)
+    let path = fixtures_dir().join("smollm2-135m").join(name);
+    assert!(
+        path.exists(),
+        "test fixture {name:?} is missing: expected {} (the fixtures ship in tests/fixtures, \
+         see tests/fixtures/README.md; VERILLM_FIXTURES overrides the folder)",
+        path.display()
+    );
+    path
 }
 
 /// The embedded GGUF (fetched once if missing), or `VERILLM_TEST_MODEL`.

@@ -92,8 +92,13 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String> {
 }
 
 fn refuse_symlink(path: &Path) -> Result<()> {
-    let meta =
-        std::fs::symlink_metadata(path).with_context(|| format!("{}: missing", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).with_context(|| match path.parent() {
+        // A missing directory is named as such, not as the first file looked for in it.
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            format!("{}: no such directory", dir.display())
+        }
+        _ => format!("{}: missing", path.display()),
+    })?;
     anyhow::ensure!(
         !meta.file_type().is_symlink(),
         "{}: is a symbolic link; bundle files must be plain files inside the bundle",
@@ -338,6 +343,17 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `text` as one shell word: unchanged when it holds only safe characters, else in single
+/// quotes (a path with spaces in a printed command must still paste as one argument).
+pub fn shell_quote(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 #[cfg(test)]

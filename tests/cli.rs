@@ -1058,6 +1058,11 @@ fn malformed_arguments_name_what_is_wrong() {
     // A bench size that cannot run is refused before anything is measured.
     let err = run_err(&["bench", "--ratio-at", "128,0"], d);
     assert!(err.contains("--ratio-at 0"), "{err}");
+    let err = run_err(&["bench", "--long-prompt", "9000"], d);
+    assert!(
+        err.contains("--long-prompt 9000: at most 8191 tokens"),
+        "{err}"
+    );
     // Refused before the run creates its results directory.
     let err = run_err(&["run", "exp1", "--max-tokens", "0"], d);
     assert!(err.contains("--max-tokens 0"), "{err}");
@@ -1084,15 +1089,19 @@ fn malformed_arguments_name_what_is_wrong() {
 #[test]
 fn tokenize_prints_the_reference_ids() {
     let data = tempfile::tempdir().unwrap();
-    // Where the unit tests find the fixtures too: VERILLM_FIXTURES, else ../shared/fixtures.
+    // Where the unit tests find the fixtures too: VERILLM_FIXTURES, else tests/fixtures.
     let fixtures = std::env::var_os("VERILLM_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
         std::path::PathBuf::from,
     );
-    let fixture: Value = serde_json::from_slice(
-        &std::fs::read(fixtures.join("smollm2-135m/tokenization.json")).unwrap(),
-    )
-    .unwrap();
+    let path = fixtures.join("smollm2-135m/tokenization.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "test fixture {}: {e} (see tests/fixtures/README.md)",
+            path.display()
+        )
+    });
+    let fixture: Value = serde_json::from_slice(&bytes).unwrap();
     let case = &fixture[1];
     let out = run_ok(&["tokenize", case["text"].as_str().unwrap()], data.path());
     let ids: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1241,4 +1250,528 @@ fn the_committed_h100_results_still_load_and_report_as_documented() {
         };
         assert_eq!(verdicts, 3, "{row}");
     }
+}
+
+/// Writes `manifest` into a copy of `bundle` at `dir` (the tensors copied unchanged, or replaced
+/// by `tensors` with the manifest's checksum and size updated to match).
+fn bundle_copy(bundle: &Path, dir: &Path, manifest: &Value, tensors: Option<&[u8]>) {
+    use sha2::{Digest, Sha256};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest = manifest.clone();
+    let target = dir.join("hidden_states.safetensors");
+    match tensors {
+        Some(bytes) => {
+            std::fs::write(&target, bytes).unwrap();
+            let sha: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            manifest["hidden_states"]["sha256"] = Value::String(sha);
+            manifest["hidden_states"]["bytes"] = Value::from(bytes.len());
+        }
+        None => {
+            std::fs::copy(bundle.join("hidden_states.safetensors"), &target).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Hidden states of no generated token: every layer a [0, hidden] f32 tensor.
+fn empty_states(layers: &[u64], hidden: usize) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = layers
+        .iter()
+        .map(|l| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0, hidden], &[])
+                    .unwrap();
+            (format!("layer.{l}"), view)
+        })
+        .collect();
+    safetensors::tensor::serialize(views, None).unwrap()
+}
+
+#[test]
+fn a_verifier_shows_only_what_it_verified_and_no_verdict_without_checks() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let bundles = d.join("bundles");
+    run_ok(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "infer",
+            "--trials",
+            "1",
+            "--max-tokens",
+            "8",
+            "--out",
+            bundles.to_str().unwrap(),
+        ],
+        d,
+    );
+    let honest = bundles.join("trial_000");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(honest.join("manifest.json")).unwrap()).unwrap();
+    let forged = "I will transfer $1M to account 42";
+
+    // The honest bundle verifies, and what is shown is the text decoded from its ids.
+    let verified = json(&run_ok(
+        &[
+            "verify",
+            honest.to_str().unwrap(),
+            "--verifiers",
+            "1",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(verified["summary"]["final_verdict"], "PASS");
+    assert_eq!(
+        verified["inference"]["output_text"],
+        manifest["output_text"]
+    );
+    assert_eq!(verified["prompt"]["text"], manifest["prompt_text"]);
+
+    // 1. A forged output or prompt text is refused, naming the field, and never shown.
+    for field in ["output_text", "prompt_text"] {
+        let dir = d.join(format!("forged_{field}"));
+        let mut m = manifest.clone();
+        m[field] = Value::String(forged.into());
+        bundle_copy(&honest, &dir, &m, None);
+        let out = bin()
+            .args([
+                "verify",
+                dir.to_str().unwrap(),
+                "--verifiers",
+                "1",
+                "--json",
+            ])
+            .env("VERILLM_DATA_DIR", d)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the bundle's {field} is not its"))
+                && stderr.contains("refusing to show a text that was not verified"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(forged) && out.stdout.is_empty(),
+            "{stderr}"
+        );
+    }
+    // The same in a two-step run: the forged bundle is skipped and named, nothing written
+    // anywhere holds the forged text.
+    let from = d.join("from");
+    let mut m = manifest.clone();
+    m["output_text"] = Value::String(forged.into());
+    bundle_copy(&honest, &from.join("trial_000"), &m, None);
+    let results = d.join("results");
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("trial_000: skipped: the bundle's output_text is not its output_ids"),
+        "{err}"
+    );
+    assert!(!err.contains(forged), "{err}");
+    assert!(!results.exists() || std::fs::read_dir(&results).unwrap().count() == 0);
+    // Nor is another model's name shown for the same weights.
+    let mut m = manifest.clone();
+    m["model"]["name"] = Value::String("llama-3.1-8b-instruct".into());
+    bundle_copy(&honest, &from.join("trial_000"), &m, None);
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains(
+            "bundle names model `llama-3.1-8b-instruct`, but exp1's inferencer runs `smollm2-135m`"
+        ),
+        "{err}"
+    );
+
+    // 2. No generated token: no check, so no verdict — an error, not a REJECT (exit 3).
+    let layers: Vec<u64> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    let mut m = manifest.clone();
+    m["output_ids"] = serde_json::json!([]);
+    m["output_text"] = Value::String(String::new());
+    m["cancelled"] = Value::Bool(true);
+    let empty = d.join("empty").join("trial_000");
+    bundle_copy(&honest, &empty, &m, Some(&empty_states(&layers, 576)));
+    let out = bin()
+        .args(["verify", empty.to_str().unwrap(), "--verifiers", "1"])
+        .env("VERILLM_DATA_DIR", d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("output_ids is empty") && stderr.contains("there is no verdict"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("accept rate"));
+    let err = run_err(
+        &[
+            "run",
+            "exp1",
+            "--step",
+            "verify",
+            "--from",
+            d.join("empty").to_str().unwrap(),
+            "--out",
+            d.join("empty_results").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(
+        err.contains("no bundle could be verified") && err.contains("there is no verdict"),
+        "{err}"
+    );
+    // A result file from before (a trial judged on no checks) gets no row of NaN in a report.
+    run_ok(&["run", "exp1", "--trials", "1", "--max-tokens", "4"], d);
+    let run_dir = only_run_dir(d, "exp1");
+    let trial_path = run_dir.join("trial_000.json");
+    let mut trial: Value = serde_json::from_slice(&std::fs::read(&trial_path).unwrap()).unwrap();
+    for v in trial["verifiers"].as_array_mut().unwrap() {
+        v["statistics"]["checks"] = serde_json::json!([]);
+        v["statistics"]["summary"]["total_checks"] = Value::from(0);
+    }
+    std::fs::write(&trial_path, serde_json::to_vec(&trial).unwrap()).unwrap();
+    let err = run_err(&["report", run_dir.to_str().unwrap()], d);
+    assert!(
+        err.contains("no verdict: none of its 1 trial(s) has a check") && !err.contains("NaN"),
+        "{err}"
+    );
+
+    // 8. Numbers and strings of a manifest are bounded before use.
+    let mut m = manifest.clone();
+    m["context"]["trial"] = Value::from(u64::MAX);
+    let huge_trial = d.join("huge_trial");
+    bundle_copy(&honest, &huge_trial.join("trial_000"), &m, None);
+    let err = run_err(
+        &["verify", huge_trial.join("trial_000").to_str().unwrap()],
+        d,
+    );
+    assert!(
+        err.contains("context.trial 18446744073709551615 is not a trial number"),
+        "{err}"
+    );
+    let mut m = manifest.clone();
+    m["context"]["prompt_category"] = Value::String("x".repeat(1 << 20));
+    let long_category = d.join("long_category");
+    bundle_copy(&honest, &long_category, &m, None);
+    let err = run_err(&["verify", long_category.to_str().unwrap()], d);
+    assert!(
+        err.contains("context.prompt_category is 1048576 bytes long (at most 256)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ctrl_c_on_run_keeps_the_finished_trials_and_the_interrupted_inference() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out_dir = d.join("out");
+    let mut child = bin()
+        .args([
+            "run",
+            "exp1",
+            "--trials",
+            "2",
+            "--max-tokens",
+            "200",
+            "--min-tokens",
+            "200",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .env("VERILLM_DATA_DIR", d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    // Trial 0 runs to its end (exp1's short prompts run to 200 tokens with --min-tokens):
+    // interrupt once trial 1 has generated 32 tokens.
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        let interrupt = line.starts_with("trial 1: 32 tokens");
+        line.clear();
+        if interrupt {
+            let status = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("interrupted: stopping"), "{seen}");
+    let summary_path = out_dir.join("summary.json");
+    assert!(
+        seen.contains(&format!(
+            "exp1: interrupted after 1 of 2 trial(s); their results and a summary marked \
+             incomplete are in {}",
+            summary_path.display()
+        )),
+        "{seen}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["trials"], 1);
+    assert!(out_dir.join("trial_000.json").is_file());
+    // The interrupted inference is a bundle, named, with a command that verifies it.
+    let bundle = out_dir.join("trial_001");
+    assert!(
+        seen.contains(&format!("exp1: bundle kept: {}", bundle.display())),
+        "{seen}"
+    );
+    let hint = format!("`verillm-tui verify {} --layers 8,16,24`", bundle.display());
+    assert!(seen.contains(&hint), "{seen}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cancelled"], true);
+    let tokens = manifest["output_ids"].as_array().unwrap().len();
+    assert!((32..200).contains(&tokens), "{tokens}");
+    run_ok(
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--layers",
+            "8,16,24",
+            "--verifiers",
+            "1",
+        ],
+        d,
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_errors_carry_no_backtrace_without_debug() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = tempfile::tempdir().unwrap();
+    // The reader is gone before the output is written (tokenize loads the model first), as
+    // with `| head -1`: a quiet end by SIGPIPE, not a panic (exit 101).
+    let mut child = bin()
+        .args(["tokenize", "hello world"])
+        .env("VERILLM_DATA_DIR", data.path())
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    // A broken model file with RUST_BACKTRACE=1: one clear message, no candle frames.
+    let bad = data.path().join("bad.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend([0xd4, 0x5a, 0x5f, 0xd4]);
+    bytes.extend(vec![7u8; 256]);
+    std::fs::write(&bad, bytes).unwrap();
+    let out_dir = data.path().join("o");
+    let args = [
+        "infer",
+        "--model",
+        bad.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = bin()
+        .args(args)
+        .env("VERILLM_DATA_DIR", data.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: loading") && stderr.contains("not a readable GGUF file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("candle_core::"), "{stderr}");
+    // --debug shows where it came from.
+    let out = bin()
+        .arg("--debug")
+        .args(args)
+        .env("VERILLM_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Caused by") && stderr.contains("candle_core::"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn messages_name_the_prompt_the_flag_the_directory_the_tensor_and_the_byte() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out = d.join("out");
+    let o = out.to_str().unwrap();
+    // A prompt that alone fills the context: the prompt is too long, not "at most 0 tokens".
+    let long = d.join("long.txt");
+    std::fs::write(&long, "hello ".repeat(9000)).unwrap();
+    let args = [
+        "infer",
+        "--raw",
+        "--prompt-file",
+        long.to_str().unwrap(),
+        "--out",
+        o,
+    ];
+    let err = run_err(&args, d);
+    assert!(
+        err.contains("the prompt is too long: 9001 tokens leave no room for a new token")
+            && !err.contains("at most 0"),
+        "{err}"
+    );
+    // A budget too large for a short prompt names the flag.
+    let err = run_err(
+        &[
+            "infer",
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "9000",
+            "--out",
+            o,
+        ],
+        d,
+    );
+    assert!(
+        err.contains("(lower the new-token budget, --max-tokens, to at most"),
+        "{err}"
+    );
+    // Invalid UTF-8 in a prompt file: where it is.
+    let bad = d.join("bad.txt");
+    std::fs::write(&bad, b"hello \xff world").unwrap();
+    let err = run_err(
+        &["infer", "--prompt-file", bad.to_str().unwrap(), "--out", o],
+        d,
+    );
+    assert!(
+        err.contains("not UTF-8 text: invalid byte 0xff at byte offset 6"),
+        "{err}"
+    );
+    // A bundle directory that is not there is named as a directory.
+    let missing = d.join("no-such-bundle");
+    let err = run_err(&["verify", missing.to_str().unwrap()], d);
+    assert!(
+        err.contains(&format!("{}: no such directory", missing.display())),
+        "{err}"
+    );
+    // A tensor whose header claims 10^12 rows is named.
+    let bundle = d.join("bundle");
+    run_ok(
+        &[
+            "infer",
+            "--prompt",
+            "Hi.",
+            "--max-tokens",
+            "4",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        d,
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(bundle.join("hidden_states.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header["layer.16"]["shape"] = serde_json::json!([1_000_000_000_000u64, 576]);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut tampered = (text.len() as u64).to_le_bytes().to_vec();
+    tampered.extend(&text);
+    tampered.extend(&bytes[8 + header_len..]);
+    let shaped = d.join("shaped");
+    bundle_copy(&bundle, &shaped, &manifest, Some(&tampered));
+    let err = run_err(&["verify", shaped.to_str().unwrap()], d);
+    assert!(
+        err.contains("tensor `layer.16` has shape [1000000000000,576], expected [4, 576]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_with_progress() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let prompt = d.join("prompt.txt");
+    std::fs::write(&prompt, "hello ".repeat(300)).unwrap();
+    let out = d.join("out");
+    let done = run_ok(
+        &[
+            "infer",
+            "--raw",
+            "--prompt-file",
+            prompt.to_str().unwrap(),
+            "--max-tokens",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        d,
+    );
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    // 301 tokens in chunks of 128 (the verifier's CPU chunk): progress before each chunk.
+    for at in [0, 128, 256] {
+        assert!(
+            stderr.contains(&format!(
+                "trial 0: prefilling the prompt, {at} of 301 tokens"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("384 of 301"), "{stderr}");
+    // What was prefilled in pieces verifies like any bundle.
+    run_ok(&["verify", out.to_str().unwrap(), "--verifiers", "1"], d);
 }

@@ -263,6 +263,52 @@ fn an_interrupt_signal_from_outside_restores_the_terminal() {
     assert_eq!(before, after, "terminal modes restored after SIGINT");
     // 128 + SIGINT, as a shell reports a process a signal ended: a script can tell it from a quit.
     assert!(s.contains("EXIT=130"), "{s}");
+    // The log says when (in UTC a person reads) the console started and that a signal ended it.
+    let log = std::fs::read_to_string(data.path().join("logs/verillm-tui.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        let stamp = line.split(' ').next().unwrap();
+        assert!(
+            stamp.len() == 20
+                && stamp.starts_with("20")
+                && stamp.ends_with('Z')
+                && stamp.contains('T'),
+            "{log}"
+        );
+    }
+    assert!(lines[0].contains(" Info console started (pid "), "{log}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("Info console closed by signal 2 (SIGINT)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unusable_data_directory_is_named_on_the_first_screen() {
+    // A file where the data directory should be: found at start-up, not when a run ends.
+    let scratch = tempfile::tempdir().unwrap();
+    let not_a_dir = scratch.path().join("data-file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let script = format!(
+        "{bin} --data-dir {d}; echo EXIT=$?; sleep 60",
+        d = not_a_dir.display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+    );
+    let tmux = Tmux::launch("baddata", &script);
+    let s = tmux.screen();
+    assert!(
+        s.contains(&format!(
+            "the data directory {} cannot be used",
+            not_a_dir.display()
+        )),
+        "{s}"
+    );
+    let s = tmux.quit();
+    assert!(s.contains("EXIT=0"), "{s}");
 }
 
 #[test]

@@ -17,9 +17,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     let ws = Arc::new(workspace(global)?);
     let text = match (&args.prompt, &args.prompt_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display()))?
-        }
+        (None, Some(f)) => read_prompt_file(f)?,
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
     let role = Role {
@@ -81,6 +79,20 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     // The model's words; a byte token can be a control character, which is written out.
     println!("{}", crate::util::escape_controls(&manifest.output_text));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A prompt file's text; text that is not UTF-8 is refused at the byte where it stops being so.
+fn read_prompt_file(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("--prompt-file {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let error = e.utf8_error();
+        anyhow!(
+            "--prompt-file {}: not UTF-8 text: invalid byte 0x{:02x} at byte offset {}",
+            path.display(),
+            e.as_bytes()[error.valid_up_to()],
+            error.valid_up_to()
+        )
+    })
 }
 
 /// The model a bundle names, accepted only as a registry id of this machine's models.yaml: a
@@ -208,17 +220,19 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         chunk: None,
         trust_native_claim: args.native_inference,
     };
+    let (sink, printer) = crate::progress::sink_with_progress();
+    // The bundle's claims are held to the model before its hidden states are read; the
+    // prompt shown is the one decoded from its ids.
+    let verifying = || format!("verifying {}", args.bundle.display());
+    let texts =
+        runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
+            .await
+            .with_context(verifying)?;
     let prompt = PromptInfo {
         category: String::new(),
         id: String::new(),
-        text: manifest.prompt_text.clone(),
+        text: texts.prompt,
     };
-    let (sink, printer) = crate::progress::sink_with_progress();
-    // The bundle's claims are held to the model before its hidden states are read.
-    let verifying = || format!("verifying {}", args.bundle.display());
-    runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
-        .await
-        .with_context(verifying)?;
     let states = read_states(&args.bundle, &manifest)?;
     let result = runner::verify_trial(
         ws,

@@ -47,6 +47,10 @@ pub struct GlobalArgs {
     /// cores are faster: see the README's "Threads".
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Show the full error chain with backtraces (also set by RUST_LIB_BACKTRACE=1); without it
+    /// an error is one message, whatever RUST_BACKTRACE says.
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +92,9 @@ pub struct BenchArgs {
     /// Output lengths at which verification time / inference time is measured.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub ratio_at: Vec<usize>,
+    /// Prompt length whose inference prefill is timed and its peak memory measured (0 skips).
+    #[arg(long, default_value_t = 8000, value_name = "TOKENS")]
+    pub long_prompt: usize,
 }
 
 #[derive(Args, Debug)]
@@ -375,6 +382,20 @@ fn physical_cores() -> usize {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Errors are one clear message: library errors (candle's) capture a backtrace whenever
+    // RUST_BACKTRACE is set, and print it as part of their text. Only --debug asks for them.
+    // Set before any thread exists.
+    let debug = cli.global.debug;
+    std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
+    if !matches!(cli.command, None | Some(Command::Tui)) {
+        // A headless command whose reader went away (`verillm-tui report … | head -1`) ends
+        // quietly, as Unix tools do, instead of panicking on the broken pipe. The console keeps
+        // SIGPIPE ignored: it writes to its terminal, and restores it before it exits.
+        // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     configure_threads(cli.global.threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -391,6 +412,10 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match outcome {
         Ok(code) => code,
+        Err(e) if debug => {
+            eprintln!("error: {}", crate::util::escape_controls(&format!("{e:?}")));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {}", crate::util::escape_controls(&format!("{e:#}")));
             ExitCode::FAILURE
@@ -519,7 +544,15 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     }
     let mut summaries = Vec::new();
     let mut all_held = true;
+    // Ctrl-C (or SIGTERM) stops the run as the console's cancel does: the trials that finished
+    // keep their files and an incomplete summary, the inference in progress is saved as a bundle.
+    let cancel = CancelToken::new();
+    let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let watcher = tokio::spawn(cancel_on_signal(cancel.clone(), signal.clone()));
     for name in names {
+        if cancel.is_cancelled() {
+            break;
+        }
         let req = RunRequest {
             experiment: name.clone(),
             trials: args.trials,
@@ -541,9 +574,13 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             ..Default::default()
         };
         let (sink, printer) = crate::progress::sink_with_progress();
-        let outcome = runner::run_experiment(ws.clone(), req, sink, CancelToken::new()).await;
+        let outcome = runner::run_experiment(ws.clone(), req, sink, cancel.clone()).await;
         let _ = printer.await;
         let outcome = outcome?;
+        if cancel.is_cancelled() {
+            report_interrupted(&name, step, &outcome);
+            continue;
+        }
         if let (Some(s), Some(p)) = (&outcome.summary, &outcome.summary_path) {
             eprintln!(
                 "{name}: avg accept rate {:.4}, pass rate {:.2}, expected {:?} held in {:.0}% of trials — {}",
@@ -559,6 +596,12 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             eprintln!("{name}: bundles written to {}", outcome.out_dir.display());
         }
     }
+    watcher.abort();
+    let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
+    if signal != 0 {
+        // As a shell reports a process a signal ended, now that everything is saved.
+        return Ok(ExitCode::from((128 + signal) as u8));
+    }
     if args.json {
         let out = if summaries.len() == 1 {
             serde_json::to_string_pretty(&summaries[0])?
@@ -572,6 +615,76 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// Waits for SIGINT or SIGTERM: the first cancels the run (which then saves what it has), a
+/// second one ends the process at once.
+async fn cancel_on_signal(cancel: CancelToken, received: Arc<std::sync::atomic::AtomicI32>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        let number = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        if cancel.is_cancelled() {
+            eprintln!("interrupted again: quitting without waiting");
+            std::process::exit(128 + number);
+        }
+        received.store(number, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "interrupted: stopping; the finished trials and the inference in progress are being \
+             saved (interrupt again to quit at once)"
+        );
+        cancel.cancel();
+    }
+}
+
+/// Says where an interrupted run's work is: its incomplete summary, its trial files and the
+/// bundle of the inference that was stopped.
+fn report_interrupted(name: &str, step: RunStep, outcome: &runner::RunOutcome) {
+    let dir = &outcome.out_dir;
+    if !dir.exists() {
+        eprintln!("{name}: interrupted before anything was computed; nothing was written");
+        return;
+    }
+    let bundles: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    match (&outcome.summary, &outcome.summary_path) {
+        (Some(s), Some(path)) => eprintln!(
+            "{name}: interrupted after {} of {} trial(s); their results and a summary marked \
+             incomplete are in {}",
+            s.trials,
+            s.planned_trials.unwrap_or(s.trials),
+            path.display()
+        ),
+        _ if step == RunStep::Infer => {
+            eprintln!(
+                "{name}: interrupted; the bundles written are in {}",
+                dir.display()
+            )
+        }
+        _ => eprintln!(
+            "{name}: interrupted before any trial finished, so there is no summary; what was \
+             computed is in {}",
+            dir.display()
+        ),
+    }
+    let mut bundles = bundles;
+    bundles.sort();
+    for bundle in bundles {
+        eprintln!("{name}: bundle kept: {bundle}");
+    }
 }
 
 /// The main job: the interactive console.
@@ -589,7 +702,7 @@ async fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let sizes = args.ratio_at.clone();
     let report = tokio::task::spawn_blocking(move || {
-        crate::bench::run_bench(&ws, &sizes, args.device, true)
+        crate::bench::run_bench(&ws, &sizes, args.long_prompt, args.device, true)
     })
     .await??;
     if args.json {
@@ -669,5 +782,74 @@ mod tests {
         let console = crate::console::WorkspaceBackend::new(Arc::new(ws));
         let offered: Vec<String> = console.experiments().into_iter().map(|e| e.name).collect();
         assert_eq!(offered, expected);
+    }
+
+    /// After a run whose roles were edited (as the console allows: here inference at q4_1,
+    /// which exp1's inferencer does not run), the command the log suggests for the cancelled
+    /// trial's bundle is one that verifies it, not one that refuses it.
+    #[test]
+    fn the_cancel_hint_verifies_a_bundle_whose_roles_were_edited() {
+        use crate::engine::events::{EngineEvent, EventSink};
+        let data = tempfile::tempdir().unwrap();
+        let gguf = crate::testutil::embedded_gguf();
+        let model_dir = gguf.parent().unwrap().to_path_buf();
+        let ws = Arc::new(Workspace::new(
+            ConfigSet::builtin().unwrap(),
+            model_dir.clone(),
+            data.path().into(),
+        ));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let hint = runtime.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let cancel = CancelToken::new();
+            let req = RunRequest {
+                experiment: "exp1".into(),
+                trials: Some(1),
+                max_new_tokens: Some(64),
+                min_new_tokens: Some(64),
+                jobs: 1,
+                inference_role: Some(Role {
+                    model: "smollm2-135m".into(),
+                    precision: "q4_1".parse().unwrap(),
+                    device: DeviceProfile::CPU_F32,
+                }),
+                ..Default::default()
+            };
+            let run = tokio::spawn(runner::run_experiment(
+                ws,
+                req,
+                EventSink::new(tx),
+                cancel.clone(),
+            ));
+            let mut hint = None;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    EngineEvent::Token { index, .. } if index >= 3 => cancel.cancel(),
+                    EngineEvent::Log { message, .. } if message.contains("checks it") => {
+                        hint = Some(message)
+                    }
+                    _ => {}
+                }
+            }
+            run.await.unwrap().unwrap();
+            hint.expect("a hint for the cancelled trial's bundle")
+        });
+        let command = hint.split('`').nth(1).unwrap();
+        assert!(command.starts_with("verillm-tui verify "), "{hint}");
+        let mut words: Vec<String> = command.split_whitespace().map(String::from).collect();
+        words.extend(["--verifiers".into(), "1".into(), "--model-dir".into()]);
+        words.push(model_dir.to_string_lossy().into_owned());
+        let cli = Cli::try_parse_from(&words).unwrap();
+        // A verdict (exit 0 or 3), not a refusal of the bundle.
+        let code = runtime
+            .block_on(dispatch(cli))
+            .unwrap_or_else(|e| panic!("{hint}: {e:#}"));
+        assert!(
+            code == ExitCode::SUCCESS || code == ExitCode::from(3),
+            "{code:?}"
+        );
     }
 }

@@ -33,6 +33,49 @@ impl InferenceOutput {
     }
 }
 
+/// Prefills the prompt in chunks of the verifier's size (`default_chunk`), so that memory is
+/// bounded by the chunk rather than the prompt (one 7k-token piece took 6 GB on the CPU), and a
+/// long prompt reports its progress. Returns the logits after the last prompt token; empty
+/// when cancelled part-way (the decode loop then stops before its first token).
+fn prefill_prompt(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    cache: &mut crate::model::transformer::KvCache,
+    sink: &EventSink,
+    trial: usize,
+    cancel: &CancelToken,
+) -> Result<Vec<f32>> {
+    let chunk = super::verification::default_chunk(model.profile);
+    let chunks = prompt_ids.len().div_ceil(chunk);
+    let key = format!("prefill trial {trial}");
+    let mut logits = Vec::new();
+    for (index, piece) in prompt_ids.chunks(chunk).enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if chunks > 1 {
+            sink.emit(EngineEvent::Preparing {
+                key: key.clone(),
+                message: Some(format!(
+                    "trial {trial}: prefilling the prompt, {} of {} tokens",
+                    index * chunk,
+                    prompt_ids.len()
+                )),
+            });
+        }
+        // Every layer runs for every chunk (the cache needs them all); only the last chunk's
+        // logits are kept, and those are only of its last position.
+        let out = model.model.forward(piece, cache, &[], true)?;
+        if index + 1 == chunks {
+            logits = out.logits.expect("asked for logits").to_vec1()?;
+        }
+    }
+    if chunks > 1 {
+        sink.emit(EngineEvent::Preparing { key, message: None });
+    }
+    Ok(logits)
+}
+
 /// Generates up to `params.max_new_tokens` tokens after `prompt_ids`.
 ///
 /// Generated token i sits at position `prompt_len + i`; its hidden states are those of the
@@ -56,12 +99,19 @@ pub fn generate(
     // fit the model's context.
     let max_positions = tm.max_positions();
     ensure!(
+        prompt_ids.len() < max_positions,
+        "the prompt is too long: {} tokens leave no room for a new token in the model's context \
+         of {max_positions} positions (shorten it to at most {} tokens)",
+        prompt_ids.len(),
+        max_positions - 1
+    );
+    ensure!(
         prompt_ids.len() + params.max_new_tokens <= max_positions,
         "{} prompt tokens + {} new tokens exceed the model's context of {max_positions} positions \
-         (lower max_new_tokens to at most {})",
+         (lower the new-token budget, --max-tokens, to at most {})",
         prompt_ids.len(),
         params.max_new_tokens,
-        max_positions.saturating_sub(prompt_ids.len())
+        max_positions - prompt_ids.len()
     );
     let mut layers = layers.to_vec();
     layers.sort_unstable();
@@ -74,8 +124,7 @@ pub fn generate(
     let mut cache = tm.new_cache();
 
     let start = Instant::now();
-    let prefill = tm.forward(prompt_ids, &mut cache, &[], true)?;
-    let mut logits: Vec<f32> = prefill.logits.expect("asked for logits").to_vec1()?;
+    let mut logits = prefill_prompt(model, prompt_ids, &mut cache, sink, trial, cancel)?;
     let prefill_s = start.elapsed().as_secs_f64();
 
     let mut history = prompt_ids.to_vec();

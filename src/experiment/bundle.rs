@@ -30,6 +30,13 @@ pub const MAX_MODEL_LAYERS: usize = 1024;
 const MAX_MODEL_HIDDEN: usize = 1 << 17;
 /// A safetensors header names each layer's tensor: a few dozen bytes per layer.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
+/// Names, labels and checksums in a manifest: far beyond any real one, small enough that a
+/// copy into every result and log line costs nothing.
+pub const MAX_MANIFEST_NAME_BYTES: usize = 256;
+/// A prompt or output text: 1M token positions (beyond any context) at a few bytes each.
+pub const MAX_MANIFEST_TEXT_BYTES: usize = 8 << 20;
+/// Token ids in a prompt or output: beyond any model's context (which is checked later).
+pub const MAX_MANIFEST_TOKENS: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +191,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         manifest_path.display(),
         manifest.format_version
     );
+    check_bounds(&manifest).with_context(|| format!("{}", manifest_path.display()))?;
     // Only the one fixed name is ever opened: no path from the manifest is followed.
     ensure!(
         manifest.hidden_states.file == TENSORS_FILE,
@@ -268,6 +276,118 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// Every number and string of an untrusted manifest is bounded before it is used, copied into
+/// a result or turned into a file name (a trial of 2^64 - 1, a megabyte of category).
+fn check_bounds(manifest: &Manifest) -> Result<()> {
+    let context = manifest.context.as_ref();
+    let names = [
+        ("model.name", Some(&manifest.model.name)),
+        ("model.weights_sha256", Some(&manifest.model.weights_sha256)),
+        ("precision", Some(&manifest.precision)),
+        ("device", Some(&manifest.device)),
+        ("dtype", Some(&manifest.dtype)),
+        ("tokenizer", Some(&manifest.tokenizer)),
+        ("hidden_states.file", Some(&manifest.hidden_states.file)),
+        ("hidden_states.sha256", Some(&manifest.hidden_states.sha256)),
+        ("context.experiment", context.map(|c| &c.experiment)),
+        (
+            "context.prompt_category",
+            context.map(|c| &c.prompt_category),
+        ),
+        ("context.prompt_id", context.map(|c| &c.prompt_id)),
+    ];
+    for (field, value) in names {
+        if let Some(value) = value {
+            ensure!(
+                value.len() <= MAX_MANIFEST_NAME_BYTES,
+                "{field} is {} bytes long (at most {MAX_MANIFEST_NAME_BYTES})",
+                value.len()
+            );
+        }
+    }
+    for (field, text) in [
+        ("prompt_text", &manifest.prompt_text),
+        ("output_text", &manifest.output_text),
+    ] {
+        ensure!(
+            text.len() <= MAX_MANIFEST_TEXT_BYTES,
+            "{field} is {} bytes long (at most {MAX_MANIFEST_TEXT_BYTES})",
+            text.len()
+        );
+    }
+    for (field, ids) in [
+        ("prompt_ids", &manifest.prompt_ids),
+        ("output_ids", &manifest.output_ids),
+    ] {
+        ensure!(
+            ids.len() <= MAX_MANIFEST_TOKENS,
+            "{field} holds {} ids (at most {MAX_MANIFEST_TOKENS})",
+            ids.len()
+        );
+    }
+    ensure!(!manifest.prompt_ids.is_empty(), "prompt_ids is empty");
+    if let Some(c) = context {
+        let limit = crate::experiment::config::MAX_TRIALS;
+        ensure!(
+            c.trial < limit,
+            "context.trial {} is not a trial number (at most {})",
+            c.trial,
+            limit - 1
+        );
+    }
+    manifest
+        .sampling
+        .validate()
+        .map_err(|e| anyhow!("sampling: {e}"))?;
+    ensure!(
+        manifest.sampling.max_new_tokens <= MAX_MANIFEST_TOKENS,
+        "sampling.max_new_tokens {} is beyond any context (at most {MAX_MANIFEST_TOKENS})",
+        manifest.sampling.max_new_tokens
+    );
+    Ok(())
+}
+
+/// Reads the safetensors header itself, so that a tensor whose shape is not the manifest's
+/// (say 10^12 rows) is refused by name; the library's own check only says that some tensor
+/// has an "invalid shape, data type, or offset".
+fn check_tensor_shapes(bytes: &[u8], path: &Path, n: usize, hidden: usize) -> Result<()> {
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| anyhow!("{}: too short for a safetensors file", path.display()))?;
+    ensure!(
+        header_len <= MAX_HEADER_BYTES && 8 + header_len <= bytes.len() as u64,
+        "{}: a safetensors header of {header_len} bytes does not fit the file",
+        path.display()
+    );
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len as usize])
+            .with_context(|| format!("{}: the safetensors header is not JSON", path.display()))?;
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shown: String = name.chars().take(64).collect();
+        let shape = info.get("shape").and_then(|s| s.as_array());
+        let expected = [n as u64, hidden as u64];
+        let matches = shape.is_some_and(|s| {
+            s.len() == 2 && s.iter().zip(expected).all(|(v, e)| v.as_u64() == Some(e))
+        });
+        if !matches {
+            let claimed = shape.map_or_else(
+                || "none".to_string(),
+                |s| serde_json::Value::Array(s.iter().take(8).cloned().collect()).to_string(),
+            );
+            bail!(
+                "{}: tensor `{shown}` has shape {claimed}, expected [{n}, {hidden}] (the manifest's \
+                 tokens × hidden)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads a bundle's hidden states as its (checked) manifest describes them.
 pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
     let tensor_path = dir.join(TENSORS_FILE);
@@ -302,6 +422,7 @@ pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
         tensor_path.display(),
         manifest.hidden_states.sha256
     );
+    check_tensor_shapes(&bytes, &tensor_path, n, hidden)?;
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!(
             "{}: not a valid safetensors file: {e}",

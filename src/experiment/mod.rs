@@ -1,6 +1,8 @@
 //! Experiments: configuration, the runner, result files, inference bundles.
 
 pub mod bundle;
+#[cfg(test)]
+mod bundle_fuzz_tests;
 pub mod config;
 pub mod optimize;
 pub mod report;

@@ -47,6 +47,8 @@ pub struct RunRow {
     pub avg_overhead_percentage: f64,
     /// Trials run side by side: above 1 they shared the CPU, so speeds are not clean.
     pub jobs: usize,
+    /// Trials without a single check (no generated tokens): no verdict, left out of the figures.
+    pub no_verdict: usize,
     pub complete: bool,
 }
 
@@ -130,13 +132,30 @@ pub fn load_row(path: &Path) -> Result<RunRow> {
             summary, trials, ..
         } => {
             let trials: Vec<TrialResult> = trials.into_iter().map(|(_, t)| t).collect();
-            Ok(run_row(path, &summary, &trials))
+            run_row(path, &summary, &trials)
         }
         _ => bail!("{}: not a run summary (summary.json)", path.display()),
     }
 }
 
-pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> RunRow {
+/// The row of one run. A trial without a single check (its inference stopped before the first
+/// token) has no verdict: it is counted apart, never as a REJECT or an accept rate of 0, and a
+/// run with no check at all has no row (an error naming it), never a row of NaN.
+pub fn run_row(path: &Path, summary: &RunSummary, all_trials: &[TrialResult]) -> Result<RunRow> {
+    let has_checks = |t: &TrialResult| t.verifiers.iter().any(|v| !v.statistics.checks.is_empty());
+    let trials: Vec<TrialResult> = all_trials
+        .iter()
+        .filter(|t| has_checks(t))
+        .cloned()
+        .collect();
+    let no_verdict = all_trials.len() - trials.len();
+    if trials.is_empty() {
+        bail!(
+            "{}: no verdict: none of its {} trial(s) has a check (no generated tokens)",
+            path.display(),
+            all_trials.len()
+        );
+    }
     let checks: Vec<_> = trials
         .iter()
         .flat_map(|t| &t.verifiers)
@@ -157,7 +176,7 @@ pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> Run
             .filter(|t| t.summary.final_verdict == verdict)
             .count()
     };
-    RunRow {
+    Ok(RunRow {
         path: path.to_path_buf(),
         experiment: summary.experiment.clone(),
         pairing: summary.pairing.clone(),
@@ -178,8 +197,9 @@ pub fn run_row(path: &Path, summary: &RunSummary, trials: &[TrialResult]) -> Run
                 .filter_map(|t| t.inference.decode_tokens_per_s()),
         ),
         avg_overhead_percentage: summary.aggregate.avg_overhead_percentage,
-        complete: summary.complete && trials.iter().all(|t| t.complete),
-    }
+        no_verdict,
+        complete: summary.complete && no_verdict == 0 && trials.iter().all(|t| t.complete),
+    })
 }
 
 fn verdict_word(verdict: TrialVerdict) -> &'static str {
@@ -206,6 +226,11 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
             format!("REJECT {}/{}", r.rejected, r.trials)
         } else {
             format!("PASS {}/{}", r.passed, r.trials)
+        };
+        let verdicts = if r.no_verdict > 0 {
+            format!("{verdicts} · no verdict {}", r.no_verdict)
+        } else {
+            verdicts
         };
         let mark = if held == r.trials { "✓" } else { "✗" };
         let incomplete = if r.complete { "" } else { " (incomplete)" };

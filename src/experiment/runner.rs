@@ -372,11 +372,9 @@ async fn run_inner(
             LogLevel::Warn,
             format!(
                 "{}: cancelled before any trial finished, so there is no summary; the interrupted \
-                 inference is kept as a bundle in {} (`run {} --step verify --from {}` checks it)",
+                 inference is kept as a bundle in {}",
                 req.experiment,
                 out_dir.display(),
-                req.experiment,
-                out_dir.display()
             ),
         );
     }
@@ -408,16 +406,25 @@ async fn run_one_trial(
     if step == RunStep::Infer || cancelled {
         let dir = out_dir.join(trial_dir_name(plan.trial));
         let tokens = manifest.output_ids.len();
+        let layers = manifest.layers.clone();
         write_bundle(&dir, manifest, &states)?;
         let what = if cancelled {
             format!("cancelled after {tokens} tokens; ")
         } else {
             String::new()
         };
+        // The hint must work for this bundle whatever its roles (the console may have edited
+        // them, and an experiment admits only its own inferencer): `verify` judges any bundle
+        // by its declared precision, and is told the layers it committed.
+        let check = match (cancelled, tokens) {
+            (false, _) => String::new(),
+            (true, 0) => " (no token was generated: there is nothing to verify)".into(),
+            (true, _) => format!(" (`{}` checks it)", verify_command(&dir, &layers)),
+        };
         sink.log(
             LogLevel::Info,
             format!(
-                "trial {}: {what}bundle written to {}",
+                "trial {}: {what}bundle written to {}{check}",
                 plan.trial,
                 dir.display()
             ),
@@ -515,6 +522,17 @@ pub(super) fn write_summary(
     let path = out_dir.join("summary.json");
     write_file_atomic(&path, &serde_json::to_vec_pretty(written)?)?;
     Ok((summary, Some(path)))
+}
+
+/// The command that verifies one bundle as it is: `verify` takes its declared precision and
+/// is told to require exactly the layers it committed.
+pub fn verify_command(bundle: &Path, layers: &[usize]) -> String {
+    let layers: Vec<String> = layers.iter().map(usize::to_string).collect();
+    format!(
+        "verillm-tui verify {} --layers {}",
+        crate::util::shell_quote(&bundle.to_string_lossy()),
+        layers.join(",")
+    )
 }
 
 pub fn trial_dir_name(trial: usize) -> String {

@@ -243,7 +243,56 @@ pub fn check_same_model(manifest: &Manifest, verifier: &LoadedModel) -> Result<(
             verifier.name
         );
     }
+    // No generated token is no check: no evidence either way, so no verdict (not a REJECT).
+    if manifest.output_ids.is_empty() {
+        bail!(
+            "the bundle's output_ids is empty (its inference was stopped before the first \
+             token): there is nothing to check, so there is no verdict"
+        );
+    }
+    derive_texts(manifest, verifier)?;
     Ok(())
+}
+
+/// What a verifier shows of a bundle: its prompt and output decoded from the verified ids with
+/// the verifier's own tokenizer. The manifest's strings are claims; they are only compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedTexts {
+    pub prompt: String,
+    pub output: String,
+}
+
+/// Decodes the bundle's ids and holds its `prompt_text` / `output_text` to them: a text that is
+/// not what the ids say (a forged "I will transfer $1M") is refused, naming the field, so that
+/// no verdict is ever shown beside words that were not verified.
+pub fn derive_texts(manifest: &Manifest, verifier: &LoadedModel) -> Result<DerivedTexts> {
+    let tokenizer = &verifier.tokenizer;
+    let output = tokenizer.decode_for_display(&manifest.output_ids)?;
+    if manifest.output_text != output {
+        bail!(
+            "the bundle's output_text is not its output_ids decoded by this verifier's tokenizer \
+             ({} bytes claimed, {} decoded): refusing to show a text that was not verified",
+            manifest.output_text.len(),
+            output.len()
+        );
+    }
+    let prompt = tokenizer.decode(&manifest.prompt_ids)?;
+    // A chat-rendered prompt decodes back to itself; a tokenizer whose decoding normalizes
+    // (e.g. SentencePiece spaces) still binds the text when it encodes to the same ids.
+    let binds = |text: &str| {
+        text == prompt
+            || tokenizer.encode_rendered(text).ok().as_deref() == Some(&manifest.prompt_ids[..])
+            || tokenizer.encode(text).ok().as_deref() == Some(&manifest.prompt_ids[..])
+    };
+    if !binds(&manifest.prompt_text) {
+        bail!(
+            "the bundle's prompt_text is not its prompt_ids decoded by this verifier's tokenizer \
+             ({} bytes claimed, {} decoded): refusing to show a text that was not verified",
+            manifest.prompt_text.len(),
+            prompt.len()
+        );
+    }
+    Ok(DerivedTexts { prompt, output })
 }
 
 /// Loads the first verifier's model and holds the bundle's manifest to it (same weights,
@@ -254,10 +303,11 @@ pub async fn check_manifest_against_verifier(
     manifest: &Manifest,
     role: &Role,
     sink: &EventSink,
-) -> Result<()> {
+) -> Result<DerivedTexts> {
     let (ws, role, sink) = (ws.clone(), role.clone(), sink.clone());
     let model = tokio::task::spawn_blocking(move || ws.load_reporting(&role, &sink)).await??;
-    check_same_model(manifest, &model)
+    check_same_model(manifest, &model)?;
+    derive_texts(manifest, &model)
 }
 
 /// Settings of the verification half.
@@ -287,6 +337,23 @@ pub async fn verify_trial(
 ) -> Result<TrialResult> {
     let started_at = unix_now();
     let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
+    // What is shown comes from the verified ids, decoded here (the model is cached for the
+    // verifier that follows), never from the manifest's own strings.
+    let texts = {
+        let (ws, manifest, sink) = (ws.clone(), manifest.clone(), sink.clone());
+        let role = settings
+            .verifiers
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("no verifier"))?;
+        tokio::task::spawn_blocking(move || {
+            let model = ws.load_reporting(&role, &sink)?;
+            check_same_model(&manifest, &model)?;
+            derive_texts(&manifest, &model)
+        })
+        .await
+        .map_err(|e| anyhow!("a verifier task failed: {e}"))??
+    };
     let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
     for (index, role) in settings.verifiers.iter().cloned().enumerate() {
@@ -337,6 +404,7 @@ pub async fn verify_trial(
     outputs.sort_by_key(|(i, _, _)| *i);
     Ok(assemble_trial(
         &manifest,
+        texts.output,
         states.bytes(),
         settings,
         prompt,
@@ -360,6 +428,7 @@ fn verifier_verdict(accept_rate: f64, cutoff: f64) -> Verdict {
 
 fn assemble_trial(
     manifest: &Manifest,
+    output_text: String,
     captured_bytes: usize,
     settings: &VerifySettings,
     prompt: PromptInfo,
@@ -447,7 +516,7 @@ fn assemble_trial(
             time_s: manifest.timings.total_s,
             tokens_per_s: manifest.timings.tokens_per_s,
             decode_s: Some(manifest.timings.decode_s),
-            output_text: manifest.output_text.clone(),
+            output_text,
             output_ids: manifest.output_ids.clone(),
             captured_bytes,
         },

@@ -164,6 +164,16 @@ async fn verify_one_bundle(
             req.experiment
         );
     }
+    // The model name is shown in the results: it must be the one the experiment runs (the
+    // weights themselves are held to the verifier's by checksum).
+    let (inference, _) = resolve_roles(spec, req)?;
+    ensure!(
+        manifest.model.name == inference.model,
+        "bundle names model `{}`, but {}'s inferencer runs `{}`",
+        manifest.model.name,
+        req.experiment,
+        inference.model
+    );
     // The experiment decides which layers are checked, not the bundle: one that committed
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(manifest.model.n_layers);
@@ -198,6 +208,10 @@ async fn verify_one_bundle(
             .find(|n| used_trials.iter().all(|(t, _)| t != n))
             .unwrap_or(0),
     };
+    // The bundle's claims are held to the model before its hidden states are read; the
+    // prompt shown is the one decoded from its ids.
+    let texts =
+        check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
     let prompt = PromptInfo {
         category: ctx
             .as_ref()
@@ -205,10 +219,8 @@ async fn verify_one_bundle(
         id: ctx
             .as_ref()
             .map_or_else(String::new, |c| c.prompt_id.clone()),
-        text: manifest.prompt_text.clone(),
+        text: texts.prompt,
     };
-    // The bundle's claims are held to the model before its hidden states are read.
-    check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
     let states = read_states(dir, &manifest)?;
     let mut result = verify_trial(
         ws.clone(),

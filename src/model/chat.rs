@@ -481,7 +481,7 @@ mod tests {
     /// The first fixture text: SmolLM2's default system prompt, one user turn, and the
     /// assistant header.
     fn fixture_prompt() -> String {
-        let path = test_paths().0.join("tokenization.json");
+        let path = crate::testutil::smollm_fixture("tokenization.json");
         let cases: Vec<serde_json::Value> =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         cases[0]["text"].as_str().unwrap().to_string()
@@ -500,7 +500,7 @@ mod tests {
     }
 
     fn hf_template() -> ChatTemplate {
-        let config = test_paths().0.join("hf_tokenizer/tokenizer_config.json");
+        let config = crate::testutil::smollm_fixture("hf_tokenizer/tokenizer_config.json");
         ChatTemplate::from_tokenizer_config(&config)
             .unwrap()
             .expect("chat_template.jinja is beside the config")

@@ -627,3 +627,34 @@ fn a_fifo_in_a_model_directory_is_refused_not_waited_on() {
         std::fs::rename(&kept, &path).unwrap();
     }
 }
+
+/// The fixtures ship in `tests/fixtures` (a fresh clone has no shared folder beside it), unchanged:
+/// each file's SHA-256 is the one its README records.
+#[test]
+fn fixtures_travel_with_the_repository() {
+    use sha2::{Digest, Sha256};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("tests/fixtures/README.md");
+    let listed: Vec<(&str, &str)> = readme
+        .lines()
+        .filter_map(|line| line.trim().split_once("  "))
+        .filter(|(hash, _)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        5,
+        "the README lists every SmolLM2 fixture with its SHA-256"
+    );
+    for (hash, name) in listed {
+        let path = root.join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let actual: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            actual, hash,
+            "{name} differs from the copy its README describes"
+        );
+    }
+}

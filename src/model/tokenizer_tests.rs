@@ -19,7 +19,7 @@ struct FixtureCase {
 }
 
 fn fixture_cases() -> Vec<FixtureCase> {
-    let path = test_paths().0.join("tokenization.json");
+    let path = crate::testutil::smollm_fixture("tokenization.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -31,7 +31,10 @@ fn gguf_content() -> Content {
 }
 
 fn json_tokenizer() -> TextTokenizer {
-    TextTokenizer::from_tokenizer_json(&test_paths().0.join("hf_tokenizer/tokenizer.json")).unwrap()
+    TextTokenizer::from_tokenizer_json(&crate::testutil::smollm_fixture(
+        "hf_tokenizer/tokenizer.json",
+    ))
+    .unwrap()
 }
 
 fn assert_reproduces_fixture(tokenizer: &TextTokenizer) {

@@ -328,6 +328,9 @@ pub enum Ending {
 pub async fn run_tui(backend: Arc<dyn Backend>) -> anyhow::Result<Ending> {
     let mut app = App::new(Catalog::from_backend(backend.as_ref()));
     app.set_past_runs(backend.past_runs());
+    if let Some(problem) = backend.startup_problem() {
+        app.log_line(crate::engine::events::LogLevel::Error, problem);
+    }
     let mut termination = Termination::new()?;
     let guard = TerminalGuard::enter()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;

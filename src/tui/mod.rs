@@ -113,4 +113,9 @@ pub trait Backend: Send + Sync + 'static {
     fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>>;
     /// Writes every figure of a saved run (its trials' and its own) and returns their paths.
     fn export_run(&self, summary: &Path) -> anyhow::Result<Vec<PathBuf>>;
+    /// What keeps this console from working as it should (say, a data directory that is a
+    /// file), found at start-up and shown on the first screen.
+    fn startup_problem(&self) -> Option<String> {
+        None
+    }
 }

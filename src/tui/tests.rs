@@ -412,6 +412,52 @@ fn model_load_and_gpu_warm_up_are_shown_until_they_end() {
 }
 
 #[test]
+fn a_long_prompt_shows_its_prefill_progress_in_the_run_view() {
+    use crate::model::device::DeviceProfile;
+    use crate::model::weights::Precision;
+    // The real inferencer's events for a 301-token prompt (chunks of 128), as the console
+    // receives them, up to the start of its second chunk.
+    let model = crate::testutil::embedded(Precision::Full, DeviceProfile::CPU_F32);
+    let prompt = model.tokenizer.encode(&"hello ".repeat(300)).unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let params = crate::engine::sampling::SamplingParams {
+        max_new_tokens: 1,
+        ..Default::default()
+    };
+    crate::engine::inference::generate(
+        &model,
+        &prompt,
+        &params,
+        &[8],
+        &crate::engine::events::EventSink::new(tx),
+        0,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let mut events = vec![EngineEvent::TrialStarted {
+        trial: 0,
+        prompt_category: "long".into(),
+        prompt_tokens: prompt.len(),
+        max_new_tokens: 1,
+        sampled_layers: vec![8],
+        verifiers: Vec::new(),
+    }];
+    while let Ok(event) = rx.try_recv() {
+        let second = matches!(&event, EngineEvent::Preparing { message: Some(m), .. }
+            if m.contains("128 of"));
+        events.push(event);
+        if second {
+            break;
+        }
+    }
+    let app = app_with_run(events);
+    assert_shows(
+        &screen(&app, 120, 40),
+        "trial 0: prefilling the prompt, 128 of 301 tokens",
+    );
+}
+
+#[test]
 fn finished_run_shows_verdicts_in_colour() {
     let mut events = synthetic_trial_events(0, 24, 24, 3, 4);
     events.push(EngineEvent::TrialDone {

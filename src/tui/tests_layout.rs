@@ -181,7 +181,7 @@ fn words_in_rows(buffer: &Buffer, rows: std::ops::Range<u16>) -> String {
 #[test]
 fn a_long_error_wraps_in_the_header_and_the_log_and_its_end_stays_readable() {
     let error = "1200 prompt tokens + 8000 new tokens exceed the model's context of 9342 \
-                 positions (lower max_new_tokens to at most 8142)";
+                 positions (lower the new-token budget, --max-tokens, to at most 8142)";
     let mut app = app_with_run(Vec::new());
     app.handle_event(EngineEvent::Failed {
         message: error.into(),
