@@ -6,6 +6,7 @@ pub mod optimize;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod slurm;
 pub mod trial;
 mod verify_step;
 pub mod workspace;
