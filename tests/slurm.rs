@@ -1,0 +1,378 @@
+//! `run --slurm` end to end on a real Slurm cluster (CI starts a single-node one with
+//! scripts/slurm-local.sh): exp1 and exp3 with 2 trials submitted as array jobs must give the
+//! verdicts of the same runs made locally; an array task cancelled with `scancel` is reported
+//! missing with its Slurm state, and `--resume` completes the run without running the finished
+//! trial again. Without Slurm (no `sbatch`, or no cluster answering) it is skipped with a
+//! message, except in CI (CI=true), where that is a failure.
+//!
+//! `--dry-run` needs no Slurm and is tested apart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKENS: &str = "8";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verillm-tui"));
+    c.env_remove("VERILLM_CONFIG_DIR");
+    // The Slurm tasks inherit the environment (sbatch --export=ALL): one compute thread each,
+    // like the local runs they are compared with.
+    c.env("RAYON_NUM_THREADS", "1");
+    c
+}
+
+fn run_ok(args: &[&str], data: &Path) -> Output {
+    let out = bin()
+        .args(args)
+        .env("VERILLM_DATA_DIR", data)
+        .output()
+        .expect("spawn verillm-tui");
+    assert!(
+        out.status.success(),
+        "verillm-tui {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn slurm(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether a Slurm cluster answers here; in CI its absence fails the test.
+fn slurm_available() -> bool {
+    let answers = Command::new("sinfo")
+        .args(["-h", "-o", "%t"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if !answers {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "CI=true but no Slurm cluster answers `sinfo` (scripts/slurm-local.sh start)"
+        );
+        eprintln!(
+            "SKIPPED: no Slurm here (`sinfo` does not answer); scripts/slurm-local.sh install && \
+             scripts/slurm-local.sh start runs a single-node cluster"
+        );
+    }
+    answers
+}
+
+/// Every job of the run folder's submissions, as recorded.
+fn job_ids(run: &Path) -> Vec<String> {
+    let subs = read_json(&run.join("slurm/submissions.json"));
+    let mut ids = Vec::new();
+    for sub in subs.as_array().unwrap() {
+        if let Some(infer) = sub["infer"].as_object() {
+            ids.push(infer["job_id"].as_str().unwrap().to_string());
+        }
+        for verify in sub["verify"].as_array().unwrap() {
+            ids.push(verify["job_id"].as_str().unwrap().to_string());
+        }
+        ids.push(sub["collect_job"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Waits until Slurm has none of the run's jobs queued or running.
+fn wait_for(run: &Path) {
+    let ids = job_ids(run);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = slurm(&["squeue", "-h", "-o", "%F"]);
+        let queued = String::from_utf8_lossy(&out.stdout).to_string();
+        if !queued.lines().any(|l| ids.iter().any(|id| id == l.trim())) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs {ids:?} of {} still queued after 10 minutes",
+            run.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What must match between a Slurm run and a local one, per trial: the generated tokens, each
+/// verifier's verdict and check counts, the trial's verdict.
+fn verdicts(run: &Path, summary: &Value) -> Vec<Value> {
+    summary["trial_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| {
+            let trial = read_json(&run.join(file.as_str().unwrap()));
+            let verifiers: Vec<Value> = trial["verifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "verdict": v["verdict"],
+                        "accepted": v["statistics"]["summary"]["accepted"],
+                        "total_checks": v["statistics"]["summary"]["total_checks"],
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "trial": trial["trial"],
+                "output_ids": trial["inference"]["output_ids"],
+                "verifiers": verifiers,
+                "final_verdict": trial["summary"]["final_verdict"],
+            })
+        })
+        .collect()
+}
+
+fn local_run(experiment: &str, out: &Path, data: &Path) -> Vec<Value> {
+    let out_arg = out.to_str().unwrap();
+    run_ok(
+        &[
+            "run",
+            experiment,
+            "--trials",
+            "2",
+            "--max-tokens",
+            TOKENS,
+            "--out",
+            out_arg,
+        ],
+        data,
+    );
+    verdicts(out, &read_json(&out.join("summary.json")))
+}
+
+fn submit(experiment: &str, out: &Path, data: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        experiment,
+        "--trials",
+        "2",
+        "--max-tokens",
+        TOKENS,
+        "--slurm",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let printed = run_ok(&args, data);
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        out.to_str().unwrap(),
+        "stdout names the run folder"
+    );
+}
+
+#[test]
+fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
+    if !slurm_available() {
+        return;
+    }
+    // A space in every path: the job scripts must quote them.
+    let scratch = tempfile::Builder::new()
+        .prefix("verillm slurm ")
+        .tempdir()
+        .unwrap();
+    let root = scratch.path();
+    let data = root.join("data dir");
+
+    // exp1 runs straight through; exp3 is submitted held so that one array task can be
+    // cancelled before it starts, at a point that does not depend on timing.
+    let exp1 = root.join("exp1 on slurm");
+    submit("exp1", &exp1, &data, &[]);
+    let exp3 = root.join("exp3 on slurm");
+    submit("exp3", &exp3, &data, &["--hold", "--array-parallel", "1"]);
+    let ids = job_ids(&exp3);
+    let infer = &ids[0];
+    // A resume while the run's jobs are queued is refused: the same trial would run twice.
+    let refused = bin()
+        .args(["run", "exp3", "--slurm", "--resume", exp3.to_str().unwrap()])
+        .env("VERILLM_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let refused = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refused.contains("still queued") && refused.contains(infer.as_str()),
+        "{refused}"
+    );
+    // Updating one task of a pending array makes it a job of its own, which Slurm records
+    // (a pending element cancelled inside its array leaves no trace in sacct).
+    let killed = format!("{infer}_1");
+    slurm(&[
+        "scontrol",
+        "update",
+        &format!("JobId={killed}"),
+        "Comment=cancelled-by-test",
+    ]);
+    slurm(&["scancel", &killed]);
+    // Releasing the array names the cancelled task as finished; that answer is not an error.
+    let _ = Command::new("scontrol").arg("release").args(&ids).output();
+
+    // Meanwhile the same runs locally.
+    let local1 = local_run("exp1", &root.join("exp1 local"), &data);
+    let local3 = local_run("exp3", &root.join("exp3 local"), &data);
+    assert_eq!(local1.len(), 2);
+    assert!(local1.iter().all(|t| t["final_verdict"] == "PASS"));
+    assert!(local3.iter().all(|t| t["final_verdict"] == "REJECT"));
+
+    wait_for(&exp1);
+    let summary1 = read_json(&exp1.join("summary.json"));
+    assert_eq!(summary1["complete"], true);
+    assert_eq!(summary1["missing_trials"], serde_json::json!([]));
+    assert_eq!(verdicts(&exp1, &summary1), local1);
+    // The bundles went to the run folder; the scratch folders were removed.
+    assert!(exp1.join("bundles/trial_001/manifest.json").is_file());
+
+    wait_for(&exp3);
+    let summary3 = read_json(&exp3.join("summary.json"));
+    assert_eq!(summary3["complete"], false);
+    assert_eq!(summary3["trials"], 1);
+    assert_eq!(summary3["planned_trials"], 2);
+    let missing = &summary3["missing_trials"];
+    assert_eq!(missing.as_array().unwrap().len(), 1, "{missing}");
+    assert_eq!(missing[0]["trial"], 1);
+    assert_eq!(missing[0]["lacking"], "inference");
+    let tasks = missing[0]["tasks"].as_array().unwrap();
+    let infer_state = tasks.iter().find(|t| t["stage"] == "inference").unwrap();
+    assert_eq!(infer_state["job_id"], killed.as_str());
+    assert_eq!(infer_state["state"], "CANCELLED", "{missing}");
+    assert_eq!(infer_state["source"], "sacct", "{missing}");
+    // Its verification could never start: Slurm cancelled it (--kill-on-invalid-dep).
+    let verify_state = tasks.iter().find(|t| t["stage"] == "verification").unwrap();
+    assert_eq!(verify_state["state"], "CANCELLED", "{missing}");
+    assert_eq!(
+        read_json(&exp3.join("slurm/collect.json"))["missing"],
+        *missing
+    );
+    assert_eq!(verdicts(&exp3, &summary3), local3[..1]);
+
+    // --resume submits trial 1 only; trial 0's result and bundle are left as they are.
+    let kept_result = std::fs::read(exp3.join("trial_000.json")).unwrap();
+    let kept_manifest = std::fs::read(exp3.join("bundles/trial_000/manifest.json")).unwrap();
+    run_ok(
+        &["run", "exp3", "--slurm", "--resume", exp3.to_str().unwrap()],
+        &data,
+    );
+    let subs = read_json(&exp3.join("slurm/submissions.json"));
+    let resumed = &subs.as_array().unwrap()[1];
+    assert_eq!(resumed["trials"], serde_json::json!([1]));
+    assert_eq!(resumed["infer"]["trials"], serde_json::json!([1]));
+    wait_for(&exp3);
+    let summary3 = read_json(&exp3.join("summary.json"));
+    assert_eq!(summary3["complete"], true, "{summary3}");
+    assert_eq!(summary3["missing_trials"], serde_json::json!([]));
+    assert_eq!(verdicts(&exp3, &summary3), local3);
+    assert_eq!(
+        std::fs::read(exp3.join("trial_000.json")).unwrap(),
+        kept_result
+    );
+    assert_eq!(
+        std::fs::read(exp3.join("bundles/trial_000/manifest.json")).unwrap(),
+        kept_manifest
+    );
+    // Trial 0's inference ran once in all: one log of the first submission's task 0.
+    let logs: Vec<PathBuf> = std::fs::read_dir(exp3.join("slurm/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let infer_logs = |trial: &str| {
+        logs.iter()
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                name.starts_with("infer_") && name.ends_with(&format!("_{trial}.out"))
+            })
+            .count()
+    };
+    assert_eq!(infer_logs("0"), 1, "{logs:?}");
+    assert_eq!(infer_logs("1"), 1, "{logs:?}");
+}
+
+#[test]
+fn dry_run_prints_the_scripts_and_submits_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    let out = scratch.path().join("a run's folder");
+    // No sbatch can be reached: a dry run must not need one.
+    let printed = bin()
+        .args([
+            "run",
+            "exp3",
+            "--trials",
+            "3",
+            "--slurm",
+            "--dry-run",
+            "--partition",
+            "gpu",
+            "--gres",
+            "gpu:1",
+            "--time",
+            "0:30:00",
+            "--array-parallel",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("VERILLM_DATA_DIR", &data)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    for stage in ["infer", "verify", "collect"] {
+        assert!(
+            text.contains(&format!("slurm-task {stage} \"$RUN_DIR\"")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("RUN_DIR='") && text.contains("a run'\\''s folder'"),
+        "{text}"
+    );
+    assert!(text.contains("#SBATCH --partition=gpu\n#SBATCH --time=0:30:00\n#SBATCH --gres=gpu:1"));
+    assert!(text.contains("'--array=0-2%2'"), "{text}");
+    assert!(
+        text.contains("\"--dependency=aftercorr:$INFER_JOB0\""),
+        "{text}"
+    );
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_verillm-tui")).unwrap();
+    assert!(
+        text.contains(&format!("BIN='{}'", binary.display())),
+        "{text}"
+    );
+    // Nothing was written.
+    assert!(!out.exists());
+    assert!(!data.exists() || std::fs::read_dir(&data).unwrap().next().is_none());
+
+    // A value that could end a script line is refused, naming the flag.
+    let refused = bin()
+        .args(["run", "exp1", "--slurm", "--dry-run", "--partition", "a b"])
+        .env("VERILLM_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--partition \"a b\""));
+}
