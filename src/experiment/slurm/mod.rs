@@ -275,7 +275,7 @@ fn copy_config(source: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_file_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
