@@ -66,16 +66,15 @@ pub fn render(frame: &mut Frame, area: Rect, runs: &[SlurmRunWatch]) {
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!(
-                " · {}/{} trials landed · {}/{} bundles · ",
+                " · {}/{} trials landed, {}/{} bundles · ",
                 run.landed.len(),
                 run.planned,
                 run.bundles,
                 run.planned
             )),
             Span::styled(status, status_style),
-            Span::raw(format!(" · jobs {jobs}")),
         ]));
-        let mut second = vec![Span::raw("  ")];
+        let mut second = vec![Span::raw(format!("  jobs {jobs} · "))];
         for trial in &run.landed {
             let word = verdict_word(trial.verdict);
             second.push(Span::raw(format!("trial {} ", trial.trial)));

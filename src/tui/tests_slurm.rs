@@ -63,9 +63,9 @@ fn results_view_shows_a_submitted_runs_trials_as_they_land() {
     assert_shows(&buffer, "Submitted to Slurm");
     assert_shows(
         &buffer,
-        "exp3 · 0/2 trials landed · 0/2 bundles · queued or running",
+        "exp3 · 0/2 trials landed, 0/2 bundles · queued or running",
     );
-    assert_shows(&buffer, "jobs infer 412, verify 413, collect 414");
+    assert_shows(&buffer, "jobs infer 412, verify 413, collect 414 · /");
 
     // Trial 1 lands first (array tasks finish in any order), then the view is polled again.
     land(&folder, 1);

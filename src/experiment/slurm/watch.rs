@@ -151,7 +151,8 @@ pub fn scan(data_dir: &Path) -> Vec<SlurmRunWatch> {
 /// Lists a run folder outside the data directory so that the console watches it too.
 pub fn register(data_dir: &Path, run_dir: &Path) -> anyhow::Result<()> {
     use std::io::Write;
-    if run_dir.starts_with(data_dir) {
+    // One path per line: a folder name with a line break cannot be listed (nor is it watched).
+    if run_dir.starts_with(data_dir) || run_dir.to_string_lossy().contains('\n') {
         return Ok(());
     }
     std::fs::create_dir_all(data_dir)?;
