@@ -173,7 +173,15 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         folder.create(&plan, config_source.as_deref())?;
         write_scripts(&plan, &folder)?;
         let all: Vec<usize> = (0..trials).collect();
-        let submission = submit(&folder, &plan, &calls_for(&folder, &all), &all)?;
+        let submission =
+            submit(&folder, &plan, &calls_for(&folder, &all), &all).with_context(|| {
+                format!(
+                    "the job folder {} is written; `run {name} --slurm --resume {}` submits it \
+                 once sbatch works",
+                    root.display(),
+                    root.display()
+                )
+            })?;
         let _ = watch::register(&data, &root);
         print_submitted(&name, &folder, &submission);
     }

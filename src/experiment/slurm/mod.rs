@@ -45,6 +45,8 @@ pub const SLURM_FORMAT_VERSION: u32 = 1;
 
 /// Job-folder files are small; anything larger is not one this build wrote.
 const MAX_FOLDER_FILE_BYTES: u64 = 16 << 20;
+/// A trial result holds every check: bounded as the console bounds result files.
+pub(crate) const MAX_TRIAL_RESULT_BYTES: u64 = 512 << 20;
 
 /// What `sbatch` is asked for, beyond the array itself (`run --slurm` flags).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -280,7 +282,14 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub(crate) fn read_folder_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = crate::util::read_regular_file(path, MAX_FOLDER_FILE_BYTES)?;
+    read_json_bounded(path, MAX_FOLDER_FILE_BYTES)
+}
+
+pub(crate) fn read_json_bounded<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    limit: u64,
+) -> Result<T> {
+    let bytes = crate::util::read_regular_file(path, limit)?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: not a valid file", path.display()))
 }
 

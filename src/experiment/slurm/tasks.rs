@@ -17,7 +17,10 @@ use super::super::runner::{
     infer_trial, plan_trials, resolve_roles, summarize, trial_dir_name, write_trial, RunContext,
     VerifySettings, Workspace,
 };
-use super::{check_trial, read_folder_json, write_json, JobFolder, SLURM_FORMAT_VERSION};
+use super::{
+    check_trial, read_json_bounded, write_json, JobFolder, MAX_TRIAL_RESULT_BYTES,
+    SLURM_FORMAT_VERSION,
+};
 use crate::engine::events::{CancelToken, EventSink};
 
 /// What a task did.
@@ -223,7 +226,7 @@ pub fn collect_task(ws: &Workspace, folder: &JobFolder) -> Result<CollectReport>
             missing_numbers.push(trial);
             continue;
         }
-        let result: TrialResult = read_folder_json(&path)?;
+        let result: TrialResult = read_json_bounded(&path, MAX_TRIAL_RESULT_BYTES)?;
         result
             .check_consistency()
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -371,6 +374,83 @@ pub fn parse_scontrol_state(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::slurm::submit::{ArrayJob, Submission};
+    use crate::experiment::slurm::{read_folder_json, JobPlan, SlurmOptions};
+
+    /// The collect step over a folder where trial 0 landed and trial 1 did not: the summary is
+    /// the one every reader of summary.json reads, incomplete, naming trial 1 missing.
+    #[test]
+    fn collect_summarizes_what_landed_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = JobFolder::new(dir.path().join("exp3").join("run-1"));
+        let plan = JobPlan {
+            format_version: SLURM_FORMAT_VERSION,
+            experiment: "exp3".into(),
+            trials: 2,
+            verifiers: None,
+            max_new_tokens: Some(8),
+            min_new_tokens: None,
+            seed: None,
+            gpu: None,
+            binary: "/bin/verillm-tui".into(),
+            model_dir: "/m".into(),
+            threads: None,
+            options: SlurmOptions::default(),
+            created_at: 1_796_651_000,
+        };
+        folder.create(&plan, None).unwrap();
+        // Job ids no cluster has: their states are unknown, and say so.
+        let submission = Submission {
+            submitted_at: 1_796_651_000,
+            trials: vec![0, 1],
+            infer: Some(ArrayJob {
+                job_id: "987654321".into(),
+                trials: vec![0, 1],
+            }),
+            verify: vec![ArrayJob {
+                job_id: "987654322".into(),
+                trials: vec![0, 1],
+            }],
+            collect_job: "987654323".into(),
+        };
+        write_json(&folder.submissions_path(), &vec![submission]).unwrap();
+        let landed = crate::plot::tests::trial("exp3", 0, false, &[8, 16], 4);
+        write_json(&folder.trial_result_path(0), &landed).unwrap();
+        let ws = Workspace::new(
+            crate::experiment::config::ConfigSet::builtin().unwrap(),
+            dir.path().into(),
+            dir.path().into(),
+        );
+
+        let report = collect_task(&ws, &folder).unwrap();
+        assert_eq!(report.landed, vec![0]);
+        assert_eq!(report.missing.len(), 1);
+        let missing = &report.missing[0];
+        assert_eq!((missing.trial, missing.lacking.as_str()), (1, "inference"));
+        let ids: Vec<&str> = missing.tasks.iter().map(|t| t.job_id.as_str()).collect();
+        assert_eq!(ids, ["987654321_1", "987654322_1"]);
+        assert!(missing
+            .tasks
+            .iter()
+            .all(|t| t.state == "UNKNOWN" && t.source == "none"));
+
+        // Read back as a plain run summary, as the console's results view and plot read it.
+        let summary: RunSummary = read_folder_json(&folder.summary_path()).unwrap();
+        summary.check_consistency().unwrap();
+        assert!(!summary.complete);
+        assert_eq!((summary.trials, summary.planned_trials), (1, Some(2)));
+        assert_eq!(summary.trial_files, ["trial_000.json"]);
+        let collected: CollectedSummary = read_folder_json(&folder.summary_path()).unwrap();
+        assert_eq!(collected.missing_trials, report.missing);
+        crate::plot::plot_files(&[folder.summary_path()], &dir.path().join("plots")).unwrap();
+
+        // Nothing landed at all: no summary, an error naming the report.
+        std::fs::remove_file(folder.trial_result_path(0)).unwrap();
+        std::fs::remove_file(folder.summary_path()).unwrap();
+        let error = collect_task(&ws, &folder).unwrap_err().to_string();
+        assert!(error.contains("collect.json"), "{error}");
+        assert!(!folder.summary_path().exists());
+    }
 
     #[test]
     fn slurm_answers_are_read() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{read_folder_json, JobFolder};
+use super::{read_folder_json, read_json_bounded, JobFolder, MAX_TRIAL_RESULT_BYTES};
 use crate::experiment::results::TrialVerdict;
 
 /// The list of run folders submitted from here that lie outside the data directory
@@ -66,7 +66,7 @@ pub fn watch_run(dir: &Path) -> Option<SlurmRunWatch> {
         if !path.is_file() {
             continue;
         }
-        if let Ok(head) = read_folder_json::<TrialHead>(&path) {
+        if let Ok(head) = read_json_bounded::<TrialHead>(&path, MAX_TRIAL_RESULT_BYTES) {
             if head.trial == trial {
                 landed.push(LandedTrial {
                     trial,
