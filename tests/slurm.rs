@@ -269,6 +269,11 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     // --resume submits trial 1 only; trial 0's result and bundle are left as they are.
     let kept_result = std::fs::read(exp3.join("trial_000.json")).unwrap();
     let kept_manifest = std::fs::read(exp3.join("bundles/trial_000/manifest.json")).unwrap();
+    // Whatever was left in the folder's scripts is not what runs: --resume writes them again.
+    let infer_script = exp3.join("slurm/infer.sh");
+    let mut edited = std::fs::read_to_string(&infer_script).unwrap();
+    edited.push_str("touch \"$RUN_DIR/edited-script-ran\"\n");
+    std::fs::write(&infer_script, edited).unwrap();
     run_ok(
         &["run", "exp3", "--slurm", "--resume", exp3.to_str().unwrap()],
         &data,
@@ -280,6 +285,7 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     wait_for(&exp3);
     let summary3 = read_json(&exp3.join("summary.json"));
     assert_eq!(summary3["complete"], true, "{summary3}");
+    assert!(!exp3.join("edited-script-ran").exists());
     assert_eq!(summary3["missing_trials"], serde_json::json!([]));
     assert_eq!(verdicts(&exp3, &summary3), local3);
     assert_eq!(

@@ -93,6 +93,16 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         args.from.is_none(),
         "--from is for --step verify, not --slurm"
     );
+    ensure!(
+        args.jobs == 1,
+        "--jobs is for local runs; on Slurm every trial is its own task (--array-parallel K \
+         limits how many run at once)"
+    );
+    ensure!(
+        !args.json,
+        "--json prints a local run's summary; a Slurm run's summary is written by its collect \
+         job (RUN_DIR/summary.json)"
+    );
     let slurm = &args.slurm;
     let options = options_of(slurm);
     options.validate()?;
@@ -211,6 +221,19 @@ fn resume(
     if options.array_parallel.is_some() {
         plan.options.array_parallel = options.array_parallel;
     }
+    // The scripts are written again by this binary, which the tasks then run: nothing that was
+    // left in the folder (an edited script, another binary named in plan.json) is executed.
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("finding this binary's absolute path")?;
+    if binary != plan.binary {
+        eprintln!(
+            "note: the run was submitted by {}; its missing trials run {}",
+            plan.binary.display(),
+            binary.display()
+        );
+        plan.binary = binary;
+    }
     let missing = folder.missing_trials(&plan);
     let calls = calls_for(&folder, &missing);
     if args.slurm.dry_run {
@@ -226,6 +249,8 @@ fn resume(
         root.display(),
         queued.join(", ")
     );
+    crate::experiment::slurm::write_json(&folder.plan_path(), &plan)?;
+    write_scripts(&plan, &folder)?;
     let submission = submit(&folder, &plan, &calls, &missing)?;
     let _ = watch::register(&data_dir(global.data_dir.as_deref()), &root);
     if missing.is_empty() {

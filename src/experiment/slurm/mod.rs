@@ -202,6 +202,19 @@ impl JobFolder {
             self.plan_path().display(),
             plan.format_version
         );
+        // The name goes into the scripts' job names: plain characters only, as experiment ids
+        // are; the options into #SBATCH lines, held to what the flags accept.
+        ensure!(
+            !plan.experiment.is_empty()
+                && plan.experiment.len() <= 200
+                && plan.experiment.chars().all(crate::util::is_plain_name_char),
+            "{}: experiment {:?} is no experiment id",
+            self.plan_path().display(),
+            plan.experiment
+        );
+        plan.options
+            .validate()
+            .with_context(|| format!("{}: options", self.plan_path().display()))?;
         ensure!(
             (1..=super::config::MAX_TRIALS).contains(&plan.trials),
             "{}: trials {} outside 1..={}",
