@@ -2,7 +2,8 @@
 //! scripts/slurm-local.sh): exp1 and exp3 with 2 trials submitted as array jobs must give the
 //! verdicts of the same runs made locally; an array task cancelled with `scancel` is reported
 //! missing with its Slurm state, and `--resume` completes the run without running the finished
-//! trial again. Without Slurm (no `sbatch`, or no cluster answering) it is skipped with a
+//! trial again; a verification task that fails is reported FAILED, and `--resume` then verifies
+//! the landed bundle again without another inference. Without Slurm (no `sbatch`, or no cluster answering) it is skipped with a
 //! message, except in CI (CI=true), where that is a failure.
 //!
 //! `--dry-run` needs no Slurm and is tested apart.
@@ -215,6 +216,12 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
         refused.contains("still queued") && refused.contains(infer.as_str()),
         "{refused}"
     );
+    // A third run whose verification of trial 1 fails: a folder stands where its result goes,
+    // so writing the result fails (whoever runs the test, root included).
+    let failing = root.join("exp1 verification fails");
+    submit("exp1", &failing, &data, &["--hold"]);
+    std::fs::create_dir(failing.join("trial_001.json")).unwrap();
+    slurm(&["scontrol", "release", &job_ids(&failing).join(",")]);
     // Updating one task of a pending array makes it a job of its own, which Slurm records
     // (a pending element cancelled inside its array leaves no trace in sacct).
     let killed = format!("{infer}_1");
@@ -242,6 +249,45 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     assert_eq!(verdicts(&exp1, &summary1), local1);
     // The bundles went to the run folder; the scratch folders were removed.
     assert!(exp1.join("bundles/trial_001/manifest.json").is_file());
+
+    // The failed verification is reported with its state; its inference succeeded, so a
+    // resume verifies the landed bundle again and runs no inference.
+    wait_for(&failing);
+    let summary = read_json(&failing.join("summary.json"));
+    assert_eq!(summary["complete"], false);
+    let missing = &summary["missing_trials"];
+    assert_eq!(missing[0]["trial"], 1, "{missing}");
+    assert_eq!(missing[0]["lacking"], "verification");
+    let states: Vec<(&str, &str)> = missing[0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["stage"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("inference", "COMPLETED"), ("verification", "FAILED")],
+        "{missing}"
+    );
+    std::fs::remove_dir(failing.join("trial_001.json")).unwrap();
+    run_ok(
+        &[
+            "run",
+            "exp1",
+            "--slurm",
+            "--resume",
+            failing.to_str().unwrap(),
+        ],
+        &data,
+    );
+    let subs = read_json(&failing.join("slurm/submissions.json"));
+    let resumed = &subs.as_array().unwrap()[1];
+    assert_eq!(resumed["infer"], Value::Null, "{resumed}");
+    assert_eq!(resumed["verify"][0]["trials"], serde_json::json!([1]));
+    wait_for(&failing);
+    let summary = read_json(&failing.join("summary.json"));
+    assert_eq!(summary["complete"], true, "{summary}");
+    assert_eq!(verdicts(&failing, &summary), local1);
 
     wait_for(&exp3);
     let summary3 = read_json(&exp3.join("summary.json"));
