@@ -109,8 +109,9 @@ start_database() {
         sacctmgr -n list cluster >/dev/null 2>&1 && break
         sleep 0.5
     done
-    sacctmgr -n list cluster format=cluster | grep -q verillm-local ||
-        sacctmgr -i add cluster verillm-local >/dev/null
+    # -P: names are not cut to the column width.
+    sacctmgr -n -P list cluster format=cluster | grep -qx verillm-local ||
+        sacctmgr -i add cluster verillm-local
 }
 
 start_munge() {
