@@ -12,7 +12,9 @@ use super::{data_dir, workspace, GlobalArgs, RunArgs, StepChoice};
 use crate::experiment::runner::{new_run_dir, plan_trials, utc_stamp, RunRequest};
 use crate::experiment::slurm::scripts::{experiment_scripts, write_scripts};
 use crate::experiment::slurm::submit::{calls_for, dry_run_lines, still_queued, submit};
-use crate::experiment::slurm::tasks::{collect_task, infer_task, verify_task, TaskOutcome};
+use crate::experiment::slurm::tasks::{
+    collect_task, infer_task, verify_task, TaskOutcome, ACCOUNTING_SETTLE,
+};
 use crate::experiment::slurm::{watch, JobFolder, JobPlan, SlurmOptions, SLURM_FORMAT_VERSION};
 use crate::model::embedded::model_dir;
 
@@ -337,7 +339,7 @@ pub async fn task(global: &GlobalArgs, args: SlurmTaskArgs) -> Result<ExitCode> 
             outcome?
         }
         TaskStage::Collect => {
-            let report = collect_task(&ws, &folder)?;
+            let report = collect_task(&ws, &folder, ACCOUNTING_SETTLE)?;
             eprintln!(
                 "{}: {} of {} trials landed; summary: {}",
                 report.experiment,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -207,9 +208,16 @@ pub struct CollectedSummary {
     pub missing_trials: Vec<MissingTrial>,
 }
 
+/// How long the collect step waits for job accounting to catch up. slurmctld hands a job's end
+/// to slurmdbd asynchronously, so a task that ended a moment before the collect job started
+/// (one cancelled while it ran, and the verification Slurm then cancelled) can be unknown to
+/// `sacct` yet, or still RUNNING there.
+pub const ACCOUNTING_SETTLE: Duration = Duration::from_secs(10);
+
 /// The collect step: summary.json over the trials that landed, collect.json naming the others
-/// with their Slurm states. An error when no trial landed (there is no summary to write).
-pub fn collect_task(ws: &Workspace, folder: &JobFolder) -> Result<CollectReport> {
+/// with their Slurm states (waiting up to `settle` for `sacct` to know each task's end). An
+/// error when no trial landed (there is no summary to write).
+pub fn collect_task(ws: &Workspace, folder: &JobFolder, settle: Duration) -> Result<CollectReport> {
     let plan = folder.read_plan()?;
     let spec = ws
         .config
@@ -253,7 +261,7 @@ pub fn collect_task(ws: &Workspace, folder: &JobFolder) -> Result<CollectReport>
         }
     }
     let ids: Vec<String> = wanted.iter().map(|(_, _, id)| id.clone()).collect();
-    let states = slurm_states(&ids);
+    let states = slurm_states(&ids, settle);
     let missing: Vec<MissingTrial> = missing_numbers
         .iter()
         .map(|&trial| MissingTrial {
@@ -320,37 +328,85 @@ pub fn collect_task(ws: &Workspace, folder: &JobFolder) -> Result<CollectReport>
 }
 
 /// The state of each array task (`JOB_INDEX`): from sacct where accounting is kept, else from
-/// the controller's memory of recent jobs (`scontrol show job`); (state, source) by id.
-pub fn slurm_states(ids: &[String]) -> BTreeMap<String, (String, String)> {
-    let mut states = BTreeMap::new();
+/// the controller's memory of recent jobs (`scontrol show job`); (state, source) by id. Every
+/// task asked about has ended (the collect job runs after them), so while sacct does not know
+/// a task or knows it unfinished, it is asked again, once a second, for up to `settle`.
+pub fn slurm_states(ids: &[String], settle: Duration) -> BTreeMap<String, (String, String)> {
     if ids.is_empty() {
-        return states;
+        return BTreeMap::new();
     }
-    if let Ok(out) = Command::new("sacct")
+    let deadline = Instant::now() + settle;
+    let mut from_sacct = BTreeMap::new();
+    // None: no sacct, or no accounting on this cluster (sacct then fails): nothing to wait for.
+    while let Some(answer) = sacct_states(ids) {
+        from_sacct = answer;
+        let settled = ids
+            .iter()
+            .all(|id| from_sacct.get(id).is_some_and(|s| state_is_final(s)));
+        if settled || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    ids.iter()
+        .filter_map(|id| {
+            let state = pick_state(from_sacct.get(id).map(String::as_str), || {
+                let out = Command::new("scontrol")
+                    .args(["show", "job", "-o", id])
+                    .output()
+                    .ok()?;
+                parse_scontrol_state(&String::from_utf8_lossy(&out.stdout))
+            })?;
+            Some((id.clone(), state))
+        })
+        .collect()
+}
+
+/// `sacct`'s states of `ids`, or None where it cannot answer.
+fn sacct_states(ids: &[String]) -> Option<BTreeMap<String, String>> {
+    let out = Command::new("sacct")
         .args(["-n", "-P", "-X", "-o", "JobID,State", "-j", &ids.join(",")])
         .output()
-    {
-        if out.status.success() {
-            for (id, state) in parse_sacct(&String::from_utf8_lossy(&out.stdout)) {
-                if ids.contains(&id) {
-                    states.insert(id, (state, "sacct".to_string()));
-                }
-            }
-        }
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(
+        parse_sacct(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .filter(|(id, _)| ids.contains(id))
+            .collect(),
+    )
+}
+
+/// Whether a job state is one a job ends in (not PENDING, RUNNING, COMPLETING and the like).
+pub fn state_is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "NODE_FAIL"
+            | "PREEMPTED"
+            | "OUT_OF_MEMORY"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "REVOKED"
+    )
+}
+
+/// A task's (state, source): sacct's final state, else the controller's, else whatever sacct
+/// said (an unfinished state it has not updated yet is still better than none).
+fn pick_state(
+    sacct: Option<&str>,
+    scontrol: impl FnOnce() -> Option<String>,
+) -> Option<(String, String)> {
+    if let Some(state) = sacct.filter(|s| state_is_final(s)) {
+        return Some((state.to_string(), "sacct".to_string()));
     }
-    let unanswered: Vec<&String> = ids.iter().filter(|id| !states.contains_key(*id)).collect();
-    for id in unanswered {
-        let Ok(out) = Command::new("scontrol")
-            .args(["show", "job", "-o", id])
-            .output()
-        else {
-            continue;
-        };
-        if let Some(state) = parse_scontrol_state(&String::from_utf8_lossy(&out.stdout)) {
-            states.insert(id.clone(), (state, "scontrol".to_string()));
-        }
+    if let Some(state) = scontrol() {
+        return Some((state, "scontrol".to_string()));
     }
-    states
+    sacct.map(|s| (s.to_string(), "sacct".to_string()))
 }
 
 /// `JobID|State` lines of `sacct -P`; a state such as `CANCELLED by 0` is cut to its word.
@@ -422,7 +478,7 @@ mod tests {
             dir.path().into(),
         );
 
-        let report = collect_task(&ws, &folder).unwrap();
+        let report = collect_task(&ws, &folder, Duration::ZERO).unwrap();
         assert_eq!(report.landed, vec![0]);
         assert_eq!(report.missing.len(), 1);
         let missing = &report.missing[0];
@@ -447,7 +503,9 @@ mod tests {
         // Nothing landed at all: no summary, an error naming the report.
         std::fs::remove_file(folder.trial_result_path(0)).unwrap();
         std::fs::remove_file(folder.summary_path()).unwrap();
-        let error = collect_task(&ws, &folder).unwrap_err().to_string();
+        let error = collect_task(&ws, &folder, Duration::ZERO)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("collect.json"), "{error}");
         assert!(!folder.summary_path().exists());
     }
@@ -470,5 +528,27 @@ mod tests {
             parse_scontrol_state("slurm_load_jobs error: Invalid job id"),
             None
         );
+    }
+
+    /// sacct's answer counts once it is a final state; until then the controller's is taken,
+    /// and sacct's stale one only where the controller has forgotten the job.
+    #[test]
+    fn a_final_state_is_preferred() {
+        assert!(state_is_final("CANCELLED") && state_is_final("COMPLETED"));
+        assert!(!state_is_final("RUNNING") && !state_is_final("PENDING"));
+        let sacct = |s: &str| Some((s.to_string(), "sacct".to_string()));
+        let ctld = |s: &str| Some((s.to_string(), "scontrol".to_string()));
+        let forgotten = || None;
+        assert_eq!(
+            pick_state(Some("CANCELLED"), || panic!("not asked")),
+            sacct("CANCELLED")
+        );
+        assert_eq!(
+            pick_state(Some("RUNNING"), || Some("CANCELLED".into())),
+            ctld("CANCELLED")
+        );
+        assert_eq!(pick_state(None, || Some("FAILED".into())), ctld("FAILED"));
+        assert_eq!(pick_state(Some("RUNNING"), forgotten), sacct("RUNNING"));
+        assert_eq!(pick_state(None, forgotten), None);
     }
 }
