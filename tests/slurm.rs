@@ -1,10 +1,12 @@
 //! `run --slurm` end to end on a real Slurm cluster (CI starts a single-node one with
 //! scripts/slurm-local.sh): exp1 and exp3 with 2 trials submitted as array jobs must give the
-//! verdicts of the same runs made locally; an array task cancelled with `scancel` is reported
-//! missing with its Slurm state, and `--resume` completes the run without running the finished
-//! trial again; a verification task that fails is reported FAILED, and `--resume` then verifies
-//! the landed bundle again without another inference. Without Slurm (no `sbatch`, or no cluster answering) it is skipped with a
-//! message, except in CI (CI=true), where that is a failure.
+//! verdicts of the same runs made locally; an array task cancelled with `scancel`, while held
+//! and while running (killed mid-decode), is reported missing with its Slurm state, leaves
+//! nothing that reads as a landed trial, and `--resume` completes the run without running the
+//! finished trial again; a verification task that fails is reported FAILED, and `--resume` then
+//! verifies the landed bundle again without another inference. Without Slurm (no `sbatch`, or
+//! no cluster answering) it is skipped with a message, except in CI (CI=true), where that is a
+//! failure.
 //!
 //! `--dry-run` needs no Slurm and is tested apart.
 
@@ -15,6 +17,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const TOKENS: &str = "8";
+/// The budget of the trial killed while it runs: long enough that it is still decoding when
+/// `scancel` lands (it is killed as soon as its log shows 32 tokens; 512 take 7 s at the 77
+/// tok/s of an idle core, 20 s at 25 tok/s on a loaded one), short enough that the resume
+/// that decodes it again whole adds little to the test.
+const KILL_TOKENS: &str = "512";
+/// The progress line the inference task logs once its decode is under way.
+const DECODING: &str = "trial 0: 32 tokens";
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verillm-tui"));
@@ -113,6 +122,45 @@ fn wait_for(run: &Path) {
     }
 }
 
+/// An array task's state in `squeue` (empty once it has left the queue).
+fn queue_state(task: &str) -> String {
+    let out = Command::new("squeue")
+        .args(["-h", "-j", task, "-o", "%T"])
+        .output()
+        .unwrap_or_else(|e| panic!("squeue: {e}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until inference task `JOB_0` of `run` is RUNNING and its log shows its decode under
+/// way, then cancels it with `scancel`: a task killed mid-run, not one cancelled in the queue.
+/// Returns the task's id and its log.
+fn kill_while_decoding(run: &Path) -> (String, PathBuf) {
+    let infer = job_ids(run)[0].clone();
+    let task = format!("{infer}_0");
+    let log = run.join(format!("slurm/logs/infer_{infer}_0.out"));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let state = queue_state(&task);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if state == "RUNNING" && text.contains(DECODING) {
+            break;
+        }
+        assert!(
+            !text.contains("inference done"),
+            "inference task {task} finished before it could be killed (raise KILL_TOKENS):\n{text}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "inference task {task} was not seen decoding within 3 minutes (squeue state \
+             {state:?}; the log {} should show {DECODING:?}):\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    slurm(&["scancel", &task]);
+    (task, log)
+}
+
 /// What must match between a Slurm run and a local one, per trial: the generated tokens, each
 /// verifier's verdict and check counts, the trial's verdict.
 fn verdicts(run: &Path, summary: &Value) -> Vec<Value> {
@@ -196,10 +244,31 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     let root = scratch.path();
     let data = root.join("data dir");
 
+    // A run whose one trial is killed while it decodes: submitted first, so that its inference
+    // task starts at once, and cancelled as soon as its log shows the decode under way.
+    let killed_run = root.join("exp1 killed while running");
+    let killed_arg = killed_run.to_str().unwrap();
+    run_ok(
+        &[
+            "run",
+            "exp1",
+            "--trials",
+            "1",
+            "--max-tokens",
+            KILL_TOKENS,
+            "--min-tokens",
+            KILL_TOKENS,
+            "--slurm",
+            "--out",
+            killed_arg,
+        ],
+        &data,
+    );
     // exp1 runs straight through; exp3 is submitted held so that one array task can be
     // cancelled before it starts, at a point that does not depend on timing.
     let exp1 = root.join("exp1 on slurm");
     submit("exp1", &exp1, &data, &[]);
+    let (running_task, running_log) = kill_while_decoding(&killed_run);
     let exp3 = root.join("exp3 on slurm");
     submit("exp3", &exp3, &data, &["--hold", "--array-parallel", "1"]);
     let ids = job_ids(&exp3);
@@ -241,6 +310,54 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     assert_eq!(local1.len(), 2);
     assert!(local1.iter().all(|t| t["final_verdict"] == "PASS"));
     assert!(local3.iter().all(|t| t["final_verdict"] == "REJECT"));
+
+    // The task killed mid-run is reported missing with its state from sacct, and nothing of it
+    // reads as a landed trial; then --resume runs it again, whole.
+    wait_for(&killed_run);
+    let log = std::fs::read_to_string(&running_log).unwrap();
+    assert!(
+        log.contains(DECODING) && log.contains("CANCELLED") && !log.contains("inference done"),
+        "{log}"
+    );
+    let report = read_json(&killed_run.join("slurm/collect.json"));
+    assert_eq!(report["landed"], serde_json::json!([]), "{report}");
+    let missing = &report["missing"];
+    assert_eq!(missing.as_array().unwrap().len(), 1, "{missing}");
+    assert_eq!(missing[0]["trial"], 0, "{missing}");
+    assert_eq!(missing[0]["lacking"], "inference", "{missing}");
+    let tasks = missing[0]["tasks"].as_array().unwrap();
+    let infer_state = tasks.iter().find(|t| t["stage"] == "inference").unwrap();
+    assert_eq!(infer_state["job_id"], running_task.as_str(), "{missing}");
+    assert_eq!(infer_state["state"], "CANCELLED", "{missing}");
+    assert_eq!(infer_state["source"], "sacct", "{missing}");
+    let verify_state = tasks.iter().find(|t| t["stage"] == "verification").unwrap();
+    assert_eq!(verify_state["state"], "CANCELLED", "{missing}");
+    // No bundle, no staged half of one, no result; no summary either (no trial landed, and
+    // the collect step says so rather than write an empty one).
+    let left: Vec<String> = std::fs::read_dir(killed_run.join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(left.is_empty(), "the killed task left {left:?} in bundles/");
+    assert!(!killed_run.join("trial_000.json").exists());
+    assert!(!killed_run.join("summary.json").exists());
+    // Its node-local scratch (verillm-<job id>.XXXXXX in the temporary folder) was removed.
+    let job = log
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no job id in the log:\n{log}"));
+    let scratch_prefix = format!("verillm-{job}.");
+    let scratch_left: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&scratch_prefix))
+        })
+        .collect();
+    assert!(scratch_left.is_empty(), "scratch left: {scratch_left:?}");
+    run_ok(&["run", "exp1", "--slurm", "--resume", killed_arg], &data);
 
     wait_for(&exp1);
     let summary1 = read_json(&exp1.join("summary.json"));
@@ -357,6 +474,30 @@ fn experiments_on_slurm_match_local_runs_and_a_cancelled_task_is_resumed() {
     };
     assert_eq!(infer_logs("0"), 1, "{logs:?}");
     assert_eq!(infer_logs("1"), 1, "{logs:?}");
+
+    // The resumed trial ran whole, with the run's budget, and verifies as a local run does:
+    // its first tokens are the local trial 0's.
+    wait_for(&killed_run);
+    let summary = read_json(&killed_run.join("summary.json"));
+    assert_eq!(summary["complete"], true, "{summary}");
+    assert_eq!(summary["missing_trials"], serde_json::json!([]));
+    let resumed = &verdicts(&killed_run, &summary)[0];
+    assert_eq!(resumed["final_verdict"], "PASS", "{resumed}");
+    let ids = resumed["output_ids"].as_array().unwrap();
+    assert_eq!(ids.len().to_string(), KILL_TOKENS);
+    let local_ids = local1[0]["output_ids"].as_array().unwrap();
+    assert_eq!(ids[..local_ids.len()], local_ids[..]);
+    let logs = std::fs::read_dir(killed_run.join("slurm/logs"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("infer_")
+        })
+        .count();
+    assert_eq!(logs, 2, "the killed task and its resumed twin");
 }
 
 #[test]
