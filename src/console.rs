@@ -249,6 +249,10 @@ impl Backend for WorkspaceBackend {
         runs
     }
 
+    fn slurm_runs(&self) -> Vec<crate::experiment::slurm::watch::SlurmRunWatch> {
+        crate::experiment::slurm::watch::scan(&self.ws.data_dir)
+    }
+
     fn load_trial(&self, path: &Path) -> Result<TrialResult> {
         read_json(path)
     }

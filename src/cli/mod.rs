@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bundles;
+mod slurm;
 
 use crate::engine::events::CancelToken;
 use crate::experiment::config::{ConfigSet, LayerSelection};
@@ -79,6 +80,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Check that this build, machine, model cache and configuration are ready.
     Doctor,
+    /// One task of a run submitted with `run --slurm` (what its job scripts run).
+    #[command(hide = true)]
+    SlurmTask(slurm::SlurmTaskArgs),
 }
 
 #[derive(Args, Debug)]
@@ -259,6 +263,8 @@ pub struct RunArgs {
     /// Bundle directory to verify (with --step verify).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub slurm: slurm::SlurmArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,7 +467,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Infer(args)) => bundles::infer(&global, args).await,
         Some(Command::Verify(args)) => bundles::verify(&global, args).await,
+        Some(Command::Run(args)) if args.slurm.slurm => slurm::run(&global, args).await,
         Some(Command::Run(args)) => run(&global, args).await,
+        Some(Command::SlurmTask(args)) => slurm::task(&global, args).await,
         Some(Command::Bench(args)) => bench(&global, args).await,
         Some(Command::Optimize(args)) => optimize(&global, args).await,
         Some(Command::Plot(args)) => {

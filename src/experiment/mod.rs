@@ -8,6 +8,7 @@ pub mod optimize;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod slurm;
 pub mod trial;
 mod verify_step;
 pub mod workspace;

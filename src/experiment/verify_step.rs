@@ -140,7 +140,7 @@ pub(super) async fn verify_bundles(
 /// the bundle's context; a bundle without one (a plain `infer`) takes the next free number,
 /// and two bundles that claim the same trial are refused rather than overwrite each other.
 #[allow(clippy::too_many_arguments)]
-async fn verify_one_bundle(
+pub(super) async fn verify_one_bundle(
     ws: &Arc<Workspace>,
     req: &RunRequest,
     spec: &ExperimentSpec,

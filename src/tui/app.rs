@@ -175,6 +175,8 @@ pub struct App {
     /// Index in `session_runs` of the run receiving engine events.
     pub live_run: Option<usize>,
     pub past_runs: Vec<PastRun>,
+    /// Runs submitted to Slurm, as last polled (results view).
+    pub slurm_runs: Vec<crate::experiment::slurm::watch::SlurmRunWatch>,
     /// A past run opened from the results view.
     pub review: Option<RunState>,
     pub viewing: Viewing,
@@ -217,6 +219,7 @@ impl App {
             session_runs: Vec::new(),
             live_run: None,
             past_runs: Vec::new(),
+            slurm_runs: Vec::new(),
             review: None,
             viewing: Viewing::Session(0),
             results_selected: 0,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::engine::events::{EngineEvent, LogLevel};
 use crate::experiment::results::TrialResult;
 
-use super::app::{Action, App, Catalog, ExportRequest, LogLine, Report};
+use super::app::{Action, App, Catalog, ExportRequest, LogLine, Report, Screen};
 use super::{draw, Backend, CancelToken};
 
 /// ~30 frames per second.
@@ -31,6 +31,8 @@ const FRAME: Duration = Duration::from_millis(33);
 const DRAIN_BUDGET: Duration = Duration::from_millis(25);
 /// Longest an idle screen goes undrawn (see `drive`).
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the results view looks at the folders of runs submitted to Slurm.
+const SLURM_POLL: Duration = Duration::from_secs(2);
 /// After quitting with a run going, how long to wait for the engines to save partial results.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -430,6 +432,10 @@ async fn drive(
     // An idle screen is still drawn now and then: a failed draw is the only sign that a
     // terminal vanished while no signal reached us (its input just reads end-of-file).
     let mut last_drawn = Instant::now();
+    // Submitted Slurm runs are polled off the drawing thread while the results view is open.
+    let (slurm_tx, mut slurm_rx) = unbounded_channel();
+    let mut slurm_polled: Option<Instant> = None;
+    let mut slurm_polling = false;
     loop {
         let signalled = matches!(ending, Ending::Signal(_));
         tokio::select! {
@@ -437,6 +443,17 @@ async fn drive(
                 dirty |= drain_events(app, &mut engine_rx);
                 if PANICKED.load(Ordering::SeqCst) {
                     anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
+                }
+                if app.screen == Screen::Results
+                    && !slurm_polling
+                    && slurm_polled.is_none_or(|at| at.elapsed() >= SLURM_POLL)
+                {
+                    slurm_polling = true;
+                    slurm_polled = Some(Instant::now());
+                    let (backend, sender) = (Arc::clone(backend), slurm_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _ = sender.send(backend.slurm_runs());
+                    });
                 }
                 let heartbeat = last_drawn.elapsed() >= HEARTBEAT;
                 if !terminal_lost && (dirty || heartbeat || app.live().is_some()) {
@@ -455,6 +472,13 @@ async fn drive(
                 }
                 if quit_deadline.is_some_and(|deadline| app.live().is_none() || Instant::now() >= deadline) {
                     return Ok(ending);
+                }
+            }
+            Some(runs) = slurm_rx.recv() => {
+                slurm_polling = false;
+                if runs != app.slurm_runs {
+                    app.slurm_runs = runs;
+                    dirty = true;
                 }
             }
             read = input.recv(), if input_open => {

@@ -12,6 +12,7 @@ mod keys;
 mod picker;
 mod results;
 mod run_view;
+mod slurm_panel;
 pub mod trial_view;
 mod wrap;
 
@@ -23,6 +24,8 @@ mod tests_keys;
 mod tests_layout;
 #[cfg(test)]
 mod tests_saved;
+#[cfg(test)]
+mod tests_slurm;
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +110,11 @@ pub trait Backend: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
     /// Runs found in the data directory.
     fn past_runs(&self) -> Vec<PastRun>;
+    /// Runs submitted to Slurm (`run --slurm`), as their folders show them now: polled while
+    /// the results view is open. May read many small files: called off the drawing thread.
+    fn slurm_runs(&self) -> Vec<crate::experiment::slurm::watch::SlurmRunWatch> {
+        Vec::new()
+    }
     fn load_trial(&self, path: &Path) -> anyhow::Result<TrialResult>;
     /// Writes PNGs for a trial and returns their paths. May take a while: the UI calls it off
     /// the drawing thread.

@@ -176,6 +176,17 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Line::styled(heading, Style::default().add_modifier(Modifier::BOLD)),
         title,
     );
+    let list = if app.slurm_runs.is_empty() {
+        list
+    } else {
+        let [list, slurm] = Layout::vertical([
+            Constraint::Min(5),
+            Constraint::Length(super::slurm_panel::height(&app.slurm_runs)),
+        ])
+        .areas(list);
+        super::slurm_panel::render(frame, slurm, &app.slurm_runs);
+        list
+    };
     render_table(frame, list, app, &entries);
     render_details(frame, details, entries.get(app.results_selected));
     render_footer(frame, footer, &RESULTS_KEYS);
