@@ -193,6 +193,7 @@ pub fn run_bench(
             inference_native: false,
             policy: &policy,
             chunk,
+            tokens: None,
         };
         verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())
     };

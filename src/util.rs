@@ -469,3 +469,14 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
     }
 }
+
+/// A token-check margin for people: three decimals, or "−inf"/"+inf".
+pub fn format_margin(margin: f64) -> String {
+    if margin == f64::NEG_INFINITY {
+        "-inf".into()
+    } else if margin == f64::INFINITY {
+        "+inf".into()
+    } else {
+        format!("{margin:+.3}")
+    }
+}

@@ -4,6 +4,7 @@ pub mod bundle;
 pub mod config;
 pub mod optimize;
 pub mod report;
+pub mod request;
 pub mod results;
 pub mod runner;
 pub mod trial;

@@ -180,7 +180,9 @@ fn verifier(
             summary,
             checks,
             embedding_checks,
+            token_checks: Vec::new(),
         },
+        token_checks: None,
         overhead: Overhead {
             verification_time_s: verification_time,
             inference_time_s: inference_time,
@@ -246,6 +248,7 @@ pub(crate) fn trial(
         TrialVerdict::Reject
     };
     TrialResult {
+        request_checked: false,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.to_string(),
         trial: index,

@@ -123,7 +123,9 @@ pub(super) fn trial_result(
                     },
                     checks,
                     embedding_checks: Vec::new(),
+                    token_checks: Vec::new(),
                 },
+                token_checks: None,
                 overhead: Overhead {
                     verification_time_s: 1.0,
                     inference_time_s: 2.0,
@@ -145,6 +147,7 @@ pub(super) fn trial_result(
         TrialVerdict::Reject
     };
     TrialResult {
+        request_checked: false,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.into(),
         trial,
