@@ -340,6 +340,17 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A token-check margin for people: three decimals, or "−inf"/"+inf".
+pub fn format_margin(margin: f64) -> String {
+    if margin == f64::NEG_INFINITY {
+        "-inf".into()
+    } else if margin == f64::INFINITY {
+        "+inf".into()
+    } else {
+        format!("{margin:+.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,13 +481,3 @@ mod tests {
     }
 }
 
-/// A token-check margin for people: three decimals, or "−inf"/"+inf".
-pub fn format_margin(margin: f64) -> String {
-    if margin == f64::NEG_INFINITY {
-        "-inf".into()
-    } else if margin == f64::INFINITY {
-        "+inf".into()
-    } else {
-        format!("{margin:+.3}")
-    }
-}

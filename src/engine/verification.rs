@@ -321,6 +321,56 @@ pub fn verify(
     })
 }
 
+/// Token checks alone (no committed states): one prefill over prompt + output through the
+/// lm_head, every generated token held to `rule` with tolerance δ of `tier`. For outputs of
+/// other engines that come without hidden states (PyTorch controls, δ measurements).
+pub fn check_tokens_only(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    output_ids: &[u32],
+    rule: &TokenRule<'_>,
+    tier: CompareDtype,
+    chunk: usize,
+) -> Result<TokenChecks> {
+    ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
+    ensure!(chunk > 0, "chunk size must be at least 1");
+    let tm = &model.model;
+    let tolerance = token_margin_tolerance(tier);
+    let prompt_len = prompt_ids.len();
+    let sequence: Vec<u32> = prompt_ids.iter().chain(output_ids).copied().collect();
+    let mut cache = tm.new_cache();
+    let mut records = Vec::with_capacity(output_ids.len());
+    for chunk_start in (0..sequence.len()).step_by(chunk) {
+        let chunk_end = (chunk_start + chunk).min(sequence.len());
+        let chunk_ids = &sequence[chunk_start..chunk_end];
+        let first_logit_row = (prompt_len - 1).saturating_sub(chunk_start);
+        if first_logit_row >= chunk_ids.len() {
+            tm.forward(chunk_ids, &mut cache, &[], true)?;
+            continue;
+        }
+        let out = tm.forward_with_logits_from(chunk_ids, &mut cache, &[], first_logit_row)?;
+        let rows: Vec<Vec<f32>> = out.row_logits.expect("asked for row logits").to_vec2()?;
+        for (k, row) in rows.iter().enumerate() {
+            let position = chunk_start + first_logit_row + k + 1 - prompt_len;
+            if let Some(&token) = output_ids.get(position) {
+                records.push(check_token(
+                    rule,
+                    row,
+                    &sequence[..prompt_len + position],
+                    position,
+                    token,
+                    tolerance,
+                ));
+            }
+        }
+    }
+    Ok(TokenChecks {
+        records,
+        tolerance,
+        stop_violation: stop_violation(rule, output_ids),
+    })
+}
+
 /// Holds generated token `position` (`token`) to the rule, given the verifier's logits of the
 /// step that chose it and the context before it (prompt and earlier tokens).
 fn check_token(

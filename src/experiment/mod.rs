@@ -7,6 +7,8 @@ pub mod report;
 pub mod request;
 pub mod results;
 pub mod runner;
+#[cfg(test)]
+mod token_tests;
 pub mod trial;
 mod verify_step;
 pub mod workspace;

@@ -308,7 +308,7 @@ pub fn check_bundle_against_request(
             "prompt: the bundle answers another prompt ({} prompt ids, first difference at \
              {first_difference}; its prompt text ends «{}»), not the request's «{}» ({} ids)",
             manifest.prompt_ids.len(),
-            crate::util::escape_controls(&tail_chars(&manifest.prompt_text, 80)),
+            crate::util::escape_controls(&tail_chars(&manifest.prompt_text, 80)).replace('\n', "⏎"),
             request.prompt_summary(),
             prompt_ids.len()
         ));
