@@ -480,4 +480,3 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
     }
 }
-

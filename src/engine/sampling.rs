@@ -89,7 +89,9 @@ pub fn gumbel_noise(seed: u64, position: u64, token: u32) -> f64 {
 /// units (the temperature; 1 for greedy), so that one tolerance serves every temperature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepCandidates {
-    /// (token id, score), best first (score descending, lowest id first on ties).
+    /// (token id, score), best first (score descending, lowest id first on ties); at T = 0
+    /// only the first two are in order (the choice and the runner-up are all a margin needs,
+    /// and a vocabulary-wide sort per token would cost more than the lm_head).
     pub scored: Vec<(u32, f64)>,
     pub scale: f64,
 }
@@ -142,7 +144,7 @@ impl StepCandidates {
                 .filter(finite)
                 .map(|i| (i as u32, processed[i]))
                 .collect();
-            sort_best_first(&mut scored);
+            best_first_prefix(&mut scored, 2);
             return StepCandidates { scored, scale: 1.0 };
         }
         let t = params.temperature;
@@ -150,9 +152,11 @@ impl StepCandidates {
             .filter(finite)
             .map(|i| (i as u32, processed[i] / t))
             .collect();
-        sort_best_first(&mut kept);
         if params.top_k > 0 {
+            best_first_prefix(&mut kept, params.top_k);
             kept.truncate(params.top_k);
+        } else {
+            sort_best_first(&mut kept);
         }
         if params.top_p < 1.0 && !kept.is_empty() {
             let max = kept[0].1;
@@ -208,8 +212,24 @@ impl StepCandidates {
 }
 
 /// Score descending, lowest id first among equal scores.
+fn best_first(a: &(u32, f64), b: &(u32, f64)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
 fn sort_best_first(scored: &mut [(u32, f64)]) {
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.sort_by(best_first);
+}
+
+/// Puts the `n` best first, in order (the rest after them, in no order): linear time.
+fn best_first_prefix(scored: &mut [(u32, f64)], n: usize) {
+    if n == 0 {
+        return;
+    }
+    if scored.len() > n {
+        scored.select_nth_unstable_by(n - 1, best_first);
+    }
+    let n = n.min(scored.len());
+    scored[..n].sort_by(best_first);
 }
 
 /// The inferencer's sampler: the rule above, one step at a time.
