@@ -1242,3 +1242,126 @@ fn the_committed_h100_results_still_load_and_report_as_documented() {
         assert_eq!(verdicts, 3, "{row}");
     }
 }
+
+/// The request flow across processes: `request` writes one, `infer --request` serves it and
+/// records it, `verify --request` passes the honest bundle with its token checks, rejects it
+/// against another prompt's request (naming the prompt) and against a request with another
+/// seed (naming the field), refuses a tampered request file, and without a request says that
+/// nothing was checked against one.
+#[test]
+fn a_verdict_is_bound_to_the_request_it_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let path = |name: &str| data.path().join(name).to_str().unwrap().to_string();
+    let (req, other, reseeded, bundle) = (
+        path("req.json"),
+        path("other.json"),
+        path("seed.json"),
+        path("bundle"),
+    );
+    let request = |prompt: &str, seed: &str, out: &str| {
+        run_ok(
+            &[
+                "request",
+                "--prompt",
+                prompt,
+                "--temperature",
+                "0.7",
+                "--seed",
+                seed,
+                "--max-tokens",
+                "16",
+                "--out",
+                out,
+            ],
+            data.path(),
+        );
+    };
+    request("Name three prime numbers.", "5", &req);
+    request("Name three rivers.", "5", &other);
+    request("Name three prime numbers.", "6", &reseeded);
+    let written: Value = serde_json::from_slice(&std::fs::read(&req).unwrap()).unwrap();
+    assert_eq!(written["nonce"].as_str().unwrap().len(), 64);
+    assert_eq!(written["sampling"]["seed"], 5);
+
+    run_ok(&["infer", "--request", &req, "--out", &bundle], data.path());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&bundle).join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["request"]["nonce"], written["nonce"]);
+    assert_eq!(manifest["request"]["sha256"], written["sha256"]);
+
+    let verified = json(&run_ok(
+        &[
+            "verify",
+            &bundle,
+            "--request",
+            &req,
+            "--verifiers",
+            "1",
+            "--json",
+        ],
+        data.path(),
+    ));
+    assert_eq!(verified["summary"]["final_verdict"], "PASS");
+    assert_eq!(verified["request_checked"], true);
+    let tokens = &verified["verifiers"][0]["token_checks"];
+    assert_eq!(tokens["count"], 16);
+    assert_eq!(tokens["accepted"], 16);
+    assert_eq!(tokens["pass"], true);
+    assert!(tokens["first_rejected_position"].is_null());
+
+    let rejected = |request: &str| {
+        let out = bin()
+            .args(["verify", &bundle, "--request", request, "--verifiers", "1"])
+            .env("VERILLM_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "REJECT exits with 3");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = rejected(&other);
+    assert!(
+        said.contains("REJECT") && said.contains("prompt:") && said.contains("Name three rivers."),
+        "{said}"
+    );
+    let said = rejected(&reseeded);
+    assert!(said.contains("sampling.seed"), "{said}");
+
+    // A request changed after it was written is refused, naming the file and the checksum.
+    let mut tampered = written.clone();
+    tampered["sampling"]["temperature"] = serde_json::json!(0.9);
+    let tampered_path = path("tampered.json");
+    std::fs::write(&tampered_path, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let err = run_err(
+        &["verify", &bundle, "--request", &tampered_path],
+        data.path(),
+    );
+    assert!(
+        err.contains("tampered.json") && err.contains("sha256"),
+        "{err}"
+    );
+
+    // Without a request: the bundle's own claims, and the output says so.
+    let out = run_ok(&["verify", &bundle, "--verifiers", "1"], data.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("request_checked: false"), "{stdout}");
+    assert!(stdout.contains("tokens 1.0000 (16/16"), "{stdout}");
+    let unchecked = json(&run_ok(
+        &["verify", &bundle, "--verifiers", "1", "--json"],
+        data.path(),
+    ));
+    assert_eq!(unchecked["request_checked"], false);
+    // State only: no token checks in the result.
+    let state_only = json(&run_ok(
+        &[
+            "verify",
+            &bundle,
+            "--verifiers",
+            "1",
+            "--state-only",
+            "--json",
+        ],
+        data.path(),
+    ));
+    assert!(state_only["verifiers"][0].get("token_checks").is_none());
+}
