@@ -1365,3 +1365,58 @@ fn a_verdict_is_bound_to_the_request_it_answers() {
     ));
     assert!(state_only["verifiers"][0].get("token_checks").is_none());
 }
+
+/// `run --step verify` holds each bundle to the request the experiment makes for its trial
+/// (prompts.yaml, the experiment's sampling, the run's seed and limits), never to what the
+/// bundle says: verified with another seed than the inference used, the bundle is refused,
+/// naming the trial's request and the field.
+#[test]
+fn two_step_verification_rebuilds_each_trials_request() {
+    let data = tempfile::tempdir().unwrap();
+    let bundles = data.path().join("bundles");
+    let b = bundles.to_str().unwrap();
+    let common = ["--trials", "1", "--max-tokens", "8", "--verifiers", "1"];
+    run_ok(
+        &[
+            &["run", "exp1", "--step", "infer", "--out", b, "--seed", "3"],
+            &common[..],
+        ]
+        .concat(),
+        data.path(),
+    );
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(bundles.join("trial_000").join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["request"]["sampling"]["seed"], 3);
+    let ok = data.path().join("ok");
+    run_ok(
+        &[
+            &[
+                "run", "exp1", "--step", "verify", "--from", b, "--seed", "3",
+            ],
+            &common[..],
+            &["--out", ok.to_str().unwrap()],
+        ]
+        .concat(),
+        data.path(),
+    );
+    let trial = &trial_files(&ok)[0];
+    assert_eq!(trial["request_checked"], true);
+    assert_eq!(trial["verifiers"][0]["token_checks"]["pass"], true);
+    let err = run_err(
+        &[
+            &[
+                "run", "exp1", "--step", "verify", "--from", b, "--seed", "4",
+            ],
+            &common[..],
+        ]
+        .concat(),
+        data.path(),
+    );
+    assert!(
+        err.contains("does not answer trial 0's request")
+            && (err.contains("sampling.seed") || err.contains("prompt:")),
+        "{err}"
+    );
+}
