@@ -528,6 +528,11 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
                     b,
                     "--verifiers",
                     "1",
+                    // The request the inference served: same budget (and trials, seed).
+                    "--trials",
+                    "1",
+                    "--max-tokens",
+                    "8",
                     "--out",
                     out.to_str().unwrap(),
                 ],
@@ -589,17 +594,22 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             data.path(),
         );
         assert!(bundles.join("trial_000").join("manifest.json").exists());
+        // Verified against the requests the experiment makes with the same flags.
         run_ok(
             &[
-                "run",
-                exp,
-                "--step",
-                "verify",
-                "--from",
-                bundles.to_str().unwrap(),
-                "--out",
-                two.to_str().unwrap(),
-            ],
+                &[
+                    "run",
+                    exp,
+                    "--step",
+                    "verify",
+                    "--from",
+                    bundles.to_str().unwrap(),
+                    "--out",
+                    two.to_str().unwrap(),
+                ],
+                &args[..],
+            ]
+            .concat(),
             data.path(),
         );
         let (a, b) = (trial_files(&one), trial_files(&two));
@@ -701,6 +711,10 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             "verify",
             "--from",
             mixed.to_str().unwrap(),
+            "--trials",
+            "2",
+            "--max-tokens",
+            "32",
             "--out",
             out_dir.to_str().unwrap(),
         ],

@@ -244,7 +244,9 @@ async fn verify_one_bundle(
         check_against_request(ws, &settings.verifiers[0], sink, &manifest, &expected).await?
     {
         bail!(
-            "does not answer trial {trial}'s request (prompt {}): {mismatch}",
+            "does not answer trial {trial}'s request (prompt {}): {mismatch} (the requests are \
+             rebuilt from the experiment: verify with the --seed, --trials, --max-tokens and \
+             --min-tokens the inference ran with)",
             plan.prompt.id
         );
     }

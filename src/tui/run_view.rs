@@ -181,7 +181,23 @@ fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) 
 }
 
 fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialView>) {
-    let block = focus_block("Generated text", app.run_pane == RunPane::Text);
+    // Which tokens the shown verifier rejected, in the title: a saved trial's text comes whole,
+    // without the token boundaries the live view marks them by.
+    let title = match trial.and_then(|t| t.verifiers.get(app.selected_verifier)) {
+        Some(verifier) if !verifier.rejected_tokens.is_empty() => format!(
+            "Generated text · V{} rejected {} token{} (first at {})",
+            app.selected_verifier + 1,
+            verifier.rejected_tokens.len(),
+            if verifier.rejected_tokens.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            verifier.rejected_tokens.iter().min().unwrap_or(&0)
+        ),
+        _ => "Generated text".to_string(),
+    };
+    let block = focus_block(&title, app.run_pane == RunPane::Text);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let text = trial.map_or("", |trial| trial.text.as_str());

@@ -678,6 +678,7 @@ fn token_checks_show_as_a_gauge_and_rejected_tokens_are_marked_in_the_text() {
     let mut app = app_with_run(events);
     let buffer = screen(&app, 120, 40);
     assert_shows(&buffer, "tok 23/24 ✗");
+    assert_shows(&buffer, "V1 rejected 1 token (first at 5)");
     assert_shows(&buffer, "tok 24/24 ✓");
     let (x, y) = find_all(&buffer, "w5 ")[0];
     for dx in 0..2 {
@@ -710,4 +711,25 @@ fn an_unchecked_request_is_shown_in_the_header() {
     let buffer = screen(&app, 120, 40);
     assert_shows(&buffer, "request ✓");
     assert!(find_all(&buffer, "request not checked").is_empty());
+}
+
+/// A saved trial brings its token checks back: gauge counts and the rejected positions.
+#[test]
+fn a_saved_trial_restores_its_token_checks() {
+    use crate::engine::verification::TokenCheckRecord;
+    let mut result = trial_result("exp1-honest", 0, 8, 2);
+    result.verifiers[1].statistics.token_checks = (0..8)
+        .map(|position| TokenCheckRecord {
+            position,
+            token: position as u32,
+            in_set: true,
+            margin: if position == 6 { -1.0 } else { 1.0 },
+            accept: position != 6,
+        })
+        .collect();
+    let view = super::trial_view::TrialView::from_result(result);
+    assert_eq!(view.verifiers[0].token_checks, 0);
+    let second = &view.verifiers[1];
+    assert_eq!((second.token_checks, second.tokens_accepted), (8, 7));
+    assert_eq!(second.rejected_tokens, vec![6]);
 }
