@@ -211,6 +211,21 @@ fn replay_of_cheap_tokens_with_honest_states_is_rejected() {
             "the replayed states are honest ones"
         );
         assert!(!passes(&out), "{}", describe(&out));
+        // Declared bf16, the same bundle is judged with bf16's δ: measured, not asserted (a
+        // greedy replay whose tokens all stay within δ of the model's choice would pass).
+        let loose = check(
+            &prompt,
+            &tokens,
+            &states,
+            CompareDtype::Bf16,
+            false,
+            &params,
+        );
+        println!(
+            "replay declared bf16, T={}: {}",
+            params.temperature,
+            describe(&loose)
+        );
     }
 }
 

@@ -260,8 +260,8 @@ pub fn token_margin_tolerance(tier: CompareDtype) -> f64 {
 }
 
 pub const TOKEN_DELTA_F32: f64 = 0.01;
-pub const TOKEN_DELTA_F16: f64 = 0.15;
-pub const TOKEN_DELTA_BF16: f64 = 1.5;
+pub const TOKEN_DELTA_F16: f64 = 0.2;
+pub const TOKEN_DELTA_BF16: f64 = 2.0;
 
 #[cfg(test)]
 mod tests {
