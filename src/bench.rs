@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::{generate, InferenceOutput};
 use crate::engine::sampling::SamplingParams;
-use crate::engine::verification::{default_chunk, verify, VerifyJob};
+use crate::engine::verification::{default_chunk, verify, TokenRule, VerifyJob};
 use crate::experiment::runner::{render_prompt, Role, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::EMBEDDED_MODEL_ID;
@@ -47,6 +47,10 @@ pub struct RatioFigure {
     pub ratio_percent: f64,
     /// The ratio without the comparison: the prefill (in chunks) and reading its states back.
     pub prefill_ratio_percent: f64,
+    /// The same verification with token checks off (`verify --state-only`): the prefill stops
+    /// after the last tap, no lm_head. `verification_s` includes the token checks.
+    pub state_only_verification_s: f64,
+    pub state_only_ratio_percent: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,8 +209,10 @@ pub fn run_bench(
         .to_scalar::<f32>()?;
     let prefill_rate = long_ids.len() as f64 / start.elapsed().as_secs_f64();
 
-    let verify_at = |out: &InferenceOutput, chunk: usize| {
+    let eos_ids = full.tokenizer.eos_ids();
+    let verify_at = |out: &InferenceOutput, chunk: usize, token_checks: bool| {
         let policy = PolicyConfig::default();
+        let sampling = greedy(out.output_ids.len());
         let job = VerifyJob {
             prompt_ids: &prompt_ids,
             output_ids: &out.output_ids,
@@ -218,6 +224,11 @@ pub fn run_bench(
             inference_native: false,
             policy: &policy,
             chunk,
+            tokens: token_checks.then(|| TokenRule {
+                sampling: &sampling,
+                eos_ids: eos_ids.clone(),
+                output_complete: true,
+            }),
         };
         verify(&full, &job, &EventSink::none(), 0, 0, &CancelToken::new())
     };
@@ -234,8 +245,11 @@ pub fn run_bench(
             0,
             &CancelToken::new(),
         )?;
-        let ver = verify_at(&out, default_chunk(device))?;
+        let ver = verify_at(&out, default_chunk(device), true)?;
+        let state_only = verify_at(&out, default_chunk(device), false)?;
         ratios.push(RatioFigure {
+            state_only_verification_s: state_only.time_s,
+            state_only_ratio_percent: 100.0 * state_only.time_s / out.total_s,
             new_tokens: n,
             inference_s: out.total_s,
             verification_s: ver.time_s,
@@ -261,7 +275,7 @@ pub fn run_bench(
         );
         let chunks = SWEPT_CHUNKS.iter().copied().filter(|&c| c < sequence);
         for chunk in chunks.chain([sequence]) {
-            let ver = verify_at(out, chunk)?;
+            let ver = verify_at(out, chunk, true)?;
             chunk_sweep.push(ChunkFigure {
                 new_tokens: out.output_ids.len(),
                 chunk,
@@ -380,13 +394,15 @@ pub fn print_report(r: &BenchReport) {
     );
     for v in &r.verification_ratio {
         println!(
-            "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%   (comparing {:.2} s; prefill alone {:.1}%)",
+            "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%   (comparing and token checks {:.2} s; prefill alone {:.1}%; state only: {:.2} s, {:.1}%)",
             v.new_tokens,
             v.inference_s,
             v.verification_s,
             v.ratio_percent,
             v.compare_s,
-            v.prefill_ratio_percent
+            v.prefill_ratio_percent,
+            v.state_only_verification_s,
+            v.state_only_ratio_percent
         );
     }
     for c in &r.chunk_sweep {

@@ -220,7 +220,9 @@ fn plot_self_test() -> anyhow::Result<()> {
             summary,
             checks,
             embedding_checks: Vec::new(),
+            token_checks: Vec::new(),
         },
+        token_checks: None,
         overhead: Overhead {
             verification_time_s: 0.1,
             inference_time_s: 1.0,
@@ -231,6 +233,7 @@ fn plot_self_test() -> anyhow::Result<()> {
     };
     let trial = TrialResult {
         format_version: RESULT_FORMAT_VERSION,
+        request_checked: false,
         experiment: "doctor".into(),
         trial: 0,
         started_at: 0,

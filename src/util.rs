@@ -356,6 +356,17 @@ pub fn shell_quote(text: &str) -> String {
     }
 }
 
+/// A token-check margin for people: three decimals, or "−inf"/"+inf".
+pub fn format_margin(margin: f64) -> String {
+    if margin == f64::NEG_INFINITY {
+        "-inf".into()
+    } else if margin == f64::INFINITY {
+        "+inf".into()
+    } else {
+        format!("{margin:+.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

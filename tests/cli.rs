@@ -528,6 +528,11 @@ fn a_claim_of_native_precision_is_trusted_only_where_granted() {
                     b,
                     "--verifiers",
                     "1",
+                    // The request the inference served: same budget (and trials, seed).
+                    "--trials",
+                    "1",
+                    "--max-tokens",
+                    "8",
                     "--out",
                     out.to_str().unwrap(),
                 ],
@@ -589,17 +594,22 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             data.path(),
         );
         assert!(bundles.join("trial_000").join("manifest.json").exists());
+        // Verified against the requests the experiment makes with the same flags.
         run_ok(
             &[
-                "run",
-                exp,
-                "--step",
-                "verify",
-                "--from",
-                bundles.to_str().unwrap(),
-                "--out",
-                two.to_str().unwrap(),
-            ],
+                &[
+                    "run",
+                    exp,
+                    "--step",
+                    "verify",
+                    "--from",
+                    bundles.to_str().unwrap(),
+                    "--out",
+                    two.to_str().unwrap(),
+                ],
+                &args[..],
+            ]
+            .concat(),
             data.path(),
         );
         let (a, b) = (trial_files(&one), trial_files(&two));
@@ -701,6 +711,10 @@ fn two_step_run_across_processes_equals_the_one_step_parallel_run() {
             "verify",
             "--from",
             mixed.to_str().unwrap(),
+            "--trials",
+            "2",
+            "--max-tokens",
+            "32",
             "--out",
             out_dir.to_str().unwrap(),
         ],
@@ -1774,4 +1788,182 @@ fn a_long_prompt_is_prefilled_in_chunks_with_progress() {
     assert!(!stderr.contains("384 of 301"), "{stderr}");
     // What was prefilled in pieces verifies like any bundle.
     run_ok(&["verify", out.to_str().unwrap(), "--verifiers", "1"], d);
+}
+
+/// The request flow across processes: `request` writes one, `infer --request` serves it and
+/// records it, `verify --request` passes the honest bundle with its token checks, rejects it
+/// against another prompt's request (naming the prompt) and against a request with another
+/// seed (naming the field), refuses a tampered request file, and without a request says that
+/// nothing was checked against one.
+#[test]
+fn a_verdict_is_bound_to_the_request_it_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let path = |name: &str| data.path().join(name).to_str().unwrap().to_string();
+    let (req, other, reseeded, bundle) = (
+        path("req.json"),
+        path("other.json"),
+        path("seed.json"),
+        path("bundle"),
+    );
+    let request = |prompt: &str, seed: &str, out: &str| {
+        run_ok(
+            &[
+                "request",
+                "--prompt",
+                prompt,
+                "--temperature",
+                "0.7",
+                "--seed",
+                seed,
+                "--max-tokens",
+                "16",
+                "--out",
+                out,
+            ],
+            data.path(),
+        );
+    };
+    request("Name three prime numbers.", "5", &req);
+    request("Name three rivers.", "5", &other);
+    request("Name three prime numbers.", "6", &reseeded);
+    let written: Value = serde_json::from_slice(&std::fs::read(&req).unwrap()).unwrap();
+    assert_eq!(written["nonce"].as_str().unwrap().len(), 64);
+    assert_eq!(written["sampling"]["seed"], 5);
+
+    run_ok(&["infer", "--request", &req, "--out", &bundle], data.path());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&bundle).join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["request"]["nonce"], written["nonce"]);
+    assert_eq!(manifest["request"]["sha256"], written["sha256"]);
+
+    let verified = json(&run_ok(
+        &[
+            "verify",
+            &bundle,
+            "--request",
+            &req,
+            "--verifiers",
+            "1",
+            "--json",
+        ],
+        data.path(),
+    ));
+    assert_eq!(verified["summary"]["final_verdict"], "PASS");
+    assert_eq!(verified["request_checked"], true);
+    let tokens = &verified["verifiers"][0]["token_checks"];
+    assert_eq!(tokens["count"], 16);
+    assert_eq!(tokens["accepted"], 16);
+    assert_eq!(tokens["pass"], true);
+    assert!(tokens["first_rejected_position"].is_null());
+
+    let rejected = |request: &str| {
+        let out = bin()
+            .args(["verify", &bundle, "--request", request, "--verifiers", "1"])
+            .env("VERILLM_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "REJECT exits with 3");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = rejected(&other);
+    assert!(
+        said.contains("REJECT") && said.contains("prompt:") && said.contains("Name three rivers."),
+        "{said}"
+    );
+    let said = rejected(&reseeded);
+    assert!(said.contains("sampling.seed"), "{said}");
+
+    // A request changed after it was written is refused, naming the file and the checksum.
+    let mut tampered = written.clone();
+    tampered["sampling"]["temperature"] = serde_json::json!(0.9);
+    let tampered_path = path("tampered.json");
+    std::fs::write(&tampered_path, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let err = run_err(
+        &["verify", &bundle, "--request", &tampered_path],
+        data.path(),
+    );
+    assert!(
+        err.contains("tampered.json") && err.contains("sha256"),
+        "{err}"
+    );
+
+    // Without a request: the bundle's own claims, and the output says so.
+    let out = run_ok(&["verify", &bundle, "--verifiers", "1"], data.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("request_checked: false"), "{stdout}");
+    assert!(stdout.contains("tokens 1.0000 (16/16"), "{stdout}");
+    let unchecked = json(&run_ok(
+        &["verify", &bundle, "--verifiers", "1", "--json"],
+        data.path(),
+    ));
+    assert_eq!(unchecked["request_checked"], false);
+    // State only: no token checks in the result.
+    let state_only = json(&run_ok(
+        &[
+            "verify",
+            &bundle,
+            "--verifiers",
+            "1",
+            "--state-only",
+            "--json",
+        ],
+        data.path(),
+    ));
+    assert!(state_only["verifiers"][0].get("token_checks").is_none());
+}
+
+/// `run --step verify` holds each bundle to the request the experiment makes for its trial
+/// (prompts.yaml, the experiment's sampling, the run's seed and limits), never to what the
+/// bundle says: verified with another seed than the inference used, the bundle is refused,
+/// naming the trial's request and the field.
+#[test]
+fn two_step_verification_rebuilds_each_trials_request() {
+    let data = tempfile::tempdir().unwrap();
+    let bundles = data.path().join("bundles");
+    let b = bundles.to_str().unwrap();
+    let common = ["--trials", "1", "--max-tokens", "8", "--verifiers", "1"];
+    run_ok(
+        &[
+            &["run", "exp1", "--step", "infer", "--out", b, "--seed", "3"],
+            &common[..],
+        ]
+        .concat(),
+        data.path(),
+    );
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(bundles.join("trial_000").join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["request"]["sampling"]["seed"], 3);
+    let ok = data.path().join("ok");
+    run_ok(
+        &[
+            &[
+                "run", "exp1", "--step", "verify", "--from", b, "--seed", "3",
+            ],
+            &common[..],
+            &["--out", ok.to_str().unwrap()],
+        ]
+        .concat(),
+        data.path(),
+    );
+    let trial = &trial_files(&ok)[0];
+    assert_eq!(trial["request_checked"], true);
+    assert_eq!(trial["verifiers"][0]["token_checks"]["pass"], true);
+    let err = run_err(
+        &[
+            &[
+                "run", "exp1", "--step", "verify", "--from", b, "--seed", "4",
+            ],
+            &common[..],
+        ]
+        .concat(),
+        data.path(),
+    );
+    assert!(
+        err.contains("does not answer trial 0's request")
+            && (err.contains("sampling.seed") || err.contains("prompt:")),
+        "{err}"
+    );
 }

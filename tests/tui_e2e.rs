@@ -169,6 +169,15 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
         3,
         "three verifier verdicts:\n{s}"
     );
+    assert_eq!(
+        s.matches("tok 16/16 ✓").count(),
+        3,
+        "three token-check gauges, every token accepted:\n{s}"
+    );
+    assert!(
+        s.contains("request ✓"),
+        "the run's own request was checked:\n{s}"
+    );
     assert!(
         s.contains("L8") && s.contains("L16") && s.contains("L24"),
         "heatmap rows:\n{s}"
@@ -204,6 +213,7 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
         .collect();
     for figure in [
         "accept_rates",
+        "token_margins",
         "threshold_distributions",
         "overhead",
         "heatmap",

@@ -6,26 +6,35 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use super::{verdict_code, workspace, GlobalArgs, InferArgs, PolicyChoice, VerifyArgs};
+use super::{
+    verdict_code, workspace, GlobalArgs, InferArgs, PolicyChoice, RequestArgs, VerifyArgs,
+};
 use crate::engine::events::CancelToken;
+use crate::engine::sampling::SamplingParams;
 use crate::experiment::bundle::{read_manifest, read_states, Manifest};
+use crate::experiment::request::{
+    check_against_request, read_request, write_request, ExpectedRequest, Request,
+};
 use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
 use crate::stats::policy::PolicyConfig;
 
-pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
-    let ws = Arc::new(workspace(global)?);
-    let text = match (&args.prompt, &args.prompt_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => read_prompt_file(f)?,
+/// The prompt text of `--prompt` or `--prompt-file`.
+fn prompt_text(prompt: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<String> {
+    match (prompt, file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(f)) => read_prompt_file(f),
         (None, None) => bail!("give --prompt or --prompt-file"),
-    };
-    let role = Role {
-        model: args.model.clone(),
-        precision: args.precision,
-        device: args.device,
-    };
-    let sampling = crate::engine::sampling::SamplingParams {
+    }
+}
+
+/// `verillm-tui request`: writes a request file with a fresh nonce and the model's weights
+/// sha256 (the model is loaded once, to know its weights and to check that the prompt and
+/// token budget fit its context).
+pub(super) async fn request(global: &GlobalArgs, args: RequestArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let text = prompt_text(&args.prompt, &args.prompt_file)?;
+    let sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
@@ -33,6 +42,83 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         seed: args.seed,
         min_new_tokens: args.min_tokens,
         max_new_tokens: args.max_tokens,
+    };
+    sampling
+        .validate()
+        .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
+    let role = Role {
+        model: args.model.clone(),
+        precision: crate::model::weights::Precision::Full,
+        device: crate::model::device::DeviceProfile::CPU_F32,
+    };
+    let (sink, printer) = crate::progress::sink_with_progress();
+    let messages = vec![("user".to_string(), text)];
+    let raw = args.raw;
+    let request = tokio::task::spawn_blocking(move || -> Result<Request> {
+        let model = ws.load_reporting(&role, &sink)?;
+        let request = Request::new(&model, &messages, !raw, sampling);
+        let (_, ids) = request.render(&model)?;
+        let context = model.model.max_positions();
+        ensure!(
+            ids.len() + request.sampling.max_new_tokens <= context,
+            "the prompt's {} tokens + --max-tokens {} exceed the model's context of {context}",
+            ids.len(),
+            request.sampling.max_new_tokens
+        );
+        Ok(request)
+    })
+    .await??;
+    printer.abort();
+    write_request(&args.out, &request)?;
+    eprintln!(
+        "wrote {} (request sha256 {}, nonce {})",
+        args.out.display(),
+        request.digest(),
+        request.nonce
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCode> {
+    let ws = Arc::new(workspace(global)?);
+    let request = match &args.request {
+        Some(path) => Some(read_request(path)?),
+        None => None,
+    };
+    let (text, raw, sampling, model_id) = match &request {
+        Some(r) => {
+            let text = r
+                .prompt
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            (
+                text,
+                !r.prompt.chat_template,
+                r.sampling.clone(),
+                r.model.id.clone(),
+            )
+        }
+        None => {
+            let sampling = SamplingParams {
+                temperature: args.temperature,
+                top_p: args.top_p,
+                top_k: args.top_k,
+                repetition_penalty: args.repetition_penalty,
+                seed: args.seed,
+                min_new_tokens: args.min_tokens,
+                max_new_tokens: args.max_tokens,
+            };
+            let text = prompt_text(&args.prompt, &args.prompt_file)?;
+            (text, args.raw, sampling, args.model.clone())
+        }
+    };
+    let role = Role {
+        model: model_id,
+        precision: args.precision,
+        device: args.device,
     };
     sampling
         .validate()
@@ -49,7 +135,15 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
             id: "cli".into(),
             text: text.clone(),
         },
-        messages: vec![("user".into(), text.clone())],
+        messages: match &request {
+            Some(r) => r
+                .prompt
+                .messages
+                .iter()
+                .map(|m| (m.role.clone(), m.content.clone()))
+                .collect(),
+            None => vec![("user".into(), text.clone())],
+        },
         inference: role,
         verifiers: Vec::new(),
         sampling,
@@ -58,16 +152,31 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: args.layers,
+        nonce: request.as_ref().map(|r| r.nonce.clone()),
     };
     let (sink, printer) = crate::progress::sink_with_progress();
     let cancel = CancelToken::new();
-    let raw = args.raw.then_some(text);
+    let raw = raw.then_some(text);
     let ws2 = ws.clone();
     let (mut manifest, states) =
         tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel))
             .await??;
     manifest.context = None;
     printer.abort();
+    if let (Some(asked), Some(served)) = (&request, &manifest.request) {
+        // The request names a model; the weights loaded under that name must be its weights.
+        ensure!(
+            asked.model.weights_sha256 == served.model.weights_sha256,
+            "the request asks for weights sha256 {}, but `{}` loaded here has sha256 {}",
+            asked.model.weights_sha256,
+            asked.model.id,
+            served.model.weights_sha256
+        );
+        ensure!(
+            asked.digest() == served.digest(),
+            "internal: the served request differs from the one asked"
+        );
+    }
     crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
     eprintln!(
         "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
@@ -83,7 +192,10 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
 
 /// A prompt file's text; text that is not UTF-8 is refused at the byte where it stops being so.
 fn read_prompt_file(path: &std::path::Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("--prompt-file {}", path.display()))?;
+    // Bounded like a request file: a prompt is untrusted input too.
+    let bytes =
+        crate::util::read_untrusted_file(path, crate::experiment::request::MAX_REQUEST_BYTES)
+            .with_context(|| format!("--prompt-file {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         let error = e.utf8_error();
         anyhow!(
@@ -145,6 +257,10 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
              the cutoff, so 1 could never pass (use e.g. 0.999)"
         );
     }
+    let request = match &args.request {
+        Some(path) => Some(read_request(path)?),
+        None => None,
+    };
     let manifest = read_manifest(&args.bundle)?;
     if let (Some(spec), Some(id)) = (&experiment, &args.experiment) {
         // Judged as the experiment judges: what its inferencer runs (precision, and the dtype
@@ -199,9 +315,11 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         manifest.layers,
         manifest.model.n_layers
     );
-    let model = match args.model {
-        Some(model) => model,
-        None => bundle_model_id(&ws, &manifest)?,
+    let model = match (args.model, &request) {
+        (Some(model), _) => model,
+        // The requester's own file names the model it asked for.
+        (None, Some(r)) => r.model.id.clone(),
+        (None, None) => bundle_model_id(&ws, &manifest)?,
     };
     let role = Role {
         model,
@@ -219,6 +337,17 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         expected: TrialVerdict::Pass,
         chunk: None,
         trust_native_claim: args.native_inference,
+        // The request's sampling when there is one; else the bundle's own claim (said so in
+        // the results: request_checked false); none for a state-only verification.
+        token_sampling: if args.state_only {
+            None
+        } else {
+            Some(
+                request
+                    .as_ref()
+                    .map_or_else(|| manifest.sampling.clone(), |r| r.sampling.clone()),
+            )
+        },
     };
     let (sink, printer) = crate::progress::sink_with_progress();
     // The bundle's claims are held to the model before its hidden states are read; the
@@ -233,6 +362,32 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         id: String::new(),
         text: texts.prompt,
     };
+    if let Some(request) = &request {
+        let expected = ExpectedRequest::File(request.clone());
+        let checked =
+            check_against_request(&ws, &settings.verifiers[0], &sink, &manifest, &expected)
+                .await
+                .with_context(verifying)?;
+        if let Err(mismatch) = checked {
+            printer.abort();
+            // The bundle answers something else: REJECT without computing anything.
+            let reason = format!("the bundle does not answer the request: {mismatch}");
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "request_checked": true,
+                        "request_sha256": request.digest(),
+                        "request_mismatch": mismatch,
+                        "verdict": "REJECT",
+                    }))?
+                );
+            } else {
+                println!("verdict: REJECT ({reason})");
+            }
+            return Ok(verdict_code(TrialVerdict::Reject));
+        }
+    }
     let states = read_states(&args.bundle, &manifest)?;
     let result = runner::verify_trial(
         ws,
@@ -246,7 +401,15 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     .await
     .with_context(verifying)?;
     printer.abort();
+    let mut result = result;
+    result.request_checked = request.is_some();
     print_trial(&result, args.json)?;
+    if !result.request_checked {
+        eprintln!(
+            "request_checked: false — the prompt and sampling parameters are the bundle's own \
+             claims; pass --request FILE to hold it to what was asked"
+        );
+    }
     if args.experiment.is_none() {
         // The bundle's declared dtype chose the precision tier: say so, since it is a claim.
         if let Some(tier) = result.verifiers.iter().find_map(|v| v.tier.as_deref()) {
@@ -267,8 +430,23 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
         return Ok(());
     }
     for v in &result.verifiers {
+        let tokens = match &v.token_checks {
+            Some(t) => format!(
+                "  tokens {:.4} ({}/{}, min margin {}{}{})",
+                t.accept_rate,
+                t.accepted,
+                t.count,
+                crate::util::format_margin(t.min_margin),
+                t.first_rejected_position
+                    .map_or_else(String::new, |p| format!(", first rejected at {p}")),
+                t.stop_violation
+                    .as_ref()
+                    .map_or_else(String::new, |s| format!(", stop rule: {s}")),
+            ),
+            None => "  tokens not checked (state only)".to_string(),
+        };
         println!(
-            "{}: {} {} {}  accept rate {:.4} ({}/{})  {:?}  overhead {:.1}%",
+            "{}: {} {} {}  accept rate {:.4} ({}/{}){tokens}  {:?}  overhead {:.1}%",
             v.name,
             v.role.device,
             v.role.dtype,
@@ -280,6 +458,9 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
             v.overhead.percentage
         );
     }
-    println!("verdict: {:?}", result.summary.final_verdict);
+    println!(
+        "verdict: {:?}  request_checked: {}",
+        result.summary.final_verdict, result.request_checked
+    );
     Ok(())
 }

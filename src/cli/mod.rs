@@ -58,6 +58,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Open the interactive console (the default).
     Tui,
+    /// Write a request (model, prompt, sampling, seed, limits, random nonce) for a provider.
+    Request(RequestArgs),
     /// Generate tokens, record hidden states, and write an inference bundle.
     Infer(InferArgs),
     /// Verify an inference bundle made here or on another machine.
@@ -149,11 +151,18 @@ pub struct InferArgs {
     #[arg(
         long,
         conflicts_with = "prompt_file",
-        required_unless_present = "prompt_file"
+        required_unless_present_any = ["prompt_file", "request"]
     )]
     pub prompt: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
+    /// Serve this request (`verillm-tui request`): model, prompt, sampling, seed, limits and
+    /// nonce come from it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "prompt", "prompt_file", "raw", "max_tokens", "min_tokens", "temperature", "top_p",
+        "top_k", "repetition_penalty", "seed",
+    ])]
+    pub request: Option<PathBuf>,
     /// Send the text as it is, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
@@ -180,9 +189,54 @@ pub struct InferArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// Registry id, .gguf path, Hugging Face directory, or hf:org/name.
+    #[arg(long, default_value = EMBEDDED_MODEL_ID)]
+    pub model: String,
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Send the text as it is, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub min_tokens: usize,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Request file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// Bundle directory (manifest.json + hidden_states.safetensors).
     pub bundle: PathBuf,
+    /// The request the bundle must answer: the verifier renders its prompt, takes the sampling
+    /// parameters from it and rejects a bundle whose prompt, sampling, seed, limits, model or
+    /// nonce differ. Without it the bundle's own prompt and sampling are taken at their word
+    /// (`request_checked: false`).
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Check hidden states only: the prefill stops after the last sampled layer and no token
+    /// is held to the sampling rule (the cheaper, weaker check; results say so).
+    #[arg(long, conflicts_with = "request")]
+    pub state_only: bool,
     #[arg(long, default_value_t = 3)]
     pub verifiers: usize,
     /// Model to verify with (default: the bundle's model name).
@@ -465,6 +519,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Request(args)) => bundles::request(&global, args).await,
         Some(Command::Infer(args)) => bundles::infer(&global, args).await,
         Some(Command::Verify(args)) => bundles::verify(&global, args).await,
         Some(Command::Run(args)) if args.slurm.slurm => slurm::run(&global, args).await,

@@ -58,6 +58,14 @@ pub enum EngineEvent {
         accept: bool,
         metrics: Box<CheckMetrics>,
     },
+    /// One generated token held to the sampling rule (token checks).
+    TokenCheck {
+        trial: usize,
+        verifier: usize,
+        position: usize,
+        accept: bool,
+        margin: f64,
+    },
     VerifierDone {
         trial: usize,
         verifier: usize,

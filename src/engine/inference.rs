@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::capture::CapturedStates;
 use super::events::{CancelToken, EngineEvent, EventSink};
@@ -119,7 +119,7 @@ pub fn generate(
     let mut captured = CapturedStates::new(layers.clone(), tm.config.hidden, tm.dtype())?;
     captured.reserve_rows(params.max_new_tokens);
     let eos = model.tokenizer.eos_ids();
-    let mut sampler = Sampler::new(params.clone());
+    let sampler = Sampler::new(params.clone());
     let mut stream = model.tokenizer.token_stream();
     let mut cache = tm.new_cache();
 
@@ -143,7 +143,9 @@ pub fn generate(
         } else {
             &[]
         };
-        let next = sampler.sample(&logits, &history, banned);
+        let next = sampler
+            .sample(&logits, &history, banned, output_ids.len())
+            .context("no finite logit to sample from")?;
         output_ids.push(next);
         history.push(next);
         let is_last = eos.contains(&next) || output_ids.len() == params.max_new_tokens;

@@ -1,6 +1,9 @@
-//! The verifier: one prefill over prompt + output, processed in chunks so memory stays bounded,
-//! stopping after the last sampled layer; each generated position's recomputed states are
-//! compared with the committed ones as soon as its chunk is done.
+//! The verifier: one prefill over prompt + output, processed in chunks so memory stays bounded;
+//! each generated position's recomputed states are compared with the committed ones as soon as
+//! its chunk is done, and (token checks) the prefill goes on through the final norm and lm_head
+//! so that every generated token is held to the sampling rule (docs/sampling.md) with the
+//! request's parameters. A state-only verification (`token_checks: None`) stops after the last
+//! sampled layer, as before, and says so in its results.
 
 use std::time::Instant;
 
@@ -8,12 +11,15 @@ use anyhow::{ensure, Result};
 
 use super::capture::CapturedStates;
 use super::events::{CancelToken, EngineEvent, EventSink};
+use super::sampling::{SamplingParams, StepCandidates};
 use crate::experiment::results::CheckRecord;
 use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
+use crate::stats::metrics::float_serde;
 use crate::stats::metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype};
-use crate::stats::policy::{PolicyConfig, TierThresholds};
+use crate::stats::policy::{token_margin_tolerance, PolicyConfig, TierThresholds};
+use serde::{Deserialize, Serialize};
 
 /// Positions per prefill chunk on the CPU: bounds memory on long sequences and lets the
 /// console show checks as each chunk completes, at a few percent of prefill throughput.
@@ -50,6 +56,80 @@ pub struct VerificationOutput {
     pub tier: CompareDtype,
     /// The per-check limits the precision-aware policy applied (None for the seed rule).
     pub limits: Option<TierThresholds>,
+    /// Every generated token held to the sampling rule; None for a state-only verification.
+    pub token_checks: Option<TokenChecks>,
+}
+
+/// One generated token held to the sampling rule at its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCheckRecord {
+    /// Index among the generated tokens.
+    pub position: usize,
+    pub token: u32,
+    /// Among the candidates (not banned, inside top-k/top-p) of the verifier's logits.
+    pub in_set: bool,
+    /// Its perturbed score minus the best other candidate's, in logit units (docs/sampling.md);
+    /// −inf outside the set, +inf when it was the only candidate.
+    #[serde(with = "float_serde")]
+    pub margin: f64,
+    pub accept: bool,
+}
+
+/// The token checks of one verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenChecks {
+    pub records: Vec<TokenCheckRecord>,
+    /// δ of the tier: a token is accepted when in the set and margin ≥ −δ.
+    pub tolerance: f64,
+    /// How the output breaks the stopping rule (early stop, text after EOS, too long), if it
+    /// does: always a rejection.
+    pub stop_violation: Option<String>,
+}
+
+impl TokenChecks {
+    pub fn accepted(&self) -> usize {
+        self.records.iter().filter(|r| r.accept).count()
+    }
+
+    pub fn accept_rate(&self) -> f64 {
+        if self.records.is_empty() {
+            0.0
+        } else {
+            self.accepted() as f64 / self.records.len() as f64
+        }
+    }
+
+    /// The smallest margin (+inf with no tokens).
+    pub fn min_margin(&self) -> f64 {
+        self.records
+            .iter()
+            .map(|r| r.margin)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn first_rejected_position(&self) -> Option<usize> {
+        self.records.iter().find(|r| !r.accept).map(|r| r.position)
+    }
+
+    /// Token checks pass when every token is accepted and the output stops by the rule: one
+    /// token the model at these parameters would not have chosen is a deviation, and δ already
+    /// covers honest numerical drift.
+    pub fn pass(&self) -> bool {
+        self.stop_violation.is_none()
+            && !self.records.is_empty()
+            && self.accepted() == self.records.len()
+    }
+}
+
+/// What the token checks need: the request's sampling parameters, the end-of-sequence ids of
+/// the verifier's own tokenizer, and whether the output claims to be complete.
+#[derive(Debug, Clone)]
+pub struct TokenRule<'a> {
+    pub sampling: &'a SamplingParams,
+    pub eos_ids: Vec<u32>,
+    /// False for an inference cancelled midway: its output is a prefix, so stopping before
+    /// EOS and `max_new_tokens` is no violation (the trial is marked incomplete instead).
+    pub output_complete: bool,
 }
 
 impl VerificationOutput {
@@ -75,6 +155,8 @@ pub struct VerifyJob<'a> {
     pub inference_native: bool,
     pub policy: &'a PolicyConfig,
     pub chunk: usize,
+    /// Token checks (None: state checks only, the prefill stops after the last tap).
+    pub tokens: Option<TokenRule<'a>>,
 }
 
 /// Recomputes and checks every (generated position, sampled layer).
@@ -124,6 +206,9 @@ pub fn verify(
     let mut embedding_checks = Vec::new();
     let mut cancelled = false;
     let mut compare_time = std::time::Duration::ZERO;
+    let tier = CompareDtype::coarsest(inference_tier, verifier_tier);
+    let tolerance = token_margin_tolerance(tier);
+    let mut token_records: Vec<TokenCheckRecord> = Vec::new();
     // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
     let compare_threads = candle_core::utils::get_num_threads();
     for chunk_start in (0..sequence.len()).step_by(job.chunk) {
@@ -132,12 +217,47 @@ pub fn verify(
             break;
         }
         let chunk_end = (chunk_start + job.chunk).min(sequence.len());
-        let out = tm.forward(
-            &sequence[chunk_start..chunk_end],
-            &mut cache,
-            &committed.layers,
-            false,
-        )?;
+        let chunk_ids = &sequence[chunk_start..chunk_end];
+        // Row r of the chunk (absolute position a) predicts generated token a + 1 − prompt_len.
+        let first_logit_row = (prompt_len - 1).saturating_sub(chunk_start);
+        let out = match &job.tokens {
+            None => tm.forward(chunk_ids, &mut cache, &committed.layers, false)?,
+            Some(_) if first_logit_row < chunk_ids.len() => tm.forward_with_logits_from(
+                chunk_ids,
+                &mut cache,
+                &committed.layers,
+                first_logit_row,
+            )?,
+            // Every layer still runs, for the cache the later chunks read.
+            Some(_) => tm.forward(chunk_ids, &mut cache, &committed.layers, true)?,
+        };
+        if let (Some(rule), Some(logits)) = (&job.tokens, &out.row_logits) {
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            let judge_start = Instant::now();
+            for (k, row) in rows.iter().enumerate() {
+                let position = chunk_start + first_logit_row + k + 1 - prompt_len;
+                let Some(&token) = job.output_ids.get(position) else {
+                    continue;
+                };
+                let record = check_token(
+                    rule,
+                    row,
+                    &sequence[..prompt_len + position],
+                    position,
+                    token,
+                    tolerance,
+                );
+                sink.emit(EngineEvent::TokenCheck {
+                    trial,
+                    verifier,
+                    position,
+                    accept: record.accept,
+                    margin: record.margin,
+                });
+                token_records.push(record);
+            }
+            compare_time += judge_start.elapsed();
+        }
         // Positions of generated tokens inside this chunk.
         let first = chunk_start.max(prompt_len);
         if first >= chunk_end {
@@ -184,15 +304,126 @@ pub fn verify(
         }
     }
     checks.sort_by_key(|c| (c.position, c.layer));
+    let token_checks = job.tokens.as_ref().map(|rule| TokenChecks {
+        records: token_records,
+        tolerance,
+        stop_violation: stop_violation(rule, job.output_ids),
+    });
     Ok(VerificationOutput {
         checks,
         embedding_checks,
         time_s: start.elapsed().as_secs_f64(),
         compare_s: compare_time.as_secs_f64(),
         cancelled,
-        tier: CompareDtype::coarsest(inference_tier, verifier_tier),
+        tier,
         limits: job.policy.tier_thresholds(inference_tier, verifier_tier),
+        token_checks,
     })
+}
+
+/// Token checks alone (no committed states): one prefill over prompt + output through the
+/// lm_head, every generated token held to `rule` with tolerance δ of `tier`. For outputs of
+/// other engines that come without hidden states (PyTorch controls, δ measurements).
+pub fn check_tokens_only(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    output_ids: &[u32],
+    rule: &TokenRule<'_>,
+    tier: CompareDtype,
+    chunk: usize,
+) -> Result<TokenChecks> {
+    ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
+    ensure!(chunk > 0, "chunk size must be at least 1");
+    let tm = &model.model;
+    let tolerance = token_margin_tolerance(tier);
+    let prompt_len = prompt_ids.len();
+    let sequence: Vec<u32> = prompt_ids.iter().chain(output_ids).copied().collect();
+    let mut cache = tm.new_cache();
+    let mut records = Vec::with_capacity(output_ids.len());
+    for chunk_start in (0..sequence.len()).step_by(chunk) {
+        let chunk_end = (chunk_start + chunk).min(sequence.len());
+        let chunk_ids = &sequence[chunk_start..chunk_end];
+        let first_logit_row = (prompt_len - 1).saturating_sub(chunk_start);
+        if first_logit_row >= chunk_ids.len() {
+            tm.forward(chunk_ids, &mut cache, &[], true)?;
+            continue;
+        }
+        let out = tm.forward_with_logits_from(chunk_ids, &mut cache, &[], first_logit_row)?;
+        let rows: Vec<Vec<f32>> = out.row_logits.expect("asked for row logits").to_vec2()?;
+        for (k, row) in rows.iter().enumerate() {
+            let position = chunk_start + first_logit_row + k + 1 - prompt_len;
+            if let Some(&token) = output_ids.get(position) {
+                records.push(check_token(
+                    rule,
+                    row,
+                    &sequence[..prompt_len + position],
+                    position,
+                    token,
+                    tolerance,
+                ));
+            }
+        }
+    }
+    Ok(TokenChecks {
+        records,
+        tolerance,
+        stop_violation: stop_violation(rule, output_ids),
+    })
+}
+
+/// Holds generated token `position` (`token`) to the rule, given the verifier's logits of the
+/// step that chose it and the context before it (prompt and earlier tokens).
+fn check_token(
+    rule: &TokenRule<'_>,
+    logits: &[f32],
+    context: &[u32],
+    position: usize,
+    token: u32,
+    tolerance: f64,
+) -> TokenCheckRecord {
+    let banned: &[u32] = if position < rule.sampling.min_new_tokens {
+        &rule.eos_ids
+    } else {
+        &[]
+    };
+    let judged =
+        StepCandidates::build(rule.sampling, logits, context, banned, position as u64).judge(token);
+    TokenCheckRecord {
+        position,
+        token,
+        in_set: judged.in_set,
+        margin: judged.margin,
+        accept: judged.in_set && judged.margin >= -tolerance,
+    }
+}
+
+/// How `output` breaks the stopping rule (docs/sampling.md), if it does.
+fn stop_violation(rule: &TokenRule<'_>, output: &[u32]) -> Option<String> {
+    let max = rule.sampling.max_new_tokens;
+    if output.len() > max {
+        return Some(format!(
+            "{} tokens, more than max_new_tokens {max}",
+            output.len()
+        ));
+    }
+    if let Some(at) = output
+        .iter()
+        .position(|t| rule.eos_ids.contains(t))
+        .filter(|&at| at + 1 < output.len())
+    {
+        return Some(format!(
+            "goes on for {} tokens after the end-of-sequence token at position {at}",
+            output.len() - at - 1
+        ));
+    }
+    let ended = output.last().is_some_and(|t| rule.eos_ids.contains(t));
+    if rule.output_complete && !ended && output.len() < max {
+        return Some(format!(
+            "stops after {} tokens without an end-of-sequence token, before max_new_tokens {max}",
+            output.len()
+        ));
+    }
+    None
 }
 
 /// Fewer rows than this per thread are not worth a thread.
@@ -372,6 +603,11 @@ mod tests {
                 inference_native: native_inference,
                 policy: &policy,
                 chunk: CPU_CHUNK,
+                tokens: Some(TokenRule {
+                    sampling: &params,
+                    eos_ids: verifier.tokenizer.eos_ids(),
+                    output_complete: true,
+                }),
             };
             verify(
                 verifier,
@@ -391,10 +627,14 @@ mod tests {
             let out = run(inferencer, native_inference, verifier);
             assert_eq!(out.tier, CompareDtype::Bf16);
             assert!(out.accept_rate() > 0.95, "{}", out.accept_rate());
+            let tokens = out.token_checks.unwrap();
+            assert!(tokens.pass(), "{:?}", tokens);
         }
         let honest = run(&full, false, &full);
         assert_eq!(honest.tier, CompareDtype::F32);
         assert_eq!(honest.accept_rate(), 1.0);
+        let tokens = honest.token_checks.unwrap();
+        assert!(tokens.pass() && tokens.min_margin() >= 0.0, "{tokens:?}");
         let caught = run(&cheat, false, &full);
         assert_eq!(caught.tier, CompareDtype::F32);
         assert_eq!(caught.accept_rate(), 0.0);

@@ -90,6 +90,9 @@ pub struct Manifest {
     /// Where the bundle came from in an experiment run (absent for a plain `infer`).
     #[serde(default)]
     pub context: Option<BundleContext>,
+    /// The request the inference served, with its sha256 (absent from older bundles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<super::request::Request>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -515,6 +518,7 @@ mod tests {
                 bytes: 0,
             },
             context: None,
+            request: None,
         };
         write_bundle(dir, manifest, &states).unwrap();
         serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap()

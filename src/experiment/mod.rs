@@ -6,9 +6,12 @@ mod bundle_fuzz_tests;
 pub mod config;
 pub mod optimize;
 pub mod report;
+pub mod request;
 pub mod results;
 pub mod runner;
 pub mod slurm;
+#[cfg(test)]
+mod token_tests;
 pub mod trial;
 mod verify_step;
 pub mod workspace;

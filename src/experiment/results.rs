@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bundle::MAX_MODEL_LAYERS;
+pub use crate::engine::verification::TokenCheckRecord;
 use crate::stats::metrics::{float_serde, CheckMetrics};
 use crate::stats::policy::TierThresholds;
 
@@ -83,6 +84,28 @@ pub struct VerifierStatistics {
     /// Layer-0 (token embedding) checks, identical by construction, reported apart.
     #[serde(default)]
     pub embedding_checks: Vec<CheckRecord>,
+    /// Every generated token held to the sampling rule (empty for a state-only verification
+    /// and in files written before token checks existed).
+    #[serde(default)]
+    pub token_checks: Vec<TokenCheckRecord>,
+}
+
+/// The token checks of one verifier (docs/sampling.md, docs/policy.md "Token checks").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCheckSummary {
+    pub count: usize,
+    pub accepted: usize,
+    pub accept_rate: f64,
+    /// The smallest margin in logit units (−inf: a token outside the candidate set).
+    #[serde(with = "float_serde")]
+    pub min_margin: f64,
+    pub first_rejected_position: Option<usize>,
+    /// δ of the tier: accepted when margin ≥ −δ.
+    pub tolerance: f64,
+    /// How the output breaks the stopping rule, if it does (always a rejection).
+    pub stop_violation: Option<String>,
+    /// Every token accepted and the stop rule kept.
+    pub pass: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +131,10 @@ pub struct VerifierResult {
     pub limits: Option<TierThresholds>,
     pub cutoff: f64,
     pub statistics: VerifierStatistics,
+    /// Token checks (absent for a state-only verification and from older files). The verdict
+    /// is PASS only when the state checks pass the cutoff and these pass too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_checks: Option<TokenCheckSummary>,
     pub overhead: Overhead,
     pub verdict: Verdict,
     /// False when the run was cancelled before this verifier finished, or it had no checks.
@@ -175,6 +202,11 @@ pub struct TrialResult {
     pub summary: TrialSummary,
     /// False when the run was cancelled before the trial finished.
     pub complete: bool,
+    /// Whether the bundle was held to the request (prompt ids, sampling, seed, limits, model,
+    /// nonce where known) rather than taken at its word: false for `verify` without
+    /// `--request` and in files written before requests existed.
+    #[serde(default)]
+    pub request_checked: bool,
 }
 
 impl RunSummary {
@@ -243,6 +275,15 @@ impl TrialResult {
         }
         for (index, verifier) in self.verifiers.iter().enumerate() {
             let stats = &verifier.statistics;
+            for (n, check) in stats.token_checks.iter().enumerate() {
+                if check.position >= tokens {
+                    return Err(format!(
+                        "verifiers[{index}].statistics.token_checks[{n}]: position {} is beyond \
+                         the {tokens} generated tokens",
+                        check.position
+                    ));
+                }
+            }
             for (list, checks) in [
                 ("checks", &stats.checks),
                 ("embedding_checks", &stats.embedding_checks),

@@ -72,6 +72,8 @@ pub struct TrialPlan {
     /// Positions per verifier prefill chunk; None: each verifier's device default.
     pub chunk: Option<usize>,
     pub spec_layers: super::config::LayerSelection,
+    /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
+    pub nonce: Option<String>,
 }
 
 pub fn gpu_available() -> bool {
@@ -185,6 +187,7 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
                 expected: spec.expected,
                 chunk: req.chunk,
                 spec_layers: spec.layers.clone(),
+                nonce: None,
             }
         })
         .collect())
@@ -439,6 +442,8 @@ async fn run_one_trial(
         chunk: plan.chunk,
         // This run's own inference: its precision is the plan's, not a claim.
         trust_native_claim: true,
+        // The run's own request (prompts.yaml, the experiment's sampling), never the bundle's.
+        token_sampling: Some(plan.sampling.clone()),
     };
     let mut result = verify_trial(
         ws,
@@ -452,6 +457,7 @@ async fn run_one_trial(
     .await?;
     // The trial began with its inference, not with its verification.
     result.started_at = started_at;
+    result.request_checked = true;
     write_trial(out_dir, &result)?;
     sink.emit(EngineEvent::TrialDone {
         trial: plan.trial,

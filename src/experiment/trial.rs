@@ -11,12 +11,16 @@ use super::bundle::{
     BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
 };
 use super::config::Role;
+use super::request::Request;
 use super::results::*;
 use super::runner::{TrialPlan, Workspace};
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::inference::generate;
-use crate::engine::verification::{default_chunk, verify, VerificationOutput, VerifyJob};
+use crate::engine::sampling::SamplingParams;
+use crate::engine::verification::{
+    default_chunk, verify, TokenRule, VerificationOutput, VerifyJob,
+};
 use crate::model::chat::ChatMessage as TemplateMessage;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
@@ -65,6 +69,8 @@ pub fn infer_trial(
     cancel: &CancelToken,
 ) -> Result<(Manifest, CapturedStates)> {
     let model = ws.load_reporting(&plan.inference, sink)?;
+    // A prompt text given as it is (`--raw`) is sent without the chat template.
+    let chat_template = prompt_text.is_none();
     let (prompt_text, prompt_ids) = match prompt_text {
         Some(text) => {
             let ids = model.tokenizer.encode(&text)?;
@@ -84,6 +90,11 @@ pub fn infer_trial(
         sampled_layers: layers.clone(),
         verifiers: plan.verifiers.iter().map(role_spec_of_plan).collect(),
     });
+    let mut request = Request::new(&model, &plan.messages, chat_template, plan.sampling.clone());
+    if let Some(nonce) = &plan.nonce {
+        request.nonce = nonce.clone();
+        request.sha256 = Some(request.digest());
+    }
     let out = generate(
         &model,
         &prompt_ids,
@@ -134,6 +145,7 @@ pub fn infer_trial(
             prompt_category: plan.prompt.category.clone(),
             prompt_id: plan.prompt.id.clone(),
         }),
+        request: Some(request),
     };
     if out.cancelled {
         sink.log(
@@ -323,6 +335,9 @@ pub struct VerifySettings {
     /// string in an untrusted file: only an inference of this run, an experiment that pins its
     /// inferencer to `native`, or a user's explicit `verify --native-inference` grants it.
     pub trust_native_claim: bool,
+    /// The sampling parameters the generated tokens are held to (the request's, never the
+    /// bundle's when a request is known); None: state checks only.
+    pub token_sampling: Option<SamplingParams>,
 }
 
 /// The verification half: every verifier on its own blocking task, concurrently.
@@ -366,6 +381,7 @@ pub async fn verify_trial(
         );
         let (policy, chunk) = (settings.policy.clone(), settings.chunk);
         let trust_native = settings.trust_native_claim;
+        let token_sampling = settings.token_sampling.clone();
         tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
             let model = ws.load_reporting(&role, &sink)?;
             check_same_model(&manifest, &model)?;
@@ -381,6 +397,11 @@ pub async fn verify_trial(
                 inference_native: trust_native && manifest.precision == "native",
                 policy: &policy,
                 chunk: chunk.unwrap_or_else(|| default_chunk(model.profile)),
+                tokens: token_sampling.as_ref().map(|sampling| TokenRule {
+                    sampling,
+                    eos_ids: model.tokenizer.eos_ids(),
+                    output_complete: !manifest.cancelled,
+                }),
             };
             let out = verify(&model, &job, &sink, trial, index, &cancel)?;
             let mut spec = role_spec_of_plan(&role);
@@ -396,7 +417,7 @@ pub async fn verify_trial(
             trial,
             verifier: index,
             accept_rate,
-            verdict: verifier_verdict(accept_rate, settings.cutoff),
+            verdict: verifier_verdict(&out, settings.cutoff),
             overhead_percentage: overhead_percentage(out.time_s, manifest.timings.total_s),
         });
         outputs.push((index, spec, out));
@@ -418,8 +439,11 @@ fn overhead_percentage(verification_s: f64, inference_s: f64) -> f64 {
     100.0 * verification_s / inference_s.max(1e-9)
 }
 
-fn verifier_verdict(accept_rate: f64, cutoff: f64) -> Verdict {
-    if verdict(accept_rate, cutoff) {
+/// PASS when the state checks' accept rate passes the cutoff and, where tokens were checked,
+/// the token checks pass too.
+fn verifier_verdict(out: &VerificationOutput, cutoff: f64) -> Verdict {
+    let tokens_pass = out.token_checks.as_ref().is_none_or(|t| t.pass());
+    if verdict(out.accept_rate(), cutoff) && tokens_pass {
         Verdict::Pass
     } else {
         Verdict::Fail
@@ -470,7 +494,17 @@ fn assemble_trial(
                     inference_time_s: manifest.timings.total_s,
                     percentage: overhead_percentage(out.time_s, manifest.timings.total_s),
                 },
-                verdict: verifier_verdict(accept_rate, settings.cutoff),
+                verdict: verifier_verdict(&out, settings.cutoff),
+                token_checks: out.token_checks.as_ref().map(|t| TokenCheckSummary {
+                    count: t.records.len(),
+                    accepted: t.accepted(),
+                    accept_rate: t.accept_rate(),
+                    min_margin: t.min_margin(),
+                    first_rejected_position: t.first_rejected_position(),
+                    tolerance: t.tolerance,
+                    stop_violation: t.stop_violation.clone(),
+                    pass: t.pass(),
+                }),
                 // No checks (an inference cancelled before its first token) is no evidence
                 // either way: its accept rate of 0 must not count as a measured rejection.
                 complete: !out.cancelled && !out.checks.is_empty(),
@@ -478,6 +512,7 @@ fn assemble_trial(
                     summary,
                     checks: out.checks,
                     embedding_checks: out.embedding_checks,
+                    token_checks: out.token_checks.map(|t| t.records).unwrap_or_default(),
                 },
             }
         })
@@ -530,5 +565,6 @@ fn assemble_trial(
                 .then_some(final_verdict == TrialVerdict::Reject),
         },
         complete,
+        request_checked: false,
     }
 }

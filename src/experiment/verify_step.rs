@@ -10,9 +10,11 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::bundle::{read_manifest, read_states};
 use super::config::ExperimentSpec;
+use super::request::{check_against_request, ExpectedRequest};
 use super::results::{PromptInfo, TrialResult};
 use super::runner::{
-    resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome, RunRequest,
+    plan_trials, resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome,
+    RunRequest, TrialPlan,
 };
 use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
@@ -80,7 +82,19 @@ pub(super) async fn verify_bundles(
         // Each bundle's precision must be the experiment's (verify_one_bundle), so a claim of
         // `native` is one the experiment makes.
         trust_native_claim: true,
+        // Set per bundle from the run's plan of its trial (prompts.yaml, the experiment's
+        // sampling), never from the bundle.
+        token_sampling: None,
     };
+    // The requests the experiment makes, rebuilt as `run --step infer` planned them (same
+    // --seed, --max-tokens, --min-tokens; as many trials as bundles unless --trials says).
+    let plans = plan_trials(
+        &ws,
+        &RunRequest {
+            trials: req.trials.or(Some(dirs.len())),
+            ..req.clone()
+        },
+    )?;
     let mut trials: Vec<TrialResult> = Vec::new();
     // One bad bundle (damaged, from another experiment, a duplicate) must not cost the
     // results of the others: it is reported, skipped, and the run marked incomplete.
@@ -96,7 +110,11 @@ pub(super) async fn verify_bundles(
         if cancel.is_cancelled() {
             break;
         }
-        match verify_one_bundle(&ws, req, &spec, dir, &claimed, &settings, sink, cancel).await {
+        match verify_one_bundle(
+            &ws, req, &spec, dir, &claimed, &plans, &settings, sink, cancel,
+        )
+        .await
+        {
             Ok(result) => {
                 claimed.push((result.trial, dir));
                 write_trial(&out_dir, &result)?;
@@ -146,6 +164,7 @@ pub(super) async fn verify_one_bundle(
     spec: &ExperimentSpec,
     dir: &Path,
     used_trials: &[(usize, &Path)],
+    plans: &[TrialPlan],
     settings: &VerifySettings,
     sink: &EventSink,
     cancel: &CancelToken,
@@ -208,18 +227,40 @@ pub(super) async fn verify_one_bundle(
             .find(|n| used_trials.iter().all(|(t, _)| t != n))
             .unwrap_or(0),
     };
-    // The bundle's claims are held to the model before its hidden states are read; the
-    // prompt shown is the one decoded from its ids.
+    // The bundle's claims are held to the model before its hidden states are read.
     let texts =
         check_manifest_against_verifier(ws, &manifest, &settings.verifiers[0], sink).await?;
+    // Held to the request this trial of the experiment makes: its prompt from prompts.yaml
+    // rendered by the verifier, its sampling, seed and limits (docs/request.md).
+    let plan = plans.get(trial).ok_or_else(|| {
+        anyhow!(
+            "trial {trial}: the run plans only {} trials (pass the --trials the inference used)",
+            plans.len()
+        )
+    })?;
+    let expected = ExpectedRequest::Plan {
+        messages: plan.messages.clone(),
+        sampling: plan.sampling.clone(),
+    };
+    if let Err(mismatch) =
+        check_against_request(ws, &settings.verifiers[0], sink, &manifest, &expected).await?
+    {
+        bail!(
+            "does not answer trial {trial}'s request (prompt {}): {mismatch} (the requests are \
+             rebuilt from the experiment: verify with the --seed, --trials, --max-tokens and \
+             --min-tokens the inference ran with)",
+            plan.prompt.id
+        );
+    }
+    // What is shown is the experiment's own prompt label and the text decoded from the
+    // verified ids, never the bundle's words.
     let prompt = PromptInfo {
-        category: ctx
-            .as_ref()
-            .map_or_else(String::new, |c| c.prompt_category.clone()),
-        id: ctx
-            .as_ref()
-            .map_or_else(String::new, |c| c.prompt_id.clone()),
         text: texts.prompt,
+        ..plan.prompt.clone()
+    };
+    let settings = &VerifySettings {
+        token_sampling: Some(plan.sampling.clone()),
+        ..settings.clone()
     };
     let states = read_states(dir, &manifest)?;
     let mut result = verify_trial(
@@ -233,5 +274,6 @@ pub(super) async fn verify_one_bundle(
     )
     .await?;
     result.trial = trial;
+    result.request_checked = true;
     Ok(result)
 }

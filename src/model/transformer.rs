@@ -45,6 +45,10 @@ pub struct TappedModel {
     /// llama.cpp permutes Llama q/k rows for interleaved rotary; Hugging Face files and Qwen2
     /// GGUFs use the half-split ("neox") layout.
     rope_interleaved: bool,
+    /// A decoder layer this copy leaves out (the residual stream passes it unchanged): a real,
+    /// cheaper computation that a cheating provider could run, used to test that verifiers
+    /// catch it. None for every model loaded from weights.
+    skipped_layer: Option<usize>,
 }
 
 /// Keys and values of the positions processed so far, per layer.
@@ -70,6 +74,17 @@ pub struct ForwardOutput {
     pub taps: Vec<(usize, Tensor)>,
     /// Logits of the last position, [vocab] in f32, when asked for.
     pub logits: Option<Tensor>,
+    /// Logits of the positions `first_logit_row..` of this call, [rows, vocab] in f32, when
+    /// asked for (`forward_with_logits_from`): what a verifier's token checks need.
+    pub row_logits: Option<Tensor>,
+}
+
+/// Which positions of a forward call go through the final norm and lm_head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogitsWanted {
+    None,
+    Last,
+    From(usize),
 }
 
 impl TappedModel {
@@ -122,6 +137,21 @@ impl TappedModel {
             cos,
             sin,
             rope_interleaved,
+            skipped_layer: None,
+        })
+    }
+
+    /// This model with decoder layer `index` left out of every forward pass (a cheat: the
+    /// residual stream skips it). Shares the weights.
+    pub fn with_layer_skipped(&self, index: usize) -> Result<TappedModel> {
+        ensure!(
+            index < self.config.n_layers,
+            "layer {index} is beyond the model's {} layers",
+            self.config.n_layers
+        );
+        Ok(TappedModel {
+            skipped_layer: Some(index),
+            ..self.clone()
         })
     }
 
@@ -212,6 +242,40 @@ impl TappedModel {
         taps: &[usize],
         want_logits: bool,
     ) -> Result<ForwardOutput> {
+        let wanted = if want_logits {
+            LogitsWanted::Last
+        } else {
+            LogitsWanted::None
+        };
+        self.forward_inner(ids, cache, taps, wanted)
+    }
+
+    /// Like `forward`, through every layer, the final norm and the lm_head for the positions
+    /// `first_row..ids.len()` of this call (`row_logits`): the verifier's prefill, which
+    /// recomputes the logits that chose each generated token.
+    pub fn forward_with_logits_from(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        taps: &[usize],
+        first_row: usize,
+    ) -> Result<ForwardOutput> {
+        ensure!(
+            first_row < ids.len(),
+            "logits asked from row {first_row} of a {}-token call",
+            ids.len()
+        );
+        self.forward_inner(ids, cache, taps, LogitsWanted::From(first_row))
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        taps: &[usize],
+        wanted: LogitsWanted,
+    ) -> Result<ForwardOutput> {
+        let want_logits = wanted != LogitsWanted::None;
         ensure!(!ids.is_empty(), "forward called with no tokens");
         let n_layers = self.config.n_layers;
         if let Some(&bad) = taps.iter().find(|&&t| t > n_layers) {
@@ -243,7 +307,9 @@ impl TappedModel {
         }
         let mask = causal_mask(ids.len(), offset, &self.device, self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate().take(last_layer_needed) {
-            x = self.decoder_layer(layer, &x, i, cache, offset, mask.as_ref())?;
+            if self.skipped_layer != Some(i) {
+                x = self.decoder_layer(layer, &x, i, cache, offset, mask.as_ref())?;
+            }
             if i + 1 < n_layers && wants(i + 1) {
                 out.push((i + 1, x.clone()));
             }
@@ -253,11 +319,22 @@ impl TappedModel {
             return Ok(ForwardOutput {
                 taps: out,
                 logits: None,
+                row_logits: None,
             });
         }
         let normed = candle_nn::ops::rms_norm(&x, &self.final_norm, self.config.rms_eps as f32)?;
         if wants(n_layers) {
             out.push((n_layers, normed.clone()));
+        }
+        if let LogitsWanted::From(first) = wanted {
+            let rows = normed.narrow(0, first, ids.len() - first)?;
+            let rows = self.to_matmul_dtype(&rows)?;
+            let row_logits = self.lm_head.forward(&rows)?.to_dtype(DType::F32)?;
+            return Ok(ForwardOutput {
+                taps: out,
+                logits: None,
+                row_logits: Some(row_logits),
+            });
         }
         let logits = if want_logits {
             let last = normed.i((ids.len() - 1)..ids.len())?;
@@ -271,7 +348,11 @@ impl TappedModel {
         } else {
             None
         };
-        Ok(ForwardOutput { taps: out, logits })
+        Ok(ForwardOutput {
+            taps: out,
+            logits,
+            row_logits: None,
+        })
     }
 
     /// Quantized kernels take f32 activations; float weights take the compute dtype.

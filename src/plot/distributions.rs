@@ -210,6 +210,63 @@ pub fn distribution_panels_from_trials(trials: &[TrialResult]) -> Vec<Distributi
     panels
 }
 
+/// Token margins are drawn within ±this many logits: a token outside the candidate set has
+/// margin −∞ and one that was the only candidate +∞; they are shown at the edges.
+pub const MARGIN_PLOT_LIMIT: f64 = 10.0;
+
+/// The token-check margins of every generated token (docs/sampling.md), honest trials against
+/// cheating ones, with −δ of each tier that judged them; None when no verifier checked tokens.
+pub fn token_margin_panel(trials: &[TrialResult]) -> Option<DistributionPanel> {
+    let margins = |honest: bool| {
+        Sample::from_values(
+            trials
+                .iter()
+                .filter(|trial| is_honest(trial) == honest)
+                .flat_map(|trial| &trial.verifiers)
+                .flat_map(|verifier| &verifier.statistics.token_checks)
+                .map(|check| {
+                    if check.margin.is_nan() {
+                        -MARGIN_PLOT_LIMIT
+                    } else {
+                        check.margin.clamp(-MARGIN_PLOT_LIMIT, MARGIN_PLOT_LIMIT)
+                    }
+                })
+                .collect(),
+        )
+    };
+    let (honest, cheat) = (margins(true), margins(false));
+    if honest.values.is_empty() && cheat.values.is_empty() {
+        return None;
+    }
+    let mut tolerances: Vec<(String, f64)> = Vec::new();
+    for verifier in trials.iter().flat_map(|t| &t.verifiers) {
+        if let Some(t) = &verifier.token_checks {
+            let tier = verifier.tier.clone().unwrap_or_default();
+            if !tolerances.iter().any(|(_, d)| *d == t.tolerance) {
+                tolerances.push((tier, t.tolerance));
+            }
+        }
+    }
+    tolerances.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(DistributionPanel {
+        title: "token-check margin per generated token".to_string(),
+        quantity: format!(
+            "margin (logits): chosen token's score − best other's; ±∞ drawn at ±{MARGIN_PLOT_LIMIT}"
+        ),
+        population: "generated tokens".to_string(),
+        honest,
+        cheat,
+        thresholds: tolerances
+            .into_iter()
+            .map(|(tier, delta)| Threshold {
+                value: -delta,
+                label: format!("−δ {tier}"),
+            })
+            .collect(),
+        fixed_range: Some((-MARGIN_PLOT_LIMIT, MARGIN_PLOT_LIMIT)),
+    })
+}
+
 /// Exact statistics from the optimizer's full-data distribution.
 fn summary_from_distribution(distribution: &Option<Distribution>) -> Option<SampleSummary> {
     distribution.as_ref().map(|d| SampleSummary {

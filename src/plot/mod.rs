@@ -181,6 +181,15 @@ fn write_trial_set_figures(
         )?);
     }
 
+    if let Some(panel) = distributions::token_margin_panel(trials) {
+        written.push(write_distributions(
+            names,
+            &format!("{tag}_token_margins"),
+            &format!("Token-check margins, honest vs cheating — {description}"),
+            std::slice::from_ref(&panel),
+        )?);
+    }
+
     let groups = accept_rate_groups(trials, summaries);
     if !groups.is_empty() {
         let path = names.claim(&format!("{tag}_accept_rates"));

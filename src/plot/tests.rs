@@ -180,7 +180,9 @@ fn verifier(
             summary,
             checks,
             embedding_checks,
+            token_checks: Vec::new(),
         },
+        token_checks: None,
         overhead: Overhead {
             verification_time_s: verification_time,
             inference_time_s: inference_time,
@@ -246,6 +248,7 @@ pub(crate) fn trial(
         TrialVerdict::Reject
     };
     TrialResult {
+        request_checked: false,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.to_string(),
         trial: index,
@@ -650,4 +653,56 @@ fn plain_data_figures_render() {
     plot_overhead("Overhead", &samples, &overhead_path).expect("written");
     keep_copies(std::slice::from_ref(&overhead_path));
     assert_readable_figure(&overhead_path);
+}
+
+/// Trials with token checks export their margin distribution (honest vs cheating, −δ lines):
+/// margins computed from the token records, infinities drawn at the edges.
+#[test]
+fn token_margins_are_exported_when_tokens_were_checked() {
+    use crate::engine::verification::TokenCheckRecord;
+    use crate::experiment::results::TokenCheckSummary;
+    let mut honest = honest_trials()[0].clone();
+    let mut cheat = cheat_trials()[0].clone();
+    assert!(super::distributions::token_margin_panel(&[honest.clone()]).is_none());
+    for (trial, margins) in [
+        (&mut honest, vec![0.5, 2.0, f64::INFINITY, 0.1]),
+        (&mut cheat, vec![0.5, -3.0, f64::NEG_INFINITY, -0.4]),
+    ] {
+        for verifier in &mut trial.verifiers {
+            verifier.statistics.token_checks = margins
+                .iter()
+                .enumerate()
+                .map(|(position, &margin)| TokenCheckRecord {
+                    position,
+                    token: position as u32,
+                    in_set: margin.is_finite() || margin > 0.0,
+                    margin,
+                    accept: margin >= -0.01,
+                })
+                .collect();
+            verifier.token_checks = Some(TokenCheckSummary {
+                count: margins.len(),
+                accepted: margins.iter().filter(|m| **m >= -0.01).count(),
+                accept_rate: 0.0,
+                min_margin: margins.iter().copied().fold(f64::INFINITY, f64::min),
+                first_rejected_position: None,
+                tolerance: 0.01,
+                stop_violation: None,
+                pass: false,
+            });
+        }
+    }
+    let panel = super::distributions::token_margin_panel(&[honest.clone(), cheat.clone()]).unwrap();
+    assert_eq!(panel.honest.values.len(), 4 * honest.verifiers.len());
+    assert!(panel.cheat.values.contains(&-10.0) && panel.honest.values.contains(&10.0));
+    assert_eq!(panel.thresholds.len(), 1);
+    assert_eq!(panel.thresholds[0].value, -0.01);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let written = export_trial(&cheat, scratch.path()).expect("figures written");
+    let margins: Vec<_> = written
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("_token_margins.png"))
+        .collect();
+    assert_eq!(margins.len(), 1, "{written:?}");
+    assert_readable_figure(margins[0]);
 }

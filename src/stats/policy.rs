@@ -247,6 +247,22 @@ pub fn verdict(accept_rate: f64, cutoff: f64) -> bool {
     accept_rate > cutoff
 }
 
+/// Token checks: the tolerance δ on a generated token's margin (docs/sampling.md) in each
+/// precision tier, in logit units. A token is accepted when its margin ≥ −δ. Measured from
+/// honest runs of this project and of PyTorch (docs/policy.md, "Token checks"): the largest
+/// honest deficit seen in the tier, with headroom.
+pub fn token_margin_tolerance(tier: CompareDtype) -> f64 {
+    match tier {
+        CompareDtype::F32 => TOKEN_DELTA_F32,
+        CompareDtype::F16 => TOKEN_DELTA_F16,
+        CompareDtype::Bf16 => TOKEN_DELTA_BF16,
+    }
+}
+
+pub const TOKEN_DELTA_F32: f64 = 0.01;
+pub const TOKEN_DELTA_F16: f64 = 0.2;
+pub const TOKEN_DELTA_BF16: f64 = 2.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;

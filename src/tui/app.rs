@@ -408,6 +408,15 @@ impl App {
             } => run
                 .trial_mut(trial)
                 .record_check(verifier, position, layer, accept, &metrics),
+            EngineEvent::TokenCheck {
+                trial,
+                verifier,
+                position,
+                accept,
+                ..
+            } => run
+                .trial_mut(trial)
+                .record_token_check(verifier, position, accept),
             EngineEvent::VerifierDone {
                 trial,
                 verifier,

@@ -104,6 +104,13 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
                 Style::default().fg(Color::Magenta),
             ));
         }
+        if let Some(result) = &trial.result {
+            spans.push(if result.request_checked {
+                Span::styled(" · request ✓", Style::default().fg(Color::Green))
+            } else {
+                Span::styled(" · request not checked", Style::default().fg(Color::Yellow))
+            });
+        }
         if let Some((verdict, expected)) = trial.verdict() {
             let (verdict, expected) = (verdict_word(verdict), verdict_word(expected));
             let held = if verdict == expected { "✓" } else { "✗" };
@@ -174,7 +181,23 @@ fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) 
 }
 
 fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialView>) {
-    let block = focus_block("Generated text", app.run_pane == RunPane::Text);
+    // Which tokens the shown verifier rejected, in the title: a saved trial's text comes whole,
+    // without the token boundaries the live view marks them by.
+    let title = match trial.and_then(|t| t.verifiers.get(app.selected_verifier)) {
+        Some(verifier) if !verifier.rejected_tokens.is_empty() => format!(
+            "Generated text · V{} rejected {} token{} (first at {})",
+            app.selected_verifier + 1,
+            verifier.rejected_tokens.len(),
+            if verifier.rejected_tokens.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            verifier.rejected_tokens.iter().min().unwrap_or(&0)
+        ),
+        _ => "Generated text".to_string(),
+    };
+    let block = focus_block(&title, app.run_pane == RunPane::Text);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let text = trial.map_or("", |trial| trial.text.as_str());
@@ -185,14 +208,69 @@ fn render_text(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialVie
         .set(total_rows.saturating_sub(inner.height as usize));
     let lines = text.split('\n').map(|line| ((), line));
     let rows = tail_rows(lines, width, inner.height as usize, app.text_scroll);
+    // Tokens the shown verifier rejected, as byte ranges of the text (live runs record each
+    // token's range as it streams).
+    let rejected: Vec<(usize, usize)> = trial
+        .and_then(|trial| {
+            let verifier = trial.verifiers.get(app.selected_verifier)?;
+            Some(
+                verifier
+                    .rejected_tokens
+                    .iter()
+                    .filter_map(|&position| trial.token_spans.get(position).copied())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
     frame.render_widget(
         Paragraph::new(
             rows.into_iter()
-                .map(|(_, row)| Line::from(row))
+                .map(|(_, row)| {
+                    // Rows are slices of `text`: their offset in it places the rejected ranges.
+                    let start = row.as_ptr() as usize - text.as_ptr() as usize;
+                    marked_row(row, start, &rejected)
+                })
                 .collect::<Vec<_>>(),
         ),
         inner,
     );
+}
+
+/// Style of a generated token the shown verifier rejected.
+pub const REJECTED_TOKEN_STYLE: Style = Style::new().fg(Color::Black).bg(Color::Red);
+
+/// One row of the generated text (starting at byte `start` of it), the parts inside
+/// `rejected` byte ranges in `REJECTED_TOKEN_STYLE`.
+fn marked_row<'a>(row: &'a str, start: usize, rejected: &[(usize, usize)]) -> Line<'a> {
+    let end = start + row.len();
+    let mut cuts: Vec<(usize, usize)> = rejected
+        .iter()
+        .map(|&(a, b)| (a.max(start), b.min(end)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    if cuts.is_empty() {
+        return Line::from(row);
+    }
+    cuts.sort_unstable();
+    let mut spans = Vec::new();
+    let mut at = start;
+    for (a, b) in cuts {
+        if a > at {
+            spans.push(Span::raw(&row[at - start..a - start]));
+        }
+        let from = a.max(at);
+        if b > from {
+            spans.push(Span::styled(
+                &row[from - start..b - start],
+                REJECTED_TOKEN_STYLE,
+            ));
+            at = b;
+        }
+    }
+    if at < end {
+        spans.push(Span::raw(&row[at - start..]));
+    }
+    Line::from(spans)
 }
 
 fn render_verifiers(
@@ -294,12 +372,51 @@ fn render_verifier(
         ),
         None => "no checks yet".to_string(),
     };
+    let [state_bar, token_bar] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(TOKEN_GAUGE_WIDTH)])
+            .spacing(1)
+            .areas(bar);
     let gauge = Gauge::default()
         .ratio(rate.unwrap_or(0.0).clamp(0.0, 1.0))
         .label(label)
         .use_unicode(true)
         .gauge_style(Style::default().fg(colour).bg(Color::Black));
-    frame.render_widget(gauge, bar);
+    frame.render_widget(gauge, state_bar);
+    frame.render_widget(token_gauge(verifier), token_bar);
+}
+
+/// Columns of the token-check gauge beside each verifier's state gauge.
+const TOKEN_GAUGE_WIDTH: u16 = 16;
+
+/// Generated tokens held to the sampling rule: accepted / checked, red once one is rejected.
+fn token_gauge(verifier: &VerifierView) -> Gauge<'static> {
+    let (ratio, label, colour) = match verifier.token_accept_rate() {
+        Some(rate) => {
+            let rejected = verifier.token_checks - verifier.tokens_accepted;
+            let colour = if rejected == 0 {
+                Color::Green
+            } else {
+                Color::Red
+            };
+            (
+                rate,
+                format!(
+                    "tok {}/{}{}",
+                    verifier.tokens_accepted,
+                    verifier.token_checks,
+                    if rejected == 0 { " ✓" } else { " ✗" }
+                ),
+                colour,
+            )
+        }
+        None if verifier.outcome.is_some() => (0.0, "tok unchecked".to_string(), Color::DarkGray),
+        None => (0.0, "tok —".to_string(), Color::DarkGray),
+    };
+    Gauge::default()
+        .ratio(ratio.clamp(0.0, 1.0))
+        .label(label)
+        .use_unicode(true)
+        .gauge_style(Style::default().fg(colour).bg(Color::Black))
 }
 
 fn render_heatmap(frame: &mut Frame, area: Rect, app: &App, trial: Option<&TrialView>) {

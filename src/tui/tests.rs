@@ -123,7 +123,9 @@ pub(super) fn trial_result(
                     },
                     checks,
                     embedding_checks: Vec::new(),
+                    token_checks: Vec::new(),
                 },
+                token_checks: None,
                 overhead: Overhead {
                     verification_time_s: 1.0,
                     inference_time_s: 2.0,
@@ -145,6 +147,7 @@ pub(super) fn trial_result(
         TrialVerdict::Reject
     };
     TrialResult {
+        request_checked: false,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.into(),
         trial,
@@ -694,4 +697,85 @@ fn benchmark_reports_frame_times() {
 
 pub(super) fn key(code: crossterm::event::KeyCode) -> crossterm::event::KeyEvent {
     crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE)
+}
+
+/// Token checks stream in beside the state checks: each verifier gets a token gauge, and the
+/// tokens the shown verifier rejected are marked in the generated text; another verifier that
+/// accepted them leaves the text unmarked.
+#[test]
+fn token_checks_show_as_a_gauge_and_rejected_tokens_are_marked_in_the_text() {
+    let mut events = synthetic_trial_events(0, 24, 24, 2, 2);
+    for verifier in 0..2 {
+        for position in 0..24 {
+            events.push(EngineEvent::TokenCheck {
+                trial: 0,
+                verifier,
+                position,
+                // Verifier 1 rejects token 5 ("w5 "); verifier 2 accepts everything.
+                accept: !(verifier == 0 && position == 5),
+                margin: if verifier == 0 && position == 5 {
+                    -2.0
+                } else {
+                    0.5
+                },
+            });
+        }
+    }
+    let mut app = app_with_run(events);
+    let buffer = screen(&app, 120, 40);
+    assert_shows(&buffer, "tok 23/24 ✗");
+    assert_shows(&buffer, "V1 rejected 1 token (first at 5)");
+    assert_shows(&buffer, "tok 24/24 ✓");
+    let (x, y) = find_all(&buffer, "w5 ")[0];
+    for dx in 0..2 {
+        assert_eq!(buffer[(x + dx, y)].bg, Color::Red, "w5 is marked");
+    }
+    let (x4, y4) = find_all(&buffer, "w4 ")[0];
+    assert_ne!(buffer[(x4, y4)].bg, Color::Red, "w4 was accepted");
+    // The second verifier accepted every token: nothing is marked while it is shown.
+    app.selected_verifier = 1;
+    let buffer = screen(&app, 120, 40);
+    let (x, y) = find_all(&buffer, "w5 ")[0];
+    assert_ne!(buffer[(x, y)].bg, Color::Red);
+}
+
+/// A trial whose bundle was not held to a request says so in the run view's header.
+#[test]
+fn an_unchecked_request_is_shown_in_the_header() {
+    let mut result = trial_result("exp1-honest", 0, 8, 2);
+    result.request_checked = false;
+    let mut app = app_with_run(vec![EngineEvent::TrialDone {
+        trial: 0,
+        result: Box::new(result.clone()),
+    }]);
+    assert_shows(&screen(&app, 120, 40), "request not checked");
+    result.request_checked = true;
+    app.handle_event(EngineEvent::TrialDone {
+        trial: 0,
+        result: Box::new(result),
+    });
+    let buffer = screen(&app, 120, 40);
+    assert_shows(&buffer, "request ✓");
+    assert!(find_all(&buffer, "request not checked").is_empty());
+}
+
+/// A saved trial brings its token checks back: gauge counts and the rejected positions.
+#[test]
+fn a_saved_trial_restores_its_token_checks() {
+    use crate::engine::verification::TokenCheckRecord;
+    let mut result = trial_result("exp1-honest", 0, 8, 2);
+    result.verifiers[1].statistics.token_checks = (0..8)
+        .map(|position| TokenCheckRecord {
+            position,
+            token: position as u32,
+            in_set: true,
+            margin: if position == 6 { -1.0 } else { 1.0 },
+            accept: position != 6,
+        })
+        .collect();
+    let view = super::trial_view::TrialView::from_result(result);
+    assert_eq!(view.verifiers[0].token_checks, 0);
+    let second = &view.verifiers[1];
+    assert_eq!((second.token_checks, second.tokens_accepted), (8, 7));
+    assert_eq!(second.rejected_tokens, vec![6]);
 }

@@ -55,9 +55,19 @@ pub struct VerifierView {
     pub accepted: usize,
     pub outcome: Option<VerifierOutcome>,
     pub grid: ErrorGrid,
+    /// Generated tokens held to the sampling rule so far, and how many were accepted.
+    pub token_checks: usize,
+    pub tokens_accepted: usize,
+    /// Positions of the rejected tokens (marked in the generated text).
+    pub rejected_tokens: Vec<usize>,
 }
 
 impl VerifierView {
+    /// The token-check accept rate over the tokens checked so far.
+    pub fn token_accept_rate(&self) -> Option<f64> {
+        (self.token_checks > 0).then(|| self.tokens_accepted as f64 / self.token_checks as f64)
+    }
+
     /// The final accept rate when known, else the rate over the checks seen so far.
     pub fn accept_rate(&self) -> Option<f64> {
         match self.outcome {
@@ -89,6 +99,9 @@ pub struct TrialView {
     pub max_new_tokens: usize,
     pub sampled_layers: Vec<usize>,
     pub text: String,
+    /// Byte range in `text` of each generated token streamed live (empty for a saved trial,
+    /// whose text comes whole).
+    pub token_spans: Vec<(usize, usize)>,
     pub tokens: usize,
     /// Sum of per-token decode times, for tokens/s while decoding.
     pub decode_ms: f64,
@@ -107,6 +120,7 @@ impl TrialView {
             max_new_tokens: 0,
             sampled_layers: Vec::new(),
             text: String::new(),
+            token_spans: Vec::new(),
             tokens: 0,
             decode_ms: 0.0,
             inference_time_s: None,
@@ -145,6 +159,10 @@ impl TrialView {
     }
 
     pub fn push_token(&mut self, index: usize, text: &str, step_ms: f64) {
+        if self.token_spans.len() == index {
+            self.token_spans
+                .push((self.text.len(), self.text.len() + text.len()));
+        }
         self.text.push_str(text);
         self.tokens = self.tokens.max(index + 1);
         self.decode_ms += step_ms;
@@ -185,6 +203,16 @@ impl TrialView {
         view.grid.record(position, layer, metrics);
     }
 
+    pub fn record_token_check(&mut self, verifier: usize, position: usize, accept: bool) {
+        let view = self.verifier_mut(verifier);
+        view.started = true;
+        view.token_checks += 1;
+        view.tokens_accepted += usize::from(accept);
+        if !accept {
+            view.rejected_tokens.push(position);
+        }
+    }
+
     pub fn finish(&mut self, result: Box<TrialResult>) {
         for (index, saved) in result.verifiers.iter().enumerate() {
             let view = self.verifier_mut(index);
@@ -223,6 +251,9 @@ impl TrialView {
                 .collect(),
         );
         for (index, verifier) in result.verifiers.iter().enumerate() {
+            for check in &verifier.statistics.token_checks {
+                view.record_token_check(index, check.position, check.accept);
+            }
             for check in &verifier.statistics.checks {
                 view.record_check(
                     index,

@@ -139,13 +139,18 @@ pub async fn verify_task(
         chunk: None,
         // The bundle is held to the experiment's inferencer precision before it is verified.
         trust_native_claim: true,
+        // Set from the trial's plan (the request the experiment makes), never from the bundle.
+        token_sampling: None,
     };
+    // The requests of the run, rebuilt from the plan as the inference tasks made them.
+    let plans = plan_trials(&ws, &req)?;
     let result = super::super::verify_step::verify_one_bundle(
         &ws,
         &req,
         &spec,
         &bundle,
         &[],
+        &plans,
         &settings,
         &sink,
         &CancelToken::new(),
