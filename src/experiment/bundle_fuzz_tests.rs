@@ -107,6 +107,7 @@ fn mutate(manifest: &mut Value, rng: &mut rand::rngs::StdRng) -> String {
 fn judge(
     ws: &Arc<Workspace>,
     role: &Role,
+    sampling: &SamplingParams,
     dir: &Path,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<TrialResult> {
@@ -122,6 +123,9 @@ fn judge(
         expected: TrialVerdict::Pass,
         chunk: None,
         trust_native_claim: false,
+        // The requester's sampling rule (as with `verify --request`), not the manifest's
+        // claim: a mutated seed in the manifest must not change what the tokens are held to.
+        token_sampling: Some(sampling.clone()),
     };
     let prompt = PromptInfo {
         category: String::new(),
@@ -173,6 +177,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: LayerSelection::Every(8),
+        nonce: None,
     };
     let (manifest, states) =
         infer_trial(&ws, &plan, None, &EventSink::none(), &CancelToken::new()).unwrap();
@@ -183,7 +188,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let intact = judge(&ws, &role, &honest_dir, &runtime).unwrap();
+    let intact = judge(&ws, &role, &plan.sampling, &honest_dir, &runtime).unwrap();
     assert_eq!(intact.summary.final_verdict, TrialVerdict::Pass);
     let tokenizer = ws.load(&role).unwrap().tokenizer;
 
@@ -200,7 +205,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
             serde_json::to_vec(&mutated).unwrap(),
         )
         .unwrap();
-        match judge(&ws, &role, &dir, &runtime) {
+        match judge(&ws, &role, &plan.sampling, &dir, &runtime) {
             Ok(result) => {
                 verdicts += 1;
                 // What is shown is what its own tokenizer makes of the verified ids.
