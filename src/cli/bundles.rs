@@ -10,7 +10,6 @@ use super::{
     verdict_code, workspace, GlobalArgs, InferArgs, PolicyChoice, RequestArgs, VerifyArgs,
 };
 use crate::engine::events::CancelToken;
-use crate::engine::sampling::SamplingParams;
 use crate::experiment::bundle::{read_manifest, read_states, Manifest};
 use crate::experiment::request::{
     check_against_request, read_request, write_request, ExpectedRequest, Request,
@@ -34,15 +33,7 @@ fn prompt_text(prompt: &Option<String>, file: &Option<std::path::PathBuf>) -> Re
 pub(super) async fn request(global: &GlobalArgs, args: RequestArgs) -> Result<ExitCode> {
     let ws = Arc::new(workspace(global)?);
     let text = prompt_text(&args.prompt, &args.prompt_file)?;
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        min_new_tokens: args.min_tokens,
-        max_new_tokens: args.max_tokens,
-    };
+    let sampling = args.sampling.params();
     sampling
         .validate()
         .map_err(|e| anyhow!("invalid sampling arguments: {e}"))?;
@@ -102,15 +93,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
             )
         }
         None => {
-            let sampling = SamplingParams {
-                temperature: args.temperature,
-                top_p: args.top_p,
-                top_k: args.top_k,
-                repetition_penalty: args.repetition_penalty,
-                seed: args.seed,
-                min_new_tokens: args.min_tokens,
-                max_new_tokens: args.max_tokens,
-            };
+            let sampling = args.sampling.params();
             let text = prompt_text(&args.prompt, &args.prompt_file)?;
             (text, args.raw, sampling, args.model.clone())
         }

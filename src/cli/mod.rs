@@ -11,6 +11,7 @@ mod bundles;
 mod slurm;
 
 use crate::engine::events::CancelToken;
+use crate::engine::sampling::SamplingParams;
 use crate::experiment::config::{ConfigSet, LayerSelection};
 use crate::experiment::results::TrialVerdict;
 use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
@@ -166,6 +167,19 @@ pub struct InferArgs {
     /// Send the text as it is, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Hidden-state indices to record: `every:8`, `all`, or a list like `8,16,24`.
+    #[arg(long, default_value = "every:8", value_parser = parse_layers)]
+    pub layers: LayerSelection,
+    /// Bundle directory to write (new or empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The sampling rule's flags (docs/sampling.md), shared by `infer` and `request`.
+#[derive(Args, Debug)]
+pub struct SamplingArgs {
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     #[arg(long, default_value_t = 0)]
@@ -180,12 +194,20 @@ pub struct InferArgs {
     pub repetition_penalty: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Hidden-state indices to record: `every:8`, `all`, or a list like `8,16,24`.
-    #[arg(long, default_value = "every:8", value_parser = parse_layers)]
-    pub layers: LayerSelection,
-    /// Bundle directory to write (new or empty).
-    #[arg(long)]
-    pub out: PathBuf,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            min_new_tokens: self.min_tokens,
+            max_new_tokens: self.max_tokens,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -204,20 +226,8 @@ pub struct RequestArgs {
     /// Send the text as it is, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    pub min_tokens: usize,
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Request file to write.
     #[arg(long)]
     pub out: PathBuf,
