@@ -8,13 +8,21 @@ BIN := $(TARGET_DIR)/release/verillm-tui
 # Results and logs of `make run` land in the repository's data/ folder.
 export VERILLM_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: run test build model bench doctor
+.PHONY: run test test-tools build model bench doctor
 
 run: model
 	$(BIN)
 
-test: model
+test: model test-tools
 	$(CARGO) test --release --lib --bins --tests
+
+# The console's end-to-end test drives the binary in tmux: installed with apt when missing and
+# we are root (as on a fresh machine of this project's kind), else named for the user to install.
+test-tools:
+	@command -v tmux >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        apt-get update -qq && apt-get install -y -qq tmux; \
+	    else echo "make test needs tmux for the console's end-to-end test: install it" >&2; exit 1; fi; }
 
 build:
 	$(CARGO) build --release
