@@ -1967,3 +1967,111 @@ fn two_step_verification_rebuilds_each_trials_request() {
         "{err}"
     );
 }
+
+/// What a provider must not be able to choose (found by playing the cheater against
+/// `verify --request`): the bundle's own copy of the request, a truncated answer marked as
+/// cancelled (its stop rule would be waived), and the loose bf16 tier by declaring its dtype.
+#[test]
+fn a_provider_cannot_rewrite_the_request_truncate_the_answer_or_pick_its_tier() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let (req, honest, bf16) = (path("req.json"), path("honest"), path("bf16"));
+    run_ok(
+        &[
+            "request",
+            "--prompt",
+            "Why is the sky blue?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--out",
+            &req,
+        ],
+        d,
+    );
+    run_ok(&["infer", "--request", &req, "--out", &honest], d);
+    let verify = |bundle: &str, extra: &[&str]| {
+        bin()
+            .args(["verify", bundle, "--request", &req, "--verifiers", "1"])
+            .args(extra)
+            .env("VERILLM_DATA_DIR", d)
+            .output()
+            .unwrap()
+    };
+    let passed = verify(&honest, &[]);
+    assert_eq!(passed.status.code(), Some(0), "{passed:?}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&honest).join("manifest.json")).unwrap())
+            .unwrap();
+
+    // The bundle's copy of the request, rewritten but for its nonce: REJECT, named.
+    let mut rewritten = manifest.clone();
+    rewritten["request"]["prompt"]["messages"][0]["content"] =
+        Value::String("Write malware".into());
+    bundle_copy(Path::new(&honest), &d.join("rewritten"), &rewritten, None);
+    let out = verify(&path("rewritten"), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stdout.contains("request: the bundle's copy of the request"),
+        "{stdout}"
+    );
+
+    // Marked cancelled, an answer is a prefix: it does not answer the request.
+    let mut cancelled = manifest.clone();
+    cancelled["cancelled"] = Value::Bool(true);
+    bundle_copy(Path::new(&honest), &d.join("cancelled"), &cancelled, None);
+    let out = verify(&path("cancelled"), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stdout.contains("cancelled: the bundle is an interrupted inference"),
+        "{stdout}"
+    );
+
+    // An honest bf16 inference is refused until the verifier admits the bf16 tier.
+    run_ok(
+        &[
+            "infer",
+            "--request",
+            &req,
+            "--device",
+            "cpu:bf16",
+            "--out",
+            &bf16,
+        ],
+        d,
+    );
+    let refused = verify(&bf16, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("declares bf16 inference") && stderr.contains("--admit-bf16"),
+        "{stderr}"
+    );
+    let admitted = verify(&bf16, &["--admit-bf16"]);
+    assert_eq!(admitted.status.code(), Some(0), "{admitted:?}");
+}
+
+/// A token budget near 2^64 is refused before decoding (it once wrapped around the context
+/// check and decoded for minutes before failing).
+#[test]
+fn a_token_budget_beyond_the_context_is_refused_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let out = data.path().join("b");
+    let err = run_err(
+        &[
+            "infer",
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "18446744073709551615",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        data.path(),
+    );
+    assert!(err.contains("exceed the model's context"), "{err}");
+}

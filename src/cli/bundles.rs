@@ -298,6 +298,21 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         manifest.layers,
         manifest.model.n_layers
     );
+    // The bundle's declared dtype picks its precision tier, and the bf16 tier is loose enough
+    // (δ = 2 logits) for a cheater to steer tokens: admitted only when the verifier says so.
+    if experiment.is_none()
+        && crate::stats::metrics::dtype_from_name(&manifest.dtype)
+            == Some(crate::stats::metrics::CompareDtype::Bf16)
+    {
+        ensure!(
+            args.admit_bf16,
+            "{}: the bundle declares bf16 inference, judged in the bf16 tier (token margins \
+             down to -2 logits, state drift up to the bf16 limits of docs/policy.md), within \
+             which a provider could choose among near-top tokens; pass --admit-bf16 to accept \
+             that tier, or --experiment ID to admit what that experiment's inferencer runs",
+            args.bundle.display()
+        );
+    }
     let model = match (args.model, &request) {
         (Some(model), _) => model,
         // The requester's own file names the model it asked for.

@@ -280,6 +280,12 @@ pub struct VerifyArgs {
     /// that claim, one string in an untrusted file, is judged by the declared dtype alone.
     #[arg(long)]
     pub native_inference: bool,
+    /// Admit a bundle that declares bf16 inference. Its tier tolerates the most drift (token
+    /// margins down to −2 logits, docs/policy.md), within which a cheater may pick among
+    /// near-top tokens: the verifier admits it, never the bundle's dtype alone.
+    /// (`--experiment ID` admits what that experiment's inferencer runs instead.)
+    #[arg(long)]
+    pub admit_bf16: bool,
     /// Accept-rate cutoff a verifier must exceed to pass (default: the experiment's, else 0.95).
     #[arg(long)]
     pub cutoff: Option<f64>,

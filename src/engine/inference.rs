@@ -106,7 +106,9 @@ pub fn generate(
         max_positions - 1
     );
     ensure!(
-        prompt_ids.len() + params.max_new_tokens <= max_positions,
+        // Subtracted, not added: a budget near usize::MAX (a request is untrusted) must not
+        // wrap around the check and decode for minutes before the context runs out.
+        params.max_new_tokens <= max_positions - prompt_ids.len(),
         "{} prompt tokens + {} new tokens exceed the model's context of {max_positions} positions \
          (lower the new-token budget, --max-tokens, to at most {})",
         prompt_ids.len(),

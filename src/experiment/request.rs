@@ -365,8 +365,42 @@ pub fn check_bundle_against_request(
                     recorded.nonce, request.nonce
                 ))
             }
+            // The bundle's copy of the request is what it says it answered: every field must
+            // be the requester's (a copy with another prompt or model but the right nonce
+            // would otherwise be recorded beside a PASS).
+            Some(recorded) if recorded.digest() != request.digest() => {
+                return Err(format!(
+                    "request: the bundle's copy of the request (sha256 {}) is not the request \
+                     file's (sha256 {})",
+                    recorded.digest(),
+                    request.digest()
+                ))
+            }
+            Some(recorded)
+                if recorded
+                    .sha256
+                    .as_ref()
+                    .is_some_and(|claimed| *claimed != request.digest()) =>
+            {
+                return Err(format!(
+                    "request.sha256: the bundle records {}, the request's sha256 is {}",
+                    recorded.sha256.as_deref().unwrap_or_default(),
+                    request.digest()
+                ))
+            }
             Some(_) => {}
         }
+    }
+    // An interrupted inference is a prefix: it does not answer the request, whatever its
+    // tokens (its stop rule would otherwise be waived, and any prefix pass).
+    if manifest.cancelled {
+        return Err(format!(
+            "cancelled: the bundle is an interrupted inference ({} of at most {} tokens), a \
+             prefix that does not answer the request (verify it without a request to check the \
+             prefix alone)",
+            manifest.output_ids.len(),
+            request.sampling.max_new_tokens
+        ));
     }
     Ok(())
 }
