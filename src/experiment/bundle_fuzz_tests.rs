@@ -122,6 +122,7 @@ fn judge(
         expected: TrialVerdict::Pass,
         chunk: None,
         trust_native_claim: false,
+        token_sampling: None,
     };
     let prompt = PromptInfo {
         category: String::new(),
@@ -173,6 +174,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: LayerSelection::Every(8),
+        nonce: None,
     };
     let (manifest, states) =
         infer_trial(&ws, &plan, None, &EventSink::none(), &CancelToken::new()).unwrap();
