@@ -222,3 +222,7 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         tier,
     })
 }
+
+#[cfg(test)]
+#[path = "segment_tests.rs"]
+mod tests;
