@@ -93,6 +93,10 @@ pub struct Manifest {
     /// The request the inference served, with its sha256 (absent from older bundles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<super::request::Request>,
+    /// The Merkle root over every column at every position, bound to the request
+    /// (docs/commitment.md); absent when the inference kept no store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<crate::engine::commitment::Commitment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +286,23 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 /// Every number and string of an untrusted manifest is bounded before it is used, copied into
 /// a result or turned into a file name (a trial of 2^64 - 1, a megabyte of category).
 fn check_bounds(manifest: &Manifest) -> Result<()> {
+    if let Some(c) = &manifest.commitment {
+        c.check().context("manifest commitment")?;
+        ensure!(
+            c.shape.columns == manifest.model.n_layers + 1
+                && c.shape.hidden == manifest.model.hidden
+                && c.shape.positions == manifest.prompt_ids.len() + manifest.output_ids.len(),
+            "manifest commitment: {} columns × {} positions × {} wide do not fit a {}-layer model \
+             {} wide and {} + {} tokens",
+            c.shape.columns,
+            c.shape.positions,
+            c.shape.hidden,
+            manifest.model.n_layers,
+            manifest.model.hidden,
+            manifest.prompt_ids.len(),
+            manifest.output_ids.len()
+        );
+    }
     let context = manifest.context.as_ref();
     let names = [
         ("model.name", Some(&manifest.model.name)),
@@ -519,6 +540,7 @@ mod tests {
             },
             context: None,
             request: None,
+            commitment: None,
         };
         write_bundle(dir, manifest, &states).unwrap();
         serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap()
