@@ -158,8 +158,9 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     let cancel = CancelToken::new();
     let raw = raw.then_some(text);
     let ws2 = ws.clone();
+    let keep_store = !args.no_store;
     let (mut manifest, states, store) = tokio::task::spawn_blocking(move || {
-        crate::experiment::trial::infer_trial_with(&ws2, &plan, raw, &sink, &cancel, true)
+        crate::experiment::trial::infer_trial_with(&ws2, &plan, raw, &sink, &cancel, keep_store)
     })
     .await??;
     manifest.context = None;

@@ -190,6 +190,10 @@ pub struct InferArgs {
     /// Bundle directory to write (new or empty).
     #[arg(long)]
     pub out: PathBuf,
+    /// Keep no commitment store (no `states/`, no root): the bundle can then only be verified
+    /// in full mode. For measuring the store's overhead.
+    #[arg(long)]
+    pub no_store: bool,
 }
 
 #[derive(Args, Debug)]

@@ -180,3 +180,29 @@ fn a_q4_run_is_caught_by_every_challenge() {
         );
     }
 }
+
+/// Detection of a one-layer skip against c, measured over challenges drawn from many secrets,
+/// next to 1 − (1 − k/L)^c (k = 1). A measurement, not a check: run with
+/// `cargo test --release --lib measure_skip_detection -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_skip_detection_against_c() {
+    let honest = full();
+    let skipping = LoadedModel {
+        model: Arc::new(honest.model.with_layer_skipped(13).unwrap()),
+        ..honest.clone()
+    };
+    let run = infer(&skipping);
+    let n_layers = honest.model.config.n_layers as f64;
+    let trials = 200;
+    for c in [1, 2, 4, 8] {
+        let caught = (0..trials)
+            .filter(|&i| !segments(&run, &secret(10_000 + i), c).pass(0.95))
+            .count();
+        println!(
+            "skip layer 13, c = {c}: caught {caught}/{trials} = {:.3}; 1 − (1 − 1/L)^c = {:.3}",
+            caught as f64 / trials as f64,
+            1.0 - (1.0 - 1.0 / n_layers).powi(c as i32)
+        );
+    }
+}
