@@ -465,7 +465,7 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>> {
 /// A challenge read back: its draw recomputed from its own secret must match what it says.
 pub fn check_challenge(ch: &Challenge) -> Result<()> {
     ensure!(
-        ch.secret.len() % 2 == 0 && ch.secret.len() <= 2 * MAX_SECRET_BYTES as usize,
+        ch.secret.len().is_multiple_of(2) && ch.secret.len() <= 2 * MAX_SECRET_BYTES as usize,
         "challenge secret: bad length"
     );
     let secret: Vec<u8> = (0..ch.secret.len() / 2)
