@@ -505,12 +505,7 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
 pub(super) fn challenge(args: super::ChallengeArgs) -> Result<ExitCode> {
     use crate::engine::commitment::{derive_challenge, read_secret};
     let manifest = read_manifest(&args.bundle)?;
-    let commitment = manifest.commitment.as_ref().with_context(|| {
-        format!(
-            "{}: the manifest carries no commitment (made by an older `infer`, or by `run`)",
-            args.bundle.display()
-        )
-    })?;
+    let commitment = manifest.checked_commitment(&args.bundle)?;
     let request = manifest
         .request
         .as_ref()
@@ -541,12 +536,7 @@ pub(super) fn challenge(args: super::ChallengeArgs) -> Result<ExitCode> {
 pub(super) fn open(args: super::OpenArgs) -> Result<ExitCode> {
     use crate::engine::commitment::{read_store, write_opening, Challenge};
     let manifest = read_manifest(&args.bundle)?;
-    let commitment = manifest.commitment.as_ref().with_context(|| {
-        format!(
-            "{}: the manifest carries no commitment",
-            args.bundle.display()
-        )
-    })?;
+    let commitment = manifest.checked_commitment(&args.bundle)?;
     let bytes = crate::util::read_untrusted_file(&args.challenge, 1 << 20)
         .with_context(|| format!("--challenge {}", args.challenge.display()))?;
     let ch: Challenge = serde_json::from_slice(&bytes)
@@ -585,12 +575,7 @@ fn verify_segments_cli(
 ) -> Result<ExitCode> {
     use crate::engine::segment::{verify_segments, SegmentJob};
     use crate::engine::verification::TokenRule;
-    let commitment = manifest.commitment.as_ref().with_context(|| {
-        format!(
-            "{}: the manifest carries no commitment to verify an opening against",
-            bundle.display()
-        )
-    })?;
+    let commitment = manifest.checked_commitment(bundle)?;
     let opening = crate::engine::commitment::read_opening(
         opening_dir,
         commitment,

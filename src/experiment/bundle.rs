@@ -108,6 +108,38 @@ pub struct BundleContext {
     pub prompt_id: String,
 }
 
+impl Manifest {
+    /// The commitment, checked to cover exactly this bundle's model and tokens; an error
+    /// naming the bundle's directory when there is none.
+    pub fn checked_commitment(&self, dir: &Path) -> Result<&crate::engine::commitment::Commitment> {
+        let c = self.commitment.as_ref().with_context(|| {
+            format!(
+                "{}: the manifest carries no commitment (a bundle of an older `infer`, of \
+                 `infer --no-store`, or of `run`)",
+                dir.display()
+            )
+        })?;
+        c.check().context("manifest commitment")?;
+        ensure!(
+            c.shape.columns == self.model.n_layers + 1
+                && c.shape.hidden == self.model.hidden
+                && c.shape.positions == self.prompt_ids.len() + self.output_ids.len()
+                && !self.prompt_ids.is_empty(),
+            "{}: manifest commitment: {} columns × {} positions × {} wide do not fit a \
+             {}-layer model {} wide and {} + {} tokens",
+            dir.display(),
+            c.shape.columns,
+            c.shape.positions,
+            c.shape.hidden,
+            self.model.n_layers,
+            self.model.hidden,
+            self.prompt_ids.len(),
+            self.output_ids.len()
+        );
+        Ok(c)
+    }
+}
+
 pub struct Bundle {
     pub manifest: Manifest,
     pub states: CapturedStates,
@@ -288,20 +320,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 fn check_bounds(manifest: &Manifest) -> Result<()> {
     if let Some(c) = &manifest.commitment {
         c.check().context("manifest commitment")?;
-        ensure!(
-            c.shape.columns == manifest.model.n_layers + 1
-                && c.shape.hidden == manifest.model.hidden
-                && c.shape.positions == manifest.prompt_ids.len() + manifest.output_ids.len(),
-            "manifest commitment: {} columns × {} positions × {} wide do not fit a {}-layer model \
-             {} wide and {} + {} tokens",
-            c.shape.columns,
-            c.shape.positions,
-            c.shape.hidden,
-            manifest.model.n_layers,
-            manifest.model.hidden,
-            manifest.prompt_ids.len(),
-            manifest.output_ids.len()
-        );
     }
     let context = manifest.context.as_ref();
     let names = [
