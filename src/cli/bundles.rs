@@ -141,9 +141,11 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     let cancel = CancelToken::new();
     let raw = raw.then_some(text);
     let ws2 = ws.clone();
-    let (mut manifest, states) =
-        tokio::task::spawn_blocking(move || runner::infer_trial(&ws2, &plan, raw, &sink, &cancel))
-            .await??;
+    let keep_store = !args.no_store;
+    let (mut manifest, states, store) = tokio::task::spawn_blocking(move || {
+        crate::experiment::trial::infer_trial_with(&ws2, &plan, raw, &sink, &cancel, keep_store)
+    })
+    .await??;
     manifest.context = None;
     printer.abort();
     if let (Some(asked), Some(served)) = (&request, &manifest.request) {
@@ -161,6 +163,17 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         );
     }
     crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
+    if let (Some(store), Some(c)) = (&store, &manifest.commitment) {
+        crate::engine::commitment::write_store(&args.out, store)?;
+        eprintln!(
+            "committed root {} over {} columns × {} positions (private store {}/states, {:.1} KiB)",
+            c.root,
+            c.shape.columns,
+            c.shape.positions,
+            args.out.display(),
+            store.bytes() as f64 / 1024.0
+        );
+    }
     eprintln!(
         "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
         args.out.display(),
@@ -386,6 +399,29 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
             return Ok(verdict_code(TrialVerdict::Reject));
         }
     }
+    let segment = match (args.mode, &args.opening) {
+        (Some(super::VerifyMode::Segment), None) => {
+            bail!("--mode segment verifies an opening: pass --opening DIR (`open` writes one)")
+        }
+        (Some(super::VerifyMode::Full), _) => false,
+        (_, opening) => opening.is_some(),
+    };
+    if segment {
+        printer.abort();
+        let request = request.expect("clap: --opening requires --request");
+        let opening = args.opening.clone().expect("segment mode has an opening");
+        let role = settings.verifiers[0].clone();
+        let policy = settings.policy.clone();
+        let native = args.native_inference;
+        let json = args.json;
+        let bundle = args.bundle.clone();
+        return tokio::task::spawn_blocking(move || {
+            verify_segments_cli(
+                &ws, &role, &policy, cutoff, native, &manifest, &request, &bundle, &opening, json,
+            )
+        })
+        .await?;
+    }
     let states = read_states(&args.bundle, &manifest)?;
     let result = runner::verify_trial(
         ws,
@@ -461,4 +497,182 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
         result.summary.final_verdict, result.request_checked
     );
     Ok(())
+}
+
+/// `challenge`: the verifier's draw for a committed bundle, its secret stated in the file.
+pub(super) fn challenge(args: super::ChallengeArgs) -> Result<ExitCode> {
+    use crate::engine::commitment::{derive_challenge, read_secret};
+    let manifest = read_manifest(&args.bundle)?;
+    let commitment = manifest.checked_commitment(&args.bundle)?;
+    let request = manifest
+        .request
+        .as_ref()
+        .with_context(|| format!("{}: the manifest names no request", args.bundle.display()))?;
+    let secret = read_secret(&args.secret_file)?;
+    let ch = derive_challenge(
+        &commitment.root,
+        &request.nonce,
+        &secret,
+        manifest.model.n_layers,
+        args.layers,
+        manifest.output_ids.len(),
+        args.token_positions,
+    )?;
+    crate::util::write_file_atomic(&args.out, &serde_json::to_vec_pretty(&ch)?)?;
+    println!(
+        "challenge: layers {:?}, tokens {}, secret {} (revealed: anyone can recompute the draw)",
+        ch.layers,
+        ch.token_positions
+            .as_ref()
+            .map_or_else(|| "all".to_string(), |p| format!("{p:?}")),
+        ch.secret
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `open`: the challenged columns of the private store with their proofs.
+pub(super) fn open(args: super::OpenArgs) -> Result<ExitCode> {
+    use crate::engine::commitment::{read_store, write_opening, Challenge};
+    let manifest = read_manifest(&args.bundle)?;
+    let commitment = manifest.checked_commitment(&args.bundle)?;
+    let bytes = crate::util::read_untrusted_file(&args.challenge, 1 << 20)
+        .with_context(|| format!("--challenge {}", args.challenge.display()))?;
+    let ch: Challenge = serde_json::from_slice(&bytes)
+        .with_context(|| format!("--challenge {}: not a challenge", args.challenge.display()))?;
+    let _out = crate::util::create_empty_dir(&args.out, "--out")?;
+    let (store, tree) = read_store(&args.bundle, commitment)?;
+    let shipped = write_opening(
+        &args.out,
+        commitment,
+        &store,
+        &tree,
+        &ch,
+        manifest.prompt_ids.len(),
+    )?;
+    println!(
+        "opened layers {:?} into {} ({shipped} bytes, store {} bytes)",
+        ch.layers,
+        args.out.display(),
+        store.bytes()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_segments_cli(
+    ws: &Workspace,
+    role: &Role,
+    policy: &PolicyConfig,
+    cutoff: f64,
+    native: bool,
+    manifest: &Manifest,
+    request: &crate::experiment::request::Request,
+    bundle: &std::path::Path,
+    opening_dir: &std::path::Path,
+    json: bool,
+) -> Result<ExitCode> {
+    use crate::engine::segment::{verify_segments, SegmentJob};
+    use crate::engine::verification::TokenRule;
+    let commitment = manifest.checked_commitment(bundle)?;
+    let opening = crate::engine::commitment::read_opening(
+        opening_dir,
+        commitment,
+        &request.digest(),
+        &request.nonce,
+        manifest.prompt_ids.len(),
+    )
+    .with_context(|| format!("--opening {}", opening_dir.display()))?;
+    let model = ws.load(role)?;
+    let start = std::time::Instant::now();
+    let job = SegmentJob {
+        prompt_ids: &manifest.prompt_ids,
+        output_ids: &manifest.output_ids,
+        opening: &opening,
+        inference_dtype: crate::stats::metrics::dtype_from_name(&manifest.dtype)
+            .unwrap_or(crate::stats::metrics::CompareDtype::F32),
+        inference_native: native && manifest.precision == "native",
+        policy,
+        tokens: Some(TokenRule {
+            sampling: &request.sampling,
+            eos_ids: model.tokenizer.eos_ids(),
+            output_complete: !manifest.cancelled,
+        }),
+    };
+    let out = verify_segments(&model, &job)?;
+    let pass = out.pass(cutoff);
+    let tokens = out.token_checks.as_ref().expect("asked for token checks");
+    let layers: Vec<serde_json::Value> = out
+        .segments
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "layer": s.layer,
+                "checks": s.checks.len(),
+                "accepted": s.accepted(),
+                "recompute_s": s.recompute_s,
+            })
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "mode": "segment",
+                "request_checked": true,
+                "request_sha256": request.digest(),
+                "root": commitment.root,
+                "secret": opening.challenge.secret,
+                "challenged_layers": opening.challenge.layers,
+                "token_positions": opening.challenge.token_positions,
+                "proofs_checked": out.proofs_checked,
+                "bytes_received": out.bytes_received,
+                "segments": layers,
+                "embedding_rows_accepted": out.embedding_checks.iter().filter(|c| c.accept).count(),
+                "embedding_rows": out.embedding_checks.len(),
+                "state_accept_rate": out.accept_rate(),
+                "tokens_accepted": tokens.accepted(),
+                "tokens_checked": tokens.records.len(),
+                "token_stop_violation": tokens.stop_violation,
+                "time_s": start.elapsed().as_secs_f64(),
+                "verdict": if pass { "PASS" } else { "REJECT" },
+            }))?
+        );
+    } else {
+        println!(
+            "challenged layers {:?} (secret {}), {} proofs checked, {} bytes received",
+            opening.challenge.layers,
+            opening.challenge.secret,
+            out.proofs_checked,
+            out.bytes_received
+        );
+        for s in &out.segments {
+            println!(
+                "  layer {:>3}: {}/{} positions accepted, recomputed in {:.3} s",
+                s.layer,
+                s.accepted(),
+                s.checks.len(),
+                s.recompute_s
+            );
+        }
+        println!(
+            "  embeddings {}/{} rows, tokens {}/{} accepted{}",
+            out.embedding_checks.iter().filter(|c| c.accept).count(),
+            out.embedding_checks.len(),
+            tokens.accepted(),
+            tokens.records.len(),
+            tokens
+                .stop_violation
+                .as_ref()
+                .map_or_else(String::new, |s| format!(", stop rule: {s}"))
+        );
+        println!(
+            "verdict: {}  mode: segment  request_checked: true",
+            if pass { "PASS" } else { "REJECT" }
+        );
+    }
+    Ok(verdict_code(if pass {
+        TrialVerdict::Pass
+    } else {
+        TrialVerdict::Reject
+    }))
 }

@@ -65,6 +65,10 @@ pub enum Command {
     Infer(InferArgs),
     /// Verify an inference bundle made here or on another machine.
     Verify(VerifyArgs),
+    /// Draw a verifier's challenge for a committed bundle (docs/commitment.md).
+    Challenge(ChallengeArgs),
+    /// Open a bundle's private store for a challenge: the challenged columns with Merkle proofs.
+    Open(OpenArgs),
     /// Run an experiment (an id from experiments.yaml: exp1..exp5 built in; or all) end to end.
     Run(RunArgs),
     /// Print the token ids of a text as a JSON array.
@@ -175,6 +179,10 @@ pub struct InferArgs {
     /// Bundle directory to write (new or empty).
     #[arg(long)]
     pub out: PathBuf,
+    /// Keep no commitment store (no `states/`, no root): the bundle can then only be verified
+    /// in full mode. For measuring the store's overhead.
+    #[arg(long)]
+    pub no_store: bool,
 }
 
 /// The sampling rule's flags (docs/sampling.md), shared by `infer` and `request`.
@@ -291,6 +299,50 @@ pub struct VerifyArgs {
     pub cutoff: Option<f64>,
     #[arg(long)]
     pub json: bool,
+    /// An opening of this bundle's commitment (`open`): verify the challenged segments.
+    #[arg(long, value_name = "DIR", requires = "request")]
+    pub opening: Option<PathBuf>,
+    /// `segment` (the default with --opening) or `full` (one prefill; the default otherwise).
+    #[arg(long, value_enum)]
+    pub mode: Option<VerifyMode>,
+}
+
+#[derive(Args, Debug)]
+pub struct ChallengeArgs {
+    /// Bundle directory whose manifest carries a commitment (`infer` writes one).
+    pub bundle: PathBuf,
+    /// The verifier's secret: 16..=4096 bytes of its own, revealed in the challenge afterwards.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
+    /// How many decoder layers to challenge.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Check only this many generated tokens, drawn with the layers (default: every token).
+    #[arg(long)]
+    pub token_positions: Option<usize>,
+    /// Challenge file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct OpenArgs {
+    /// Bundle directory with its private store (`states/`).
+    pub bundle: PathBuf,
+    /// A verifier's challenge (`challenge`).
+    #[arg(long, value_name = "FILE")]
+    pub challenge: PathBuf,
+    /// Opening directory to write (new or empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// One prefill over prompt + output (today's verification).
+    Full,
+    /// The challenged layers alone, from a proven opening (docs/commitment.md).
+    Segment,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -538,6 +590,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Request(args)) => bundles::request(&global, args).await,
         Some(Command::Infer(args)) => bundles::infer(&global, args).await,
         Some(Command::Verify(args)) => bundles::verify(&global, args).await,
+        Some(Command::Challenge(args)) => bundles::challenge(args),
+        Some(Command::Open(args)) => bundles::open(args),
         Some(Command::Run(args)) if args.slurm.slurm => slurm::run(&global, args).await,
         Some(Command::Run(args)) => run(&global, args).await,
         Some(Command::SlurmTask(args)) => slurm::task(&global, args).await,

@@ -44,6 +44,7 @@ fn prefill_prompt(
     sink: &EventSink,
     trial: usize,
     cancel: &CancelToken,
+    mut store: Option<&mut CapturedStates>,
 ) -> Result<Vec<f32>> {
     let chunk = super::verification::default_chunk(model.profile);
     let chunks = prompt_ids.len().div_ceil(chunk);
@@ -65,7 +66,10 @@ fn prefill_prompt(
         }
         // Every layer runs for every chunk (the cache needs them all); only the last chunk's
         // logits are kept, and those are only of its last position.
-        let out = model.model.forward(piece, cache, &[], true)?;
+        let out = match store.as_deref_mut() {
+            Some(store) => record_into(model, piece, cache, &[], true, store)?,
+            None => model.model.forward(piece, cache, &[], true)?,
+        };
         if index + 1 == chunks {
             logits = out.logits.expect("asked for logits").to_vec1()?;
         }
@@ -74,6 +78,53 @@ fn prefill_prompt(
         sink.emit(EngineEvent::Preparing { key, message: None });
     }
     Ok(logits)
+}
+
+/// One forward call that also appends every column it passed (docs/commitment.md) to `store`.
+fn record_into(
+    model: &LoadedModel,
+    ids: &[u32],
+    cache: &mut crate::model::transformer::KvCache,
+    taps: &[usize],
+    want_logits: bool,
+    store: &mut CapturedStates,
+) -> Result<crate::model::transformer::ForwardOutput> {
+    let mut columns = Vec::new();
+    let out = model
+        .model
+        .forward_recording(ids, cache, taps, want_logits, &mut columns)?;
+    let tagged: Vec<(usize, candle_core::Tensor)> = columns.into_iter().enumerate().collect();
+    store.push(&tagged)?;
+    Ok(out)
+}
+
+/// Like [`generate`], also keeping the commitment store: the residual stream entering every
+/// layer and the final norm (columns 0..=L) at every position, prompt and generated, in the
+/// run's dtype (docs/commitment.md). Row p of the store = position p.
+pub fn generate_committed(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    layers: &[usize],
+    sink: &EventSink,
+    trial: usize,
+    cancel: &CancelToken,
+) -> Result<(InferenceOutput, CapturedStates)> {
+    let tm = &model.model;
+    let columns: Vec<usize> = (0..=tm.config.n_layers).collect();
+    let mut store = CapturedStates::new(columns, tm.config.hidden, tm.dtype())?;
+    store.reserve_rows(prompt_ids.len() + params.max_new_tokens);
+    let out = generate_inner(
+        model,
+        prompt_ids,
+        params,
+        layers,
+        sink,
+        trial,
+        cancel,
+        Some(&mut store),
+    )?;
+    Ok((out, store))
 }
 
 /// Generates up to `params.max_new_tokens` tokens after `prompt_ids`.
@@ -90,6 +141,20 @@ pub fn generate(
     sink: &EventSink,
     trial: usize,
     cancel: &CancelToken,
+) -> Result<InferenceOutput> {
+    generate_inner(model, prompt_ids, params, layers, sink, trial, cancel, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate_inner(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    layers: &[usize],
+    sink: &EventSink,
+    trial: usize,
+    cancel: &CancelToken,
+    mut store: Option<&mut CapturedStates>,
 ) -> Result<InferenceOutput> {
     params.validate().map_err(anyhow::Error::msg)?;
     ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
@@ -126,7 +191,15 @@ pub fn generate(
     let mut cache = tm.new_cache();
 
     let start = Instant::now();
-    let mut logits = prefill_prompt(model, prompt_ids, &mut cache, sink, trial, cancel)?;
+    let mut logits = prefill_prompt(
+        model,
+        prompt_ids,
+        &mut cache,
+        sink,
+        trial,
+        cancel,
+        store.as_deref_mut(),
+    )?;
     let prefill_s = start.elapsed().as_secs_f64();
 
     let mut history = prompt_ids.to_vec();
@@ -151,7 +224,10 @@ pub fn generate(
         output_ids.push(next);
         history.push(next);
         let is_last = eos.contains(&next) || output_ids.len() == params.max_new_tokens;
-        let out = tm.forward(&[next], &mut cache, &layers, !is_last)?;
+        let out = match store.as_deref_mut() {
+            Some(store) => record_into(model, &[next], &mut cache, &layers, !is_last, store)?,
+            None => tm.forward(&[next], &mut cache, &layers, !is_last)?,
+        };
         captured.push(&out.taps)?;
         if let Some(l) = out.logits {
             logits = l.to_vec1()?;

@@ -2,7 +2,9 @@
 //! sampling, and the events they report. They know nothing of the UI.
 
 pub mod capture;
+pub mod commitment;
 pub mod events;
 pub mod inference;
 pub mod sampling;
+pub mod segment;
 pub mod verification;

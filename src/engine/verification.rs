@@ -373,7 +373,7 @@ pub fn check_tokens_only(
 
 /// Holds generated token `position` (`token`) to the rule, given the verifier's logits of the
 /// step that chose it and the context before it (prompt and earlier tokens).
-fn check_token(
+pub(crate) fn check_token(
     rule: &TokenRule<'_>,
     logits: &[f32],
     context: &[u32],
@@ -398,7 +398,7 @@ fn check_token(
 }
 
 /// How `output` breaks the stopping rule (docs/sampling.md), if it does.
-fn stop_violation(rule: &TokenRule<'_>, output: &[u32]) -> Option<String> {
+pub(crate) fn stop_violation(rule: &TokenRule<'_>, output: &[u32]) -> Option<String> {
     let max = rule.sampling.max_new_tokens;
     if output.len() > max {
         return Some(format!(

@@ -93,6 +93,10 @@ pub struct Manifest {
     /// The request the inference served, with its sha256 (absent from older bundles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<super::request::Request>,
+    /// The Merkle root over every column at every position, bound to the request
+    /// (docs/commitment.md); absent when the inference kept no store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<crate::engine::commitment::Commitment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +106,38 @@ pub struct BundleContext {
     pub trial: usize,
     pub prompt_category: String,
     pub prompt_id: String,
+}
+
+impl Manifest {
+    /// The commitment, checked to cover exactly this bundle's model and tokens; an error
+    /// naming the bundle's directory when there is none.
+    pub fn checked_commitment(&self, dir: &Path) -> Result<&crate::engine::commitment::Commitment> {
+        let c = self.commitment.as_ref().with_context(|| {
+            format!(
+                "{}: the manifest carries no commitment (a bundle of an older `infer`, of \
+                 `infer --no-store`, or of `run`)",
+                dir.display()
+            )
+        })?;
+        c.check().context("manifest commitment")?;
+        ensure!(
+            c.shape.columns == self.model.n_layers + 1
+                && c.shape.hidden == self.model.hidden
+                && c.shape.positions == self.prompt_ids.len() + self.output_ids.len()
+                && !self.prompt_ids.is_empty(),
+            "{}: manifest commitment: {} columns × {} positions × {} wide do not fit a \
+             {}-layer model {} wide and {} + {} tokens",
+            dir.display(),
+            c.shape.columns,
+            c.shape.positions,
+            c.shape.hidden,
+            self.model.n_layers,
+            self.model.hidden,
+            self.prompt_ids.len(),
+            self.output_ids.len()
+        );
+        Ok(c)
+    }
 }
 
 pub struct Bundle {
@@ -282,6 +318,9 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 /// Every number and string of an untrusted manifest is bounded before it is used, copied into
 /// a result or turned into a file name (a trial of 2^64 - 1, a megabyte of category).
 fn check_bounds(manifest: &Manifest) -> Result<()> {
+    if let Some(c) = &manifest.commitment {
+        c.check().context("manifest commitment")?;
+    }
     let context = manifest.context.as_ref();
     let names = [
         ("model.name", Some(&manifest.model.name)),
@@ -519,6 +558,7 @@ mod tests {
             },
             context: None,
             request: None,
+            commitment: None,
         };
         write_bundle(dir, manifest, &states).unwrap();
         serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap()

@@ -419,6 +419,7 @@ fn manifest_of(
         },
         context: None,
         request: Some(request.clone()),
+        commitment: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::task::JoinSet;
 
 use super::bundle::{
@@ -68,6 +68,20 @@ pub fn infer_trial(
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<(Manifest, CapturedStates)> {
+    let (manifest, states, _) = infer_trial_with(ws, plan, prompt_text, sink, cancel, false)?;
+    Ok((manifest, states))
+}
+
+/// Like [`infer_trial`], also keeping the commitment store (docs/commitment.md) when `commit`:
+/// every column at every position, its Merkle root bound to the request in the manifest.
+pub fn infer_trial_with(
+    ws: &Workspace,
+    plan: &TrialPlan,
+    prompt_text: Option<String>,
+    sink: &EventSink,
+    cancel: &CancelToken,
+    commit: bool,
+) -> Result<(Manifest, CapturedStates, Option<CapturedStates>)> {
     let model = ws.load_reporting(&plan.inference, sink)?;
     // A prompt text given as it is (`--raw`) is sent without the chat template.
     let chat_template = prompt_text.is_none();
@@ -95,15 +109,42 @@ pub fn infer_trial(
         request.nonce = nonce.clone();
         request.sha256 = Some(request.digest());
     }
-    let out = generate(
-        &model,
-        &prompt_ids,
-        &plan.sampling,
-        &layers,
-        sink,
-        plan.trial,
-        cancel,
-    )?;
+    let (out, store) = if commit {
+        let (out, store) = crate::engine::inference::generate_committed(
+            &model,
+            &prompt_ids,
+            &plan.sampling,
+            &layers,
+            sink,
+            plan.trial,
+            cancel,
+        )?;
+        (out, Some(store))
+    } else {
+        let out = generate(
+            &model,
+            &prompt_ids,
+            &plan.sampling,
+            &layers,
+            sink,
+            plan.trial,
+            cancel,
+        )?;
+        (out, None)
+    };
+    let commitment = match &store {
+        Some(store) => Some(
+            crate::engine::commitment::commit(
+                store,
+                request
+                    .sha256
+                    .as_deref()
+                    .context("the request has no sha256")?,
+            )?
+            .0,
+        ),
+        None => None,
+    };
     sink.emit(EngineEvent::InferenceDone {
         trial: plan.trial,
         tokens: out.output_ids.len(),
@@ -146,6 +187,7 @@ pub fn infer_trial(
             prompt_id: plan.prompt.id.clone(),
         }),
         request: Some(request),
+        commitment,
     };
     if out.cancelled {
         sink.log(
@@ -157,7 +199,7 @@ pub fn infer_trial(
             ),
         );
     }
-    Ok((manifest, out.captured))
+    Ok((manifest, out.captured, store))
 }
 
 fn role_spec_of_plan(r: &Role) -> RoleSpec {

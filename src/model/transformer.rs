@@ -247,7 +247,72 @@ impl TappedModel {
         } else {
             LogitsWanted::None
         };
-        self.forward_inner(ids, cache, taps, wanted)
+        self.forward_inner(ids, cache, taps, wanted, None)
+    }
+
+    /// Like `forward`, through every layer, also handing out in `columns` the residual stream
+    /// entering each decoder layer (columns 0..L) and entering the final norm (column L), each
+    /// [tokens, hidden] in the compute dtype: what the inferencer's commitment store keeps
+    /// (docs/commitment.md).
+    pub fn forward_recording(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        taps: &[usize],
+        want_logits: bool,
+        columns: &mut Vec<Tensor>,
+    ) -> Result<ForwardOutput> {
+        let wanted = if want_logits {
+            LogitsWanted::Last
+        } else {
+            LogitsWanted::None
+        };
+        columns.clear();
+        self.forward_inner(ids, cache, taps, wanted, Some(columns))
+    }
+
+    /// Decoder layer `index` alone over positions 0..n, given the residual stream entering it
+    /// at each of them ([n, hidden]): causal attention over those states, a fresh cache. What
+    /// a segment verifier recomputes from an opened column (docs/commitment.md).
+    pub fn run_layer(&self, index: usize, entering: &Tensor) -> Result<Tensor> {
+        ensure!(
+            index < self.config.n_layers,
+            "layer {index} is beyond the model's {} layers",
+            self.config.n_layers
+        );
+        let (n, hidden) = entering.dims2()?;
+        ensure!(
+            hidden == self.config.hidden,
+            "a column {hidden} wide for a model {} wide",
+            self.config.hidden
+        );
+        ensure!(
+            n > 0 && n <= self.max_positions(),
+            "{n} positions for a model of {} positions",
+            self.max_positions()
+        );
+        let x = entering.to_dtype(self.dtype)?;
+        if self.skipped_layer == Some(index) {
+            return Ok(x);
+        }
+        let mut cache = self.new_cache();
+        let mask = causal_mask(n, 0, &self.device, self.dtype)?;
+        self.decoder_layer(&self.layers[index], &x, index, &mut cache, 0, mask.as_ref())
+    }
+
+    /// Final norm and lm_head over residual-stream rows entering the final norm ([n, hidden]):
+    /// [n, vocab] logits in f32.
+    pub fn final_logits(&self, entering_norm: &Tensor) -> Result<Tensor> {
+        let x = entering_norm.to_dtype(self.dtype)?;
+        let normed = candle_nn::ops::rms_norm(&x, &self.final_norm, self.config.rms_eps as f32)?;
+        let normed = self.to_matmul_dtype(&normed)?;
+        Ok(self.lm_head.forward(&normed)?.to_dtype(DType::F32)?)
+    }
+
+    /// The token embeddings of `ids` ([n, hidden], compute dtype): column 0 of a commitment.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let input = Tensor::new(ids, &self.device)?;
+        Ok(self.embed_tokens.index_select(&input, 0)?)
     }
 
     /// Like `forward`, through every layer, the final norm and the lm_head for the positions
@@ -265,7 +330,7 @@ impl TappedModel {
             "logits asked from row {first_row} of a {}-token call",
             ids.len()
         );
-        self.forward_inner(ids, cache, taps, LogitsWanted::From(first_row))
+        self.forward_inner(ids, cache, taps, LogitsWanted::From(first_row), None)
     }
 
     fn forward_inner(
@@ -274,6 +339,7 @@ impl TappedModel {
         cache: &mut KvCache,
         taps: &[usize],
         wanted: LogitsWanted,
+        mut record: Option<&mut Vec<Tensor>>,
     ) -> Result<ForwardOutput> {
         let want_logits = wanted != LogitsWanted::None;
         ensure!(!ids.is_empty(), "forward called with no tokens");
@@ -292,7 +358,7 @@ impl TappedModel {
             );
         }
         let wants = |index: usize| taps.contains(&index);
-        let last_layer_needed = if want_logits {
+        let last_layer_needed = if want_logits || record.is_some() {
             n_layers
         } else {
             // Tap l needs layers 0..l; tap L needs every layer plus the final norm.
@@ -307,6 +373,9 @@ impl TappedModel {
         }
         let mask = causal_mask(ids.len(), offset, &self.device, self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate().take(last_layer_needed) {
+            if let Some(columns) = record.as_deref_mut() {
+                columns.push(x.clone());
+            }
             if self.skipped_layer != Some(i) {
                 x = self.decoder_layer(layer, &x, i, cache, offset, mask.as_ref())?;
             }
@@ -315,6 +384,9 @@ impl TappedModel {
             }
         }
         cache.len = offset + ids.len();
+        if let Some(columns) = record {
+            columns.push(x.clone());
+        }
         if last_layer_needed < n_layers {
             return Ok(ForwardOutput {
                 taps: out,

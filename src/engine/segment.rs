@@ -1,0 +1,228 @@
+//! Segment verification (docs/commitment.md): from an opening whose proofs were all checked,
+//! a verifier recomputes each challenged decoder layer alone over the opened column entering
+//! it (causal attention over those committed states, its own weights) and compares the result
+//! with the committed column entering the next layer, with the same precision-aware policy as
+//! the full prefill; checks column 0 against the tokens' embeddings; and runs the final norm
+//! and lm_head on the opened final column for the token checks of the sampling rule.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Tensor};
+
+use super::commitment::VerifiedOpening;
+use super::verification::{check_token, stop_violation, TokenChecks, TokenRule};
+use crate::experiment::results::CheckRecord;
+use crate::model::device::dtype_name;
+use crate::model::weights::Precision;
+use crate::model::LoadedModel;
+use crate::stats::metrics::{compare, dtype_from_name, CompareDtype};
+use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
+
+pub struct SegmentJob<'a> {
+    pub prompt_ids: &'a [u32],
+    pub output_ids: &'a [u32],
+    pub opening: &'a VerifiedOpening,
+    pub inference_dtype: CompareDtype,
+    pub inference_native: bool,
+    pub policy: &'a PolicyConfig,
+    pub tokens: Option<TokenRule<'a>>,
+}
+
+/// One challenged layer's checks: position = absolute position (prompt + output), layer = the
+/// column compared (l + 1).
+#[derive(Debug, Clone)]
+pub struct LayerSegment {
+    pub layer: usize,
+    pub checks: Vec<CheckRecord>,
+    pub recompute_s: f64,
+}
+
+impl LayerSegment {
+    pub fn accepted(&self) -> usize {
+        self.checks.iter().filter(|c| c.accept).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentOutput {
+    pub segments: Vec<LayerSegment>,
+    /// Column 0 against the embeddings of prompt + output, per position.
+    pub embedding_checks: Vec<CheckRecord>,
+    pub token_checks: Option<TokenChecks>,
+    pub proofs_checked: usize,
+    pub bytes_received: u64,
+    pub time_s: f64,
+    pub tier: CompareDtype,
+}
+
+impl SegmentOutput {
+    pub fn state_checks(&self) -> impl Iterator<Item = &CheckRecord> {
+        self.segments.iter().flat_map(|s| s.checks.iter())
+    }
+
+    pub fn accept_rate(&self) -> f64 {
+        let (n, a) = self
+            .state_checks()
+            .fold((0, 0), |(n, a), c| (n + 1, a + c.accept as usize));
+        if n == 0 {
+            0.0
+        } else {
+            a as f64 / n as f64
+        }
+    }
+
+    /// Passes when the state accept rate exceeds `cutoff`, every embedding row is accepted
+    /// and the token checks (if any) pass.
+    pub fn pass(&self, cutoff: f64) -> bool {
+        self.accept_rate() > cutoff
+            && self.embedding_checks.iter().all(|c| c.accept)
+            && self.token_checks.as_ref().is_none_or(TokenChecks::pass)
+    }
+
+    /// The challenged layers whose checks fall to the cutoff or below.
+    pub fn failed_layers(&self, cutoff: f64) -> Vec<usize> {
+        self.segments
+            .iter()
+            .filter(|s| (s.accepted() as f64) <= cutoff * s.checks.len() as f64)
+            .map(|s| s.layer)
+            .collect()
+    }
+}
+
+fn as_tensor(rows: &[Vec<f32>], model: &LoadedModel) -> Result<Tensor> {
+    let hidden = rows.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(
+        flat,
+        (rows.len(), hidden),
+        model.model.device(),
+    )?)
+}
+
+pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<SegmentOutput> {
+    let start = Instant::now();
+    let tm = &model.model;
+    let opening = job.opening;
+    let n_layers = tm.config.n_layers;
+    ensure!(
+        opening.shape.columns == n_layers + 1 && opening.shape.hidden == tm.config.hidden,
+        "the opening's commitment has {} columns {} wide; the verifier's model has {} layers {} wide",
+        opening.shape.columns,
+        opening.shape.hidden,
+        n_layers,
+        tm.config.hidden
+    );
+    let prompt_len = job.prompt_ids.len();
+    let sequence: Vec<u32> = job
+        .prompt_ids
+        .iter()
+        .chain(job.output_ids)
+        .copied()
+        .collect();
+    ensure!(
+        sequence.len() == opening.shape.positions,
+        "the commitment covers {} positions, the prompt and output have {}",
+        opening.shape.positions,
+        sequence.len()
+    );
+    let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
+    let compare_dtype = CompareDtype::coarsest(job.inference_dtype, verifier_dtype);
+    let rounds = tm.native_rounds_activations;
+    let inference_tier =
+        PolicyConfig::role_tier(job.inference_dtype, job.inference_native && rounds);
+    let verifier_tier =
+        PolicyConfig::role_tier(verifier_dtype, tm.precision == Precision::Native && rounds);
+    let tier = CompareDtype::coarsest(inference_tier, verifier_tier);
+    let judge = |committed: &[f32], recomputed: &[f32], position: usize, layer: usize| {
+        let metrics = compare(committed, recomputed, compare_dtype)?;
+        let accept = job.policy.decide(&metrics, inference_tier, verifier_tier);
+        anyhow::Ok(CheckRecord {
+            position,
+            layer,
+            accept,
+            metrics,
+        })
+    };
+    let all: Vec<usize> = (0..sequence.len()).collect();
+
+    // Column 0: the tokens' embeddings.
+    let committed0 = opening.rows_f32(0, &all)?;
+    let embedded: Vec<Vec<f32>> = tm.embed(&sequence)?.to_dtype(DType::F32)?.to_vec2()?;
+    let embedding_checks = committed0
+        .iter()
+        .zip(&embedded)
+        .enumerate()
+        .map(|(p, (c, e))| judge(c, e, p, 0))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut segments = Vec::new();
+    for &layer in &opening.challenge.layers {
+        ensure!(layer < n_layers, "challenged layer {layer} of {n_layers}");
+        let entering = opening.rows_f32(layer, &all)?;
+        let leaving = opening.rows_f32(layer + 1, &all)?;
+        let t = Instant::now();
+        let recomputed: Vec<Vec<f32>> = tm
+            .run_layer(layer, &as_tensor(&entering, model)?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
+        let recompute_s = t.elapsed().as_secs_f64();
+        let checks = leaving
+            .iter()
+            .zip(&recomputed)
+            .enumerate()
+            .map(|(p, (c, r))| judge(c, r, p, layer + 1))
+            .collect::<Result<Vec<_>>>()?;
+        segments.push(LayerSegment {
+            layer,
+            checks,
+            recompute_s,
+        });
+    }
+
+    let token_checks = match &job.tokens {
+        None => None,
+        Some(rule) => {
+            let tolerance = token_margin_tolerance(tier);
+            let tokens: Vec<usize> = match &opening.challenge.token_positions {
+                Some(p) => p.clone(),
+                None => (0..job.output_ids.len()).collect(),
+            };
+            let rows: Vec<usize> = tokens.iter().map(|i| prompt_len - 1 + i).collect();
+            let finals = opening.rows_f32(n_layers, &rows)?;
+            let logits: Vec<Vec<f32>> = tm.final_logits(&as_tensor(&finals, model)?)?.to_vec2()?;
+            let records = tokens
+                .iter()
+                .zip(&logits)
+                .map(|(&i, row)| {
+                    check_token(
+                        rule,
+                        row,
+                        &sequence[..prompt_len + i],
+                        i,
+                        job.output_ids[i],
+                        tolerance,
+                    )
+                })
+                .collect();
+            Some(TokenChecks {
+                records,
+                tolerance,
+                stop_violation: stop_violation(rule, job.output_ids),
+            })
+        }
+    };
+    Ok(SegmentOutput {
+        segments,
+        embedding_checks,
+        token_checks,
+        proofs_checked: opening.proofs_checked,
+        bytes_received: opening.bytes_received,
+        time_s: start.elapsed().as_secs_f64(),
+        tier,
+    })
+}
+
+#[cfg(test)]
+#[path = "segment_tests.rs"]
+mod tests;
