@@ -122,6 +122,7 @@ fn judge(
         expected: TrialVerdict::Pass,
         chunk: None,
         trust_native_claim: false,
+        token_sampling: None,
     };
     let prompt = PromptInfo {
         category: String::new(),
@@ -164,6 +165,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         messages: vec![("user".into(), "Name a color.".into())],
         inference: role.clone(),
         verifiers: vec![role.clone()],
+        nonce: None,
         sampling: SamplingParams {
             max_new_tokens: 6,
             ..SamplingParams::default()
