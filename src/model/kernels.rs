@@ -59,7 +59,7 @@ impl Q4_1Matrix {
     /// From the raw bytes of a Q4_1 tensor (GGUF layout, row-major).
     pub fn from_bytes(rows: usize, cols: usize, bytes: &[u8]) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            cols % BLOCK == 0,
+            cols.is_multiple_of(BLOCK),
             "Q4_1 matrix: {cols} columns are not a multiple of {BLOCK}"
         );
         let n_blocks = rows * cols / BLOCK;
@@ -108,7 +108,25 @@ impl Q4_1Matrix {
         let mut out = vec![0f32; m * self.rows];
         let dot = dot_q4_1_q8_1_fn();
         if m == 1 {
-            par_rows(&mut out, |r| dot(self.row(r), &xq));
+            let dot4 = dot4_q4_1_q8_1_fn();
+            par_row_chunks(&mut out, |first, ys| {
+                let mut quads = ys.chunks_exact_mut(4);
+                let mut r = first;
+                for y in &mut quads {
+                    let rows = [
+                        self.row(r),
+                        self.row(r + 1),
+                        self.row(r + 2),
+                        self.row(r + 3),
+                    ];
+                    y.copy_from_slice(&dot4(rows, &xq));
+                    r += 4;
+                }
+                for y in quads.into_remainder() {
+                    *y = dot(self.row(r), &xq);
+                    r += 1;
+                }
+            });
         } else {
             // Weight row outer so each row is read once for all tokens; the output is [m, rows],
             // so compute it transposed and swap.
@@ -140,23 +158,28 @@ impl BlockQ8_1 {
     };
 }
 
-/// Fills `out[r] = f(r)` with the rows split across the pool in chunks big enough that a
-/// task costs more than handing it over.
-fn par_rows(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
-    const ROWS_PER_TASK: usize = 64;
+/// Rows per task: a task must cost more than handing it over (and a multiple of 4 keeps the
+/// four-row kernels on whole groups).
+const ROWS_PER_TASK: usize = 64;
+
+/// Calls `f(first_row, out[first_row..])` on chunks of `out`, split across the pool.
+fn par_row_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if rayon::current_num_threads() <= 1 || out.len() <= ROWS_PER_TASK {
-        for (r, y) in out.iter_mut().enumerate() {
-            *y = f(r);
-        }
+        f(0, out);
         return;
     }
     out.par_chunks_mut(ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(c, ys)| {
-            for (i, y) in ys.iter_mut().enumerate() {
-                *y = f(c * ROWS_PER_TASK + i);
-            }
-        });
+        .for_each(|(c, ys)| f(c * ROWS_PER_TASK, ys));
+}
+
+/// Fills `out[r] = f(r)` with the rows split across the pool.
+fn par_rows(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
+    par_row_chunks(out, |first, ys| {
+        for (i, y) in ys.iter_mut().enumerate() {
+            *y = f(first + i);
+        }
+    });
 }
 
 /// candle's `quantize_row_q8_1`, operation for operation (so results match it bit for bit).
@@ -240,6 +263,59 @@ pub unsafe fn dot_q4_1_q8_1_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
         let s32 = _mm_add_epi32(s64, _mm_shuffle_epi32(s64, 0b01));
         let sumi = _mm_cvtsi128_si32(s32);
         sumf += sumi as f32 * w.d.to_f32() * x.d.to_f32() + w.m.to_f32() * x.s.to_f32();
+    }
+    sumf
+}
+
+type Dot4Q4_1 = fn([&[BlockQ4_1]; 4], &[BlockQ8_1]) -> [f32; 4];
+
+/// Four weight rows against one activation row, each summed exactly as the one-row kernel.
+pub fn dot4_q4_1_q8_1_fn() -> Dot4Q4_1 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        return |w, x| unsafe { dot4_q4_1_q8_1_avx2(w, x) };
+    }
+    |w, x| w.map(|w| dot_q4_1_q8_1_scalar(w, x))
+}
+
+/// Four rows share each activation load, their four integer sums come out of one horizontal
+/// add, and their four float chains run side by side (the one-row kernel waits on its single
+/// chain). Per row the operations and their order are the scalar kernel's.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot4_q4_1_q8_1_avx2(w: [&[BlockQ4_1]; 4], x: &[BlockQ8_1]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    for row in &w {
+        assert_eq!(row.len(), x.len(), "Q4_1·Q8_1: block counts");
+    }
+    let low_mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut sumf = [0f32; 4];
+    for (b, x) in x.iter().enumerate() {
+        let q8 = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        let quad = |row: &[BlockQ4_1]| {
+            let packed = _mm_loadu_si128(row.get_unchecked(b).qs.as_ptr() as *const __m128i);
+            let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+            let nibbles = _mm256_and_si256(both, low_mask);
+            let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, q8), ones);
+            _mm_add_epi32(
+                _mm256_castsi256_si128(quads),
+                _mm256_extracti128_si256(quads, 1),
+            )
+        };
+        let (s0, s1, s2, s3) = (quad(w[0]), quad(w[1]), quad(w[2]), quad(w[3]));
+        // [Σs0, Σs1, Σs2, Σs3]: integer adds, exact in any order.
+        let sums = _mm_hadd_epi32(_mm_hadd_epi32(s0, s1), _mm_hadd_epi32(s2, s3));
+        let mut sumi = [0i32; 4];
+        _mm_storeu_si128(sumi.as_mut_ptr() as *mut __m128i, sums);
+        let (xd, xs) = (x.d.to_f32(), x.s.to_f32());
+        for r in 0..4 {
+            let wb = w[r].get_unchecked(b);
+            sumf[r] += sumi[r] as f32 * wb.d.to_f32() * xd + wb.m.to_f32() * xs;
+        }
     }
     sumf
 }
@@ -406,6 +482,16 @@ mod tests {
             );
             // The chosen kernel (AVX2 where the CPU has it) is bit-identical to the scalar one.
             assert_eq!(dot_q4_1_q8_1_fn()(&w, &xq), scalar, "{n_blocks} blocks");
+            // So is the four-row kernel, row by row.
+            let others: Vec<Vec<BlockQ4_1>> =
+                (0..3).map(|_| random_q4_1(&mut rng, n_blocks)).collect();
+            let rows = [&w[..], &others[0], &others[1], &others[2]];
+            let want4 = rows.map(|r| dot_q4_1_q8_1_scalar(r, &xq));
+            assert_eq!(
+                dot4_q4_1_q8_1_fn()(rows, &xq),
+                want4,
+                "{n_blocks} blocks × 4"
+            );
         }
     }
 
@@ -415,7 +501,13 @@ mod tests {
         use candle_core::{Device, Module, Tensor};
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         // Odd row counts (not a multiple of 4 or of a task's 64 rows), 1 and 5 tokens.
-        for (rows, cols, m) in [(67, 64, 1), (130, 96, 1), (67, 64, 5), (3, 32, 2)] {
+        for (rows, cols, m) in [
+            (67, 64, 1),
+            (130, 96, 1),
+            (3, 32, 1),
+            (67, 64, 5),
+            (3, 32, 2),
+        ] {
             let w = Tensor::from_vec(
                 random_f32(&mut rng, rows * cols),
                 (rows, cols),

@@ -200,7 +200,7 @@ fn cpu_q4_1(q: QMatMul) -> Result<LinearWeight> {
     if let QMatMul::QTensor(t) = &q {
         if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
             if let Ok((rows, cols)) = t.shape().dims2() {
-                if cols % kernels::BLOCK == 0 {
+                if cols.is_multiple_of(kernels::BLOCK) {
                     let m = Q4_1Matrix::from_bytes(rows, cols, &t.data()?)?;
                     return Ok(LinearWeight::Q4_1(Arc::new(m)));
                 }
