@@ -128,16 +128,35 @@ impl Q4_1Matrix {
                 }
             });
         } else {
-            // Weight row outer so each row is read once for all tokens; the output is [m, rows],
-            // so compute it transposed and swap.
+            // Weight rows outer (four at a time) so each is read from memory once for all
+            // tokens; the output is [m, rows], so compute it transposed and swap.
+            let dot4 = dot4_q4_1_q8_1_fn();
             let mut t = vec![0f32; self.rows * m];
-            t.par_chunks_mut(m)
-                .with_min_len(16)
+            t.par_chunks_mut(4 * m)
+                .with_min_len(4)
                 .enumerate()
-                .for_each(|(r, col)| {
-                    let w = self.row(r);
-                    for (i, y) in col.iter_mut().enumerate() {
-                        *y = dot(w, &xq[i * per_row..(i + 1) * per_row]);
+                .for_each(|(g, cols)| {
+                    let r0 = 4 * g;
+                    let token = |i: usize| &xq[i * per_row..(i + 1) * per_row];
+                    if cols.len() == 4 * m {
+                        let rows = [
+                            self.row(r0),
+                            self.row(r0 + 1),
+                            self.row(r0 + 2),
+                            self.row(r0 + 3),
+                        ];
+                        for i in 0..m {
+                            let ys = dot4(rows, token(i));
+                            for (k, y) in ys.into_iter().enumerate() {
+                                cols[k * m + i] = y;
+                            }
+                        }
+                    } else {
+                        for (k, col) in cols.chunks_exact_mut(m).enumerate() {
+                            for (i, y) in col.iter_mut().enumerate() {
+                                *y = dot(self.row(r0 + k), token(i));
+                            }
+                        }
                     }
                 });
             for r in 0..self.rows {
