@@ -25,6 +25,11 @@ const BENCH_PROMPT: &str = "What is the capital of France?";
 #[derive(Debug, Serialize)]
 pub struct DecodeFigure {
     pub precision: String,
+    /// Compute threads it ran on (`--threads`; run bench once per count to compare).
+    pub threads: usize,
+    /// Which CPU kernels ran: "verillm" (src/model/kernels.rs) or "candle"
+    /// (VERILLM_CANDLE_KERNELS=1, the before of issue 19).
+    pub kernels: &'static str,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub prefill_tokens_per_s: f64,
@@ -76,6 +81,41 @@ pub struct LongPromptFigure {
     pub peak_rss_mib: f64,
 }
 
+/// How fast this machine streams memory, and how much of it the full-precision decode uses:
+/// each decode step reads every f32 weight once, so bytes × tok/s is its traffic.
+#[derive(Debug, Serialize)]
+pub struct BandwidthFigure {
+    /// Best of a few sums over a 512 MiB buffer on `threads` threads (a streaming read).
+    pub streaming_read_gb_per_s: f64,
+    /// Weight bytes one full decode step reads: all but the embedding table (one row of it).
+    pub full_decode_bytes_per_token: usize,
+    /// full_decode_bytes_per_token × the full decode's tok/s.
+    pub full_decode_gb_per_s: f64,
+    /// full_decode_gb_per_s ÷ streaming_read_gb_per_s.
+    pub full_decode_fraction: f64,
+}
+
+/// A streaming read of a buffer far larger than the caches, split over the compute threads
+/// like the kernels' rows; the best of `passes` (the others may have been interrupted).
+fn streaming_read_gb_per_s(bytes: usize, passes: usize) -> f64 {
+    use rayon::prelude::*;
+    let data = vec![1.0f32; bytes / 4];
+    let mut best = 0f64;
+    for _ in 0..passes {
+        let started = Instant::now();
+        // A dot product of each chunk with itself: one load stream, SIMD, many accumulators
+        // (a plain fold is one serial add chain and measures the adder, not the memory).
+        let sum: f32 = data
+            .par_chunks(1 << 16)
+            .map(|c| crate::model::kernels::dot_f32(c, c))
+            .sum();
+        let secs = started.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max(bytes as f64 / secs / 1e9);
+    }
+    best
+}
+
 /// Chunk sizes `bench` tries besides one prefill of the whole sequence.
 const SWEPT_CHUNKS: [usize; 5] = [64, 128, 256, 512, 1024];
 
@@ -95,6 +135,8 @@ pub struct BenchReport {
     /// Verification of the longest generation with other prefill chunk sizes (runs use
     /// `default_chunk`: 128 on the CPU, 512 on a GPU); the last is one prefill of it all.
     pub chunk_sweep: Vec<ChunkFigure>,
+    /// CPU only (on a GPU the weights stream from device memory, not measured here).
+    pub memory_bandwidth: Option<BandwidthFigure>,
     pub peak_rss_mib: Option<f64>,
     /// Absent when not asked for (`--long-prompt 0`) or where the peak cannot be reset (not
     /// Linux).
@@ -132,6 +174,12 @@ fn decode_figure(
     )?;
     Ok(DecodeFigure {
         precision: model.model.precision.to_string(),
+        threads: candle_core::utils::get_num_threads(),
+        kernels: if crate::model::kernels::candle_only() {
+            "candle"
+        } else {
+            "verillm"
+        },
         prompt_tokens: prompt_ids.len(),
         new_tokens: out.output_ids.len(),
         prefill_tokens_per_s: prompt_ids.len() as f64 / out.prefill_s,
@@ -191,6 +239,20 @@ pub fn run_bench(
         decode_figure(&native, &prompt_ids, 128, &layers)?,
         decode_figure(&full, &prompt_ids, 128, &layers)?,
     ];
+
+    let memory_bandwidth = (!device.is_gpu()).then(|| {
+        let read = streaming_read_gb_per_s(512 << 20, 4);
+        let cfg = &full.model.config;
+        let embeddings = cfg.vocab_size * cfg.hidden * full.model.dtype().size_in_bytes();
+        let bytes = full.model.weight_bytes().saturating_sub(embeddings);
+        let used = bytes as f64 * decode[1].decode_tokens_per_s / 1e9;
+        BandwidthFigure {
+            streaming_read_gb_per_s: read,
+            full_decode_bytes_per_token: bytes,
+            full_decode_gb_per_s: used,
+            full_decode_fraction: used / read,
+        }
+    });
 
     // Prefill throughput on a 512-token sequence through every layer (the verifier's workload).
     let long_ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(512).collect();
@@ -311,6 +373,7 @@ pub fn run_bench(
         prefill_tokens: long_ids.len(),
         verification_ratio: ratios,
         chunk_sweep,
+        memory_bandwidth,
         peak_rss_mib: peak_rss,
         long_prompt,
         tui_render_ms_mean: tui_mean,
@@ -384,14 +447,28 @@ pub fn print_report(r: &BenchReport) {
     }
     for d in &r.decode {
         println!(
-            "  decode with capture, {:<6}: {:6.1} tok/s   (prefill of the {}-token prompt: {:6.1} tok/s)",
-            d.precision, d.decode_tokens_per_s, d.prompt_tokens, d.prefill_tokens_per_s
+            "  decode with capture, {:<6}: {:6.1} tok/s on {} thread(s), {} kernels   (prefill of the {}-token prompt: {:6.1} tok/s)",
+            d.precision,
+            d.decode_tokens_per_s,
+            d.threads,
+            d.kernels,
+            d.prompt_tokens,
+            d.prefill_tokens_per_s
         );
     }
     println!(
         "  prefill full ({}), {} tokens: {:.1} tok/s",
         r.device, r.prefill_tokens, r.prefill_full_tokens_per_s
     );
+    if let Some(b) = &r.memory_bandwidth {
+        println!(
+            "  memory: streaming read {:.1} GB/s; full decode reads {:.0} MB a token, {:.1} GB/s = {:.0}% of it",
+            b.streaming_read_gb_per_s,
+            b.full_decode_bytes_per_token as f64 / 1e6,
+            b.full_decode_gb_per_s,
+            100.0 * b.full_decode_fraction
+        );
+    }
     for v in &r.verification_ratio {
         println!(
             "  N={:<5} inference {:7.2} s  verification {:6.2} s  ratio {:5.1}%   (comparing and token checks {:.2} s; prefill alone {:.1}%; state only: {:.2} s, {:.1}%)",

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod config;
 pub mod device;
 pub mod embedded;
+pub mod kernels;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;

@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
+use super::kernels::{self, Q4_1Matrix};
+
 /// How the weights are held while computing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Precision {
@@ -107,6 +109,9 @@ enum LinearWeight {
     /// [out, in], in the compute dtype.
     Dense(Tensor),
     Quantized(QMatMul),
+    /// Q4_1 on the CPU: this crate's kernels (candle 0.11 has only a scalar one), with the
+    /// same results bit for bit.
+    Q4_1(Arc<Q4_1Matrix>),
 }
 
 impl Linear {
@@ -116,12 +121,25 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let wanted = match &self.weight {
             LinearWeight::Dense(w) => w.dtype(),
-            LinearWeight::Quantized(_) => DType::F32,
+            LinearWeight::Quantized(_) | LinearWeight::Q4_1(_) => DType::F32,
         };
         let input = x.to_dtype(wanted)?;
         let y = match &self.weight {
-            LinearWeight::Dense(w) => input.matmul(&w.t()?)?,
+            LinearWeight::Dense(w) => match dense_f32_matvec(w, &input)? {
+                Some(y) => y,
+                None => input.matmul(&w.t()?)?,
+            },
             LinearWeight::Quantized(q) => q.forward(&input)?,
+            LinearWeight::Q4_1(q) => {
+                let (m, k) = input.dims2()?;
+                anyhow::ensure!(
+                    k == q.cols(),
+                    "Q4_1 linear: input {k} wide, weight {}",
+                    q.cols()
+                );
+                let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(q.matmul(&x, m), (m, q.rows()), input.device())?
+            }
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -137,12 +155,59 @@ impl Linear {
             LinearWeight::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
                 t.elem_count() * t.dtype().size_in_bytes()
             }
+            LinearWeight::Q4_1(q) => q.bytes(),
         };
         w + self
             .bias
             .as_ref()
             .map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes())
     }
+}
+
+/// One token through an f32 weight on the CPU: this crate's row-split matrix–vector product
+/// (candle's gemm runs it on one thread). None where it does not apply.
+fn dense_f32_matvec(w: &Tensor, input: &Tensor) -> Result<Option<Tensor>> {
+    let applies = !kernels::candle_only()
+        && w.device().is_cpu()
+        && w.dtype() == DType::F32
+        && w.is_contiguous()
+        && input.dims2().is_ok_and(|(m, _)| m == 1);
+    if !applies {
+        return Ok(None);
+    }
+    let (rows, cols) = w.dims2()?;
+    let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
+    anyhow::ensure!(
+        x.len() == cols,
+        "linear: input {} wide, weight {cols}",
+        x.len()
+    );
+    let (storage, layout) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let all = cpu.as_slice::<f32>()?;
+    let start = layout.start_offset();
+    let y = kernels::matvec_f32(&all[start..start + rows * cols], rows, &x);
+    Ok(Some(Tensor::from_vec(y, (1, rows), input.device())?))
+}
+
+/// The Q4_1 kernels' form of a quantized CPU weight, or the weight as it is.
+fn cpu_q4_1(q: QMatMul) -> Result<LinearWeight> {
+    if kernels::candle_only() {
+        return Ok(LinearWeight::Quantized(q));
+    }
+    if let QMatMul::QTensor(t) = &q {
+        if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
+            if let Ok((rows, cols)) = t.shape().dims2() {
+                if cols.is_multiple_of(kernels::BLOCK) {
+                    let m = Q4_1Matrix::from_bytes(rows, cols, &t.data()?)?;
+                    return Ok(LinearWeight::Q4_1(Arc::new(m)));
+                }
+            }
+        }
+    }
+    Ok(LinearWeight::Quantized(q))
 }
 
 /// One tensor as found in the file.
@@ -318,7 +383,9 @@ impl WeightBuilder<'_> {
         };
         // A quantized matmul returns f32, so its bias must be f32 too.
         let bias = match (&weight, bias) {
-            (LinearWeight::Quantized(_), Some(b)) => Some(b.to_dtype(DType::F32)?),
+            (LinearWeight::Quantized(_) | LinearWeight::Q4_1(_), Some(b)) => {
+                Some(b.to_dtype(DType::F32)?)
+            }
             (_, b) => b,
         };
         Ok(Linear { weight, bias })
@@ -351,7 +418,7 @@ impl WeightBuilder<'_> {
                 } else {
                     QTensor::quantize_onto(&q.dequantize(&Device::Cpu)?, q.dtype(), &self.device)?
                 };
-                Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+                cpu_q4_1(QMatMul::from_qtensor(q)?)
             }
             (Precision::Quantized(ty), raw) => {
                 let float = match raw {
@@ -372,7 +439,7 @@ impl WeightBuilder<'_> {
                     QTensor::quantize_onto(&float, ty, &self.device)?
                 };
                 // Keep it quantized: `QMatMul::from_qtensor` would honour CANDLE_DEQUANTIZE_ALL.
-                Ok(LinearWeight::Quantized(QMatMul::QTensor(Arc::new(q))))
+                cpu_q4_1(QMatMul::QTensor(Arc::new(q)))
             }
         }
     }
