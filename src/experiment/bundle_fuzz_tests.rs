@@ -168,7 +168,6 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         messages: vec![("user".into(), "Name a color.".into())],
         inference: role.clone(),
         verifiers: vec![role.clone()],
-        nonce: None,
         sampling: SamplingParams {
             max_new_tokens: 6,
             ..SamplingParams::default()
