@@ -11,12 +11,10 @@ use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor};
 
 use super::commitment::VerifiedOpening;
-use super::verification::{check_token, stop_violation, TokenChecks, TokenRule};
+use super::verification::{check_token, stop_violation, Judgement, TokenChecks, TokenRule};
 use crate::experiment::results::CheckRecord;
-use crate::model::device::dtype_name;
-use crate::model::weights::Precision;
 use crate::model::LoadedModel;
-use crate::stats::metrics::{compare, dtype_from_name, CompareDtype};
+use crate::stats::metrics::{compare, CompareDtype};
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
 
 pub struct SegmentJob<'a> {
@@ -126,14 +124,12 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         opening.shape.positions,
         sequence.len()
     );
-    let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
-    let compare_dtype = CompareDtype::coarsest(job.inference_dtype, verifier_dtype);
-    let rounds = tm.native_rounds_activations;
-    let inference_tier =
-        PolicyConfig::role_tier(job.inference_dtype, job.inference_native && rounds);
-    let verifier_tier =
-        PolicyConfig::role_tier(verifier_dtype, tm.precision == Precision::Native && rounds);
-    let tier = CompareDtype::coarsest(inference_tier, verifier_tier);
+    let Judgement {
+        compare_dtype,
+        inference_tier,
+        verifier_tier,
+        tier,
+    } = Judgement::of(model, job.inference_dtype, job.inference_native);
     let judge = |committed: &[f32], recomputed: &[f32], position: usize, layer: usize| {
         let metrics = compare(committed, recomputed, compare_dtype)?;
         let accept = job.policy.decide(&metrics, inference_tier, verifier_tier);

@@ -12,6 +12,7 @@ use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::generate_committed;
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::DeviceProfile;
+use crate::model::weights::Precision;
 use crate::testutil::embedded;
 
 const REQUEST: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";

@@ -145,6 +145,39 @@ impl VerificationOutput {
     }
 }
 
+/// How a verifier judges an inference's states: the grid elements are compared on (the
+/// dtypes actually computed in), each role's acceptance tier (which also counts quantized
+/// kernels' activation rounding, `PolicyConfig::role_tier`), and the coarser of the two, which
+/// picks the token tolerance δ. One home for the full prefill and the segment checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judgement {
+    pub compare_dtype: CompareDtype,
+    pub inference_tier: CompareDtype,
+    pub verifier_tier: CompareDtype,
+    pub tier: CompareDtype,
+}
+
+impl Judgement {
+    pub(crate) fn of(
+        model: &LoadedModel,
+        inference_dtype: CompareDtype,
+        inference_native: bool,
+    ) -> Judgement {
+        let tm = &model.model;
+        let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
+        let rounds = tm.native_rounds_activations;
+        let inference_tier = PolicyConfig::role_tier(inference_dtype, inference_native && rounds);
+        let verifier_tier =
+            PolicyConfig::role_tier(verifier_dtype, tm.precision == Precision::Native && rounds);
+        Judgement {
+            compare_dtype: CompareDtype::coarsest(inference_dtype, verifier_dtype),
+            inference_tier,
+            verifier_tier,
+            tier: CompareDtype::coarsest(inference_tier, verifier_tier),
+        }
+    }
+}
+
 pub struct VerifyJob<'a> {
     pub prompt_ids: &'a [u32],
     pub output_ids: &'a [u32],
@@ -183,15 +216,12 @@ pub fn verify(
         committed.hidden,
         tm.config.hidden
     );
-    let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
-    // Elements are compared on the grid of the dtypes actually computed in; the acceptance
-    // tier also counts quantized kernels' activation rounding (`PolicyConfig::role_tier`).
-    let compare_dtype = CompareDtype::coarsest(job.inference_dtype, verifier_dtype);
-    let rounds = tm.native_rounds_activations;
-    let inference_tier =
-        PolicyConfig::role_tier(job.inference_dtype, job.inference_native && rounds);
-    let verifier_tier =
-        PolicyConfig::role_tier(verifier_dtype, tm.precision == Precision::Native && rounds);
+    let Judgement {
+        compare_dtype,
+        inference_tier,
+        verifier_tier,
+        tier,
+    } = Judgement::of(model, job.inference_dtype, job.inference_native);
 
     let start = Instant::now();
     let prompt_len = job.prompt_ids.len();
@@ -206,7 +236,6 @@ pub fn verify(
     let mut embedding_checks = Vec::new();
     let mut cancelled = false;
     let mut compare_time = std::time::Duration::ZERO;
-    let tier = CompareDtype::coarsest(inference_tier, verifier_tier);
     let tolerance = token_margin_tolerance(tier);
     let mut token_records: Vec<TokenCheckRecord> = Vec::new();
     // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
