@@ -354,3 +354,25 @@ pub struct RunSummary {
     pub aggregate: Aggregate,
     pub complete: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files an earlier build wrote (tests/fixtures/results_format, see its README) read into
+    /// these types and written back as the runner writes them: the same bytes, every field kept.
+    #[test]
+    fn result_files_from_an_earlier_build_are_written_back_byte_for_byte() {
+        let dir = crate::testutil::fixtures_dir().join("results_format");
+        let trial_bytes = std::fs::read(dir.join("trial_000.json")).unwrap();
+        let trial: TrialResult = serde_json::from_slice(&trial_bytes).unwrap();
+        trial.check_consistency().unwrap();
+        assert!(!trial.verifiers[0].statistics.token_checks.is_empty());
+        assert!(trial.verifiers[0].limits.is_some());
+        assert_eq!(serde_json::to_vec_pretty(&trial).unwrap(), trial_bytes);
+        let summary_bytes = std::fs::read(dir.join("summary.json")).unwrap();
+        let summary: RunSummary = serde_json::from_slice(&summary_bytes).unwrap();
+        summary.check_consistency().unwrap();
+        assert_eq!(serde_json::to_vec_pretty(&summary).unwrap(), summary_bytes);
+    }
+}
