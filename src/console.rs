@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::experiment::results::{RunSummary, TrialResult};
 use crate::experiment::runner::{resolve_roles, run_experiment, Role, RunRequest, Workspace};
 use crate::model::device::{available_profiles, DeviceProfile};
 use crate::model::weights::Precision;
+use crate::record::results::{RunSummary, TrialResult};
 use crate::tui::{Backend, ExperimentChoice, PastRun, RoleChoice};
 
 /// Result files from elsewhere are bounded before they are parsed.

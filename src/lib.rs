@@ -15,6 +15,7 @@ pub mod experiment;
 pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod record;
 pub mod stats;
 pub mod tui;
 pub mod util;

@@ -14,8 +14,8 @@ use crate::experiment::bundle::{read_manifest, read_states, Manifest};
 use crate::experiment::request::{
     check_against_request, read_request, write_request, ExpectedRequest, Request,
 };
-use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
+use crate::record::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::stats::policy::PolicyConfig;
 
 /// The prompt text of `--prompt` or `--prompt-file`.
@@ -229,7 +229,7 @@ fn bundle_model_id(ws: &Workspace, manifest: &Manifest) -> Result<String> {
 }
 
 pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    let max = crate::experiment::results::MAX_VERIFIERS;
+    let max = crate::record::limits::MAX_VERIFIERS;
     if !(1..=max).contains(&args.verifiers) {
         bail!("--verifiers {}: expected 1..={max}", args.verifiers);
     }

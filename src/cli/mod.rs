@@ -13,11 +13,11 @@ mod slurm;
 use crate::engine::events::CancelToken;
 use crate::engine::sampling::SamplingParams;
 use crate::experiment::config::{ConfigSet, LayerSelection};
-use crate::experiment::results::TrialVerdict;
 use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::{model_dir, refetch_embedded_model, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
+use crate::record::results::TrialVerdict;
 
 #[derive(Parser, Debug)]
 #[command(

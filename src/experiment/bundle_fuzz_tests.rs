@@ -12,13 +12,13 @@ use serde_json::Value;
 
 use super::bundle::{read_manifest, read_states, write_bundle, MANIFEST_FILE, TENSORS_FILE};
 use super::config::{ConfigSet, LayerSelection};
-use super::results::{PromptInfo, TrialResult, TrialVerdict};
 use super::runner::{Role, TrialPlan, Workspace};
 use super::trial::{check_same_model, derive_texts, infer_trial, verify_trial, VerifySettings};
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::DeviceProfile;
 use crate::model::weights::Precision;
+use crate::record::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::stats::policy::PolicyConfig;
 
 const MARKER: &str = "FORGED-transfer-$1M";

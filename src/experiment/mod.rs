@@ -7,7 +7,6 @@ pub mod config;
 pub mod optimize;
 pub mod report;
 pub mod request;
-pub mod results;
 pub mod runner;
 pub mod slurm;
 #[cfg(test)]

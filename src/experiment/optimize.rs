@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::results::{TrialResult, TrialVerdict};
 use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
 use crate::engine::events::{CancelToken, EventSink};
 use crate::model::device::DeviceProfile;
+use crate::record::results::{TrialResult, TrialVerdict};
 use crate::stats::metrics::{dtype_from_name, CheckMetrics, CompareDtype};
 use crate::stats::optimize::{build_report_by_tier, OptimizationReport, TierChecks};
 

@@ -12,7 +12,6 @@ use tokio::task::JoinSet;
 use super::bundle::write_bundle;
 pub use super::config::Role;
 use super::config::{ChatRole, ExperimentSpec, GpuUse, Prompt};
-use super::results::*;
 pub use super::trial::{
     check_manifest_against_verifier, infer_trial, render_prompt, verify_trial, VerifySettings,
 };
@@ -20,6 +19,8 @@ pub use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::{DeviceKind, DeviceProfile};
+use crate::record::limits::MAX_VERIFIERS;
+use crate::record::results::*;
 use crate::stats::policy::PolicyConfig;
 use crate::util::{unix_now, write_file_atomic};
 
@@ -141,9 +142,9 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
     };
     let trials = req.trials.unwrap_or(spec.trials);
     ensure!(
-        (1..=super::config::MAX_TRIALS).contains(&trials),
+        (1..=crate::record::limits::MAX_TRIALS).contains(&trials),
         "--trials {trials}: expected 1..={}",
-        super::config::MAX_TRIALS
+        crate::record::limits::MAX_TRIALS
     );
     ensure!(
         req.jobs >= 1,

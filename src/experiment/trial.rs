@@ -12,7 +12,6 @@ use super::bundle::{
 };
 use super::config::Role;
 use super::request::Request;
-use super::results::*;
 use super::runner::{TrialPlan, Workspace};
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
@@ -24,6 +23,7 @@ use crate::engine::verification::{
 use crate::model::chat::ChatMessage as TemplateMessage;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
+use crate::record::results::*;
 use crate::stats::metrics::{dtype_from_name, CompareDtype};
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;

@@ -11,7 +11,6 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use super::bundle::{read_manifest, read_states};
 use super::config::ExperimentSpec;
 use super::request::{check_against_request, ExpectedRequest};
-use super::results::{PromptInfo, TrialResult};
 use super::runner::{
     plan_trials, resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome,
     RunRequest, TrialPlan,
@@ -19,6 +18,7 @@ use super::runner::{
 use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::record::results::{PromptInfo, TrialResult};
 
 pub(super) async fn verify_bundles(
     ws: Arc<Workspace>,

@@ -12,7 +12,7 @@ use super::style::{
     LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, GRID_COLOR, NOTE_SIZE, THRESHOLD_COLOR,
     TICK_LABEL_SIZE,
 };
-use crate::experiment::results::{RunSummary, TrialResult, TrialVerdict};
+use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 
 /// Accept rates one verifier reached over the trials of one experiment.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,7 +16,7 @@ use super::style::{
     LegendEntry, LegendMark, AXIS_DESC_SIZE, BACKGROUND, CHEAT_COLOR, GRID_COLOR, GRID_FIGURE_SIZE,
     HONEST_COLOR, MUTED_TEXT, NOTE_SIZE, PANEL_TITLE_SIZE, THRESHOLD_COLOR, TICK_LABEL_SIZE,
 };
-use crate::experiment::results::{TrialResult, TrialVerdict};
+use crate::record::results::{TrialResult, TrialVerdict};
 use crate::stats::aggregate::Distribution;
 use crate::stats::optimize::OptimizationReport;
 

@@ -41,7 +41,7 @@ pub use metric::CheckMetric;
 pub use overhead::{overhead_samples, plot_overhead, OverheadSamples};
 pub use roc::{plot_roc_curves, roc_curves_from_report, RocCurve};
 
-use crate::experiment::results::{RunSummary, TrialResult};
+use crate::record::results::{RunSummary, TrialResult};
 use crate::stats::optimize::OptimizationReport;
 
 /// The metric heatmaps show unless asked otherwise: the default policy decides on it.

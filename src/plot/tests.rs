@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::experiment::results::{
+use crate::record::results::{
     Aggregate, CheckRecord, InferenceInfo, Overhead, PromptInfo, RoleSpec, RunSummary, TrialResult,
     TrialSummary, TrialVerdict, Verdict, VerifierResult, VerifierStatistics, VerifierSummary,
     RESULT_FORMAT_VERSION,
@@ -659,8 +659,8 @@ fn plain_data_figures_render() {
 /// margins computed from the token records, infinities drawn at the edges.
 #[test]
 fn token_margins_are_exported_when_tokens_were_checked() {
-    use crate::engine::verification::TokenCheckRecord;
-    use crate::experiment::results::TokenCheckSummary;
+    use crate::record::results::TokenCheckRecord;
+    use crate::record::results::TokenCheckSummary;
     let mut honest = honest_trials()[0].clone();
     let mut cheat = cheat_trials()[0].clone();
     assert!(super::distributions::token_margin_panel(&[honest.clone()]).is_none());

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
-use crate::experiment::results::TrialResult;
+use crate::record::results::TrialResult;
 
 use super::heatmap::HeatMetric;
 use super::picker::PickerState;

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::events::EngineEvent;
-use crate::experiment::results::{RunSummary, TrialResult, TrialVerdict};
+use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 
 pub use crate::engine::events::CancelToken;
 pub use app::{Action, App, Catalog, ExportRequest, Screen};

@@ -13,7 +13,7 @@ use super::app::{App, Catalog};
 use super::draw::{focus_block, footer_height, render_footer, verdict_style};
 use super::run_view::verdict_word;
 use super::{ExperimentChoice, RoleChoice};
-use crate::experiment::config::MAX_TRIALS;
+use crate::record::limits::MAX_TRIALS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickerFocus {

@@ -10,7 +10,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
-use crate::experiment::results::TrialVerdict;
+use crate::record::results::TrialVerdict;
 
 use super::app::App;
 use super::draw::{focus_block, footer_height, format_unix, render_footer, verdict_style};
@@ -61,7 +61,7 @@ pub fn results_entries(app: &App) -> Vec<ResultsEntry> {
     let mut entries = Vec::new();
     for (index, run) in app.session_runs.iter().enumerate().rev() {
         let results = run.results();
-        let fraction = |hit: &dyn Fn(&&crate::experiment::results::TrialResult) -> bool| {
+        let fraction = |hit: &dyn Fn(&&crate::record::results::TrialResult) -> bool| {
             (!results.is_empty())
                 .then(|| results.iter().filter(|r| hit(r)).count() as f64 / results.len() as f64)
         };

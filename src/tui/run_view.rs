@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
-use crate::experiment::results::Verdict;
+use crate::record::results::Verdict;
 
 use super::app::{App, RunPane};
 use super::draw::{
@@ -126,10 +126,10 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
 
 const HEADER_ROWS: usize = 3;
 
-pub fn verdict_word(verdict: crate::experiment::results::TrialVerdict) -> &'static str {
+pub fn verdict_word(verdict: crate::record::results::TrialVerdict) -> &'static str {
     match verdict {
-        crate::experiment::results::TrialVerdict::Pass => "PASS",
-        crate::experiment::results::TrialVerdict::Reject => "REJECT",
+        crate::record::results::TrialVerdict::Pass => "PASS",
+        crate::record::results::TrialVerdict::Reject => "REJECT",
     }
 }
 

@@ -216,11 +216,11 @@ impl JobFolder {
             .validate()
             .with_context(|| format!("{}: options", self.plan_path().display()))?;
         ensure!(
-            (1..=super::config::MAX_TRIALS).contains(&plan.trials),
+            (1..=crate::record::limits::MAX_TRIALS).contains(&plan.trials),
             "{}: trials {} outside 1..={}",
             self.plan_path().display(),
             plan.trials,
-            super::config::MAX_TRIALS
+            crate::record::limits::MAX_TRIALS
         );
         Ok(plan)
     }

@@ -13,7 +13,6 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::super::bundle::{write_bundle, MANIFEST_FILE, TENSORS_FILE};
-use super::super::results::{RunSummary, TrialResult};
 use super::super::runner::{
     infer_trial, plan_trials, resolve_roles, summarize, trial_dir_name, write_trial, RunContext,
     VerifySettings, Workspace,
@@ -23,6 +22,7 @@ use super::{
     SLURM_FORMAT_VERSION,
 };
 use crate::engine::events::{CancelToken, EventSink};
+use crate::record::results::{RunSummary, TrialResult};
 
 /// What a task did.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,16 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bundle::MAX_MODEL_LAYERS;
-pub use crate::engine::verification::TokenCheckRecord;
+use super::limits::{MAX_MODEL_LAYERS, MAX_TRIALS, MAX_VERIFIERS};
 use crate::stats::metrics::{float_serde, CheckMetrics};
 use crate::stats::policy::TierThresholds;
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
-
-/// Verifiers one trial may have (VeriLLM's experiments use three): each is a model load, a
-/// prefill and a set of figures, so the number is bounded for commands and for files.
-pub const MAX_VERIFIERS: usize = 16;
 
 /// Who computed something: model, precision (`full`, `q4_0`, …, `native`), device profile and
 /// the dtype the computation actually ran in.
@@ -55,6 +50,21 @@ pub struct CheckRecord {
     pub accept: bool,
     #[serde(flatten)]
     pub metrics: CheckMetrics,
+}
+
+/// One generated token held to the sampling rule at its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCheckRecord {
+    /// Index among the generated tokens.
+    pub position: usize,
+    pub token: u32,
+    /// Among the candidates (not banned, inside top-k/top-p) of the verifier's logits.
+    pub in_set: bool,
+    /// Its perturbed score minus the best other candidate's, in logit units (docs/sampling.md);
+    /// −inf outside the set, +inf when it was the only candidate.
+    #[serde(with = "float_serde")]
+    pub margin: f64,
+    pub accept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,7 +225,7 @@ impl RunSummary {
     /// verifiers within bound. Checked before anything is sized by it.
     pub fn check_consistency(&self) -> Result<(), String> {
         check_format_and_verifiers(self.format_version, self.verifiers.len())?;
-        let max_trials = crate::experiment::config::MAX_TRIALS;
+        let max_trials = MAX_TRIALS;
         if self.trials > max_trials || self.trial_files.len() != self.trials {
             return Err(format!(
                 "lists {} trial files but says trials: {} (at most {max_trials})",
