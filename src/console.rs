@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::experiment::runner::{resolve_roles, run_experiment, Role, RunRequest, Workspace};
+use crate::experiment::config::Role;
+use crate::experiment::plan::{resolve_roles, RunRequest};
+use crate::experiment::runner::run_experiment;
+use crate::experiment::workspace::Workspace;
 use crate::model::device::{available_profiles, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::record::results::{RunSummary, TrialResult};
@@ -341,7 +344,7 @@ pub fn trial_export_dir(plots_root: &Path, trial: &TrialResult) -> PathBuf {
         .join(crate::plot::safe_component(&trial.experiment))
         .join(format!(
             "{}_trial{:03}",
-            crate::experiment::runner::utc_stamp(trial.started_at),
+            crate::experiment::output::utc_stamp(trial.started_at),
             trial.trial
         ))
 }

@@ -11,10 +11,12 @@ use super::{
 };
 use crate::engine::events::CancelToken;
 use crate::experiment::bundle::{read_manifest, read_states, Manifest};
-use crate::experiment::request::{
-    check_against_request, read_request, write_request, ExpectedRequest, Request,
-};
-use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
+use crate::experiment::config::Role;
+use crate::experiment::plan::TrialPlan;
+use crate::experiment::request::{read_request, write_request, Request};
+use crate::experiment::request_check::{check_against_request, ExpectedRequest};
+use crate::experiment::trial::{self, VerifySettings};
+use crate::experiment::workspace::Workspace;
 use crate::record::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::stats::policy::PolicyConfig;
 
@@ -365,7 +367,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     // prompt shown is the one decoded from its ids.
     let verifying = || format!("verifying {}", args.bundle.display());
     let texts =
-        runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
+        trial::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
             .await
             .with_context(verifying)?;
     let prompt = PromptInfo {
@@ -423,7 +425,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .await?;
     }
     let states = read_states(&args.bundle, &manifest)?;
-    let result = runner::verify_trial(
+    let result = trial::verify_trial(
         ws,
         Arc::new(manifest),
         Arc::new(states),

@@ -12,8 +12,12 @@ mod slurm;
 
 use crate::engine::events::CancelToken;
 use crate::engine::sampling::SamplingParams;
+use crate::experiment::config::Role;
 use crate::experiment::config::{ConfigSet, LayerSelection};
-use crate::experiment::runner::{self, Role, RunRequest, RunStep, Workspace};
+use crate::experiment::output::RunOutcome;
+use crate::experiment::plan::{RunRequest, RunStep};
+use crate::experiment::runner;
+use crate::experiment::workspace::Workspace;
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::{model_dir, refetch_embedded_model, EMBEDDED_MODEL_ID};
 use crate::model::weights::Precision;
@@ -780,7 +784,7 @@ async fn cancel_on_signal(cancel: CancelToken, received: Arc<std::sync::atomic::
 
 /// Says where an interrupted run's work is: its incomplete summary, its trial files and the
 /// bundle of the inference that was stopped.
-fn report_interrupted(name: &str, step: RunStep, outcome: &runner::RunOutcome) {
+fn report_interrupted(name: &str, step: RunStep, outcome: &RunOutcome) {
     let dir = &outcome.out_dir;
     if !dir.exists() {
         eprintln!("{name}: interrupted before anything was computed; nothing was written");

@@ -9,7 +9,8 @@ use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::{data_dir, workspace, GlobalArgs, RunArgs, StepChoice};
-use crate::experiment::runner::{new_run_dir, plan_trials, utc_stamp, RunRequest};
+use crate::experiment::output::{new_run_dir, utc_stamp};
+use crate::experiment::plan::{plan_trials, RunRequest};
 use crate::experiment::slurm::scripts::{experiment_scripts, write_scripts};
 use crate::experiment::slurm::submit::{calls_for, dry_run_lines, still_queued, submit};
 use crate::experiment::slurm::tasks::{

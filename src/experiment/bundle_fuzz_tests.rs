@@ -11,9 +11,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::bundle::{read_manifest, read_states, write_bundle, MANIFEST_FILE, TENSORS_FILE};
+use super::config::Role;
 use super::config::{ConfigSet, LayerSelection};
-use super::runner::{Role, TrialPlan, Workspace};
+use super::plan::TrialPlan;
 use super::trial::{check_same_model, derive_texts, infer_trial, verify_trial, VerifySettings};
+use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::DeviceProfile;

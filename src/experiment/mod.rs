@@ -5,8 +5,11 @@ pub mod bundle;
 mod bundle_fuzz_tests;
 pub mod config;
 pub mod optimize;
+pub mod output;
+pub mod plan;
 pub mod report;
 pub mod request;
+pub mod request_check;
 pub mod runner;
 pub mod slurm;
 #[cfg(test)]

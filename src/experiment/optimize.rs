@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
+use super::output::new_run_dir;
+use super::plan::RunRequest;
+use super::runner::run_experiment;
+use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::model::device::DeviceProfile;
 use crate::record::results::{TrialResult, TrialVerdict};

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use candle_core::DType;
 
 use super::bundle::{Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION};
-use super::request::{check_bundle_against_request, Request};
+use super::request::Request;
+use super::request_check::check_bundle_against_request;
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::{generate, InferenceOutput};
@@ -58,7 +59,7 @@ fn full() -> LoadedModel {
 }
 
 fn prompt_ids(model: &LoadedModel, text: &str) -> Vec<u32> {
-    super::trial::render_prompt(model, &[("user".into(), text.into())])
+    crate::model::chat::render_prompt(model, &[("user".into(), text.into())])
         .unwrap()
         .1
 }

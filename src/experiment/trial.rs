@@ -11,8 +11,9 @@ use super::bundle::{
     BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
 };
 use super::config::Role;
+use super::plan::TrialPlan;
 use super::request::Request;
-use super::runner::{TrialPlan, Workspace};
+use super::workspace::Workspace;
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::inference::generate;
@@ -20,45 +21,13 @@ use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{
     default_chunk, verify, TokenRule, VerificationOutput, VerifyJob,
 };
-use crate::model::chat::ChatMessage as TemplateMessage;
+use crate::model::chat::render_prompt;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
 use crate::record::results::*;
 use crate::stats::metrics::{dtype_from_name, CompareDtype};
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;
-
-/// Renders chat messages with the model's own template and encodes the text as a rendered
-/// prompt (`TextTokenizer::encode_rendered`: the template writes its own special tokens);
-/// without a template, the contents joined by newlines and encoded as plain text.
-pub fn render_prompt(
-    model: &LoadedModel,
-    messages: &[(String, String)],
-) -> Result<(String, Vec<u32>)> {
-    match &model.chat_template {
-        Some(t) => {
-            let msgs: Vec<TemplateMessage> = messages
-                .iter()
-                .map(|(role, content)| TemplateMessage {
-                    role: role.clone(),
-                    content: content.clone(),
-                })
-                .collect();
-            let text = t.render(&msgs, true)?;
-            let ids = model.tokenizer.encode_rendered(&text)?;
-            Ok((text, ids))
-        }
-        None => {
-            let text = messages
-                .iter()
-                .map(|(_, c)| c.as_str())
-                .collect::<Vec<_>>()
-                .join("\n");
-            let ids = model.tokenizer.encode(&text)?;
-            Ok((text, ids))
-        }
-    }
-}
 
 /// The inference half: decode, capture, and describe it as a bundle manifest.
 pub fn infer_trial(

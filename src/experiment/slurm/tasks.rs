@@ -13,10 +13,10 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::super::bundle::{write_bundle, MANIFEST_FILE, TENSORS_FILE};
-use super::super::runner::{
-    infer_trial, plan_trials, resolve_roles, summarize, trial_dir_name, write_trial, RunContext,
-    VerifySettings, Workspace,
-};
+use super::super::output::{summarize, trial_dir_name, write_trial, RunContext};
+use super::super::plan::{plan_trials, resolve_roles};
+use super::super::trial::{infer_trial, VerifySettings};
+use super::super::workspace::Workspace;
 use super::{
     check_trial, read_json_bounded, write_json, JobFolder, MAX_TRIAL_RESULT_BYTES,
     SLURM_FORMAT_VERSION,
