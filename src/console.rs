@@ -306,7 +306,7 @@ fn export_readable_trials(summary: &Path, dir: &Path) -> (Vec<PathBuf>, usize, u
     let mut written = Vec::new();
     let mut readable = 0;
     for listed in &run.trial_files {
-        let Ok(path) = crate::plot::input::resolve_trial_file(summary, listed) else {
+        let Ok(path) = crate::record::input::resolve_trial_file(summary, listed) else {
             continue;
         };
         if let Ok(crate::plot::PlotInput::Trial { trial, .. }) = crate::plot::load_input(&path) {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::plot::input::{load_input, PlotInput};
+use crate::record::input::{load_input, PlotInput};
 use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 use crate::stats::aggregate::{percentile_of_sorted, sorted_worst_last};
 use crate::stats::metrics::float_serde;

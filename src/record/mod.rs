@@ -4,5 +4,6 @@
 //! command line (tests/architecture.rs keeps it so). Serialized forms are the result file
 //! format (`tests/fixtures/results_format` holds files an earlier build wrote).
 
+pub mod input;
 pub mod limits;
 pub mod results;
