@@ -14,6 +14,7 @@ mod results;
 mod run_view;
 mod slurm_panel;
 pub mod trial_view;
+mod widgets;
 mod wrap;
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, Catalog};
-use super::draw::{focus_block, footer_height, render_footer, verdict_style};
-use super::run_view::verdict_word;
+use super::widgets::{cutoff_percent, verdict_word};
+use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
 use super::{ExperimentChoice, RoleChoice};
 use crate::record::limits::MAX_TRIALS;
 
@@ -512,13 +512,4 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
         lines.push(Line::from(spans));
     }
     frame.render_widget(Paragraph::new(lines), settings);
-}
-
-/// Cutoffs are fractions; a value above 1 was written as a percentage already.
-pub fn cutoff_percent(cutoff: f64) -> f64 {
-    if cutoff > 1.0 {
-        cutoff
-    } else {
-        cutoff * 100.0
-    }
 }

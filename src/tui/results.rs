@@ -13,10 +13,10 @@ use unicode_width::UnicodeWidthStr;
 use crate::record::results::TrialVerdict;
 
 use super::app::App;
-use super::draw::{focus_block, footer_height, format_unix, render_footer, verdict_style};
-use super::picker::cutoff_percent;
-use super::run_view::verdict_word;
 use super::trial_view::RunStatus;
+use super::widgets::cutoff_percent;
+use super::widgets::verdict_word;
+use super::widgets::{focus_block, footer_height, format_unix, render_footer, verdict_style};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntrySource {

@@ -10,12 +10,12 @@ use ratatui::Frame;
 use crate::record::results::Verdict;
 
 use super::app::{App, RunPane};
-use super::draw::{
+use super::heatmap::{self, ColourScale, ValueRange};
+use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
+use super::widgets::{cutoff_percent, verdict_word};
+use super::widgets::{
     focus_block, footer_height, format_duration, level_colour, render_footer, verdict_style,
 };
-use super::heatmap::{self, ColourScale, ValueRange};
-use super::picker::cutoff_percent;
-use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
 use super::wrap::{row_count, tail_rows, wrap_spans};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
@@ -125,13 +125,6 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
 }
 
 const HEADER_ROWS: usize = 3;
-
-pub fn verdict_word(verdict: crate::record::results::TrialVerdict) -> &'static str {
-    match verdict {
-        crate::record::results::TrialVerdict::Pass => "PASS",
-        crate::record::results::TrialVerdict::Reject => "REJECT",
-    }
-}
 
 /// The newest preparation (model load, GPU kernel warm-up) with its running time, so a long one
 /// is seen to be work and not a hang.

@@ -7,8 +7,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::draw::{focus_block, verdict_style};
-use super::run_view::verdict_word;
+use super::widgets::verdict_word;
+use super::widgets::{focus_block, verdict_style};
 use crate::experiment::slurm::watch::SlurmRunWatch;
 use crate::util::escape_controls;
 
