@@ -1,4 +1,6 @@
-//! Experiments: configuration, the runner, result files, inference bundles.
+//! Experiments: configuration, planning a run (`plan`), running it (`runner`, `trial`,
+//! `verify_step`), writing its files (`output`), inference bundles, requests, Slurm. Above the
+//! engines and the record types, below the console, plots and command line.
 
 pub mod bundle;
 #[cfg(test)]
