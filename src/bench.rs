@@ -281,7 +281,7 @@ pub fn run_bench(
             prompt_ids: &prompt_ids,
             output_ids: &out.output_ids,
             committed: &out.captured,
-            inference_dtype: crate::stats::metrics::dtype_from_name(
+            inference_dtype: crate::stats::metrics::CompareDtype::from_name(
                 crate::model::device::dtype_name(full.compute_dtype()),
             )
             .unwrap_or(CompareDtype::F32),

@@ -316,7 +316,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     // The bundle's declared dtype picks its precision tier, and the bf16 tier is loose enough
     // (δ = 2 logits) for a cheater to steer tokens: admitted only when the verifier says so.
     if experiment.is_none()
-        && crate::stats::metrics::dtype_from_name(&manifest.dtype)
+        && crate::stats::metrics::CompareDtype::from_name(&manifest.dtype)
             == Some(crate::stats::metrics::CompareDtype::Bf16)
     {
         ensure!(
@@ -590,7 +590,7 @@ fn verify_segments_cli(
         prompt_ids: &manifest.prompt_ids,
         output_ids: &manifest.output_ids,
         opening: &opening,
-        inference_dtype: crate::stats::metrics::dtype_from_name(&manifest.dtype)
+        inference_dtype: crate::stats::metrics::CompareDtype::from_name(&manifest.dtype)
             .unwrap_or(crate::stats::metrics::CompareDtype::F32),
         inference_native: native && manifest.precision == "native",
         policy,

@@ -16,7 +16,7 @@ use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
 use crate::record::results::{CheckRecord, TokenCheckRecord};
-use crate::stats::metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype};
+use crate::stats::metrics::{compare, CheckMetrics, CompareDtype};
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig, TierThresholds};
 
 /// Positions per prefill chunk on the CPU: bounds memory on long sequences and lets the
@@ -147,7 +147,8 @@ impl Judgement {
         inference_native: bool,
     ) -> Judgement {
         let tm = &model.model;
-        let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
+        let verifier_dtype =
+            CompareDtype::from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
         let rounds = tm.native_rounds_activations;
         let inference_tier = PolicyConfig::role_tier(inference_dtype, inference_native && rounds);
         let verifier_tier =

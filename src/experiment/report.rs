@@ -202,13 +202,6 @@ pub fn run_row(path: &Path, summary: &RunSummary, all_trials: &[TrialResult]) ->
     })
 }
 
-fn verdict_word(verdict: TrialVerdict) -> &'static str {
-    match verdict {
-        TrialVerdict::Pass => "PASS",
-        TrialVerdict::Reject => "REJECT",
-    }
-}
-
 /// The rows as a Markdown table.
 pub fn format_markdown(rows: &[RunRow]) -> String {
     let mut out = String::from(
@@ -245,7 +238,7 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
             },
             r.trials,
             r.accept_rate,
-            verdict_word(r.expected),
+            r.expected,
             sci(r.rel_l2_p50),
             sci(r.rel_l2_p99),
             sci(r.rel_l2_max),

@@ -22,7 +22,7 @@ use crate::engine::verification::{
 use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
-use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
 use crate::testutil::embedded;
 
@@ -114,7 +114,7 @@ fn check(
 }
 
 fn dtype_of(model: &LoadedModel) -> CompareDtype {
-    dtype_from_name(dtype_name(model.compute_dtype())).unwrap()
+    CompareDtype::from_name(dtype_name(model.compute_dtype())).unwrap()
 }
 
 /// PASS as a verifier: state accept rate above 0.9 and every token accepted.

@@ -25,7 +25,7 @@ use crate::model::chat::render_prompt;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
 use crate::record::results::*;
-use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;
 
@@ -380,7 +380,7 @@ pub async fn verify_trial(
         .await
         .map_err(|e| anyhow!("a verifier task failed: {e}"))??
     };
-    let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
+    let inference_dtype = CompareDtype::from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
     for (index, role) in settings.verifiers.iter().cloned().enumerate() {
         let (ws, manifest, states, sink, cancel) = (
@@ -454,7 +454,7 @@ fn overhead_percentage(verification_s: f64, inference_s: f64) -> f64 {
 /// the token checks pass too.
 fn verifier_verdict(out: &VerificationOutput, cutoff: f64) -> Verdict {
     let tokens_pass = out.token_checks.as_ref().is_none_or(|t| t.pass());
-    if verdict(out.accept_rate(), cutoff) && tokens_pass {
+    if verdict(out.accept_rate(), cutoff).is_pass() && tokens_pass {
         Verdict::Pass
     } else {
         Verdict::Fail
@@ -533,16 +533,7 @@ fn assemble_trial(
         .map(|v| v.statistics.summary.accept_rate)
         .sum::<f64>()
         / verifiers.len().max(1) as f64;
-    // The trial passes when a majority of its verifiers pass.
-    let passes = verifiers
-        .iter()
-        .filter(|v| v.verdict == Verdict::Pass)
-        .count();
-    let final_verdict = if passes * 2 > verifiers.len() {
-        TrialVerdict::Pass
-    } else {
-        TrialVerdict::Reject
-    };
+    let final_verdict = TrialVerdict::of_verifiers(verifiers.iter().map(|v| v.verdict));
     let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
     let complete = verifiers.iter().all(|v| v.complete) && !manifest.cancelled;
     TrialResult {

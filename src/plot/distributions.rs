@@ -128,7 +128,8 @@ fn policy_limits(trials: &[TrialResult], metric: CheckMetric) -> Vec<Threshold> 
             CheckMetric::Pe => applied.pe_max,
             _ => continue,
         };
-        let rank = crate::stats::metrics::dtype_from_name(tier).map_or(0, |d| d.coarseness());
+        let rank =
+            crate::stats::metrics::CompareDtype::from_name(tier).map_or(0, |d| d.coarseness());
         if !limits.iter().any(|(_, t, v)| t == tier && *v == value) {
             limits.push((rank, tier.clone(), value));
         }

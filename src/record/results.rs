@@ -22,14 +22,8 @@ pub struct RoleSpec {
     pub dtype: String,
 }
 
-/// Verdict of one verifier on one trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    #[serde(rename = "PASS")]
-    Pass,
-    #[serde(rename = "FAIL")]
-    Fail,
-}
+/// A verifier's verdict: decided by the acceptance policy, where it is defined.
+pub use crate::stats::policy::Verdict;
 
 /// Verdict of a trial (all its verifiers together) and what an experiment expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +32,36 @@ pub enum TrialVerdict {
     Pass,
     #[serde(rename = "REJECT")]
     Reject,
+}
+
+impl TrialVerdict {
+    /// A trial passes when a majority of its verifiers pass.
+    pub fn of_verifiers(verdicts: impl IntoIterator<Item = Verdict>) -> TrialVerdict {
+        let (mut passes, mut count) = (0usize, 0usize);
+        for verdict in verdicts {
+            count += 1;
+            passes += usize::from(verdict.is_pass());
+        }
+        if passes * 2 > count {
+            TrialVerdict::Pass
+        } else {
+            TrialVerdict::Reject
+        }
+    }
+
+    pub fn is_pass(self) -> bool {
+        self == TrialVerdict::Pass
+    }
+}
+
+impl std::fmt::Display for TrialVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply (report tables).
+        f.pad(match self {
+            TrialVerdict::Pass => "PASS",
+            TrialVerdict::Reject => "REJECT",
+        })
+    }
 }
 
 /// One (generated position, sampled layer) comparison.
@@ -371,6 +395,26 @@ mod tests {
 
     /// Files an earlier build wrote (tests/fixtures/results_format, see its README) read into
     /// these types and written back as the runner writes them: the same bytes, every field kept.
+    #[test]
+    fn verdicts_read_as_the_files_write_them_and_a_majority_passes_a_trial() {
+        use Verdict::{Fail, Pass};
+        assert_eq!(
+            TrialVerdict::of_verifiers([Pass, Pass, Fail]),
+            TrialVerdict::Pass
+        );
+        assert_eq!(
+            TrialVerdict::of_verifiers([Pass, Fail]),
+            TrialVerdict::Reject
+        );
+        assert_eq!(TrialVerdict::of_verifiers([]), TrialVerdict::Reject);
+        assert_eq!(TrialVerdict::Reject.to_string(), "REJECT");
+        assert_eq!(
+            serde_json::to_string(&TrialVerdict::Reject).unwrap(),
+            "\"REJECT\""
+        );
+        assert_eq!(serde_json::to_string(&Fail).unwrap(), "\"FAIL\"");
+    }
+
     #[test]
     fn result_files_from_an_earlier_build_are_written_back_byte_for_byte() {
         let dir = crate::testutil::fixtures_dir().join("results_format");

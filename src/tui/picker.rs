@@ -9,9 +9,10 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::App;
 use super::picker_state::{Field, PickerFocus, TRIALS};
-use super::widgets::{cutoff_percent, verdict_word};
+use super::widgets::cutoff_percent;
 use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
 use super::{ExperimentChoice, RoleChoice};
+use crate::record::results::TrialVerdict;
 
 const PICKER_KEYS: [(&str, &str); 8] = [
     ("↑↓", "choose"),
@@ -58,14 +59,11 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The list's second line for `choice`: what it should give, and how many trials.
-fn list_subtitle(choice: &ExperimentChoice) -> (&'static str, String) {
+fn list_subtitle(choice: &ExperimentChoice) -> (TrialVerdict, String) {
     // While its field is being typed into, the count that would run.
     let count = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
     let trials = if count == 1 { "trial" } else { "trials" };
-    (
-        verdict_word(choice.expected),
-        format!(" · {count} {trials}"),
-    )
+    (choice.expected, format!(" · {count} {trials}"))
 }
 
 /// The experiment list is as wide as its entries need (at most 40 columns), but gives way to
@@ -75,7 +73,7 @@ fn list_width(app: &App, body_width: u16, settings_need: u16) -> u16 {
     const WIDEST: u16 = 40;
     let entries = app.picker.choices.iter().map(|choice| {
         let (expected, rest) = list_subtitle(choice);
-        let subtitle = "  expect ".len() + expected.width() + rest.width();
+        let subtitle = "  expect ".len() + expected.to_string().width() + rest.width();
         choice.name.width().max(subtitle)
     });
     // Plus the highlight symbol and the border.
@@ -98,7 +96,7 @@ fn render_list(frame: &mut Frame, area: Rect, app: &App) {
                 ),
                 Line::from(vec![
                     Span::raw("  expect "),
-                    Span::styled(expected, verdict_style(expected)),
+                    Span::styled(expected.to_string(), verdict_style(expected.is_pass())),
                     Span::raw(rest),
                 ]),
             ])
@@ -246,7 +244,7 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
     let overflow = table.width(labels).saturating_sub(available);
     let model_width = table.model.saturating_sub(overflow).max(1);
     let header = Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
-    let expected = verdict_word(choice.expected);
+    let expected = choice.expected;
     let mut lines = vec![
         Line::from(vec![
             Span::raw(format!(
@@ -254,7 +252,7 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
                 choice.prompt_category,
                 cutoff_percent(choice.cutoff)
             )),
-            Span::styled(expected, verdict_style(expected)),
+            Span::styled(expected.to_string(), verdict_style(expected.is_pass())),
         ]),
         Line::default(),
         Line::styled(

@@ -11,7 +11,6 @@ use unicode_width::UnicodeWidthStr;
 use super::app::App;
 use super::results_list::{results_entries, EntrySource, ResultsEntry};
 use super::widgets::cutoff_percent;
-use super::widgets::verdict_word;
 use super::widgets::{focus_block, footer_height, format_unix, render_footer, verdict_style};
 
 fn percent(value: Option<f64>) -> String {
@@ -98,7 +97,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntr
                 format!("{}/{}", entry.trials_done, entry.trials_planned),
                 percent(entry.avg_accept_rate),
                 percent(entry.pass_rate),
-                verdict_word(entry.expected).to_string(),
+                entry.expected.to_string(),
                 percent(entry.expectation_rate),
                 entry.status.clone(),
             ]
@@ -113,7 +112,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntr
         };
         Row::new(cells.into_iter().enumerate().map(|(column, text)| {
             let style = match column {
-                6 => verdict_style(&text),
+                6 => verdict_style(entry.expected.is_pass()),
                 7 => held_style,
                 _ => Style::default(),
             };

@@ -12,7 +12,7 @@ use crate::record::results::Verdict;
 use super::app::{App, RunPane};
 use super::heatmap::{self, ColourScale, ValueRange};
 use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
-use super::widgets::{cutoff_percent, verdict_word};
+use super::widgets::cutoff_percent;
 use super::widgets::{
     focus_block, footer_height, format_duration, level_colour, render_footer, verdict_style,
 };
@@ -112,10 +112,12 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
             });
         }
         if let Some((verdict, expected)) = trial.verdict() {
-            let (verdict, expected) = (verdict_word(verdict), verdict_word(expected));
             let held = if verdict == expected { "✓" } else { "✗" };
             spans.push(Span::raw(" · verdict "));
-            spans.push(Span::styled(verdict, verdict_style(verdict)));
+            spans.push(Span::styled(
+                verdict.to_string(),
+                verdict_style(verdict.is_pass()),
+            ));
             spans.push(Span::raw(format!(" (expected {expected} {held})")));
         }
     }
@@ -314,13 +316,11 @@ fn render_verifier(
     )];
     let state = match verifier.outcome {
         Some(outcome) => {
-            let word = if outcome.verdict == Verdict::Pass {
-                "PASS"
-            } else {
-                "FAIL"
-            };
             vec![
-                Span::styled(word, verdict_style(word)),
+                Span::styled(
+                    outcome.verdict.to_string(),
+                    verdict_style(outcome.verdict.is_pass()),
+                ),
                 Span::raw(format!(" overhead {:.1}% ", outcome.overhead_percentage)),
             ]
         }

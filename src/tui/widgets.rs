@@ -93,15 +93,11 @@ pub fn level_colour(level: LogLevel) -> Option<Color> {
     }
 }
 
-/// PASS is green; FAIL and REJECT are red; anything else (pending) is plain.
-pub fn verdict_style(verdict: &str) -> Style {
-    match verdict {
-        "PASS" => Style::default()
-            .fg(Color::Green)
-            .add_modifier(Modifier::BOLD),
-        "FAIL" | "REJECT" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
-        _ => Style::default(),
-    }
+/// A verdict's colour: PASS green, FAIL and REJECT red (`Verdict::is_pass`,
+/// `TrialVerdict::is_pass`).
+pub fn verdict_style(pass: bool) -> Style {
+    let colour = if pass { Color::Green } else { Color::Red };
+    Style::default().fg(colour).add_modifier(Modifier::BOLD)
 }
 
 pub fn format_duration(duration: Duration) -> String {
@@ -118,13 +114,6 @@ pub fn format_duration(duration: Duration) -> String {
 pub fn format_unix(seconds: u64) -> String {
     let (year, month, day, hour, minute, _) = crate::util::utc_from_unix(seconds);
     format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
-}
-
-pub fn verdict_word(verdict: crate::record::results::TrialVerdict) -> &'static str {
-    match verdict {
-        crate::record::results::TrialVerdict::Pass => "PASS",
-        crate::record::results::TrialVerdict::Reject => "REJECT",
-    }
 }
 
 /// Cutoffs are fractions; a value above 1 was written as a percentage already.
