@@ -59,6 +59,15 @@ pub struct GlobalArgs {
     pub debug: bool,
 }
 
+impl GlobalArgs {
+    /// `--config-dir`, else the `VERILLM_CONFIG_DIR` environment variable.
+    pub fn config_dir(&self) -> Option<PathBuf> {
+        self.config_dir.clone().or_else(|| {
+            std::env::var_os(crate::experiment::config::CONFIG_DIR_ENV).map(PathBuf::from)
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Open the interactive console (the default).
@@ -455,10 +464,7 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 pub fn workspace(global: &GlobalArgs) -> Result<Workspace> {
-    let config_dir = global
-        .config_dir
-        .clone()
-        .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+    let config_dir = global.config_dir();
     let config = ConfigSet::load(config_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
     Ok(Workspace::new(
         config,
@@ -615,10 +621,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {
-            let config_dir = global
-                .config_dir
-                .clone()
-                .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from));
+            let config_dir = global.config_dir();
             let checks = crate::doctor::run_checks(
                 config_dir.as_deref(),
                 &model_dir(global.model_dir.as_deref()),
@@ -665,16 +668,18 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     if step == RunStep::Infer && args.out.is_none() {
         bail!("--step infer needs --out DIR for the bundles");
     }
-    // With `all`, each experiment writes to its own folder inside --out.
-    let out_of = |name: &str| {
-        args.out.as_ref().map(|o| {
+    // With `all`, each experiment writes to (and reads bundles from) its own folder inside
+    // --out (--from).
+    let per_experiment = |dir: &Option<PathBuf>, name: &str| {
+        dir.as_ref().map(|d| {
             if args.experiment == "all" {
-                o.join(name)
+                d.join(name)
             } else {
-                o.clone()
+                d.clone()
             }
         })
     };
+    let out_of = |name: &str| per_experiment(&args.out, name);
     // Every output folder is checked before the first experiment spends any time.
     for out in names.iter().filter_map(|name| out_of(name)) {
         crate::util::check_new_or_empty_dir(&out, "--out")?;
@@ -701,13 +706,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             jobs: args.jobs,
             out: out_of(&name),
             step,
-            from: args.from.as_ref().map(|f| {
-                if args.experiment == "all" {
-                    f.join(&name)
-                } else {
-                    f.clone()
-                }
-            }),
+            from: per_experiment(&args.from, &name),
             ..Default::default()
         };
         let (sink, printer) = crate::progress::sink_with_progress();

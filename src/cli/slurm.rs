@@ -119,9 +119,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         .context("finding this binary's absolute path")?;
     let models = std::path::absolute(model_dir(global.model_dir.as_deref()))?;
     let config_source = global
-        .config_dir
-        .clone()
-        .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from))
+        .config_dir()
         .or_else(crate::experiment::config::user_config_dir)
         .filter(|d| d.is_dir());
     let data = data_dir(global.data_dir.as_deref());

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -286,7 +285,7 @@ impl App {
     pub fn begin_run(&mut self, choice: ExperimentChoice, cancel: CancelToken) {
         self.log_line(LogLevel::Info, format!("starting {}", choice.name));
         let mut run = RunState::live(choice, cancel);
-        run.started_unix = Some(unix_now());
+        run.started_unix = Some(crate::util::unix_now());
         self.session_runs.push(run);
         let index = self.session_runs.len() - 1;
         self.live_run = Some(index);
@@ -473,10 +472,4 @@ fn without_controls(event: EngineEvent) -> EngineEvent {
         },
         other => other,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
