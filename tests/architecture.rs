@@ -348,30 +348,92 @@ fn module_graph(sources: &BTreeMap<String, String>) -> BTreeMap<Module, BTreeMap
         .filter(|f| !is_test_file(f))
         .map(|f| module_of(f))
         .collect();
-    let mut graph: BTreeMap<Module, BTreeMap<Module, String>> = BTreeMap::new();
-    for (file, text) in sources {
-        if is_test_file(file) {
-            continue;
-        }
-        let from = module_of(file);
-        let edges = graph.entry(from.clone()).or_default();
-        for written in paths_in(&code_only(text)) {
-            let Some(absolute) = resolve(&from, &written, &modules) else {
+    let code: BTreeMap<Module, String> = sources
+        .iter()
+        .filter(|(file, _)| !is_test_file(file))
+        .map(|(file, text)| (module_of(file), code_only(text)))
+        .collect();
+    // What each module re-exports (`pub use`), by name: a path through a facade is an edge to
+    // the module that defines the item, so a loop cannot hide behind a `mod.rs`.
+    let mut reexports: BTreeMap<Module, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (module, text) in &code {
+        for written in pub_use_paths(text) {
+            let (Some(name), Some(absolute)) =
+                (written.last(), resolve(module, &written, &modules))
+            else {
                 continue;
             };
-            // The longest known module the path lies in.
-            let target = (1..=absolute.len())
-                .rev()
-                .map(|n| absolute[..n].join("::"))
-                .find(|m| modules.contains(m));
-            if let Some(target) = target {
-                if target != from && !target.is_empty() {
+            if name != "self" {
+                reexports
+                    .entry(module.clone())
+                    .or_default()
+                    .insert(name.clone(), absolute);
+            }
+        }
+    }
+    let longest_module = |absolute: &[String]| {
+        (1..=absolute.len())
+            .rev()
+            .find(|&n| modules.contains(&absolute[..n].join("::")))
+    };
+    let mut graph: BTreeMap<Module, BTreeMap<Module, String>> = BTreeMap::new();
+    for (from, text) in &code {
+        let edges = graph.entry(from.clone()).or_default();
+        for written in paths_in(text) {
+            let Some(mut absolute) = resolve(from, &written, &modules) else {
+                continue;
+            };
+            // Follow re-exports to the defining module (a few hops at most in real code).
+            for _ in 0..8 {
+                let Some(n) = longest_module(&absolute) else {
+                    break;
+                };
+                let module = absolute[..n].join("::");
+                let target = absolute
+                    .get(n)
+                    .and_then(|name| reexports.get(&module)?.get(name));
+                match target {
+                    Some(target) if *target != absolute[..=n] && module != *from => {
+                        let mut next = target.clone();
+                        next.extend(absolute[n + 1..].iter().cloned());
+                        absolute = next;
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(n) = longest_module(&absolute) {
+                let target = absolute[..n].join("::");
+                if target != *from && !target.is_empty() {
                     edges.entry(target).or_insert_with(|| written.join("::"));
                 }
             }
         }
     }
     graph
+}
+
+/// The paths of a piece of code's `pub use` (also `pub(crate) use`, …) declarations.
+fn pub_use_paths(code: &str) -> Vec<Vec<String>> {
+    let tokens = tokens(code);
+    let mut paths = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == "pub" {
+            let mut j = i + 1;
+            if tokens.get(j).map(String::as_str) == Some("(") {
+                while j < tokens.len() && tokens[j] != ")" {
+                    j += 1;
+                }
+                j += 1;
+            }
+            if tokens.get(j).map(String::as_str) == Some("use") {
+                i = use_tree(&tokens, j + 1, Vec::new(), &mut paths);
+                continue;
+            }
+        }
+        i += 1;
+    }
+    paths
 }
 
 /// A path as written in module `from`, made absolute (without `crate`); `None` for a path
@@ -739,6 +801,37 @@ fn a_planted_loop_is_found_but_a_mod_rs_facade_is_not_one() {
         ("experiment/config.rs", "use super::run;"),
     ]);
     assert!(import_loops(&graph).is_empty());
+}
+
+#[test]
+fn a_loop_behind_a_mod_rs_re_export_is_found() {
+    let graph = synthetic(&[
+        ("lib.rs", ""),
+        ("experiment/mod.rs", "pub mod config; pub mod results;"),
+        (
+            "experiment/config/mod.rs",
+            "mod experiments;\npub use experiments::{Spec, MAX_TRIALS};",
+        ),
+        (
+            "experiment/config/experiments.rs",
+            "use crate::experiment::results::TrialVerdict;\npub const MAX_TRIALS: usize = 9;",
+        ),
+        (
+            "experiment/results.rs",
+            "pub enum TrialVerdict {}\nfn f() -> usize { crate::experiment::config::MAX_TRIALS }",
+        ),
+    ]);
+    assert_eq!(
+        graph["experiment::results"].keys().collect::<Vec<_>>(),
+        ["experiment::config::experiments"]
+    );
+    assert_eq!(
+        import_loops(&graph),
+        vec![vec![
+            "experiment::config::experiments".to_string(),
+            "experiment::results".to_string()
+        ]]
+    );
 }
 
 #[test]
