@@ -136,17 +136,7 @@ pub(super) fn write_trial(out_dir: &Path, result: &TrialResult) -> Result<()> {
 
 /// The run summary over the trials that finished.
 pub fn summarize(run: &RunContext, trials: &[TrialResult], complete: bool) -> Option<RunSummary> {
-    let expected = run.expected;
     let first = trials.first()?;
-    let n = trials.len() as f64;
-    let overheads: Vec<f64> = trials
-        .iter()
-        .flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage))
-        .collect();
-    let passes = trials
-        .iter()
-        .filter(|t| t.summary.final_verdict == TrialVerdict::Pass)
-        .count() as f64;
     Some(RunSummary {
         format_version: RESULT_FORMAT_VERSION,
         experiment: run.experiment.clone(),
@@ -156,23 +146,12 @@ pub fn summarize(run: &RunContext, trials: &[TrialResult], complete: bool) -> Op
         inference: first.inference.role.clone(),
         verifiers: first.verifiers.iter().map(|v| v.role.clone()).collect(),
         cutoff: run.cutoff,
-        expected_verdict: expected,
+        expected_verdict: run.expected,
         trials: trials.len(),
         planned_trials: Some(run.planned_trials),
         jobs: Some(run.jobs),
         trial_files: trials.iter().map(|t| trial_file_name(t.trial)).collect(),
-        aggregate: Aggregate {
-            avg_accept_rate: trials
-                .iter()
-                .map(|t| t.summary.avg_accept_rate)
-                .sum::<f64>()
-                / n,
-            avg_overhead_percentage: overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
-            pass_rate: passes / n,
-            detection_rate: (expected == TrialVerdict::Reject).then_some(1.0 - passes / n),
-            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64
-                / n,
-        },
+        aggregate: Aggregate::of_trials(trials, run.expected)?,
         // A trial cut short (cancelled inference or verifier, no checks) still counts above,
         // but the run is then not a complete measurement.
         complete: complete && trials.iter().all(|t| t.complete),
@@ -186,7 +165,7 @@ mod tests {
     #[test]
     fn a_trial_cut_short_makes_its_run_summary_incomplete() {
         let mut trials: Vec<TrialResult> = (0..3)
-            .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 4))
+            .map(|i| crate::testutil::trials::trial("exp1", i, true, &[8, 16], 4))
             .collect();
         let run = RunContext {
             experiment: "exp1".into(),

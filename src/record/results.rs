@@ -4,6 +4,8 @@
 //! `summary.avg_accept_rate`, `summary.final_verdict`; run summary `aggregate.avg_accept_rate`,
 //! `aggregate.avg_overhead_percentage`, `aggregate.pass_rate`.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 use super::limits::{MAX_MODEL_LAYERS, MAX_TRIALS, MAX_VERIFIERS};
@@ -361,6 +363,41 @@ pub struct Aggregate {
     pub detection_rate: Option<f64>,
     /// Fraction of trials whose verdict matched the expectation.
     pub expectation_rate: f64,
+}
+
+impl Aggregate {
+    /// The run aggregates over the trials that finished (`None` before the first): the one
+    /// place they are computed, for `summary.json` and for the console's results list alike.
+    pub fn of_trials<T: std::borrow::Borrow<TrialResult>>(
+        trials: &[T],
+        expected: TrialVerdict,
+    ) -> Option<Aggregate> {
+        let trials: Vec<&TrialResult> = trials.iter().map(Borrow::borrow).collect();
+        if trials.is_empty() {
+            return None;
+        }
+        let n = trials.len() as f64;
+        let overheads: Vec<f64> = trials
+            .iter()
+            .flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage))
+            .collect();
+        let passes = trials
+            .iter()
+            .filter(|t| t.summary.final_verdict == TrialVerdict::Pass)
+            .count() as f64;
+        Some(Aggregate {
+            avg_accept_rate: trials
+                .iter()
+                .map(|t| t.summary.avg_accept_rate)
+                .sum::<f64>()
+                / n,
+            avg_overhead_percentage: overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
+            pass_rate: passes / n,
+            detection_rate: (expected == TrialVerdict::Reject).then_some(1.0 - passes / n),
+            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64
+                / n,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

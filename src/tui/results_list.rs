@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::trial_view::{RunState, RunStatus};
 use super::PastRun;
-use crate::record::results::TrialVerdict;
+use crate::record::results::{Aggregate, TrialVerdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntrySource {
@@ -38,22 +38,13 @@ pub struct ResultsEntry {
     pub summary_path: Option<PathBuf>,
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, count) = values.fold((0.0, 0usize), |(sum, count), value| {
-        (sum + value, count + 1)
-    });
-    (count > 0).then(|| sum / count as f64)
-}
-
 /// Session runs (newest first), then past runs not already listed as session runs.
 pub fn results_entries(session_runs: &[RunState], past_runs: &[PastRun]) -> Vec<ResultsEntry> {
     let mut entries = Vec::new();
     for (index, run) in session_runs.iter().enumerate().rev() {
         let results = run.results();
-        let fraction = |hit: &dyn Fn(&&crate::record::results::TrialResult) -> bool| {
-            (!results.is_empty())
-                .then(|| results.iter().filter(|r| hit(r)).count() as f64 / results.len() as f64)
-        };
+        // The same aggregates as the run's summary.json will hold (record::Aggregate).
+        let aggregate = Aggregate::of_trials(&results, run.choice.expected);
         let roles = std::iter::once(&run.choice.inference)
             .chain(&run.choice.verifiers)
             .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
@@ -68,16 +59,12 @@ pub fn results_entries(session_runs: &[RunState], past_runs: &[PastRun]) -> Vec<
             started_unix: run.started_unix,
             trials_done: results.len(),
             trials_planned: run.choice.trials,
-            avg_accept_rate: mean(results.iter().map(|r| r.summary.avg_accept_rate)),
-            avg_overhead: mean(
-                results
-                    .iter()
-                    .flat_map(|r| r.verifiers.iter().map(|v| v.overhead.percentage)),
-            ),
-            pass_rate: fraction(&|r| r.summary.final_verdict == TrialVerdict::Pass),
-            detection_rate: None,
+            avg_accept_rate: aggregate.as_ref().map(|a| a.avg_accept_rate),
+            avg_overhead: aggregate.as_ref().map(|a| a.avg_overhead_percentage),
+            pass_rate: aggregate.as_ref().map(|a| a.pass_rate),
+            detection_rate: aggregate.as_ref().and_then(|a| a.detection_rate),
             expected: run.choice.expected,
-            expectation_rate: fraction(&|r| r.summary.expectation_held),
+            expectation_rate: aggregate.as_ref().map(|a| a.expectation_rate),
             cutoff: run.choice.cutoff,
             status: status_word(&run.status).to_string(),
             summary_path: run.summary_path.clone(),
