@@ -392,7 +392,7 @@ fn signal_name(number: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::tests::{honest_trials, summary_for, write_json};
+    use crate::testutil::trials::{honest_trials, summary_for, write_json};
 
     #[test]
     fn one_bad_trial_file_does_not_cost_the_others_their_figures() {

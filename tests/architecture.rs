@@ -2,9 +2,9 @@
 //! every `crate::`, `super::` and child-module path in `src/` is an edge of the module graph,
 //! and the graph must (1) only point down the layers of [`ALLOWED`] and (2) have no loop
 //! between modules (file-level: `experiment::runner`, `tui::draw`, …). Test-only code
-//! (`tests*.rs`, `*_tests.rs`, `testutil.rs`, a trailing `#[cfg(test)] mod`) may reach across
-//! layers and is left out. The checker itself is tested on synthetic source maps below, so a
-//! planted upward import or loop is shown to fail without editing a real file.
+//! (`tests*.rs`, `*_tests.rs`, `testutil.rs` and `testutil/`, a trailing `#[cfg(test)] mod`)
+//! may reach across layers and is left out. The checker itself is tested on synthetic source
+//! maps below, so a planted upward import or loop is shown to fail without editing a real file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -112,6 +112,7 @@ fn is_test_file(relative: &str) -> bool {
         || name.starts_with("tests_")
         || name.ends_with("_tests.rs")
         || name == "testutil.rs"
+        || relative.starts_with("testutil/")
         || name == "main.rs"
 }
 

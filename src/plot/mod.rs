@@ -18,7 +18,7 @@ pub mod overhead;
 pub mod roc;
 mod style;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

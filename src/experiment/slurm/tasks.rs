@@ -475,7 +475,7 @@ mod tests {
             collect_job: "987654323".into(),
         };
         write_json(&folder.submissions_path(), &vec![submission]).unwrap();
-        let landed = crate::plot::tests::trial("exp3", 0, false, &[8, 16], 4);
+        let landed = crate::testutil::trials::trial("exp3", 0, false, &[8, 16], 4);
         write_json(&folder.trial_result_path(0), &landed).unwrap();
         let ws = Workspace::new(
             crate::experiment::config::ConfigSet::builtin().unwrap(),
