@@ -10,7 +10,9 @@ use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::{generate, InferenceOutput};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{default_chunk, verify, TokenRule, VerifyJob};
-use crate::experiment::runner::{render_prompt, Role, Workspace};
+use crate::experiment::config::Role;
+use crate::experiment::workspace::Workspace;
+use crate::model::chat::render_prompt;
 use crate::model::device::DeviceProfile;
 use crate::model::embedded::EMBEDDED_MODEL_ID;
 use crate::model::weights::Precision;
@@ -279,7 +281,7 @@ pub fn run_bench(
             prompt_ids: &prompt_ids,
             output_ids: &out.output_ids,
             committed: &out.captured,
-            inference_dtype: crate::stats::metrics::dtype_from_name(
+            inference_dtype: crate::stats::metrics::CompareDtype::from_name(
                 crate::model::device::dtype_name(full.compute_dtype()),
             )
             .unwrap_or(CompareDtype::F32),

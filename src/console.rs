@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::experiment::results::{RunSummary, TrialResult};
-use crate::experiment::runner::{resolve_roles, run_experiment, Role, RunRequest, Workspace};
+use crate::experiment::config::Role;
+use crate::experiment::plan::{resolve_roles, RunRequest};
+use crate::experiment::runner::run_experiment;
+use crate::experiment::workspace::Workspace;
 use crate::model::device::{available_profiles, DeviceProfile};
 use crate::model::weights::Precision;
+use crate::record::results::{RunSummary, TrialResult};
 use crate::tui::{Backend, ExperimentChoice, PastRun, RoleChoice};
 
 /// Result files from elsewhere are bounded before they are parsed.
@@ -303,7 +306,7 @@ fn export_readable_trials(summary: &Path, dir: &Path) -> (Vec<PathBuf>, usize, u
     let mut written = Vec::new();
     let mut readable = 0;
     for listed in &run.trial_files {
-        let Ok(path) = crate::plot::input::resolve_trial_file(summary, listed) else {
+        let Ok(path) = crate::record::input::resolve_trial_file(summary, listed) else {
             continue;
         };
         if let Ok(crate::plot::PlotInput::Trial { trial, .. }) = crate::plot::load_input(&path) {
@@ -341,7 +344,7 @@ pub fn trial_export_dir(plots_root: &Path, trial: &TrialResult) -> PathBuf {
         .join(crate::plot::safe_component(&trial.experiment))
         .join(format!(
             "{}_trial{:03}",
-            crate::experiment::runner::utc_stamp(trial.started_at),
+            crate::experiment::output::utc_stamp(trial.started_at),
             trial.trial
         ))
 }
@@ -389,7 +392,7 @@ fn signal_name(number: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::tests::{honest_trials, summary_for, write_json};
+    use crate::testutil::trials::{honest_trials, summary_for, write_json};
 
     #[test]
     fn one_bad_trial_file_does_not_cost_the_others_their_figures() {

@@ -172,7 +172,7 @@ pub fn print_checks(checks: &[Check]) -> bool {
 
 /// Renders the per-trial figures of a small synthetic trial into a temporary directory.
 fn plot_self_test() -> anyhow::Result<()> {
-    use crate::experiment::results::*;
+    use crate::record::results::*;
     use crate::stats::metrics::{compare, CompareDtype};
     let role = RoleSpec {
         model: "doctor".into(),

@@ -1,5 +1,7 @@
 //! Shared test helpers: where the reference fixtures and the embedded model are.
 
+pub mod trials;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

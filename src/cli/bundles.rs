@@ -11,11 +11,13 @@ use super::{
 };
 use crate::engine::events::CancelToken;
 use crate::experiment::bundle::{read_manifest, read_states, Manifest};
-use crate::experiment::request::{
-    check_against_request, read_request, write_request, ExpectedRequest, Request,
-};
-use crate::experiment::results::{PromptInfo, TrialResult, TrialVerdict};
-use crate::experiment::runner::{self, Role, TrialPlan, VerifySettings, Workspace};
+use crate::experiment::config::Role;
+use crate::experiment::plan::TrialPlan;
+use crate::experiment::request::{read_request, write_request, Request};
+use crate::experiment::request_check::{check_against_request, ExpectedRequest};
+use crate::experiment::trial::{self, VerifySettings};
+use crate::experiment::workspace::Workspace;
+use crate::record::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::stats::policy::PolicyConfig;
 
 /// The prompt text of `--prompt` or `--prompt-file`.
@@ -229,7 +231,7 @@ fn bundle_model_id(ws: &Workspace, manifest: &Manifest) -> Result<String> {
 }
 
 pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<ExitCode> {
-    let max = crate::experiment::results::MAX_VERIFIERS;
+    let max = crate::record::limits::MAX_VERIFIERS;
     if !(1..=max).contains(&args.verifiers) {
         bail!("--verifiers {}: expected 1..={max}", args.verifiers);
     }
@@ -314,7 +316,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     // The bundle's declared dtype picks its precision tier, and the bf16 tier is loose enough
     // (δ = 2 logits) for a cheater to steer tokens: admitted only when the verifier says so.
     if experiment.is_none()
-        && crate::stats::metrics::dtype_from_name(&manifest.dtype)
+        && crate::stats::metrics::CompareDtype::from_name(&manifest.dtype)
             == Some(crate::stats::metrics::CompareDtype::Bf16)
     {
         ensure!(
@@ -365,7 +367,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     // prompt shown is the one decoded from its ids.
     let verifying = || format!("verifying {}", args.bundle.display());
     let texts =
-        runner::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
+        trial::check_manifest_against_verifier(&ws, &manifest, &settings.verifiers[0], &sink)
             .await
             .with_context(verifying)?;
     let prompt = PromptInfo {
@@ -423,7 +425,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .await?;
     }
     let states = read_states(&args.bundle, &manifest)?;
-    let result = runner::verify_trial(
+    let result = trial::verify_trial(
         ws,
         Arc::new(manifest),
         Arc::new(states),
@@ -588,7 +590,7 @@ fn verify_segments_cli(
         prompt_ids: &manifest.prompt_ids,
         output_ids: &manifest.output_ids,
         opening: &opening,
-        inference_dtype: crate::stats::metrics::dtype_from_name(&manifest.dtype)
+        inference_dtype: crate::stats::metrics::CompareDtype::from_name(&manifest.dtype)
             .unwrap_or(crate::stats::metrics::CompareDtype::F32),
         inference_native: native && manifest.precision == "native",
         policy,

@@ -9,7 +9,8 @@ use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::{data_dir, workspace, GlobalArgs, RunArgs, StepChoice};
-use crate::experiment::runner::{new_run_dir, plan_trials, utc_stamp, RunRequest};
+use crate::experiment::output::{new_run_dir, utc_stamp};
+use crate::experiment::plan::{plan_trials, RunRequest};
 use crate::experiment::slurm::scripts::{experiment_scripts, write_scripts};
 use crate::experiment::slurm::submit::{calls_for, dry_run_lines, still_queued, submit};
 use crate::experiment::slurm::tasks::{
@@ -118,9 +119,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         .context("finding this binary's absolute path")?;
     let models = std::path::absolute(model_dir(global.model_dir.as_deref()))?;
     let config_source = global
-        .config_dir
-        .clone()
-        .or_else(|| std::env::var_os("VERILLM_CONFIG_DIR").map(PathBuf::from))
+        .config_dir()
         .or_else(crate::experiment::config::user_config_dir)
         .filter(|d| d.is_dir());
     let data = data_dir(global.data_dir.as_deref());

@@ -1,7 +1,7 @@
 //! What the engines report while they work. The engines know nothing of the UI: they send these
 //! on a channel; the TUI drains them once per frame, the CLI prints progress from them.
 
-use crate::experiment::results::{RoleSpec, TrialResult, Verdict};
+use crate::record::results::{RoleSpec, TrialResult, Verdict};
 use crate::stats::metrics::CheckMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! The engines: inference (decode + capture), verification (chunked prefill + checks),
-//! sampling, and the events they report. They know nothing of the UI.
+//! sampling, commitments, segment checks, and the events they report. Below the experiments:
+//! they use `model`, `stats` and the `record` types only, and know nothing of experiments, the
+//! UI, plots or the command line (tests/architecture.rs keeps it so).
 
 pub mod capture;
 pub mod commitment;

@@ -12,8 +12,8 @@ use candle_core::{DType, Tensor};
 
 use super::commitment::VerifiedOpening;
 use super::verification::{check_token, stop_violation, Judgement, TokenChecks, TokenRule};
-use crate::experiment::results::CheckRecord;
 use crate::model::LoadedModel;
+use crate::record::results::CheckRecord;
 use crate::stats::metrics::{compare, CompareDtype};
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
 

@@ -39,7 +39,7 @@ struct Run {
 
 fn infer(model: &LoadedModel) -> Run {
     let prompt =
-        crate::experiment::trial::render_prompt(model, &[("user".into(), "Name a color.".into())])
+        crate::model::chat::render_prompt(model, &[("user".into(), "Name a color.".into())])
             .unwrap()
             .1;
     let (out, store) = generate_committed(

@@ -12,14 +12,12 @@ use anyhow::{ensure, Result};
 use super::capture::CapturedStates;
 use super::events::{CancelToken, EngineEvent, EventSink};
 use super::sampling::{SamplingParams, StepCandidates};
-use crate::experiment::results::CheckRecord;
 use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
-use crate::stats::metrics::float_serde;
-use crate::stats::metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype};
+use crate::record::results::{CheckRecord, TokenCheckRecord};
+use crate::stats::metrics::{compare, CheckMetrics, CompareDtype};
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig, TierThresholds};
-use serde::{Deserialize, Serialize};
 
 /// Positions per prefill chunk on the CPU: bounds memory on long sequences and lets the
 /// console show checks as each chunk completes, at a few percent of prefill throughput.
@@ -58,21 +56,6 @@ pub struct VerificationOutput {
     pub limits: Option<TierThresholds>,
     /// Every generated token held to the sampling rule; None for a state-only verification.
     pub token_checks: Option<TokenChecks>,
-}
-
-/// One generated token held to the sampling rule at its step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenCheckRecord {
-    /// Index among the generated tokens.
-    pub position: usize,
-    pub token: u32,
-    /// Among the candidates (not banned, inside top-k/top-p) of the verifier's logits.
-    pub in_set: bool,
-    /// Its perturbed score minus the best other candidate's, in logit units (docs/sampling.md);
-    /// −inf outside the set, +inf when it was the only candidate.
-    #[serde(with = "float_serde")]
-    pub margin: f64,
-    pub accept: bool,
 }
 
 /// The token checks of one verification.
@@ -164,7 +147,8 @@ impl Judgement {
         inference_native: bool,
     ) -> Judgement {
         let tm = &model.model;
-        let verifier_dtype = dtype_from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
+        let verifier_dtype =
+            CompareDtype::from_name(dtype_name(tm.dtype())).unwrap_or(CompareDtype::F32);
         let rounds = tm.native_rounds_activations;
         let inference_tier = PolicyConfig::role_tier(inference_dtype, inference_native && rounds);
         let verifier_tier =

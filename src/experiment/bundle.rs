@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::capture::CapturedStates;
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::{dtype_from_name, dtype_name};
+use crate::record::limits::MAX_MODEL_LAYERS;
 use crate::util::{read_untrusted_file, sha256_bytes, write_file_atomic};
 
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
@@ -23,10 +24,6 @@ pub const TENSORS_FILE: &str = "hidden_states.safetensors";
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Hidden states of 1M tokens × 8 layers × 16k wide in f32 would be 512 GiB; 32 GiB is plenty.
 const MAX_TENSOR_BYTES: u64 = 32 << 30;
-/// Beyond any real transformer (the largest have about 130 layers and a width of 16k); a
-/// manifest's claims (and a result file's sampled layers) are bounded before anything is sized
-/// by them.
-pub const MAX_MODEL_LAYERS: usize = 1024;
 const MAX_MODEL_HIDDEN: usize = 1 << 17;
 /// A safetensors header names each layer's tensor: a few dozen bytes per layer.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
@@ -369,7 +366,7 @@ fn check_bounds(manifest: &Manifest) -> Result<()> {
     }
     ensure!(!manifest.prompt_ids.is_empty(), "prompt_ids is empty");
     if let Some(c) = context {
-        let limit = crate::experiment::config::MAX_TRIALS;
+        let limit = crate::record::limits::MAX_TRIALS;
         ensure!(
             c.trial < limit,
             "context.trial {} is not a trial number (at most {})",

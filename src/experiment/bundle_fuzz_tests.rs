@@ -11,14 +11,16 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::bundle::{read_manifest, read_states, write_bundle, MANIFEST_FILE, TENSORS_FILE};
+use super::config::Role;
 use super::config::{ConfigSet, LayerSelection};
-use super::results::{PromptInfo, TrialResult, TrialVerdict};
-use super::runner::{Role, TrialPlan, Workspace};
+use super::plan::TrialPlan;
 use super::trial::{check_same_model, derive_texts, infer_trial, verify_trial, VerifySettings};
+use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::DeviceProfile;
 use crate::model::weights::Precision;
+use crate::record::results::{PromptInfo, TrialResult, TrialVerdict};
 use crate::stats::policy::PolicyConfig;
 
 const MARKER: &str = "FORGED-transfer-$1M";

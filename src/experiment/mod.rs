@@ -1,13 +1,17 @@
-//! Experiments: configuration, the runner, result files, inference bundles.
+//! Experiments: configuration, planning a run (`plan`), running it (`runner`, `trial`,
+//! `verify_step`), writing its files (`output`), inference bundles, requests, Slurm. Above the
+//! engines and the record types, below the console, plots and command line.
 
 pub mod bundle;
 #[cfg(test)]
 mod bundle_fuzz_tests;
 pub mod config;
 pub mod optimize;
+pub mod output;
+pub mod plan;
 pub mod report;
 pub mod request;
-pub mod results;
+pub mod request_check;
 pub mod runner;
 pub mod slurm;
 #[cfg(test)]

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::results::{TrialResult, TrialVerdict};
-use super::runner::{new_run_dir, run_experiment, RunRequest, Workspace};
+use super::output::new_run_dir;
+use super::plan::RunRequest;
+use super::runner::run_experiment;
+use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::model::device::DeviceProfile;
-use crate::stats::metrics::{dtype_from_name, CheckMetrics, CompareDtype};
+use crate::record::results::{TrialResult, TrialVerdict};
+use crate::stats::metrics::{CheckMetrics, CompareDtype};
 use crate::stats::optimize::{build_report_by_tier, OptimizationReport, TierChecks};
 
 pub struct OptimizeOutcome {
@@ -21,14 +24,16 @@ pub struct OptimizeOutcome {
 
 /// The precision tier a trial's checks were judged at (coarsest dtype of the pair).
 fn trial_tier(t: &TrialResult) -> CompareDtype {
-    let inference = dtype_from_name(&t.inference.role.dtype).unwrap_or(CompareDtype::F32);
+    let inference = CompareDtype::from_name(&t.inference.role.dtype).unwrap_or(CompareDtype::F32);
     // The tier each verifier was judged in, where recorded (it also counts quantized kernels'
     // activation rounding); otherwise the coarsest dtype of the roles.
     t.verifiers
         .iter()
         .filter_map(|v| match &v.tier {
-            Some(tier) => dtype_from_name(tier),
-            None => dtype_from_name(&v.role.dtype).map(|d| CompareDtype::coarsest(d, inference)),
+            Some(tier) => CompareDtype::from_name(tier),
+            None => {
+                CompareDtype::from_name(&v.role.dtype).map(|d| CompareDtype::coarsest(d, inference))
+            }
         })
         .fold(inference, CompareDtype::coarsest)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::results::{RunSummary, TrialResult, TrialVerdict};
-use crate::plot::input::{load_input, PlotInput};
+use crate::record::input::{load_input, PlotInput};
+use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 use crate::stats::aggregate::{percentile_of_sorted, sorted_worst_last};
 use crate::stats::metrics::float_serde;
 
@@ -202,13 +202,6 @@ pub fn run_row(path: &Path, summary: &RunSummary, all_trials: &[TrialResult]) ->
     })
 }
 
-fn verdict_word(verdict: TrialVerdict) -> &'static str {
-    match verdict {
-        TrialVerdict::Pass => "PASS",
-        TrialVerdict::Reject => "REJECT",
-    }
-}
-
 /// The rows as a Markdown table.
 pub fn format_markdown(rows: &[RunRow]) -> String {
     let mut out = String::from(
@@ -245,7 +238,7 @@ pub fn format_markdown(rows: &[RunRow]) -> String {
             },
             r.trials,
             r.accept_rate,
-            verdict_word(r.expected),
+            r.expected,
             sci(r.rel_l2_p50),
             sci(r.rel_l2_p99),
             sci(r.rel_l2_max),
@@ -343,7 +336,7 @@ mod tests {
     fn a_run_with_a_non_finite_check_is_reported_with_its_decode_speed() {
         let dir = tempfile::tempdir().unwrap();
         let mut trials: Vec<TrialResult> = (0..2)
-            .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 10))
+            .map(|i| crate::testutil::trials::trial("exp1", i, true, &[8, 16], 10))
             .collect();
         let verifier = &mut trials[0].verifiers[0];
         verifier.statistics.checks[3].metrics.rel_l2 = f64::INFINITY;
@@ -353,12 +346,12 @@ mod tests {
         trials[1].inference.decode_s = Some(2.0);
         let files = vec!["trial_000.json".to_string(), "trial_001.json".to_string()];
         for (trial, file) in trials.iter().zip(&files) {
-            crate::plot::tests::write_json(&dir.path().join(file), trial);
+            crate::testutil::trials::write_json(&dir.path().join(file), trial);
         }
-        let mut summary = crate::plot::tests::summary_for("exp1", &trials, files);
+        let mut summary = crate::testutil::trials::summary_for("exp1", &trials, files);
         summary.jobs = Some(2);
         let path = dir.path().join("summary.json");
-        crate::plot::tests::write_json(&path, &summary);
+        crate::testutil::trials::write_json(&path, &summary);
 
         let row = load_row(&path).unwrap();
         assert_eq!(row.rel_l2_max, f64::INFINITY);
@@ -376,7 +369,7 @@ mod tests {
         // end-to-end rate under the decode label.
         for (trial, file) in trials.iter_mut().zip(["trial_000.json", "trial_001.json"]) {
             trial.inference.decode_s = None;
-            crate::plot::tests::write_json(&dir.path().join(file), trial);
+            crate::testutil::trials::write_json(&dir.path().join(file), trial);
         }
         let row = load_row(&path).unwrap();
         assert!(row.decode_tokens_per_s.is_nan());

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use candle_core::DType;
 
 use super::bundle::{Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION};
-use super::request::{check_bundle_against_request, Request};
+use super::request::Request;
+use super::request_check::check_bundle_against_request;
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EventSink};
 use crate::engine::inference::{generate, InferenceOutput};
@@ -21,7 +22,7 @@ use crate::engine::verification::{
 use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
-use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
 use crate::testutil::embedded;
 
@@ -58,7 +59,7 @@ fn full() -> LoadedModel {
 }
 
 fn prompt_ids(model: &LoadedModel, text: &str) -> Vec<u32> {
-    super::trial::render_prompt(model, &[("user".into(), text.into())])
+    crate::model::chat::render_prompt(model, &[("user".into(), text.into())])
         .unwrap()
         .1
 }
@@ -113,7 +114,7 @@ fn check(
 }
 
 fn dtype_of(model: &LoadedModel) -> CompareDtype {
-    dtype_from_name(dtype_name(model.compute_dtype())).unwrap()
+    CompareDtype::from_name(dtype_name(model.compute_dtype())).unwrap()
 }
 
 /// PASS as a verifier: state accept rate above 0.9 and every token accepted.

@@ -11,9 +11,9 @@ use super::bundle::{
     BundleContext, Manifest, ModelIdentity, TensorFile, Timings, BUNDLE_FORMAT_VERSION,
 };
 use super::config::Role;
+use super::plan::TrialPlan;
 use super::request::Request;
-use super::results::*;
-use super::runner::{TrialPlan, Workspace};
+use super::workspace::Workspace;
 use crate::engine::capture::CapturedStates;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
 use crate::engine::inference::generate;
@@ -21,44 +21,13 @@ use crate::engine::sampling::SamplingParams;
 use crate::engine::verification::{
     default_chunk, verify, TokenRule, VerificationOutput, VerifyJob,
 };
-use crate::model::chat::ChatMessage as TemplateMessage;
+use crate::model::chat::render_prompt;
 use crate::model::device::dtype_name;
 use crate::model::LoadedModel;
-use crate::stats::metrics::{dtype_from_name, CompareDtype};
+use crate::record::results::*;
+use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::{verdict, PolicyConfig};
 use crate::util::unix_now;
-
-/// Renders chat messages with the model's own template and encodes the text as a rendered
-/// prompt (`TextTokenizer::encode_rendered`: the template writes its own special tokens);
-/// without a template, the contents joined by newlines and encoded as plain text.
-pub fn render_prompt(
-    model: &LoadedModel,
-    messages: &[(String, String)],
-) -> Result<(String, Vec<u32>)> {
-    match &model.chat_template {
-        Some(t) => {
-            let msgs: Vec<TemplateMessage> = messages
-                .iter()
-                .map(|(role, content)| TemplateMessage {
-                    role: role.clone(),
-                    content: content.clone(),
-                })
-                .collect();
-            let text = t.render(&msgs, true)?;
-            let ids = model.tokenizer.encode_rendered(&text)?;
-            Ok((text, ids))
-        }
-        None => {
-            let text = messages
-                .iter()
-                .map(|(_, c)| c.as_str())
-                .collect::<Vec<_>>()
-                .join("\n");
-            let ids = model.tokenizer.encode(&text)?;
-            Ok((text, ids))
-        }
-    }
-}
 
 /// The inference half: decode, capture, and describe it as a bundle manifest.
 pub fn infer_trial(
@@ -411,7 +380,7 @@ pub async fn verify_trial(
         .await
         .map_err(|e| anyhow!("a verifier task failed: {e}"))??
     };
-    let inference_dtype = dtype_from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
+    let inference_dtype = CompareDtype::from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
     for (index, role) in settings.verifiers.iter().cloned().enumerate() {
         let (ws, manifest, states, sink, cancel) = (
@@ -485,7 +454,7 @@ fn overhead_percentage(verification_s: f64, inference_s: f64) -> f64 {
 /// the token checks pass too.
 fn verifier_verdict(out: &VerificationOutput, cutoff: f64) -> Verdict {
     let tokens_pass = out.token_checks.as_ref().is_none_or(|t| t.pass());
-    if verdict(out.accept_rate(), cutoff) && tokens_pass {
+    if verdict(out.accept_rate(), cutoff).is_pass() && tokens_pass {
         Verdict::Pass
     } else {
         Verdict::Fail
@@ -564,16 +533,7 @@ fn assemble_trial(
         .map(|v| v.statistics.summary.accept_rate)
         .sum::<f64>()
         / verifiers.len().max(1) as f64;
-    // The trial passes when a majority of its verifiers pass.
-    let passes = verifiers
-        .iter()
-        .filter(|v| v.verdict == Verdict::Pass)
-        .count();
-    let final_verdict = if passes * 2 > verifiers.len() {
-        TrialVerdict::Pass
-    } else {
-        TrialVerdict::Reject
-    };
+    let final_verdict = TrialVerdict::of_verifiers(verifiers.iter().map(|v| v.verdict));
     let specs: Vec<RoleSpec> = verifiers.iter().map(|v| v.role.clone()).collect();
     let complete = verifiers.iter().all(|v| v.complete) && !manifest.cancelled;
     TrialResult {

@@ -10,15 +10,13 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::bundle::{read_manifest, read_states};
 use super::config::ExperimentSpec;
-use super::request::{check_against_request, ExpectedRequest};
-use super::results::{PromptInfo, TrialResult};
-use super::runner::{
-    plan_trials, resolve_roles, results_dir, write_summary, write_trial, RunContext, RunOutcome,
-    RunRequest, TrialPlan,
-};
+use super::output::{results_dir, write_summary, write_trial, RunContext, RunOutcome};
+use super::plan::{plan_trials, resolve_roles, RunRequest, TrialPlan};
+use super::request_check::{check_against_request, ExpectedRequest};
 use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
+use crate::record::results::{PromptInfo, TrialResult};
 
 pub(super) async fn verify_bundles(
     ws: Arc<Workspace>,

@@ -464,6 +464,38 @@ fn python_method(
     }
 }
 
+/// Renders chat messages with the model's own template and encodes the text as a rendered
+/// prompt (`TextTokenizer::encode_rendered`: the template writes its own special tokens);
+/// without a template, the contents joined by newlines and encoded as plain text.
+pub fn render_prompt(
+    model: &super::LoadedModel,
+    messages: &[(String, String)],
+) -> Result<(String, Vec<u32>)> {
+    match &model.chat_template {
+        Some(t) => {
+            let msgs: Vec<ChatMessage> = messages
+                .iter()
+                .map(|(role, content)| ChatMessage {
+                    role: role.clone(),
+                    content: content.clone(),
+                })
+                .collect();
+            let text = t.render(&msgs, true)?;
+            let ids = model.tokenizer.encode_rendered(&text)?;
+            Ok((text, ids))
+        }
+        None => {
+            let text = messages
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let ids = model.tokenizer.encode(&text)?;
+            Ok((text, ids))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -12,7 +12,7 @@ use super::style::{
     LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, GRID_COLOR, NOTE_SIZE, THRESHOLD_COLOR,
     TICK_LABEL_SIZE,
 };
-use crate::experiment::results::{RunSummary, TrialResult, TrialVerdict};
+use crate::record::results::{RunSummary, TrialResult};
 
 /// Accept rates one verifier reached over the trials of one experiment.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,13 +32,6 @@ pub struct AcceptRateGroup {
 
 /// Height drawn for a bar whose rate is (near) 0, so it stays visible.
 const MIN_VISIBLE_RATE: f64 = 0.006;
-
-fn verdict_word(verdict: TrialVerdict) -> &'static str {
-    match verdict {
-        TrialVerdict::Pass => "PASS",
-        TrialVerdict::Reject => "REJECT",
-    }
-}
 
 /// Groups complete verifier results by experiment (in order of first appearance) and verifier
 /// name. A run summary of the same experiment supplies the cutoff when trials disagree.
@@ -89,7 +82,7 @@ pub fn accept_rate_groups(
                 [single] => Some(*single),
                 _ => summary_cutoff.or(cutoffs.first().copied()),
             };
-            let expected = verdict_word(of_experiment[0].summary.expected_verdict);
+            let expected = of_experiment[0].summary.expected_verdict;
             let count = of_experiment.len();
             let trials_word = if count == 1 { "trial" } else { "trials" };
             Some(AcceptRateGroup {

@@ -16,7 +16,7 @@ use super::style::{
     LegendEntry, LegendMark, AXIS_DESC_SIZE, BACKGROUND, CHEAT_COLOR, GRID_COLOR, GRID_FIGURE_SIZE,
     HONEST_COLOR, MUTED_TEXT, NOTE_SIZE, PANEL_TITLE_SIZE, THRESHOLD_COLOR, TICK_LABEL_SIZE,
 };
-use crate::experiment::results::{TrialResult, TrialVerdict};
+use crate::record::results::{TrialResult, TrialVerdict};
 use crate::stats::aggregate::Distribution;
 use crate::stats::optimize::OptimizationReport;
 
@@ -128,7 +128,8 @@ fn policy_limits(trials: &[TrialResult], metric: CheckMetric) -> Vec<Threshold> 
             CheckMetric::Pe => applied.pe_max,
             _ => continue,
         };
-        let rank = crate::stats::metrics::dtype_from_name(tier).map_or(0, |d| d.coarseness());
+        let rank =
+            crate::stats::metrics::CompareDtype::from_name(tier).map_or(0, |d| d.coarseness());
         if !limits.iter().any(|(_, t, v)| t == tier && *v == value) {
             limits.push((rank, tier.clone(), value));
         }

@@ -13,7 +13,7 @@ use super::style::{
     LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, MISSING_CELL, MUTED_TEXT, NOTE_SIZE,
     TEXT_COLOR, TICK_LABEL_SIZE,
 };
-use crate::experiment::results::{TrialResult, Verdict};
+use crate::record::results::{TrialResult, Verdict};
 
 /// Rejected checks are marked with a cross in this colour (absent from the colour map).
 const REJECT_MARK: RGBColor = RGBColor(230, 30, 30);

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::tests::{honest_trials, summary_for, trial, write_json};
 use super::*;
+use crate::record::input::*;
+use crate::testutil::trials::{honest_trials, summary_for, trial, write_json};
 
 #[test]
 fn summary_entries_leaving_its_directory_are_refused() {

@@ -11,7 +11,6 @@ pub mod accept_rates;
 pub mod axis;
 pub mod distributions;
 pub mod heatmap;
-pub mod input;
 #[cfg(test)]
 mod input_tests;
 pub mod metric;
@@ -19,13 +18,14 @@ pub mod overhead;
 pub mod roc;
 mod style;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use crate::record::input::{load_input, PlotInput, MAX_INPUT_BYTES};
 pub use accept_rates::{
     accept_rate_groups, plot_accept_rates, AcceptRateGroup, VerifierAcceptRates,
 };
@@ -36,12 +36,11 @@ pub use distributions::{
     Threshold, POLICY_METRICS,
 };
 pub use heatmap::plot_check_heatmap;
-pub use input::{load_input, PlotInput, MAX_INPUT_BYTES};
 pub use metric::CheckMetric;
 pub use overhead::{overhead_samples, plot_overhead, OverheadSamples};
 pub use roc::{plot_roc_curves, roc_curves_from_report, RocCurve};
 
-use crate::experiment::results::{RunSummary, TrialResult};
+use crate::record::results::{RunSummary, TrialResult};
 use crate::stats::optimize::OptimizationReport;
 
 /// The metric heatmaps show unless asked otherwise: the default policy decides on it.

@@ -10,7 +10,7 @@ use super::style::{
     draw_legend_row, draw_title, ensure_fonts, font, format_number, series_color, tick_label_width,
     LegendEntry, LegendMark, AXIS_DESC_SIZE, BACKGROUND, FIGURE_SIZE, GRID_COLOR, TICK_LABEL_SIZE,
 };
-use crate::experiment::results::TrialResult;
+use crate::record::results::TrialResult;
 
 /// Overhead percentages of one verifier over trials.
 #[derive(Debug, Clone, PartialEq)]

@@ -85,13 +85,14 @@ impl std::fmt::Display for CompareDtype {
     }
 }
 
-/// Parse "f32", "f16" or "bf16" (case-insensitive; "float32", "float16", "bfloat16" too).
-pub fn dtype_from_name(name: &str) -> Option<CompareDtype> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" | "fp32" => Some(CompareDtype::F32),
-        "f16" | "float16" | "fp16" | "half" => Some(CompareDtype::F16),
-        "bf16" | "bfloat16" => Some(CompareDtype::Bf16),
-        _ => None,
+impl CompareDtype {
+    /// The format `name()` writes: "f32", "f16" or "bf16", the spellings every file, profile
+    /// and tier of this program uses (as `model::device::dtype_from_name` reads them for
+    /// candle); no other spelling, so a name means one thing everywhere.
+    pub fn from_name(name: &str) -> Option<CompareDtype> {
+        [CompareDtype::F32, CompareDtype::F16, CompareDtype::Bf16]
+            .into_iter()
+            .find(|d| d.name() == name)
     }
 }
 
@@ -602,13 +603,14 @@ mod tests {
 
     #[test]
     fn dtype_names() {
-        assert_eq!(dtype_from_name("f32"), Some(CompareDtype::F32));
-        assert_eq!(dtype_from_name("F16"), Some(CompareDtype::F16));
-        assert_eq!(dtype_from_name("bf16"), Some(CompareDtype::Bf16));
-        assert_eq!(dtype_from_name("bfloat16"), Some(CompareDtype::Bf16));
-        assert_eq!(dtype_from_name("q8"), None);
+        assert_eq!(CompareDtype::from_name("f32"), Some(CompareDtype::F32));
+        assert_eq!(CompareDtype::from_name("f16"), Some(CompareDtype::F16));
+        assert_eq!(CompareDtype::from_name("bf16"), Some(CompareDtype::Bf16));
+        for other in ["F16", "bfloat16", "float32", " f32", "q8"] {
+            assert_eq!(CompareDtype::from_name(other), None, "{other}");
+        }
         for d in [CompareDtype::F32, CompareDtype::F16, CompareDtype::Bf16] {
-            assert_eq!(dtype_from_name(d.name()), Some(d));
+            assert_eq!(CompareDtype::from_name(d.name()), Some(d));
         }
         assert_eq!(
             CompareDtype::coarsest(CompareDtype::F32, CompareDtype::Bf16),

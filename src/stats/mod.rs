@@ -8,6 +8,6 @@ pub mod optimize;
 pub mod policy;
 
 pub use aggregate::{AcceptTally, Distribution};
-pub use metrics::{compare, dtype_from_name, CheckMetrics, CompareDtype, StatsError};
+pub use metrics::{compare, CheckMetrics, CompareDtype, StatsError};
 pub use optimize::{build_report, AcceptRateReport, MetricReport, OptimizationReport};
 pub use policy::{verdict, PolicyConfig, TierThresholds};

@@ -239,12 +239,41 @@ fn check_fraction(name: &str, value: f64) -> Result<(), String> {
     }
 }
 
-/// PASS (true) iff the run's accept rate strictly exceeds the experiment's cutoff, as in
-/// "a verifier passes if its accept rate exceeds the cutoff" (the reference's "> 95%").
-/// Consequently a cutoff of 1.0 can never pass; use e.g. 0.999 to demand (almost) every check.
-/// A NaN accept rate fails.
-pub fn verdict(accept_rate: f64, cutoff: f64) -> bool {
-    accept_rate > cutoff
+/// Verdict of one verifier on one trial (`PASS`/`FAIL` in result files and on screen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+impl Verdict {
+    pub fn is_pass(self) -> bool {
+        self == Verdict::Pass
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply (report tables).
+        f.pad(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        })
+    }
+}
+
+/// PASS iff the run's accept rate strictly exceeds the experiment's cutoff, as in "a verifier
+/// passes if its accept rate exceeds the cutoff" (the reference's "> 95%"). Consequently a
+/// cutoff of 1.0 can never pass; use e.g. 0.999 to demand (almost) every check. A NaN accept
+/// rate fails.
+pub fn verdict(accept_rate: f64, cutoff: f64) -> Verdict {
+    if accept_rate > cutoff {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
 }
 
 /// Token checks: the tolerance δ on a generated token's margin (docs/sampling.md) in each
@@ -425,9 +454,13 @@ mod tests {
 
     #[test]
     fn verdict_is_strictly_greater() {
-        assert!(verdict(0.96, 0.95));
-        assert!(!verdict(0.95, 0.95));
-        assert!(!verdict(1.0, 1.0));
-        assert!(!verdict(f64::NAN, 0.5));
+        assert_eq!(verdict(0.96, 0.95), Verdict::Pass);
+        assert_eq!(verdict(0.95, 0.95), Verdict::Fail);
+        assert_eq!(verdict(1.0, 1.0), Verdict::Fail);
+        assert_eq!(verdict(f64::NAN, 0.5), Verdict::Fail);
+        assert_eq!(
+            (Verdict::Pass.to_string(), Verdict::Fail.to_string()),
+            ("PASS".to_string(), "FAIL".to_string())
+        );
     }
 }

@@ -4,18 +4,18 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
-use crate::experiment::results::TrialResult;
+use crate::record::results::TrialResult;
 
 use super::heatmap::HeatMetric;
-use super::picker::PickerState;
-use super::results::results_entries;
+pub use super::picker_state::Catalog;
+use super::picker_state::PickerState;
+use super::results_list::results_entries;
 use super::trial_view::{RunState, RunStatus, TrialView};
-use super::{Backend, CancelToken, ExperimentChoice, PastRun};
+use super::{CancelToken, ExperimentChoice, PastRun};
 
 /// What the rest of the program must do after a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,26 +40,6 @@ pub enum ExportRequest {
     /// rates over trials, overhead, threshold distributions over all checks), as `plot`
     /// draws them from the same file.
     Run(PathBuf),
-}
-
-/// The choices the picker offers, read once from the backend.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Catalog {
-    pub experiments: Vec<ExperimentChoice>,
-    pub models: Vec<String>,
-    pub devices: Vec<String>,
-    pub precisions: Vec<String>,
-}
-
-impl Catalog {
-    pub fn from_backend(backend: &dyn Backend) -> Catalog {
-        Catalog {
-            experiments: backend.experiments(),
-            models: backend.models(),
-            devices: backend.devices(),
-            precisions: backend.precisions(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,7 +285,7 @@ impl App {
     pub fn begin_run(&mut self, choice: ExperimentChoice, cancel: CancelToken) {
         self.log_line(LogLevel::Info, format!("starting {}", choice.name));
         let mut run = RunState::live(choice, cancel);
-        run.started_unix = Some(unix_now());
+        run.started_unix = Some(crate::util::unix_now());
         self.session_runs.push(run);
         let index = self.session_runs.len() - 1;
         self.live_run = Some(index);
@@ -321,7 +301,7 @@ impl App {
 
     pub fn set_past_runs(&mut self, runs: Vec<PastRun>) {
         self.past_runs = runs;
-        let count = results_entries(self).len();
+        let count = results_entries(&self.session_runs, &self.past_runs).len();
         self.results_selected = self.results_selected.min(count.saturating_sub(1));
     }
 
@@ -492,10 +472,4 @@ fn without_controls(event: EngineEvent) -> EngineEvent {
         },
         other => other,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }

@@ -7,7 +7,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use crate::engine::events::EngineEvent;
-use crate::experiment::results::{RoleSpec, TrialVerdict, Verdict};
+use crate::record::results::{RoleSpec, TrialVerdict, Verdict};
 use crate::stats::metrics::CheckMetrics;
 
 use super::app::{App, Catalog};

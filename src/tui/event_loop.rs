@@ -19,7 +19,7 @@ use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
-use crate::experiment::results::TrialResult;
+use crate::record::results::TrialResult;
 
 use super::app::{Action, App, Catalog, ExportRequest, LogLine, Report, Screen};
 use super::{draw, Backend, CancelToken};

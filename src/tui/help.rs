@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::draw::centered;
+use super::widgets::centered;
 
 /// (section, [(keys, what they do)]) — the single source of truth for the key map.
 pub const KEYS: [(&str, &[(&str, &str)]); 4] = [

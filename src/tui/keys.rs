@@ -6,8 +6,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::engine::events::LogLevel;
 
 use super::app::{Action, App, Confirm, ExportRequest, RunPane, Screen, Viewing};
-use super::picker::PickerFocus;
-use super::results::{results_entries, EntrySource};
+use super::picker_state::PickerFocus;
+use super::results_list::{results_entries, EntrySource};
 use super::trial_view::{RunState, RunStatus, TrialStatus};
 
 impl App {
@@ -171,7 +171,7 @@ impl App {
                 }
             }
             Screen::Results => {
-                let entries = results_entries(self);
+                let entries = results_entries(&self.session_runs, &self.past_runs);
                 match entries.get(self.results_selected).map(|entry| entry.source) {
                     Some(EntrySource::Session(index)) => {
                         let run = &self.session_runs[index];
@@ -322,7 +322,7 @@ impl App {
     }
 
     fn results_key(&mut self, key: KeyEvent) -> Action {
-        let entries = results_entries(self);
+        let entries = results_entries(&self.session_runs, &self.past_runs);
         let last = entries.len().saturating_sub(1);
         match key.code {
             KeyCode::Up | KeyCode::Char('k') => {

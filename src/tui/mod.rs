@@ -10,10 +10,13 @@ pub mod heatmap;
 mod help;
 mod keys;
 mod picker;
+mod picker_state;
 mod results;
+mod results_list;
 mod run_view;
 mod slurm_panel;
 pub mod trial_view;
+mod widgets;
 mod wrap;
 
 #[cfg(test)]
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::events::EngineEvent;
-use crate::experiment::results::{RunSummary, TrialResult, TrialVerdict};
+use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 
 pub use crate::engine::events::CancelToken;
 pub use app::{Action, App, Catalog, ExportRequest, Screen};

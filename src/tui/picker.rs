@@ -1,7 +1,5 @@
 //! Experiment picker: the configured experiments, and their settings edited before a start.
 
-use std::ops::RangeInclusive;
-
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -9,212 +7,12 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use super::app::{App, Catalog};
-use super::draw::{focus_block, footer_height, render_footer, verdict_style};
-use super::run_view::verdict_word;
+use super::app::App;
+use super::picker_state::{Field, PickerFocus, TRIALS};
+use super::widgets::cutoff_percent;
+use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
 use super::{ExperimentChoice, RoleChoice};
-use crate::experiment::config::MAX_TRIALS;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PickerFocus {
-    List,
-    Fields,
-}
-
-/// One editable setting of the selected experiment. Roles count from 0 = inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Model(usize),
-    Precision(usize),
-    Device(usize),
-    Trials,
-    MaxNewTokens,
-    Seed,
-}
-
-/// The picker's cursor and the (possibly edited) experiments.
-#[derive(Debug, Clone)]
-pub struct PickerState {
-    pub choices: Vec<ExperimentChoice>,
-    pub selected: usize,
-    pub focus: PickerFocus,
-    /// Index into [`fields`] of the selected experiment.
-    pub field: usize,
-}
-
-/// The settings of `choice` in the order the cursor visits them.
-pub fn fields(choice: &ExperimentChoice) -> Vec<Field> {
-    let roles = 1 + choice.verifiers.len();
-    let role_fields =
-        (0..roles).flat_map(|r| [Field::Model(r), Field::Precision(r), Field::Device(r)]);
-    role_fields
-        .chain([Field::Trials, Field::MaxNewTokens, Field::Seed])
-        .collect()
-}
-
-fn role_mut(choice: &mut ExperimentChoice, role: usize) -> Option<&mut RoleChoice> {
-    match role {
-        0 => Some(&mut choice.inference),
-        n => choice.verifiers.get_mut(n - 1),
-    }
-}
-
-/// The option `delta` steps away from `current` in `options` (wrapping).
-fn cycle(options: &[String], current: &str, delta: isize) -> Option<String> {
-    if options.is_empty() {
-        return None;
-    }
-    let count = options.len() as isize;
-    let next = match options.iter().position(|option| option == current) {
-        Some(index) => (index as isize + delta).rem_euclid(count),
-        None if delta > 0 => 0,
-        None => count - 1,
-    };
-    Some(options[next as usize].clone())
-}
-
-/// Numbers typed into a field stop here, so a held key cannot overflow.
-const MAX_TYPED: u64 = 10_000_000;
-
-/// The trial counts a run accepts: the picker holds a count to them, so the count shown is the
-/// count that runs.
-const TRIALS: RangeInclusive<usize> = 1..=MAX_TRIALS;
-
-/// The largest number a field takes by typing.
-fn typed_limit(field: Field) -> u64 {
-    match field {
-        Field::Trials => *TRIALS.end() as u64,
-        _ => MAX_TYPED,
-    }
-}
-
-/// Trials and new tokens within what a run accepts. Erasing every digit leaves a field empty
-/// (0) while typing; the value settles when the cursor leaves the field or the run starts.
-fn settle_numbers(choice: &mut ExperimentChoice) {
-    choice.trials = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
-    choice.max_new_tokens = choice.max_new_tokens.max(1);
-}
-
-impl PickerState {
-    pub fn new(choices: Vec<ExperimentChoice>) -> PickerState {
-        PickerState {
-            choices,
-            selected: 0,
-            focus: PickerFocus::List,
-            field: 0,
-        }
-    }
-
-    pub fn current(&self) -> Option<&ExperimentChoice> {
-        self.choices.get(self.selected)
-    }
-
-    pub fn current_field(&self) -> Option<Field> {
-        self.current()
-            .and_then(|choice| fields(choice).get(self.field).copied())
-    }
-
-    pub fn toggle_focus(&mut self) {
-        self.settle_numbers();
-        self.focus = match self.focus {
-            PickerFocus::List => PickerFocus::Fields,
-            PickerFocus::Fields => PickerFocus::List,
-        };
-    }
-
-    /// Up/down: the experiment in the list, or the setting in the fields.
-    pub fn move_cursor(&mut self, delta: isize) {
-        self.settle_numbers();
-        let (value, count) = match self.focus {
-            PickerFocus::List => (&mut self.selected, self.choices.len()),
-            PickerFocus::Fields => {
-                let count = self.current().map_or(0, |choice| fields(choice).len());
-                (&mut self.field, count)
-            }
-        };
-        *value = value
-            .saturating_add_signed(delta)
-            .min(count.saturating_sub(1));
-        if self.focus == PickerFocus::List {
-            self.field = 0;
-        }
-    }
-
-    /// Every experiment's numbers within what a run accepts (see [`settle_numbers`]).
-    pub fn settle_numbers(&mut self) {
-        self.choices.iter_mut().for_each(settle_numbers);
-    }
-
-    /// Left/right: the previous/next option, or a smaller/larger number.
-    pub fn change_field(&mut self, delta: isize, catalog: &Catalog) {
-        if self.focus != PickerFocus::Fields {
-            return;
-        }
-        let Some(field) = self.current_field() else {
-            return;
-        };
-        let Some(choice) = self.choices.get_mut(self.selected) else {
-            return;
-        };
-        match field {
-            Field::Model(role) | Field::Precision(role) | Field::Device(role) => {
-                let Some(role) = role_mut(choice, role) else {
-                    return;
-                };
-                let (options, value) = match field {
-                    Field::Model(_) => (&catalog.models, &mut role.model),
-                    Field::Precision(_) => (&catalog.precisions, &mut role.precision),
-                    _ => (&catalog.devices, &mut role.device),
-                };
-                if let Some(next) = cycle(options, value, delta) {
-                    *value = next;
-                }
-            }
-            Field::Trials => {
-                let trials = choice.trials.saturating_add_signed(delta);
-                choice.trials = trials.clamp(*TRIALS.start(), *TRIALS.end())
-            }
-            Field::MaxNewTokens => {
-                choice.max_new_tokens = choice
-                    .max_new_tokens
-                    .saturating_add_signed(delta * 16)
-                    .max(1)
-            }
-            Field::Seed => choice.seed = choice.seed.saturating_add_signed(delta as i64),
-        }
-    }
-
-    /// Digits typed on a number field append to it.
-    pub fn type_digit(&mut self, digit: u8) {
-        self.edit_number(|value, limit| (value * 10 + u64::from(digit)).min(limit));
-    }
-
-    pub fn erase_digit(&mut self) {
-        self.edit_number(|value, _| value / 10);
-    }
-
-    /// `edit` gets the field's value and the largest it may become.
-    fn edit_number(&mut self, edit: impl Fn(u64, u64) -> u64) {
-        if self.focus != PickerFocus::Fields {
-            return;
-        }
-        let Some(field) = self.current_field() else {
-            return;
-        };
-        let Some(choice) = self.choices.get_mut(self.selected) else {
-            return;
-        };
-        let limit = typed_limit(field);
-        match field {
-            Field::Trials => choice.trials = edit(choice.trials as u64, limit) as usize,
-            Field::MaxNewTokens => {
-                choice.max_new_tokens = edit(choice.max_new_tokens as u64, limit) as usize
-            }
-            Field::Seed => choice.seed = edit(choice.seed, limit),
-            _ => {}
-        }
-    }
-}
+use crate::record::results::TrialVerdict;
 
 const PICKER_KEYS: [(&str, &str); 8] = [
     ("↑↓", "choose"),
@@ -261,14 +59,11 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The list's second line for `choice`: what it should give, and how many trials.
-fn list_subtitle(choice: &ExperimentChoice) -> (&'static str, String) {
+fn list_subtitle(choice: &ExperimentChoice) -> (TrialVerdict, String) {
     // While its field is being typed into, the count that would run.
     let count = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
     let trials = if count == 1 { "trial" } else { "trials" };
-    (
-        verdict_word(choice.expected),
-        format!(" · {count} {trials}"),
-    )
+    (choice.expected, format!(" · {count} {trials}"))
 }
 
 /// The experiment list is as wide as its entries need (at most 40 columns), but gives way to
@@ -278,7 +73,7 @@ fn list_width(app: &App, body_width: u16, settings_need: u16) -> u16 {
     const WIDEST: u16 = 40;
     let entries = app.picker.choices.iter().map(|choice| {
         let (expected, rest) = list_subtitle(choice);
-        let subtitle = "  expect ".len() + expected.width() + rest.width();
+        let subtitle = "  expect ".len() + expected.to_string().width() + rest.width();
         choice.name.width().max(subtitle)
     });
     // Plus the highlight symbol and the border.
@@ -301,7 +96,7 @@ fn render_list(frame: &mut Frame, area: Rect, app: &App) {
                 ),
                 Line::from(vec![
                     Span::raw("  expect "),
-                    Span::styled(expected, verdict_style(expected)),
+                    Span::styled(expected.to_string(), verdict_style(expected.is_pass())),
                     Span::raw(rest),
                 ]),
             ])
@@ -449,7 +244,7 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
     let overflow = table.width(labels).saturating_sub(available);
     let model_width = table.model.saturating_sub(overflow).max(1);
     let header = Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
-    let expected = verdict_word(choice.expected);
+    let expected = choice.expected;
     let mut lines = vec![
         Line::from(vec![
             Span::raw(format!(
@@ -457,7 +252,7 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
                 choice.prompt_category,
                 cutoff_percent(choice.cutoff)
             )),
-            Span::styled(expected, verdict_style(expected)),
+            Span::styled(expected.to_string(), verdict_style(expected.is_pass())),
         ]),
         Line::default(),
         Line::styled(
@@ -512,13 +307,4 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
         lines.push(Line::from(spans));
     }
     frame.render_widget(Paragraph::new(lines), settings);
-}
-
-/// Cutoffs are fractions; a value above 1 was written as a percentage already.
-pub fn cutoff_percent(cutoff: f64) -> f64 {
-    if cutoff > 1.0 {
-        cutoff
-    } else {
-        cutoff * 100.0
-    }
 }

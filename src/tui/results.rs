@@ -1,8 +1,6 @@
 //! Results view: this session's runs and those found on disk, with their summaries; Enter opens
 //! one in the run view.
 
-use std::path::PathBuf;
-
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -10,142 +8,10 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
-use crate::experiment::results::TrialVerdict;
-
 use super::app::App;
-use super::draw::{focus_block, footer_height, format_unix, render_footer, verdict_style};
-use super::picker::cutoff_percent;
-use super::run_view::verdict_word;
-use super::trial_view::RunStatus;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntrySource {
-    /// Index into `App::session_runs`.
-    Session(usize),
-    /// Index into `App::past_runs`.
-    Past(usize),
-}
-
-/// One line of the results list, summarised the same way for both sources.
-#[derive(Debug, Clone)]
-pub struct ResultsEntry {
-    pub source: EntrySource,
-    pub experiment: String,
-    pub description: String,
-    pub pairing: String,
-    pub roles: String,
-    pub started_unix: Option<u64>,
-    pub trials_done: usize,
-    pub trials_planned: usize,
-    pub avg_accept_rate: Option<f64>,
-    pub avg_overhead: Option<f64>,
-    pub pass_rate: Option<f64>,
-    pub detection_rate: Option<f64>,
-    pub expected: TrialVerdict,
-    /// Fraction of trials whose verdict matched the expectation.
-    pub expectation_rate: Option<f64>,
-    pub cutoff: f64,
-    pub status: String,
-    pub summary_path: Option<PathBuf>,
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, count) = values.fold((0.0, 0usize), |(sum, count), value| {
-        (sum + value, count + 1)
-    });
-    (count > 0).then(|| sum / count as f64)
-}
-
-/// Session runs (newest first), then past runs not already listed as session runs.
-pub fn results_entries(app: &App) -> Vec<ResultsEntry> {
-    let mut entries = Vec::new();
-    for (index, run) in app.session_runs.iter().enumerate().rev() {
-        let results = run.results();
-        let fraction = |hit: &dyn Fn(&&crate::experiment::results::TrialResult) -> bool| {
-            (!results.is_empty())
-                .then(|| results.iter().filter(|r| hit(r)).count() as f64 / results.len() as f64)
-        };
-        let roles = std::iter::once(&run.choice.inference)
-            .chain(&run.choice.verifiers)
-            .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
-            .collect::<Vec<_>>()
-            .join(" → ");
-        entries.push(ResultsEntry {
-            source: EntrySource::Session(index),
-            experiment: run.choice.name.clone(),
-            description: run.choice.description.clone(),
-            pairing: results.first().map_or(String::new(), |r| r.pairing.clone()),
-            roles,
-            started_unix: run.started_unix,
-            trials_done: results.len(),
-            trials_planned: run.choice.trials,
-            avg_accept_rate: mean(results.iter().map(|r| r.summary.avg_accept_rate)),
-            avg_overhead: mean(
-                results
-                    .iter()
-                    .flat_map(|r| r.verifiers.iter().map(|v| v.overhead.percentage)),
-            ),
-            pass_rate: fraction(&|r| r.summary.final_verdict == TrialVerdict::Pass),
-            detection_rate: None,
-            expected: run.choice.expected,
-            expectation_rate: fraction(&|r| r.summary.expectation_held),
-            cutoff: run.choice.cutoff,
-            status: status_word(&run.status).to_string(),
-            summary_path: run.summary_path.clone(),
-        });
-    }
-    let listed: Vec<&PathBuf> = app
-        .session_runs
-        .iter()
-        .filter_map(|r| r.summary_path.as_ref())
-        .collect();
-    for (index, past) in app.past_runs.iter().enumerate() {
-        if listed.contains(&&past.summary_path) {
-            continue;
-        }
-        let summary = &past.summary;
-        let roles = std::iter::once(&summary.inference)
-            .chain(&summary.verifiers)
-            .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
-            .collect::<Vec<_>>()
-            .join(" → ");
-        entries.push(ResultsEntry {
-            source: EntrySource::Past(index),
-            experiment: summary.experiment.clone(),
-            description: summary.description.clone(),
-            pairing: summary.pairing.clone(),
-            roles,
-            started_unix: Some(summary.started_at),
-            trials_done: summary.trial_files.len(),
-            trials_planned: summary.planned_trials.unwrap_or(summary.trials),
-            avg_accept_rate: Some(summary.aggregate.avg_accept_rate),
-            avg_overhead: Some(summary.aggregate.avg_overhead_percentage),
-            pass_rate: Some(summary.aggregate.pass_rate),
-            detection_rate: summary.aggregate.detection_rate,
-            expected: summary.expected_verdict,
-            expectation_rate: Some(summary.aggregate.expectation_rate),
-            cutoff: summary.cutoff,
-            status: if summary.complete {
-                "complete"
-            } else {
-                "incomplete"
-            }
-            .to_string(),
-            summary_path: Some(past.summary_path.clone()),
-        });
-    }
-    entries
-}
-
-fn status_word(status: &RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "running",
-        RunStatus::Cancelling => "cancelling",
-        RunStatus::Cancelled => "incomplete",
-        RunStatus::Finished => "complete",
-        RunStatus::Failed(_) => "failed",
-    }
-}
+use super::results_list::{results_entries, EntrySource, ResultsEntry};
+use super::widgets::cutoff_percent;
+use super::widgets::{focus_block, footer_height, format_unix, render_footer, verdict_style};
 
 fn percent(value: Option<f64>) -> String {
     value.map_or("—".to_string(), |value| format!("{:.1}%", value * 100.0))
@@ -167,7 +33,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(footer_height(area.width, &RESULTS_KEYS)),
     ])
     .areas(area);
-    let entries = results_entries(app);
+    let entries = results_entries(&app.session_runs, &app.past_runs);
     let heading = format!(
         "Results · {} runs (this session first, then the data directory)",
         entries.len()
@@ -231,7 +97,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntr
                 format!("{}/{}", entry.trials_done, entry.trials_planned),
                 percent(entry.avg_accept_rate),
                 percent(entry.pass_rate),
-                verdict_word(entry.expected).to_string(),
+                entry.expected.to_string(),
                 percent(entry.expectation_rate),
                 entry.status.clone(),
             ]
@@ -246,7 +112,7 @@ fn render_table(frame: &mut Frame, area: Rect, app: &App, entries: &[ResultsEntr
         };
         Row::new(cells.into_iter().enumerate().map(|(column, text)| {
             let style = match column {
-                6 => verdict_style(&text),
+                6 => verdict_style(entry.expected.is_pass()),
                 7 => held_style,
                 _ => Style::default(),
             };

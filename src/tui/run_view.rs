@@ -7,15 +7,15 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
-use crate::experiment::results::Verdict;
+use crate::record::results::Verdict;
 
 use super::app::{App, RunPane};
-use super::draw::{
+use super::heatmap::{self, ColourScale, ValueRange};
+use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
+use super::widgets::cutoff_percent;
+use super::widgets::{
     focus_block, footer_height, format_duration, level_colour, render_footer, verdict_style,
 };
-use super::heatmap::{self, ColourScale, ValueRange};
-use super::picker::cutoff_percent;
-use super::trial_view::{RunState, RunStatus, TrialStatus, TrialView, VerifierView};
 use super::wrap::{row_count, tail_rows, wrap_spans};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
@@ -112,10 +112,12 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
             });
         }
         if let Some((verdict, expected)) = trial.verdict() {
-            let (verdict, expected) = (verdict_word(verdict), verdict_word(expected));
             let held = if verdict == expected { "✓" } else { "✗" };
             spans.push(Span::raw(" · verdict "));
-            spans.push(Span::styled(verdict, verdict_style(verdict)));
+            spans.push(Span::styled(
+                verdict.to_string(),
+                verdict_style(verdict.is_pass()),
+            ));
             spans.push(Span::raw(format!(" (expected {expected} {held})")));
         }
     }
@@ -125,13 +127,6 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
 }
 
 const HEADER_ROWS: usize = 3;
-
-pub fn verdict_word(verdict: crate::experiment::results::TrialVerdict) -> &'static str {
-    match verdict {
-        crate::experiment::results::TrialVerdict::Pass => "PASS",
-        crate::experiment::results::TrialVerdict::Reject => "REJECT",
-    }
-}
 
 /// The newest preparation (model load, GPU kernel warm-up) with its running time, so a long one
 /// is seen to be work and not a hang.
@@ -321,13 +316,11 @@ fn render_verifier(
     )];
     let state = match verifier.outcome {
         Some(outcome) => {
-            let word = if outcome.verdict == Verdict::Pass {
-                "PASS"
-            } else {
-                "FAIL"
-            };
             vec![
-                Span::styled(word, verdict_style(word)),
+                Span::styled(
+                    outcome.verdict.to_string(),
+                    verdict_style(outcome.verdict.is_pass()),
+                ),
                 Span::raw(format!(" overhead {:.1}% ", outcome.overhead_percentage)),
             ]
         }

@@ -7,8 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::draw::{focus_block, verdict_style};
-use super::run_view::verdict_word;
+use super::widgets::{focus_block, verdict_style};
 use crate::experiment::slurm::watch::SlurmRunWatch;
 use crate::util::escape_controls;
 
@@ -76,9 +75,11 @@ pub fn render(frame: &mut Frame, area: Rect, runs: &[SlurmRunWatch]) {
         ]));
         let mut second = vec![Span::raw(format!("  jobs {jobs} · "))];
         for trial in &run.landed {
-            let word = verdict_word(trial.verdict);
             second.push(Span::raw(format!("trial {} ", trial.trial)));
-            second.push(Span::styled(word.to_string(), verdict_style(word)));
+            second.push(Span::styled(
+                trial.verdict.to_string(),
+                verdict_style(trial.verdict.is_pass()),
+            ));
             second.push(Span::raw(format!(" {:.1}% · ", trial.accept_rate * 100.0)));
         }
         second.push(Span::styled(

@@ -12,7 +12,7 @@ use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::engine::events::{EngineEvent, LogLevel};
-use crate::experiment::results::*;
+use crate::record::results::*;
 
 use super::app::{Action, App, Catalog, Screen};
 use super::bench::{synthetic_choice, synthetic_error, synthetic_metrics, synthetic_trial_events};
@@ -762,7 +762,7 @@ fn an_unchecked_request_is_shown_in_the_header() {
 /// A saved trial brings its token checks back: gauge counts and the rejected positions.
 #[test]
 fn a_saved_trial_restores_its_token_checks() {
-    use crate::engine::verification::TokenCheckRecord;
+    use crate::record::results::TokenCheckRecord;
     let mut result = trial_result("exp1-honest", 0, 8, 2);
     result.verifiers[1].statistics.token_checks = (0..8)
         .map(|position| TokenCheckRecord {

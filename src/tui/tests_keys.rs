@@ -7,7 +7,7 @@ use crate::engine::events::EngineEvent;
 use super::app::{Action, App, Confirm, RunPane, Screen};
 use super::bench::synthetic_trial_events;
 use super::heatmap::HeatMetric;
-use super::picker::{Field, PickerFocus};
+use super::picker_state::{Field, PickerFocus};
 use super::tests::{app_with_run, assert_shows, catalog, key, screen};
 use super::trial_view::{RunStatus, TrialStatus};
 

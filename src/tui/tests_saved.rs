@@ -14,7 +14,7 @@ use super::tests::{
 };
 use super::Backend;
 use crate::engine::events::EngineEvent;
-use crate::experiment::results::TrialResult;
+use crate::record::results::TrialResult;
 
 #[test]
 fn a_damaged_or_oversized_saved_trial_is_refused_not_allocated() {

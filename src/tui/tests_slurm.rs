@@ -46,7 +46,7 @@ fn submitted_run(data: &std::path::Path) -> JobFolder {
 }
 
 fn land(folder: &JobFolder, trial: usize) {
-    let result = crate::plot::tests::trial("exp3", trial, false, &[8, 16], 4);
+    let result = crate::testutil::trials::trial("exp3", trial, false, &[8, 16], 4);
     write_json(&folder.trial_result_path(trial), &result).unwrap();
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::experiment::results::{RoleSpec, RunSummary, TrialResult, TrialVerdict, Verdict};
+use crate::record::results::{RoleSpec, RunSummary, TrialResult, TrialVerdict, Verdict};
 use crate::stats::metrics::CheckMetrics;
 
 use super::heatmap::ErrorGrid;

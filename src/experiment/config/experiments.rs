@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::models::{ModelEntry, ModelRegistry};
 use super::prompts::{Prompt, PromptCategory, PromptsFile};
 use super::{ConfigError, KeyPath, Precision, SourceFile};
-use crate::experiment::results::TrialVerdict;
 use crate::model::device::DeviceProfile;
+use crate::record::limits::MAX_TRIALS;
+use crate::record::results::TrialVerdict;
 use crate::stats::policy::PolicyConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -412,10 +413,6 @@ fn pick_device(
     }
 }
 
-/// Upper bound on `trials` and `prompts.count`: far beyond any useful run, low enough that a
-/// typo cannot ask for an allocation that aborts the process.
-pub const MAX_TRIALS: usize = 100_000;
-
 pub(super) fn validate_experiments(
     file: &SourceFile,
     experiments: &ExperimentsFile,
@@ -472,7 +469,7 @@ fn validate_experiment(
     if spec.verifiers.is_empty() {
         return Err(file.error_at(&at.key("verifiers"), "no verifiers (expected at least one)"));
     }
-    let max = crate::experiment::results::MAX_VERIFIERS;
+    let max = crate::record::limits::MAX_VERIFIERS;
     if spec.verifiers.len() > max {
         return Err(file.error_at(
             &at.key("verifiers"),

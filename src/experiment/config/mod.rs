@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use experiments::{
     ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection, PromptSelection,
-    Role, VerifierConfig, MAX_TRIALS,
+    Role, VerifierConfig,
 };
 pub use locate::{locate_key, KeyPath, PathSegment};
 pub use models::{GgufRef, ModelArch, ModelEntry, ModelRegistry, ModelSource, WeightsLocation};

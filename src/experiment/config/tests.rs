@@ -3,8 +3,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::*;
-use crate::experiment::results::TrialVerdict;
 use crate::model::device::DeviceProfile;
+use crate::record::results::TrialVerdict;
 use crate::stats::policy::PolicyConfig;
 
 fn builtin() -> ConfigSet {

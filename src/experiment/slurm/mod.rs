@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::runner::RunRequest;
+use super::plan::RunRequest;
 use crate::model::device::DeviceProfile;
 use crate::util::write_file_atomic;
 
@@ -177,10 +177,10 @@ impl JobFolder {
     }
     pub fn bundle_dir(&self, trial: usize) -> PathBuf {
         self.bundles_dir()
-            .join(super::runner::trial_dir_name(trial))
+            .join(super::output::trial_dir_name(trial))
     }
     pub fn trial_result_path(&self, trial: usize) -> PathBuf {
-        self.root.join(super::runner::trial_file_name(trial))
+        self.root.join(super::output::trial_file_name(trial))
     }
     pub fn summary_path(&self) -> PathBuf {
         self.root.join("summary.json")
@@ -216,11 +216,11 @@ impl JobFolder {
             .validate()
             .with_context(|| format!("{}: options", self.plan_path().display()))?;
         ensure!(
-            (1..=super::config::MAX_TRIALS).contains(&plan.trials),
+            (1..=crate::record::limits::MAX_TRIALS).contains(&plan.trials),
             "{}: trials {} outside 1..={}",
             self.plan_path().display(),
             plan.trials,
-            super::config::MAX_TRIALS
+            crate::record::limits::MAX_TRIALS
         );
         Ok(plan)
     }

@@ -13,16 +13,16 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::super::bundle::{write_bundle, MANIFEST_FILE, TENSORS_FILE};
-use super::super::results::{RunSummary, TrialResult};
-use super::super::runner::{
-    infer_trial, plan_trials, resolve_roles, summarize, trial_dir_name, write_trial, RunContext,
-    VerifySettings, Workspace,
-};
+use super::super::output::{summarize, trial_dir_name, write_trial, RunContext};
+use super::super::plan::{plan_trials, resolve_roles};
+use super::super::trial::{infer_trial, VerifySettings};
+use super::super::workspace::Workspace;
 use super::{
     check_trial, read_json_bounded, write_json, JobFolder, MAX_TRIAL_RESULT_BYTES,
     SLURM_FORMAT_VERSION,
 };
 use crate::engine::events::{CancelToken, EventSink};
+use crate::record::results::{RunSummary, TrialResult};
 
 /// What a task did.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,7 +475,7 @@ mod tests {
             collect_job: "987654323".into(),
         };
         write_json(&folder.submissions_path(), &vec![submission]).unwrap();
-        let landed = crate::plot::tests::trial("exp3", 0, false, &[8, 16], 4);
+        let landed = crate::testutil::trials::trial("exp3", 0, false, &[8, 16], 4);
         write_json(&folder.trial_result_path(0), &landed).unwrap();
         let ws = Workspace::new(
             crate::experiment::config::ConfigSet::builtin().unwrap(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{read_folder_json, read_json_bounded, JobFolder, MAX_TRIAL_RESULT_BYTES};
-use crate::experiment::results::TrialVerdict;
+use crate::record::results::TrialVerdict;
 
 /// The list of run folders submitted from here that lie outside the data directory
 /// (`run --slurm --out DIR` on a shared filesystem), one absolute path per line.

@@ -4,18 +4,15 @@
 //! `summary.avg_accept_rate`, `summary.final_verdict`; run summary `aggregate.avg_accept_rate`,
 //! `aggregate.avg_overhead_percentage`, `aggregate.pass_rate`.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
-use super::bundle::MAX_MODEL_LAYERS;
-pub use crate::engine::verification::TokenCheckRecord;
+use super::limits::{MAX_MODEL_LAYERS, MAX_TRIALS, MAX_VERIFIERS};
 use crate::stats::metrics::{float_serde, CheckMetrics};
 use crate::stats::policy::TierThresholds;
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
-
-/// Verifiers one trial may have (VeriLLM's experiments use three): each is a model load, a
-/// prefill and a set of figures, so the number is bounded for commands and for files.
-pub const MAX_VERIFIERS: usize = 16;
 
 /// Who computed something: model, precision (`full`, `q4_0`, …, `native`), device profile and
 /// the dtype the computation actually ran in.
@@ -27,14 +24,8 @@ pub struct RoleSpec {
     pub dtype: String,
 }
 
-/// Verdict of one verifier on one trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    #[serde(rename = "PASS")]
-    Pass,
-    #[serde(rename = "FAIL")]
-    Fail,
-}
+/// A verifier's verdict: decided by the acceptance policy, where it is defined.
+pub use crate::stats::policy::Verdict;
 
 /// Verdict of a trial (all its verifiers together) and what an experiment expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +34,36 @@ pub enum TrialVerdict {
     Pass,
     #[serde(rename = "REJECT")]
     Reject,
+}
+
+impl TrialVerdict {
+    /// A trial passes when a majority of its verifiers pass.
+    pub fn of_verifiers(verdicts: impl IntoIterator<Item = Verdict>) -> TrialVerdict {
+        let (mut passes, mut count) = (0usize, 0usize);
+        for verdict in verdicts {
+            count += 1;
+            passes += usize::from(verdict.is_pass());
+        }
+        if passes * 2 > count {
+            TrialVerdict::Pass
+        } else {
+            TrialVerdict::Reject
+        }
+    }
+
+    pub fn is_pass(self) -> bool {
+        self == TrialVerdict::Pass
+    }
+}
+
+impl std::fmt::Display for TrialVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply (report tables).
+        f.pad(match self {
+            TrialVerdict::Pass => "PASS",
+            TrialVerdict::Reject => "REJECT",
+        })
+    }
 }
 
 /// One (generated position, sampled layer) comparison.
@@ -55,6 +76,21 @@ pub struct CheckRecord {
     pub accept: bool,
     #[serde(flatten)]
     pub metrics: CheckMetrics,
+}
+
+/// One generated token held to the sampling rule at its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCheckRecord {
+    /// Index among the generated tokens.
+    pub position: usize,
+    pub token: u32,
+    /// Among the candidates (not banned, inside top-k/top-p) of the verifier's logits.
+    pub in_set: bool,
+    /// Its perturbed score minus the best other candidate's, in logit units (docs/sampling.md);
+    /// −inf outside the set, +inf when it was the only candidate.
+    #[serde(with = "float_serde")]
+    pub margin: f64,
+    pub accept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,7 +251,7 @@ impl RunSummary {
     /// verifiers within bound. Checked before anything is sized by it.
     pub fn check_consistency(&self) -> Result<(), String> {
         check_format_and_verifiers(self.format_version, self.verifiers.len())?;
-        let max_trials = crate::experiment::config::MAX_TRIALS;
+        let max_trials = MAX_TRIALS;
         if self.trials > max_trials || self.trial_files.len() != self.trials {
             return Err(format!(
                 "lists {} trial files but says trials: {} (at most {max_trials})",
@@ -329,6 +365,41 @@ pub struct Aggregate {
     pub expectation_rate: f64,
 }
 
+impl Aggregate {
+    /// The run aggregates over the trials that finished (`None` before the first): the one
+    /// place they are computed, for `summary.json` and for the console's results list alike.
+    pub fn of_trials<T: std::borrow::Borrow<TrialResult>>(
+        trials: &[T],
+        expected: TrialVerdict,
+    ) -> Option<Aggregate> {
+        let trials: Vec<&TrialResult> = trials.iter().map(Borrow::borrow).collect();
+        if trials.is_empty() {
+            return None;
+        }
+        let n = trials.len() as f64;
+        let overheads: Vec<f64> = trials
+            .iter()
+            .flat_map(|t| t.verifiers.iter().map(|v| v.overhead.percentage))
+            .collect();
+        let passes = trials
+            .iter()
+            .filter(|t| t.summary.final_verdict == TrialVerdict::Pass)
+            .count() as f64;
+        Some(Aggregate {
+            avg_accept_rate: trials
+                .iter()
+                .map(|t| t.summary.avg_accept_rate)
+                .sum::<f64>()
+                / n,
+            avg_overhead_percentage: overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
+            pass_rate: passes / n,
+            detection_rate: (expected == TrialVerdict::Reject).then_some(1.0 - passes / n),
+            expectation_rate: trials.iter().filter(|t| t.summary.expectation_held).count() as f64
+                / n,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub format_version: u32,
@@ -353,4 +424,46 @@ pub struct RunSummary {
     pub trial_files: Vec<String>,
     pub aggregate: Aggregate,
     pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files an earlier build wrote (tests/fixtures/results_format, see its README) read into
+    /// these types and written back as the runner writes them: the same bytes, every field kept.
+    #[test]
+    fn verdicts_read_as_the_files_write_them_and_a_majority_passes_a_trial() {
+        use Verdict::{Fail, Pass};
+        assert_eq!(
+            TrialVerdict::of_verifiers([Pass, Pass, Fail]),
+            TrialVerdict::Pass
+        );
+        assert_eq!(
+            TrialVerdict::of_verifiers([Pass, Fail]),
+            TrialVerdict::Reject
+        );
+        assert_eq!(TrialVerdict::of_verifiers([]), TrialVerdict::Reject);
+        assert_eq!(TrialVerdict::Reject.to_string(), "REJECT");
+        assert_eq!(
+            serde_json::to_string(&TrialVerdict::Reject).unwrap(),
+            "\"REJECT\""
+        );
+        assert_eq!(serde_json::to_string(&Fail).unwrap(), "\"FAIL\"");
+    }
+
+    #[test]
+    fn result_files_from_an_earlier_build_are_written_back_byte_for_byte() {
+        let dir = crate::testutil::fixtures_dir().join("results_format");
+        let trial_bytes = std::fs::read(dir.join("trial_000.json")).unwrap();
+        let trial: TrialResult = serde_json::from_slice(&trial_bytes).unwrap();
+        trial.check_consistency().unwrap();
+        assert!(!trial.verifiers[0].statistics.token_checks.is_empty());
+        assert!(trial.verifiers[0].limits.is_some());
+        assert_eq!(serde_json::to_vec_pretty(&trial).unwrap(), trial_bytes);
+        let summary_bytes = std::fs::read(dir.join("summary.json")).unwrap();
+        let summary: RunSummary = serde_json::from_slice(&summary_bytes).unwrap();
+        summary.check_consistency().unwrap();
+        assert_eq!(serde_json::to_vec_pretty(&summary).unwrap(), summary_bytes);
+    }
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::experiment::results::{RunSummary, TrialResult};
+use crate::record::results::{RunSummary, TrialResult};
 use crate::stats::optimize::OptimizationReport;
 
 /// Larger inputs are refused rather than read into memory (a trial with every check of a

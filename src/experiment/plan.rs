@@ -1,0 +1,204 @@
+//! Planning a run: what to run (`RunRequest`, the command line's or the console's overrides
+//! of the configuration), the roles it resolves to, and one `TrialPlan` per trial. Nothing is
+//! loaded or written here.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, ensure, Result};
+
+use super::config::{ChatRole, ExperimentSpec, GpuUse, Prompt, Role};
+use super::workspace::Workspace;
+use crate::engine::sampling::SamplingParams;
+use crate::model::device::DeviceProfile;
+use crate::record::limits::MAX_VERIFIERS;
+use crate::record::results::*;
+use crate::stats::policy::PolicyConfig;
+
+/// Which half of a trial to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunStep {
+    #[default]
+    Both,
+    /// Write inference bundles only.
+    Infer,
+    /// Verify bundles written by `Infer` (possibly on another machine).
+    Verify,
+}
+
+/// What to run, with the command line's or the TUI's overrides of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub experiment: String,
+    pub trials: Option<usize>,
+    pub verifiers: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub min_new_tokens: Option<usize>,
+    pub seed: Option<u64>,
+    pub jobs: usize,
+    /// Results directory (default: `<data>/<experiment>/run-<time>`); bundle directory for `Infer`.
+    pub out: Option<PathBuf>,
+    pub step: RunStep,
+    /// Bundle directory for `Verify`.
+    pub from: Option<PathBuf>,
+    pub inference_role: Option<Role>,
+    pub verifier_roles: Option<Vec<Role>>,
+    /// The profile every role with a `gpu_device` runs on instead (`run --gpu`).
+    pub gpu_profile: Option<DeviceProfile>,
+    pub chunk: Option<usize>,
+}
+
+/// Everything one trial needs, resolved from configuration and overrides.
+#[derive(Debug, Clone)]
+pub struct TrialPlan {
+    pub experiment: String,
+    pub trial: usize,
+    pub prompt: PromptInfo,
+    pub messages: Vec<(String, String)>,
+    pub inference: Role,
+    pub verifiers: Vec<Role>,
+    pub sampling: SamplingParams,
+    pub policy: PolicyConfig,
+    pub cutoff: f64,
+    pub expected: TrialVerdict,
+    /// Positions per verifier prefill chunk; None: each verifier's device default.
+    pub chunk: Option<usize>,
+    pub spec_layers: super::config::LayerSelection,
+    /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
+    pub nonce: Option<String>,
+}
+
+pub fn gpu_available() -> bool {
+    crate::model::device::available_profiles()
+        .iter()
+        .any(|p| p.is_gpu())
+}
+
+/// The roles an experiment runs with on this machine, after overrides.
+pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, Vec<Role>)> {
+    let gpu = match req.gpu_profile {
+        Some(profile) => GpuUse::Forced(profile),
+        None if gpu_available() => GpuUse::Configured,
+        None => GpuUse::None,
+    };
+    let inference = match &req.inference_role {
+        Some(r) => r.clone(),
+        None => spec.inference_role(gpu),
+    };
+    let mut verifiers = match &req.verifier_roles {
+        Some(v) => v.clone(),
+        None => spec.verifier_roles(gpu),
+    };
+    if let Some(n) = req.verifiers {
+        ensure!(
+            (1..=MAX_VERIFIERS).contains(&n),
+            "--verifiers {n}: expected 1..={MAX_VERIFIERS}"
+        );
+        ensure!(!verifiers.is_empty(), "the experiment defines no verifiers");
+        verifiers = (0..n)
+            .map(|i| verifiers[i % verifiers.len()].clone())
+            .collect();
+    }
+    Ok((inference, verifiers))
+}
+
+/// Plans every trial of a run.
+pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
+    let spec = ws.config.experiments.get(&req.experiment).ok_or_else(|| {
+        anyhow!(
+            "unknown experiment `{}`; known: {}",
+            req.experiment,
+            ws.config.experiments.experiment_names().join(", ")
+        )
+    })?;
+    let (inference, verifiers) = resolve_roles(spec, req)?;
+    for role in std::iter::once(&inference).chain(&verifiers) {
+        role.device.check_built()?;
+    }
+    let (min_cfg, max_cfg) = spec.new_token_budget(&ws.config.prompts);
+    let max_new = req.max_new_tokens.unwrap_or(max_cfg);
+    // The config's budget is validated when it loads; a request's is checked here, before
+    // the run creates its results directory.
+    ensure!(max_new >= 1, "--max-tokens {max_new}: must be at least 1");
+    let min_new = match req.min_new_tokens {
+        Some(min) => {
+            ensure!(
+                min <= max_new,
+                "--min-tokens {min} exceeds the maximum of {max_new} new tokens"
+            );
+            min
+        }
+        // The experiment's minimum, within a smaller --max-tokens.
+        None => min_cfg.min(max_new),
+    };
+    let trials = req.trials.unwrap_or(spec.trials);
+    ensure!(
+        (1..=crate::record::limits::MAX_TRIALS).contains(&trials),
+        "--trials {trials}: expected 1..={}",
+        crate::record::limits::MAX_TRIALS
+    );
+    ensure!(
+        req.jobs >= 1,
+        "--jobs {}: at least one trial must run at a time",
+        req.jobs
+    );
+    let base_seed = req.seed.or(spec.seed).unwrap_or(0);
+    // As many distinct prompts as trials (unless the experiment fixes a count), drawn with the
+    // run's seed: `--trials 7 --seed 1` gets seven prompts of seed 1's draw.
+    let prompts = spec.select_prompts(&ws.config.prompts, trials, base_seed);
+    ensure!(
+        !prompts.is_empty(),
+        "experiment {}: no prompts selected",
+        req.experiment
+    );
+    Ok((0..trials)
+        .map(|trial| {
+            let prompt = prompts[trial % prompts.len()];
+            TrialPlan {
+                experiment: req.experiment.clone(),
+                trial,
+                prompt: PromptInfo {
+                    category: spec.prompts.category.to_string(),
+                    id: prompt.id.clone(),
+                    text: prompt_display(prompt),
+                },
+                messages: prompt_messages(prompt),
+                inference: inference.clone(),
+                verifiers: verifiers.clone(),
+                sampling: SamplingParams {
+                    temperature: spec.temperature.unwrap_or(0.7),
+                    top_p: spec.top_p.unwrap_or(0.9),
+                    top_k: spec.top_k.unwrap_or(0),
+                    repetition_penalty: 1.1,
+                    seed: base_seed + trial as u64,
+                    min_new_tokens: min_new,
+                    max_new_tokens: max_new,
+                },
+                policy: spec.policy.clone(),
+                cutoff: spec.cutoff,
+                expected: spec.expected,
+                chunk: req.chunk,
+                spec_layers: spec.layers.clone(),
+                nonce: None,
+            }
+        })
+        .collect())
+}
+
+fn prompt_messages(p: &Prompt) -> Vec<(String, String)> {
+    match (&p.messages, &p.text) {
+        (Some(m), _) => m
+            .iter()
+            .map(|m| (m.role.as_str().to_string(), m.content.clone()))
+            .collect(),
+        (None, Some(t)) => vec![(ChatRole::User.as_str().to_string(), t.clone())],
+        (None, None) => Vec::new(),
+    }
+}
+
+fn prompt_display(p: &Prompt) -> String {
+    match (&p.text, &p.messages) {
+        (Some(t), _) => t.clone(),
+        (None, Some(m)) => m.last().map(|m| m.content.clone()).unwrap_or_default(),
+        (None, None) => String::new(),
+    }
+}
