@@ -1,4 +1,9 @@
+use super::store::column_file;
 use super::*;
+use crate::engine::capture::CapturedStates;
+use crate::util::{hex, sha256_bytes};
+use candle_core::DType;
+use std::path::Path;
 
 const REQUEST: &str = "11aa22bb33cc44dd55ee66ff778899001122334455667788990011223344aabb";
 const NONCE: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
