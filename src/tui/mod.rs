@@ -26,6 +26,8 @@ mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
 #[cfg(test)]
+mod tests_run_view;
+#[cfg(test)]
 mod tests_saved;
 #[cfg(test)]
 mod tests_slurm;
