@@ -15,6 +15,8 @@ pub mod request_check;
 pub mod runner;
 pub mod slurm;
 #[cfg(test)]
+mod token_drift_tests;
+#[cfg(test)]
 mod token_tests;
 pub mod trial;
 mod verify_step;
