@@ -9,6 +9,8 @@ pub mod config;
 pub mod optimize;
 pub mod output;
 pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 pub mod report;
 pub mod request;
 pub mod request_check;

@@ -101,15 +101,29 @@ pub fn resolve_roles(spec: &ExperimentSpec, req: &RunRequest) -> Result<(Role, V
     Ok((inference, verifiers))
 }
 
-/// Plans every trial of a run.
-pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
-    let spec = ws.config.experiments.get(&req.experiment).ok_or_else(|| {
+/// The spec of the experiment a run names, or an error listing the known ones: the one lookup
+/// a run makes; the spec is then carried, not looked up again.
+pub fn experiment_spec<'a>(ws: &'a Workspace, name: &str) -> Result<&'a ExperimentSpec> {
+    ws.config.experiments.get(name).ok_or_else(|| {
         anyhow!(
-            "unknown experiment `{}`; known: {}",
-            req.experiment,
+            "unknown experiment `{name}`; known: {}",
             ws.config.experiments.experiment_names().join(", ")
         )
-    })?;
+    })
+}
+
+/// Plans every trial of a run.
+pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
+    plan_trials_of(ws, experiment_spec(ws, &req.experiment)?, req)
+}
+
+/// Plans every trial of a run of `spec` (the spec of `req.experiment`, looked up once by the
+/// caller with [`experiment_spec`]).
+pub fn plan_trials_of(
+    ws: &Workspace,
+    spec: &ExperimentSpec,
+    req: &RunRequest,
+) -> Result<Vec<TrialPlan>> {
     let (inference, verifiers) = resolve_roles(spec, req)?;
     for role in std::iter::once(&inference).chain(&verifiers) {
         role.device.check_built()?;

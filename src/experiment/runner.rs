@@ -13,7 +13,7 @@ use super::bundle::write_bundle;
 use super::output::{
     results_dir, trial_dir_name, verify_command, write_summary, write_trial, RunContext, RunOutcome,
 };
-use super::plan::{plan_trials, RunRequest, RunStep, TrialPlan};
+use super::plan::{experiment_spec, plan_trials_of, RunRequest, RunStep, TrialPlan};
 use super::trial::{infer_trial, verify_trial, VerifySettings};
 use super::workspace::Workspace;
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
@@ -48,7 +48,6 @@ async fn run_inner(
     cancel: &CancelToken,
 ) -> Result<RunOutcome> {
     let started_at = unix_now();
-    let spec = ws.config.experiments.get(&req.experiment).cloned();
     if req.step == RunStep::Verify {
         let from = req
             .from
@@ -56,8 +55,8 @@ async fn run_inner(
             .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
         return super::verify_step::verify_bundles(ws, req, from, started_at, sink, cancel).await;
     }
-    let plans = plan_trials(&ws, req)?;
-    let spec = spec.expect("plan_trials checked the experiment exists");
+    let spec = experiment_spec(&ws, &req.experiment)?.clone();
+    let plans = plan_trials_of(&ws, &spec, req)?;
     let out_guard = results_dir(&ws, req)?;
     let out_dir = out_guard.path().to_path_buf();
     sink.log(

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use super::bundle::{read_manifest, read_states};
 use super::config::ExperimentSpec;
 use super::output::{results_dir, write_summary, write_trial, RunContext, RunOutcome};
-use super::plan::{plan_trials, resolve_roles, RunRequest, TrialPlan};
+use super::plan::{experiment_spec, plan_trials_of, resolve_roles, RunRequest, TrialPlan};
 use super::request_check::{check_against_request, ExpectedRequest};
 use super::trial::{check_manifest_against_verifier, verify_trial, VerifySettings};
 use super::workspace::Workspace;
@@ -26,12 +26,7 @@ pub(super) async fn verify_bundles(
     sink: &EventSink,
     cancel: &CancelToken,
 ) -> Result<RunOutcome> {
-    let spec = ws
-        .config
-        .experiments
-        .get(&req.experiment)
-        .cloned()
-        .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
+    let spec = experiment_spec(&ws, &req.experiment)?.clone();
     let (_, verifiers) = resolve_roles(&spec, req)?;
     for role in &verifiers {
         role.device.check_built()?;
@@ -86,8 +81,9 @@ pub(super) async fn verify_bundles(
     };
     // The requests the experiment makes, rebuilt as `run --step infer` planned them (same
     // --seed, --max-tokens, --min-tokens; as many trials as bundles unless --trials says).
-    let plans = plan_trials(
+    let plans = plan_trials_of(
         &ws,
+        &spec,
         &RunRequest {
             trials: req.trials.or(Some(dirs.len())),
             ..req.clone()
