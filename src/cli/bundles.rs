@@ -136,6 +136,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         chunk: None,
         spec_layers: args.layers,
         nonce: request.as_ref().map(|r| r.nonce.clone()),
+        cheat: None,
     };
     let (sink, printer) = crate::progress::sink_with_progress();
     let cancel = CancelToken::new();

@@ -2,6 +2,7 @@
 //! sampling, and the events they report. They know nothing of the UI.
 
 pub mod capture;
+pub mod cheat;
 pub mod commitment;
 pub mod events;
 pub mod inference;

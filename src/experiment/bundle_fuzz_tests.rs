@@ -178,6 +178,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         chunk: None,
         spec_layers: LayerSelection::Every(8),
         nonce: None,
+        cheat: None,
     };
     let (manifest, states) =
         infer_trial(&ws, &plan, None, &EventSink::none(), &CancelToken::new()).unwrap();

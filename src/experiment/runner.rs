@@ -74,6 +74,8 @@ pub struct TrialPlan {
     pub spec_layers: super::config::LayerSelection,
     /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
     pub nonce: Option<String>,
+    /// The inferencer's cheat (experiments.yaml `inference.cheat`); None: honest.
+    pub cheat: Option<crate::engine::cheat::Cheat>,
 }
 
 pub fn gpu_available() -> bool {
@@ -185,9 +187,10 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
                 policy: spec.policy.clone(),
                 cutoff: spec.cutoff,
                 expected: spec.expected,
-                chunk: req.chunk,
+                chunk: req.chunk.or(spec.chunk),
                 spec_layers: spec.layers.clone(),
                 nonce: None,
+                cheat: spec.inference.cheat.clone(),
             }
         })
         .collect())

@@ -109,7 +109,22 @@ pub fn infer_trial_with(
         request.nonce = nonce.clone();
         request.sha256 = Some(request.digest());
     }
-    let (out, store) = if commit {
+    if commit && plan.cheat.is_some() {
+        bail!("a cheating inferencer runs without the commitment store (full verification only)");
+    }
+    let (out, store) = if let Some(cheat) = &plan.cheat {
+        let out = super::cheating::infer_cheating(
+            ws,
+            plan,
+            &model,
+            &prompt_ids,
+            &layers,
+            sink,
+            cancel,
+            cheat,
+        )?;
+        (out, None)
+    } else if commit {
         let (out, store) = crate::engine::inference::generate_committed(
             &model,
             &prompt_ids,

@@ -54,6 +54,10 @@ pub struct InferenceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub gpu_device: Option<DeviceProfile>,
+    /// A cheat the inferencer runs while its bundle claims the honest computation
+    /// (engine::cheat); None: honest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cheat: Option<crate::engine::cheat::Cheat>,
 }
 
 /// One verifier; `model` defaults to the inference model.
@@ -286,6 +290,9 @@ pub struct ExperimentSpec {
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
+    /// Positions per verifier prefill chunk (`run --chunk` overrides); default: the device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
 }
 
 impl ExperimentSpec {
@@ -469,6 +476,17 @@ fn validate_experiment(
     })?;
     involved.push((&spec.inference.model, inference_model));
 
+    if let Some(crate::engine::cheat::Cheat::SkipLayer(index)) = spec.inference.cheat {
+        if index >= inference_model.layers {
+            return Err(file.error_at(
+                &at.key("inference").key("cheat").key("skip_layer"),
+                format!(
+                    "decoder layer {index} is beyond model \"{}\" (layers 0..{})",
+                    spec.inference.model, inference_model.layers
+                ),
+            ));
+        }
+    }
     if spec.verifiers.is_empty() {
         return Err(file.error_at(&at.key("verifiers"), "no verifiers (expected at least one)"));
     }
@@ -605,6 +623,9 @@ fn validate_experiment(
                 format!("{top_p} is outside (0, 1] (expected a probability mass)"),
             ));
         }
+    }
+    if spec.chunk == Some(0) {
+        return Err(file.error_at(&at.key("chunk"), "0 positions (expected at least 1)"));
     }
     if spec.top_k == Some(0) {
         return Err(file.error_at(
