@@ -15,9 +15,12 @@ use super::capture::CapturedStates;
 use super::events::{CancelToken, EventSink};
 use super::inference::{generate, generate_choosing, InferenceOutput};
 use super::sampling::{SamplingParams, StepCandidates};
+use super::verification::VerificationOutput;
+use crate::experiment::results::CheckRecord;
 use crate::model::transformer::TappedModel;
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
+use crate::stats::metrics::CompareDtype;
 
 /// One cheat of the inferencer. Absent (None where it is carried) = honest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -589,6 +592,40 @@ pub fn prefill_states(
         states.push(&rows)?;
     }
     Ok(states)
+}
+
+/// A lazy verifier's answer: no prefill, a fabricated report of every (generated position,
+/// layer ≥ 1) check accepted, its metrics those of each committed row against itself. Its
+/// verdict is PASS whatever the bundle holds; only planted known-bad bundles expose it.
+pub fn lazy_verification(committed: &CapturedStates) -> Result<VerificationOutput> {
+    let start = std::time::Instant::now();
+    let mut checks = Vec::new();
+    for row in 0..committed.rows {
+        for (slot, &layer) in committed.layers.iter().enumerate() {
+            if layer == 0 {
+                continue;
+            }
+            let values = committed.row_f32(slot, row);
+            let metrics = crate::stats::metrics::compare(&values, &values, CompareDtype::F32)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            checks.push(CheckRecord {
+                position: row,
+                layer,
+                accept: true,
+                metrics,
+            });
+        }
+    }
+    Ok(VerificationOutput {
+        checks,
+        embedding_checks: Vec::new(),
+        time_s: start.elapsed().as_secs_f64(),
+        compare_s: 0.0,
+        cancelled: false,
+        tier: CompareDtype::F32,
+        limits: None,
+        token_checks: None,
+    })
 }
 
 #[cfg(test)]

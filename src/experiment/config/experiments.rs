@@ -75,6 +75,29 @@ pub struct VerifierConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub gpu_device: Option<DeviceProfile>,
+    /// A lazy verifier answers PASS without computing (no prefill): a fabricated report of
+    /// every check accepted. What `plant` is there to catch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
+}
+
+/// The requester's audit of its verifiers: each trial's bundle is, with `probability` (a
+/// seeded draw per trial), a known-bad one made by `cheat` instead of the honest inference,
+/// and its expected verdict is then REJECT. A verifier that PASSes a planted bundle is caught.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantSpec {
+    pub probability: f64,
+    pub cheat: crate::engine::cheat::Cheat,
+}
+
+impl PlantSpec {
+    /// Whether trial `trial` of a run with seed `seed` gets a planted bundle.
+    pub fn planted(&self, seed: u64, trial: usize) -> bool {
+        // Its own stream, apart from the sampling cheats' draws of the same seed.
+        crate::engine::cheat::cheat_draw(seed ^ 0x706c_616e_7465_6421, trial as u64)
+            < self.probability
+    }
 }
 
 /// A role with every default filled in and the device chosen for this machine.
@@ -293,6 +316,9 @@ pub struct ExperimentSpec {
     /// Positions per verifier prefill chunk (`run --chunk` overrides); default: the device's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<usize>,
+    /// Known-bad bundles planted among the trials to catch lazy verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plant: Option<PlantSpec>,
 }
 
 impl ExperimentSpec {
@@ -352,6 +378,18 @@ impl ExperimentSpec {
             .map(|(p, d)| format!("{p} in {d}"))
             .collect::<Vec<_>>()
             .join(" or "))
+    }
+
+    /// Whether each of `count` verifiers is lazy (cycling through the configured ones, as
+    /// `--verifiers N` does).
+    pub fn lazy_verifiers(&self, count: usize) -> Vec<bool> {
+        (0..count)
+            .map(|i| {
+                self.verifiers
+                    .get(i % self.verifiers.len().max(1))
+                    .is_some_and(|v| v.lazy)
+            })
+            .collect()
     }
 
     /// Every verifier's role with the model default filled in.
@@ -621,6 +659,14 @@ fn validate_experiment(
             return Err(file.error_at(
                 &at.key("top_p"),
                 format!("{top_p} is outside (0, 1] (expected a probability mass)"),
+            ));
+        }
+    }
+    if let Some(plant) = &spec.plant {
+        if !(0.0..=1.0).contains(&plant.probability) {
+            return Err(file.error_at(
+                &at.key("plant").key("probability"),
+                format!("{} is outside [0, 1]", plant.probability),
             ));
         }
     }
