@@ -69,7 +69,7 @@ pub enum Command {
     Challenge(ChallengeArgs),
     /// Open a bundle's private store for a challenge: the challenged columns with Merkle proofs.
     Open(OpenArgs),
-    /// Run an experiment (an id from experiments.yaml: exp1..exp5 built in; or all) end to end.
+    /// Run an experiment (an id from experiments.yaml: exp1..exp5, the cheats cheat-* and the honest controls control-* built in; or all) end to end.
     Run(RunArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(TokenizeArgs),
@@ -110,7 +110,7 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct OptimizeArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or all.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or all (every one but the cheat-*/control-* scenarios).
     #[arg(long, default_value = "all")]
     pub experiment: String,
     #[arg(long, default_value_t = 2)]
@@ -353,7 +353,7 @@ pub enum PolicyChoice {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or `all`.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or `all` (every one but the cheat-*/control-* scenarios).
     pub experiment: String,
     #[arg(long)]
     pub trials: Option<usize>,
@@ -630,7 +630,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `expN` or `all` (every configured experiment, a user file's own ids included, in natural
-/// order), refusing unknown names.
+/// order, but the cheat matrix's `cheat-*` and `control-*` scenarios, which run by name or
+/// in the matrix), refusing unknown names.
 fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>> {
     if arg == "all" {
         return Ok(ws
@@ -638,6 +639,7 @@ fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>> {
             .experiments
             .experiment_names()
             .into_iter()
+            .filter(|name| !crate::experiment::config::is_matrix_scenario(name))
             .map(str::to_string)
             .collect());
     }

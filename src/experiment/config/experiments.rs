@@ -25,12 +25,19 @@ impl ExperimentsFile {
         self.experiments.get(name)
     }
 
-    /// Names in natural order (exp1, exp2, …, exp10), which is how people number them.
+    /// Names in natural order (exp1, exp2, …, exp10), which is how people number them; the
+    /// cheat matrix's scenarios after the others (the console lists the experiments first).
     pub fn experiment_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.experiments.keys().map(String::as_str).collect();
-        names.sort_by_key(|name| natural_key(name));
+        names.sort_by_key(|name| (is_matrix_scenario(name), natural_key(name)));
         names
     }
+}
+
+/// The cheat matrix's scenarios (`cheat-*`, `control-*` in configs/experiments.yaml): run by
+/// name or by the matrix, left out of `all`.
+pub fn is_matrix_scenario(name: &str) -> bool {
+    name.starts_with("cheat-") || name.starts_with("control-")
 }
 
 fn natural_key(name: &str) -> (String, u64, String) {
