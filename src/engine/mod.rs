@@ -9,3 +9,6 @@ pub mod inference;
 pub mod sampling;
 pub mod segment;
 pub mod verification;
+
+#[cfg(test)]
+mod pytorch_control_tests;
