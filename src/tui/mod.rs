@@ -19,6 +19,8 @@ mod wrap;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cheats;
+#[cfg(test)]
 mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
