@@ -453,7 +453,7 @@ fn choose_token(
             };
             StepCandidates::build(&p, logits, history, banned, position as u64).choice()?
         }
-        Cheat::SecondBestEvery(n) if (position + 1) % n == 0 => second_best(&honest)?,
+        Cheat::SecondBestEvery(n) if (position + 1).is_multiple_of(*n) => second_best(&honest)?,
         Cheat::SecondBestRate(rate) if cheat_draw(params.seed, position as u64) < *rate => {
             second_best(&honest)?
         }
