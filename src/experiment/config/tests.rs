@@ -22,7 +22,7 @@ fn builtin_configs_load_and_define_the_five_experiments() {
         .collect();
     assert_eq!(seeds, ["exp1", "exp2", "exp3", "exp4", "exp5"]);
     // Beside them, the cheats (a cheat, substituted weights or lazy verifiers, expected REJECT
-    // unless undetectable by design) and the honest controls (expected PASS).
+    // but where stated) and the honest controls (expected PASS).
     for name in names.iter().filter(|n| !n.starts_with("exp")) {
         let spec = config.experiments.get(name).unwrap();
         let cheats = spec.inference.cheat.is_some()
@@ -32,12 +32,10 @@ fn builtin_configs_load_and_define_the_five_experiments() {
         match name.split('-').next() {
             Some("cheat") => {
                 assert!(cheats, "{name}");
-                let undetectable = *name == "cheat-stale-same-seed";
-                assert_eq!(
-                    spec.expected == TrialVerdict::Reject,
-                    !undetectable,
-                    "{name}"
-                );
+                // A lazy verifier's run expects PASS of its honest bundles and REJECT of the
+                // ones planted among them; a same-seed stale answer is an honest one.
+                let expects_pass = spec.plant.is_some() || *name == "cheat-stale-same-seed";
+                assert_eq!(spec.expected == TrialVerdict::Pass, expects_pass, "{name}");
             }
             Some("control") => {
                 assert!(!cheats, "{name}");
