@@ -73,7 +73,7 @@ pub enum Command {
     Challenge(ChallengeArgs),
     /// Open a bundle's private store for a challenge: the challenged columns with Merkle proofs.
     Open(OpenArgs),
-    /// Run an experiment (an id from experiments.yaml: exp1..exp5 built in; or all) end to end.
+    /// Run an experiment (an id from experiments.yaml: exp1..exp5, the cheats cheat-* and the honest controls control-* built in; or all) end to end.
     Run(RunArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(TokenizeArgs),
@@ -114,7 +114,7 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct OptimizeArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or all.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or all (every one but the cheat-*/control-* scenarios).
     #[arg(long, default_value = "all")]
     pub experiment: String,
     #[arg(long, default_value_t = 2)]
@@ -357,7 +357,7 @@ pub enum PolicyChoice {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or `all`.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or `all` (every one but the cheat-*/control-* scenarios).
     pub experiment: String,
     #[arg(long)]
     pub trials: Option<usize>,

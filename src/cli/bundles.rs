@@ -138,6 +138,8 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         chunk: None,
         spec_layers: args.layers,
         nonce: request.as_ref().map(|r| r.nonce.clone()),
+        cheat: None,
+        lazy_verifiers: Vec::new(),
     };
     let (sink, printer) = crate::progress::sink_with_progress();
     let cancel = CancelToken::new();
@@ -340,6 +342,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         device: args.device,
     };
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers: vec![role; args.verifiers],
         policy: match (&experiment, args.policy) {
             (Some(e), _) => e.policy.clone(),

@@ -23,6 +23,7 @@ pub(super) fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>
             .experiments
             .experiment_names()
             .into_iter()
+            .filter(|name| !crate::experiment::config::is_matrix_scenario(name))
             .map(str::to_string)
             .collect());
     }

@@ -5,6 +5,7 @@
 pub mod bundle;
 #[cfg(test)]
 mod bundle_fuzz_tests;
+pub mod cheating;
 pub mod config;
 pub mod optimize;
 pub mod output;

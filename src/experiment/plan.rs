@@ -65,6 +65,11 @@ pub struct TrialPlan {
     pub spec_layers: super::config::LayerSelection,
     /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
     pub nonce: Option<String>,
+    /// The inferencer's cheat (experiments.yaml `inference.cheat`, or a planted bundle's);
+    /// None: honest.
+    pub cheat: Option<crate::engine::cheat::Cheat>,
+    /// Which verifiers are lazy (answer PASS without computing); empty: none.
+    pub lazy_verifiers: Vec<bool>,
 }
 
 pub fn gpu_available() -> bool {
@@ -153,6 +158,11 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
     Ok((0..trials)
         .map(|trial| {
             let prompt = prompts[trial % prompts.len()];
+            // A planted trial's bundle is a known-bad one: the requester expects REJECT.
+            let planted = spec
+                .plant
+                .as_ref()
+                .filter(|plant| plant.planted(base_seed, trial));
             TrialPlan {
                 experiment: req.experiment.clone(),
                 trial,
@@ -175,10 +185,18 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
                 },
                 policy: spec.policy.clone(),
                 cutoff: spec.cutoff,
-                expected: spec.expected,
-                chunk: req.chunk,
+                expected: match planted {
+                    Some(_) => TrialVerdict::Reject,
+                    None => spec.expected,
+                },
+                chunk: req.chunk.or(spec.chunk),
                 spec_layers: spec.layers.clone(),
                 nonce: None,
+                cheat: match planted {
+                    Some(plant) => Some(plant.cheat.clone()),
+                    None => spec.inference.cheat.clone(),
+                },
+                lazy_verifiers: spec.lazy_verifiers(verifiers.len()),
             }
         })
         .collect())

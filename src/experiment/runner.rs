@@ -214,6 +214,7 @@ async fn run_one_trial(
         trust_native_claim: true,
         // The run's own request (prompts.yaml, the experiment's sampling), never the bundle's.
         token_sampling: Some(plan.sampling.clone()),
+        lazy: plan.lazy_verifiers.clone(),
     };
     let mut result = verify_trial(
         ws,

@@ -72,6 +72,7 @@ pub(super) async fn verify_bundles(
     let out_guard = results_dir(&ws, req)?;
     let out_dir = out_guard.path().to_path_buf();
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers,
         policy: spec.policy.clone(),
         cutoff: spec.cutoff,
@@ -257,6 +258,7 @@ pub(super) async fn verify_one_bundle(
         ..plan.prompt.clone()
     };
     let settings = &VerifySettings {
+        lazy: Vec::new(),
         token_sampling: Some(plan.sampling.clone()),
         ..settings.clone()
     };

@@ -148,6 +148,22 @@ impl Linear {
         Ok(y.to_dtype(x.dtype())?)
     }
 
+    /// The float weight ([out, in]); None when it is block-quantized.
+    pub fn dense_weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// This linear with another float weight of the same shape, the bias kept.
+    pub fn with_dense_weight(&self, weight: Tensor) -> Linear {
+        Linear {
+            weight: LinearWeight::Dense(weight),
+            bias: self.bias.clone(),
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         let w = match &self.weight {
             LinearWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),

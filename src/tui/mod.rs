@@ -22,6 +22,8 @@ mod wrap;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cheats;
+#[cfg(test)]
 mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
