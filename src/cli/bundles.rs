@@ -135,6 +135,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: args.layers,
+        segment: None,
         nonce: request.as_ref().map(|r| r.nonce.clone()),
     };
     let (sink, printer) = crate::progress::sink_with_progress();

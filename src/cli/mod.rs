@@ -345,6 +345,15 @@ pub enum VerifyMode {
     Segment,
 }
 
+impl VerifyMode {
+    fn protocol(self) -> crate::experiment::protocol::VerificationMode {
+        match self {
+            VerifyMode::Full => crate::experiment::protocol::VerificationMode::Full,
+            VerifyMode::Segment => crate::experiment::protocol::VerificationMode::Segment,
+        }
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum PolicyChoice {
     PrecisionAware,
@@ -385,6 +394,18 @@ pub struct RunArgs {
     /// Bundle directory to verify (with --step verify).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// `full` (one prefill per verifier) or `segment` (commit, each verifier its own
+    /// challenge, open, recompute the challenged layers); default: the experiment's `mode:`.
+    #[arg(long, value_enum)]
+    pub mode: Option<VerifyMode>,
+    /// Segment mode: decoder layers each verifier challenges (default: the experiment's
+    /// `challenge_layers:`, else 4).
+    #[arg(long, value_name = "C")]
+    pub challenge_layers: Option<usize>,
+    /// Segment mode: check only this many generated tokens per verifier, drawn with its
+    /// layers (default: every token).
+    #[arg(long, value_name = "K")]
+    pub token_positions: Option<usize>,
     #[command(flatten)]
     pub slurm: slurm::SlurmArgs,
 }
@@ -394,6 +415,10 @@ pub enum StepChoice {
     Both,
     Infer,
     Verify,
+    /// Segment mode, verifiers' side: draw challenges for the bundles in --from.
+    Challenge,
+    /// Segment mode, inferencer's side: answer the challenges in --from with openings.
+    Open,
 }
 
 #[derive(Args, Debug)]
@@ -657,6 +682,8 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
         StepChoice::Both => RunStep::Both,
         StepChoice::Infer => RunStep::Infer,
         StepChoice::Verify => RunStep::Verify,
+        StepChoice::Challenge => RunStep::Challenge,
+        StepChoice::Open => RunStep::Open,
     };
     if step == RunStep::Infer && args.out.is_none() {
         bail!("--step infer needs --out DIR for the bundles");
@@ -697,6 +724,9 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             jobs: args.jobs,
             out: out_of(&name),
             step,
+            mode: args.mode.map(VerifyMode::protocol),
+            challenge_layers: args.challenge_layers,
+            token_positions: args.token_positions,
             from: args.from.as_ref().map(|f| {
                 if args.experiment == "all" {
                     f.join(&name)

@@ -162,6 +162,8 @@ fn a_skipped_layer_is_caught_exactly_when_challenged() {
     );
     let all = segments(&run, &secret(999), 30);
     assert_eq!(all.failed_layers(0.95), vec![5]);
+    // 29 of 30 layers accepted is above the cutoff as one rate: the verdict is per layer.
+    assert!(!all.pass(0.95));
 }
 
 #[test]

@@ -5,10 +5,12 @@ pub mod bundle;
 mod bundle_fuzz_tests;
 pub mod config;
 pub mod optimize;
+pub mod protocol;
 pub mod report;
 pub mod request;
 pub mod results;
 pub mod runner;
+pub mod segment_result;
 pub mod slurm;
 #[cfg(test)]
 mod token_tests;

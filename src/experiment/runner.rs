@@ -32,6 +32,10 @@ pub enum RunStep {
     Infer,
     /// Verify bundles written by `Infer` (possibly on another machine).
     Verify,
+    /// Segment mode, the verifiers' machine: draw each verifier's challenge for every bundle.
+    Challenge,
+    /// Segment mode, the inferencer's machine: answer the challenges from the private stores.
+    Open,
 }
 
 /// What to run, with the command line's or the TUI's overrides of the configuration.
@@ -54,6 +58,13 @@ pub struct RunRequest {
     /// The profile every role with a `gpu_device` runs on instead (`run --gpu`).
     pub gpu_profile: Option<DeviceProfile>,
     pub chunk: Option<usize>,
+    /// Full or segment verification (`run --mode`); None: the experiment's `mode:`.
+    pub mode: Option<super::protocol::VerificationMode>,
+    /// Layers each verifier challenges in segment mode (`run --challenge-layers`); None: the
+    /// experiment's `challenge_layers:` or the default.
+    pub challenge_layers: Option<usize>,
+    /// Generated tokens each verifier's token checks cover in segment mode; None: all.
+    pub token_positions: Option<usize>,
 }
 
 /// Everything one trial needs, resolved from configuration and overrides.
@@ -72,6 +83,8 @@ pub struct TrialPlan {
     /// Positions per verifier prefill chunk; None: each verifier's device default.
     pub chunk: Option<usize>,
     pub spec_layers: super::config::LayerSelection,
+    /// Segment mode's challenge per verifier (docs/commitment.md); None: full mode.
+    pub segment: Option<super::protocol::SegmentSettings>,
     /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
     pub nonce: Option<String>,
 }
@@ -151,6 +164,7 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
         req.jobs
     );
     let base_seed = req.seed.or(spec.seed).unwrap_or(0);
+    let segment = super::protocol::segment_settings(spec, req)?;
     // As many distinct prompts as trials (unless the experiment fixes a count), drawn with the
     // run's seed: `--trials 7 --seed 1` gets seven prompts of seed 1's draw.
     let prompts = spec.select_prompts(&ws.config.prompts, trials, base_seed);
@@ -187,6 +201,7 @@ pub fn plan_trials(ws: &Workspace, req: &RunRequest) -> Result<Vec<TrialPlan>> {
                 expected: spec.expected,
                 chunk: req.chunk,
                 spec_layers: spec.layers.clone(),
+                segment,
                 nonce: None,
             }
         })
@@ -285,6 +300,9 @@ async fn run_inner(
             .as_ref()
             .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
         return super::verify_step::verify_bundles(ws, req, from, started_at, sink, cancel).await;
+    }
+    if matches!(req.step, RunStep::Challenge | RunStep::Open) {
+        return super::protocol::exchange_step(&ws, req, sink);
     }
     let plans = plan_trials(&ws, req)?;
     let spec = spec.expect("plan_trials checked the experiment exists");
@@ -397,6 +415,13 @@ async fn run_one_trial(
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<Option<TrialResult>> {
+    if let Some(settings) = plan.segment {
+        let infer_only = step == RunStep::Infer;
+        return super::protocol::run_segment_trial(
+            ws, plan, settings, infer_only, out_dir, sink, cancel,
+        )
+        .await;
+    }
     let started_at = unix_now();
     let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
     let (manifest, states) =

@@ -262,17 +262,30 @@ pub(super) async fn verify_one_bundle(
         token_sampling: Some(plan.sampling.clone()),
         ..settings.clone()
     };
-    let states = read_states(dir, &manifest)?;
-    let mut result = verify_trial(
-        ws.clone(),
-        Arc::new(manifest),
-        Arc::new(states),
-        settings,
-        prompt,
-        sink.clone(),
-        cancel.clone(),
-    )
-    .await?;
+    let mut result = if plan.segment.is_some() {
+        super::protocol::verify_bundle_openings(
+            ws.clone(),
+            dir,
+            manifest,
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    } else {
+        let states = read_states(dir, &manifest)?;
+        verify_trial(
+            ws.clone(),
+            Arc::new(manifest),
+            Arc::new(states),
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    };
     result.trial = trial;
     result.request_checked = true;
     Ok(result)

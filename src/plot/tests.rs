@@ -194,6 +194,7 @@ fn verifier(
             Verdict::Fail
         },
         complete: true,
+        segment: None,
     }
 }
 

@@ -286,6 +286,16 @@ pub struct ExperimentSpec {
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
+    /// `full` (default: one prefill per verifier) or `segment` (commit, challenge, open;
+    /// docs/commitment.md).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::experiment::protocol::VerificationMode::is_full"
+    )]
+    pub mode: crate::experiment::protocol::VerificationMode,
+    /// Decoder layers each verifier challenges in segment mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_layers: Option<usize>,
 }
 
 impl ExperimentSpec {
