@@ -407,6 +407,7 @@ fn segment_record(out: &SegmentOutput, challenge: &Challenge, cutoff: f64) -> Se
         root: challenge.root.clone(),
         nonce: challenge.nonce.clone(),
         secret: challenge.secret.clone(),
+        n_layers: challenge.n_layers,
         challenged_layers: challenge.layers.clone(),
         token_positions: challenge.token_positions.clone(),
         proofs_checked: out.proofs_checked,

@@ -28,6 +28,8 @@ pub struct SegmentRecord {
     pub nonce: String,
     /// The verifier's secret, hex, revealed: SHA-256(root ‖ nonce ‖ secret) gives the draw.
     pub secret: String,
+    /// The model's decoder layers (L): the challenge drew from 0..L.
+    pub n_layers: usize,
     /// Decoder layers challenged, ascending; the checks of layer l sit at hidden-state index
     /// l + 1 in `statistics.checks`.
     pub challenged_layers: Vec<usize>,
