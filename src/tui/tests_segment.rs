@@ -95,7 +95,7 @@ fn the_picker_chooses_segment_mode_and_the_challenged_layers() {
     use super::tests::{catalog, key};
     use crossterm::event::KeyCode;
     let mut app = App::new(catalog());
-    let mut press = |app: &mut App, code| app.handle_key(key(code));
+    let press = |app: &mut App, code| app.handle_key(key(code));
     press(&mut app, KeyCode::Tab);
     while app.picker.current_field() != Some(Field::Mode) {
         press(&mut app, KeyCode::Down);
