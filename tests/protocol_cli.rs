@@ -215,6 +215,12 @@ fn the_opening_travels_between_machines_and_must_answer_the_verifiers_own_challe
     must(infer);
     let trial = bundles.join("trial_000");
     assert!(trial.join("states").is_dir(), "the private store");
+    // A root-only bundle: the manifest, a few KB, and no hidden-states file.
+    assert!(!trial.join("hidden_states.safetensors").exists());
+    let manifest_bytes = std::fs::metadata(trial.join("manifest.json"))
+        .unwrap()
+        .len();
+    assert!(manifest_bytes < 8192, "{manifest_bytes} bytes");
     let mut challenge = with(&["--step", "challenge", "--mode", "segment"]);
     challenge.extend([
         "--from".into(),
@@ -235,9 +241,7 @@ fn the_opening_travels_between_machines_and_must_answer_the_verifiers_own_challe
     let remote = d.join("remote");
     let copy = remote.join("trial_000");
     std::fs::create_dir_all(&copy).unwrap();
-    for f in ["manifest.json", "hidden_states.safetensors"] {
-        std::fs::copy(trial.join(f), copy.join(f)).unwrap();
-    }
+    std::fs::copy(trial.join("manifest.json"), copy.join("manifest.json")).unwrap();
     let copy_dir = |from: &Path, to: &Path| {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -334,4 +338,88 @@ fn the_seed_experiments_reach_the_same_verdicts_in_segment_mode() {
         full.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
         expected
     );
+}
+
+#[test]
+fn a_root_only_bundle_is_verified_from_an_opening_and_only_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    ok(
+        &[
+            "request",
+            "--prompt",
+            "Name a color.",
+            "--max-tokens",
+            "6",
+            "--out",
+            &p("req.json"),
+        ],
+        d,
+    );
+    ok(
+        &[
+            "infer",
+            "--request",
+            &p("req.json"),
+            "--root-only",
+            "--out",
+            &p("bundle"),
+        ],
+        d,
+    );
+    let mut shipped: Vec<String> = std::fs::read_dir(d.join("bundle"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    shipped.sort();
+    // The manifest travels; `states/` is the inferencer's private store.
+    assert_eq!(shipped, ["manifest.json", "states"]);
+    let full = run(&["verify", &p("bundle"), "--request", &p("req.json")], d);
+    assert!(!full.status.success());
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(
+        err.contains("root-only bundle ships no hidden states"),
+        "{err}"
+    );
+    std::fs::write(d.join("secret"), b"another verifier's own secret").unwrap();
+    ok(
+        &[
+            "challenge",
+            &p("bundle"),
+            "--secret-file",
+            &p("secret"),
+            "--layers",
+            "2",
+            "--out",
+            &p("ch.json"),
+        ],
+        d,
+    );
+    ok(
+        &[
+            "open",
+            &p("bundle"),
+            "--challenge",
+            &p("ch.json"),
+            "--out",
+            &p("opening"),
+        ],
+        d,
+    );
+    let out = ok(
+        &[
+            "verify",
+            &p("bundle"),
+            "--request",
+            &p("req.json"),
+            "--opening",
+            &p("opening"),
+            "--json",
+        ],
+        d,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "PASS");
+    assert_eq!(v["challenged_layers"].as_array().unwrap().len(), 2);
 }

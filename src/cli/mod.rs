@@ -181,8 +181,12 @@ pub struct InferArgs {
     pub out: PathBuf,
     /// Keep no commitment store (no `states/`, no root): the bundle can then only be verified
     /// in full mode. For measuring the store's overhead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "root_only")]
     pub no_store: bool,
+    /// Segment mode's bundle: the manifest with its commitment root alone, no hidden-states
+    /// file (a few KB); verified only from openings of the private store (docs/commitment.md).
+    #[arg(long)]
+    pub root_only: bool,
 }
 
 /// The sampling rule's flags (docs/sampling.md), shared by `infer` and `request`.

@@ -13,7 +13,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::bundle::{write_bundle, Manifest};
+use super::bundle::{write_root_only_bundle, Manifest};
 use super::results::*;
 use super::runner::{trial_dir_name, write_trial, TrialPlan, Workspace};
 use super::segment_result::{SegmentLayerRecord, SegmentRecord};
@@ -142,7 +142,9 @@ pub(super) async fn run_segment_trial(
             .as_ref()
             .map(|c| c.root.clone())
             .unwrap_or_default();
-        write_bundle(&dir, manifest, &states)?;
+        // The root stands for the states: the bundle ships none (docs/commitment.md).
+        let _ = states;
+        write_root_only_bundle(&dir, manifest)?;
         commitment::write_store(&dir, &store)?;
         sink.log(
             LogLevel::Info,
