@@ -209,3 +209,92 @@ fn measure_skip_detection_against_c() {
         );
     }
 }
+
+#[test]
+fn a_layer_with_requantized_weights_is_caught_exactly_when_challenged() {
+    let honest = full();
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
+        let cheating = LoadedModel {
+            model: Arc::new(honest.model.with_layer_requantized(9, ty).unwrap()),
+            ..honest.clone()
+        };
+        let run = infer(&cheating);
+        let all = segments(&run, &secret(300), 30);
+        assert_eq!(all.failed_layers(0.95), vec![9], "{ty:?}");
+        assert!(!all.pass(0.95));
+        let (mut challenged, mut missed) = (0, 0);
+        for i in 0..200 {
+            if challenged >= 1 && missed >= 1 {
+                break;
+            }
+            let out = segments(&run, &secret(400 + i), 3);
+            let layers: Vec<usize> = out.segments.iter().map(|s| s.layer).collect();
+            if layers.contains(&9) {
+                challenged += 1;
+                assert!(!out.pass(0.95), "{ty:?} {layers:?}");
+            } else {
+                missed += 1;
+                assert!(out.pass(0.95), "{ty:?} {layers:?}");
+            }
+        }
+        assert!(challenged >= 1 && missed >= 1);
+    }
+}
+
+/// Detection of one-layer cheats (layer 13 skipped; layer 13's weights quantized to q4_0 or
+/// q8_0) against c, each over `DRAWS` challenges from distinct secrets, beside
+/// 1 − (1 − k/L)^c with k = 1. A measurement, not a check:
+/// `cargo test --release --lib measure_one_layer_cheats -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_one_layer_cheats_against_c() {
+    const DRAWS: usize = 100;
+    let honest = full();
+    let n_layers = honest.model.config.n_layers as f64;
+    let cheats: Vec<(&str, LoadedModel)> = vec![
+        (
+            "skip layer 13",
+            LoadedModel {
+                model: Arc::new(honest.model.with_layer_skipped(13).unwrap()),
+                ..honest.clone()
+            },
+        ),
+        (
+            "layer 13 in q4_0",
+            LoadedModel {
+                model: Arc::new(
+                    honest
+                        .model
+                        .with_layer_requantized(13, GgmlDType::Q4_0)
+                        .unwrap(),
+                ),
+                ..honest.clone()
+            },
+        ),
+        (
+            "layer 13 in q8_0",
+            LoadedModel {
+                model: Arc::new(
+                    honest
+                        .model
+                        .with_layer_requantized(13, GgmlDType::Q8_0)
+                        .unwrap(),
+                ),
+                ..honest.clone()
+            },
+        ),
+    ];
+    for (name, model) in &cheats {
+        let run = infer(model);
+        for c in [1, 2, 4, 8] {
+            let caught = (0..DRAWS)
+                .filter(|&i| !segments(&run, &secret(20_000 + i), c).pass(0.95))
+                .count();
+            println!(
+                "{name}, c = {c}: caught {caught}/{DRAWS} = {:.2}; 1 − (1 − 1/L)^c = {:.3}",
+                caught as f64 / DRAWS as f64,
+                1.0 - (1.0 - 1.0 / n_layers).powi(c as i32)
+            );
+        }
+    }
+}
