@@ -49,7 +49,8 @@ fn cells(record: &SegmentRecord, width: usize) -> Vec<Cell> {
     cells
 }
 
-/// One line: `L0 ·■···✗··· L29 2/30 · 1 failed · 1.3 MB · 478 proofs`, cut to `width`
+/// One line: `L0 ·■···✗··· L29 2/30 · 1 failed · 1.3 MB · 478 proofs · layers 0.04 s of
+/// 0.10 s` (recomputing the challenged layers, of the whole segment verification), cut to `width`
 /// columns: the strip first (a cell per layer where it fits), the words in what is left.
 pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
     let width = width as usize;
@@ -61,11 +62,13 @@ pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
         format!("{failed} failed")
     };
     let summary = format!(
-        " {}/{} · {verdict} · {:.1} MB · {} proofs",
+        " {}/{} · {verdict} · {:.1} MB · {} proofs · layers {:.2} s of {:.2} s",
         record.challenged_layers.len(),
         record.n_layers,
         record.bytes_received as f64 / 1e6,
-        record.proofs_checked
+        record.proofs_checked,
+        record.recompute_s,
+        record.time_s
     );
     let (head, tail) = ("L0 ".to_string(), format!(" L{last}"));
     let room = width.saturating_sub(head.len() + tail.len());
