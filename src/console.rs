@@ -129,6 +129,10 @@ impl Backend for WorkspaceBackend {
                     max_new_tokens: spec.new_token_budget(&cfg.prompts).1,
                     seed: spec.seed.unwrap_or(0),
                     prompt_category: spec.prompts.category.to_string(),
+                    segment_layers: (!spec.mode.is_full()).then(|| {
+                        spec.challenge_layers
+                            .unwrap_or(crate::experiment::config::DEFAULT_CHALLENGED_LAYERS)
+                    }),
                 })
             })
             .collect()
@@ -164,6 +168,11 @@ impl Backend for WorkspaceBackend {
             max_new_tokens: Some(choice.max_new_tokens.max(1)),
             seed: Some(choice.seed),
             jobs: 1,
+            mode: Some(match choice.segment_layers {
+                Some(_) => crate::experiment::config::VerificationMode::Segment,
+                None => crate::experiment::config::VerificationMode::Full,
+            }),
+            challenge_layers: choice.segment_layers,
             inference_role: Some(role_plan(&choice.inference)?),
             verifier_roles: Some(
                 choice

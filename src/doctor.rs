@@ -230,6 +230,7 @@ fn plot_self_test() -> anyhow::Result<()> {
         },
         verdict: Verdict::Pass,
         complete: true,
+        segment: None,
     };
     let trial = TrialResult {
         format_version: RESULT_FORMAT_VERSION,

@@ -185,8 +185,12 @@ pub struct InferArgs {
     pub out: PathBuf,
     /// Keep no commitment store (no `states/`, no root): the bundle can then only be verified
     /// in full mode. For measuring the store's overhead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "root_only")]
     pub no_store: bool,
+    /// Segment mode's bundle: the manifest with its commitment root alone, no hidden-states
+    /// file (a few KB); verified only from openings of the private store (docs/commitment.md).
+    #[arg(long)]
+    pub root_only: bool,
 }
 
 /// The sampling rule's flags (docs/sampling.md), shared by `infer` and `request`.
@@ -349,6 +353,15 @@ pub enum VerifyMode {
     Segment,
 }
 
+impl VerifyMode {
+    pub(super) fn protocol(self) -> crate::experiment::config::VerificationMode {
+        match self {
+            VerifyMode::Full => crate::experiment::config::VerificationMode::Full,
+            VerifyMode::Segment => crate::experiment::config::VerificationMode::Segment,
+        }
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum PolicyChoice {
     PrecisionAware,
@@ -389,6 +402,18 @@ pub struct RunArgs {
     /// Bundle directory to verify (with --step verify).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// `full` (one prefill per verifier) or `segment` (commit, each verifier its own
+    /// challenge, open, recompute the challenged layers); default: the experiment's `mode:`.
+    #[arg(long, value_enum)]
+    pub mode: Option<VerifyMode>,
+    /// Segment mode: decoder layers each verifier challenges (default: the experiment's
+    /// `challenge_layers:`, else 4).
+    #[arg(long, value_name = "C")]
+    pub challenge_layers: Option<usize>,
+    /// Segment mode: check only this many generated tokens per verifier, drawn with its
+    /// layers (default: every token).
+    #[arg(long, value_name = "K")]
+    pub token_positions: Option<usize>,
     #[command(flatten)]
     pub slurm: slurm::SlurmArgs,
 }
@@ -398,6 +423,10 @@ pub enum StepChoice {
     Both,
     Infer,
     Verify,
+    /// Segment mode, verifiers' side: draw challenges for the bundles in --from.
+    Challenge,
+    /// Segment mode, inferencer's side: answer the challenges in --from with openings.
+    Open,
 }
 
 #[derive(Args, Debug)]

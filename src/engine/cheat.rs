@@ -16,10 +16,10 @@ use super::events::{CancelToken, EventSink};
 use super::inference::{generate, generate_choosing, InferenceOutput};
 use super::sampling::{SamplingParams, StepCandidates};
 use super::verification::VerificationOutput;
-use crate::record::results::CheckRecord;
 use crate::model::transformer::TappedModel;
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
+use crate::record::results::CheckRecord;
 use crate::stats::metrics::CompareDtype;
 
 /// One cheat of the inferencer. Absent (None where it is carried) = honest.

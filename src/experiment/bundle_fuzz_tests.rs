@@ -180,6 +180,7 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: LayerSelection::Every(8),
+        segment: None,
         nonce: None,
         cheat: None,
         lazy_verifiers: Vec::new(),

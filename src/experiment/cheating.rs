@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use super::config::{PromptCategory, Role};
 use super::plan::TrialPlan;
 use super::workspace::Workspace;
-use crate::model::chat::render_prompt;
 use crate::engine::cheat::{generate_cheating, Cheat, CheatInputs};
 use crate::engine::events::{CancelToken, EventSink, LogLevel};
 use crate::engine::inference::InferenceOutput;
+use crate::model::chat::render_prompt;
 use crate::model::LoadedModel;
 
 /// Runs the plan's inference with `cheat` applied; the caller describes it as the honest

@@ -10,6 +10,7 @@ pub mod config;
 pub mod optimize;
 pub mod output;
 pub mod plan;
+pub mod protocol;
 pub mod report;
 pub mod request;
 pub mod request_check;

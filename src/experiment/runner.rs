@@ -56,6 +56,9 @@ async fn run_inner(
             .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
         return super::verify_step::verify_bundles(ws, req, from, started_at, sink, cancel).await;
     }
+    if matches!(req.step, RunStep::Challenge | RunStep::Open) {
+        return super::protocol::exchange_step(&ws, req, sink);
+    }
     let plans = plan_trials(&ws, req)?;
     let spec = spec.expect("plan_trials checked the experiment exists");
     let out_guard = results_dir(&ws, req)?;
@@ -167,6 +170,13 @@ async fn run_one_trial(
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<Option<TrialResult>> {
+    if let Some(settings) = plan.segment {
+        let infer_only = step == RunStep::Infer;
+        return super::protocol::run_segment_trial(
+            ws, plan, settings, infer_only, out_dir, sink, cancel,
+        )
+        .await;
+    }
     let started_at = unix_now();
     let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
     let (manifest, states) =

@@ -484,7 +484,7 @@ fn verifier_verdict(out: &VerificationOutput, cutoff: f64) -> Verdict {
     }
 }
 
-fn assemble_trial(
+pub(super) fn assemble_trial(
     manifest: &Manifest,
     output_text: String,
     captured_bytes: usize,
@@ -542,6 +542,7 @@ fn assemble_trial(
                 // No checks (an inference cancelled before its first token) is no evidence
                 // either way: its accept rate of 0 must not count as a measured rejection.
                 complete: !out.cancelled && !out.checks.is_empty(),
+                segment: None,
                 statistics: VerifierStatistics {
                     summary,
                     checks: out.checks,

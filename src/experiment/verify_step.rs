@@ -196,7 +196,7 @@ pub(super) async fn verify_one_bundle(
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(manifest.model.n_layers);
     ensure!(
-        manifest.layers == expected_layers,
+        manifest.layers == expected_layers || manifest.is_root_only(),
         "bundle records layers {:?}, but {} checks {:?} ({} of a {}-layer model)",
         manifest.layers,
         req.experiment,
@@ -262,17 +262,30 @@ pub(super) async fn verify_one_bundle(
         token_sampling: Some(plan.sampling.clone()),
         ..settings.clone()
     };
-    let states = read_states(dir, &manifest)?;
-    let mut result = verify_trial(
-        ws.clone(),
-        Arc::new(manifest),
-        Arc::new(states),
-        settings,
-        prompt,
-        sink.clone(),
-        cancel.clone(),
-    )
-    .await?;
+    let mut result = if plan.segment.is_some() {
+        super::protocol::verify_bundle_openings(
+            ws.clone(),
+            dir,
+            manifest,
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    } else {
+        let states = read_states(dir, &manifest)?;
+        verify_trial(
+            ws.clone(),
+            Arc::new(manifest),
+            Arc::new(states),
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    };
     result.trial = trial;
     result.request_checked = true;
     Ok(result)

@@ -218,6 +218,37 @@ impl TappedModel {
         })
     }
 
+    /// This model with every linear of decoder layer `index` block-quantized to `ty` (a
+    /// cheat: one layer's weights cheaper, the others untouched). The other layers share the
+    /// weights.
+    pub fn with_layer_requantized(
+        &self,
+        index: usize,
+        ty: candle_core::quantized::GgmlDType,
+    ) -> Result<TappedModel> {
+        ensure!(
+            index < self.config.n_layers,
+            "layer {index} is beyond the model's {} layers",
+            self.config.n_layers
+        );
+        let mut model = self.clone();
+        let layer = &mut model.layers[index];
+        for linear in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.o_proj,
+            &mut layer.gate_proj,
+            &mut layer.up_proj,
+            &mut layer.down_proj,
+        ] {
+            *linear = linear
+                .requantized(ty, &self.device)
+                .with_context(|| format!("requantizing layer {index}"))?;
+        }
+        Ok(model)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -175,6 +175,10 @@ pub struct VerifierResult {
     pub verdict: Verdict,
     /// False when the run was cancelled before this verifier finished, or it had no checks.
     pub complete: bool,
+    /// Segment mode only (docs/commitment.md): the challenge and what it proved; absent from
+    /// full-mode files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<super::segment_result::SegmentRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

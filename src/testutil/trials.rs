@@ -192,6 +192,7 @@ fn verifier(
             Verdict::Fail
         },
         complete: true,
+        segment: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 mod bench;
+mod challenge_strip;
 mod draw;
 pub mod event_loop;
 pub mod heatmap;
@@ -29,6 +30,8 @@ mod tests_keys;
 mod tests_layout;
 #[cfg(test)]
 mod tests_saved;
+#[cfg(test)]
+mod tests_segment;
 #[cfg(test)]
 mod tests_slurm;
 
@@ -72,6 +75,10 @@ pub struct ExperimentChoice {
     pub max_new_tokens: usize,
     pub seed: u64,
     pub prompt_category: String,
+    /// Segment mode with this many challenged layers per verifier (docs/commitment.md);
+    /// None: full mode (one prefill per verifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_layers: Option<usize>,
 }
 
 /// A run found in the data directory.

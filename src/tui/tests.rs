@@ -137,6 +137,7 @@ pub(super) fn trial_result(
                     Verdict::Fail
                 },
                 complete: true,
+                segment: None,
             }
         })
         .collect();

@@ -116,6 +116,35 @@ pub struct Role {
     pub device: DeviceProfile,
 }
 
+/// Layers each verifier challenges unless told otherwise. With L = 30 one verifier catches a
+/// one-layer cheat with probability c/L; c = 4 costs 1.68 s against a full prefill's 2.78 s
+/// at N = 128 on this machine (docs/commitment.md, measure-commitment.sh).
+pub const DEFAULT_CHALLENGED_LAYERS: usize = 4;
+
+/// How a trial's verifiers check the inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationMode {
+    /// One prefill per verifier over prompt + output, compared at the shipped layers.
+    #[default]
+    Full,
+    /// Commit, challenge, open, and recompute the challenged layers alone.
+    Segment,
+}
+
+impl VerificationMode {
+    pub fn is_full(&self) -> bool {
+        *self == VerificationMode::Full
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            VerificationMode::Full => "full",
+            VerificationMode::Segment => "segment",
+        }
+    }
+}
+
 /// Which hidden states to compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerSelection {
@@ -327,6 +356,13 @@ pub struct ExperimentSpec {
     /// Known-bad bundles planted among the trials to catch lazy verifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plant: Option<PlantSpec>,
+    /// `full` (default: one prefill per verifier) or `segment` (commit, challenge, open;
+    /// docs/commitment.md).
+    #[serde(default, skip_serializing_if = "VerificationMode::is_full")]
+    pub mode: VerificationMode,
+    /// Decoder layers each verifier challenges in segment mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_layers: Option<usize>,
 }
 
 impl ExperimentSpec {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use experiments::{
     is_matrix_scenario, ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection,
-    PlantSpec, PromptSelection, Role, VerifierConfig,
+    PlantSpec, PromptSelection, Role, VerificationMode, VerifierConfig, DEFAULT_CHALLENGED_LAYERS,
 };
 pub use locate::{locate_key, KeyPath, PathSegment};
 pub use models::{GgufRef, ModelArch, ModelEntry, ModelRegistry, ModelSource, WeightsLocation};
