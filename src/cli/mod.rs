@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bundles;
+mod matrix;
 mod slurm;
 
 use crate::engine::events::CancelToken;
@@ -81,6 +82,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run honest and cheating scenarios and derive thresholds from the measured separation.
     Optimize(OptimizeArgs),
+    /// Every cheat and control of matrix.yaml on every pairing: matrix.json, a Markdown table
+    /// and two PNGs (detection rate, tokens to detection, false alarms, with intervals).
+    Matrix(matrix::MatrixArgs),
     /// Draw PNG figures from result, summary or optimization JSON files.
     Plot(PlotArgs),
     /// One table row per run (accept rate, verdicts, drift, speed) from run summaries.
@@ -597,6 +601,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::SlurmTask(args)) => slurm::task(&global, args).await,
         Some(Command::Bench(args)) => bench(&global, args).await,
         Some(Command::Optimize(args)) => optimize(&global, args).await,
+        Some(Command::Matrix(args)) => matrix::matrix(&global, args).await,
         Some(Command::Plot(args)) => {
             let out = args
                 .out

@@ -4,6 +4,10 @@ pub mod bundle;
 #[cfg(test)]
 mod bundle_fuzz_tests;
 pub mod config;
+pub mod decision;
+pub mod matrix;
+pub mod matrix_output;
+pub mod matrix_run;
 pub mod optimize;
 pub mod report;
 pub mod request;

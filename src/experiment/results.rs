@@ -207,6 +207,10 @@ pub struct TrialResult {
     /// `--request` and in files written before requests existed.
     #[serde(default)]
     pub request_checked: bool,
+    /// The sequential test's decision (stated α/β) and the cutoff rule's verdict beside it;
+    /// absent where the pairing's tier has no calibration and from older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<super::decision::DecisionRecord>,
 }
 
 impl RunSummary {

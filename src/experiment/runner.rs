@@ -445,6 +445,7 @@ async fn run_one_trial(
         // The run's own request (prompts.yaml, the experiment's sampling), never the bundle's.
         token_sampling: Some(plan.sampling.clone()),
     };
+    let ws_for_decision = ws.clone();
     let mut result = verify_trial(
         ws,
         Arc::new(manifest),
@@ -458,6 +459,7 @@ async fn run_one_trial(
     // The trial began with its inference, not with its verification.
     result.started_at = started_at;
     result.request_checked = true;
+    super::decision::decide_configured(&ws_for_decision, &mut result, &sink);
     write_trial(out_dir, &result)?;
     sink.emit(EngineEvent::TrialDone {
         trial: plan.trial,

@@ -608,5 +608,6 @@ fn assemble_trial(
         },
         complete,
         request_checked: false,
+        decision: None,
     }
 }

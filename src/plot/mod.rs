@@ -14,6 +14,7 @@ pub mod heatmap;
 pub mod input;
 #[cfg(test)]
 mod input_tests;
+pub mod matrix;
 pub mod metric;
 pub mod overhead;
 pub mod roc;
