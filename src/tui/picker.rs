@@ -216,13 +216,14 @@ impl PickerState {
     }
 }
 
-const PICKER_KEYS: [(&str, &str); 8] = [
+const PICKER_KEYS: [(&str, &str); 9] = [
     ("↑↓", "choose"),
     ("Tab", "list/fields"),
     ("←→", "change"),
     ("0-9", "type"),
     ("Enter", "start"),
     ("r", "results"),
+    ("x", "matrix"),
     ("?", "help"),
     ("q", "quit"),
 ];
