@@ -39,9 +39,37 @@ pub struct MatrixArgs {
     /// Print matrix.json on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Run nothing: judge the trials already in this matrix folder again (as they are now,
+    /// finished or not) and rewrite its matrix.json, matrix.md and PNGs.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["trials", "pairings", "cheats", "max_tokens", "out", "matrix"])]
+    pub from: Option<PathBuf>,
+}
+
+/// matrix.json, matrix.md, both PNGs, and the table on stderr.
+fn finish(
+    out: &std::path::Path,
+    report: &crate::experiment::matrix::MatrixReport,
+    json: bool,
+) -> Result<()> {
+    write_outputs(out, report)?;
+    if report.cells.iter().any(|c| !c.trials.is_empty()) {
+        crate::plot::matrix::draw_matrix(report, &out.join("matrix.png"))?;
+        crate::plot::matrix::draw_detection_curves(report, &out.join("tokens_to_detection.png"))?;
+    }
+    eprintln!("{}", crate::experiment::matrix_output::markdown(report));
+    eprintln!("matrix written to {}", out.display());
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    }
+    Ok(())
 }
 
 pub async fn matrix(global: &GlobalArgs, args: MatrixArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.from {
+        let report = crate::experiment::matrix_run::report_of(dir)?;
+        finish(dir, &report, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let ws = Arc::new(super::workspace(global)?);
     let config_dir = global
         .config_dir
@@ -84,16 +112,7 @@ pub async fn matrix(global: &GlobalArgs, args: MatrixArgs) -> Result<ExitCode> {
     let _ = printer.await;
     watcher.abort();
     let report = report?;
-    write_outputs(&out, &report)?;
-    if report.cells.iter().any(|c| !c.trials.is_empty()) {
-        crate::plot::matrix::draw_matrix(&report, &out.join("matrix.png"))?;
-        crate::plot::matrix::draw_detection_curves(&report, &out.join("tokens_to_detection.png"))?;
-    }
-    eprintln!("{}", crate::experiment::matrix_output::markdown(&report));
-    eprintln!("matrix written to {}", out.display());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
+    finish(&out, &report, args.json)?;
     let signal = signal.load(std::sync::atomic::Ordering::SeqCst);
     if signal != 0 {
         return Ok(ExitCode::from((128 + signal) as u8));

@@ -877,6 +877,10 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
             "{}",
             crate::experiment::optimize::format_report(&outcome.report)
         );
+        println!(
+            "{}",
+            crate::experiment::optimize_holdout::format_held_out(&outcome.held_out)
+        );
         println!("\n{}", outcome.report.recommended_yaml);
     }
     eprintln!(

@@ -9,6 +9,7 @@ pub mod matrix;
 pub mod matrix_output;
 pub mod matrix_run;
 pub mod optimize;
+pub mod optimize_holdout;
 pub mod report;
 pub mod request;
 pub mod results;
