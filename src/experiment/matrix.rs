@@ -342,9 +342,20 @@ pub struct MatrixTrial {
     /// Rejected checks of the first verifier.
     pub rejected_checks: usize,
     pub checks: usize,
-    /// The sequential decision against this pairing's calibration (None: not calibrated yet).
+    /// The sequential decision on the state checks against this pairing's calibration (None:
+    /// not calibrated yet).
     pub decision: Option<SequentialDecision>,
     pub tokens_needed: Option<usize>,
+    /// Tokens up to the first token the sampling rule rejects (docs/sampling.md), if one is.
+    #[serde(default)]
+    pub token_rejected_at: Option<usize>,
+    /// The trial is rejected: the sequential test decided "cheat" or a token check failed
+    /// (None: not calibrated yet).
+    #[serde(default)]
+    pub rejected: Option<bool>,
+    /// Tokens the rejection needed: the earlier of the two.
+    #[serde(default)]
+    pub tokens_to_rejection: Option<usize>,
     /// The verdict the old cutoff rule gave.
     pub cutoff_reject: bool,
     /// The trial-level test (None: not calibrated yet).
@@ -370,10 +381,17 @@ pub struct MatrixCell {
     /// The cell's run folder, relative to the matrix folder.
     pub run_dir: String,
     pub trials: Vec<MatrixTrial>,
-    /// Trials the sequential test decided "cheat" (the detection rate of a cheat row, the
-    /// false-alarm rate of a control row), with a Clopper–Pearson interval.
+    /// Trials rejected — the sequential test decided "cheat" on the state checks, or a token
+    /// check failed (the detection rate of a cheat row, the false-alarm rate of a control row),
+    /// with a Clopper–Pearson interval.
     pub rejected: RateInterval,
-    /// Median tokens the "cheat" decisions needed.
+    /// Of those, the ones the sequential test decided "cheat".
+    #[serde(default)]
+    pub sprt_cheat: usize,
+    /// Of those, the ones a token check rejected.
+    #[serde(default)]
+    pub token_rejected: usize,
+    /// Median tokens the rejections needed.
     pub median_tokens_to_detection: Option<usize>,
     /// Trials the trial-level test rejected.
     pub trial_level_rejected: RateInterval,
@@ -590,7 +608,27 @@ fn judge_trial(
     let trial_level = HonestProfile::calibrate(&values)
         .and_then(|profile| test_trial(&profile, &trial_token_values(t), settings.alpha));
     let first = t.verifiers.first();
+    // A token check failing is a rejection of its own (exact replay with tolerance δ).
+    let token_rejected_at = first
+        .and_then(|v| v.token_checks.as_ref())
+        .filter(|tc| !tc.pass)
+        .map(|tc| {
+            tc.first_rejected_position
+                .map_or(t.inference.generated_tokens, |p| p + 1)
+        });
+    let sprt_cheat = record
+        .filter(|r| r.decision == SequentialDecision::Cheat)
+        .and_then(|r| r.tokens_needed);
+    let rejected =
+        record.map(|r| r.decision == SequentialDecision::Cheat || token_rejected_at.is_some());
+    let tokens_to_rejection = match (sprt_cheat, token_rejected_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     MatrixTrial {
+        token_rejected_at,
+        rejected,
+        tokens_to_rejection,
         trial: t.trial,
         prompt: t.prompt.id.clone(),
         generated_tokens: t.inference.generated_tokens,
@@ -616,7 +654,7 @@ fn summarize_cell(row: &MatrixRow, pairing: &Pairing, trials: Vec<MatrixTrial>) 
     let cheats: Vec<&MatrixTrial> = decided
         .iter()
         .copied()
-        .filter(|t| t.decision == Some(SequentialDecision::Cheat))
+        .filter(|t| t.rejected == Some(true))
         .collect();
     let level: Vec<&TrialLevelOutcome> = trials
         .iter()
@@ -629,7 +667,20 @@ fn summarize_cell(row: &MatrixRow, pairing: &Pairing, trials: Vec<MatrixTrial>) 
         kind: row.kind,
         run_dir: format!("{}/{}", row.id, pairing.id),
         rejected: clopper_pearson(cheats.len(), decided.len(), INTERVAL_CONFIDENCE),
-        median_tokens_to_detection: median(cheats.iter().filter_map(|t| t.tokens_needed).collect()),
+        sprt_cheat: decided
+            .iter()
+            .filter(|t| t.decision == Some(SequentialDecision::Cheat))
+            .count(),
+        token_rejected: decided
+            .iter()
+            .filter(|t| t.token_rejected_at.is_some())
+            .count(),
+        median_tokens_to_detection: median(
+            cheats
+                .iter()
+                .filter_map(|t| t.tokens_to_rejection)
+                .collect(),
+        ),
         trial_level_rejected: clopper_pearson(
             level_rejects.len(),
             level.len(),

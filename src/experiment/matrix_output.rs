@@ -84,15 +84,34 @@ pub fn markdown(report: &MatrixReport) -> String {
     };
     let _ = writeln!(
         s,
-        "## Per-check sequential test (SPRT)\n\nCheat rows: detection rate [interval] · median \
-         tokens to detection. Control rows: false-alarm rate (FA). Each pairing is calibrated on \
-         its control trials (a control trial on the others only).\n"
+        "## Per-check verdict: sequential test (SPRT) on the state checks, or a token check \
+         failing\n\nCheat rows: detection rate [interval] · median tokens to detection. Control \
+         rows: false-alarm rate (FA). Each pairing is calibrated on its control trials (a control \
+         trial on the others only).\n"
     );
     header(&mut s, "row");
     for row in &report.rows {
         let _ = write!(s, "| {} |", row.id);
         for p in &report.pairings {
             let text = report.cell(&row.id, &p.id).map_or("—".into(), cell_text);
+            let _ = write!(s, " {text} |");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "\nWho rejected (trials): sequential test on the state checks / token checks.\n"
+    );
+    header(&mut s, "row");
+    for row in &report.rows {
+        let _ = write!(s, "| {} |", row.id);
+        for p in &report.pairings {
+            let text = report.cell(&row.id, &p.id).map_or("—".into(), |c| {
+                format!(
+                    "{} / {} of {}",
+                    c.sprt_cheat, c.token_rejected, c.rejected.trials
+                )
+            });
             let _ = write!(s, " {text} |");
         }
         s.push('\n');

@@ -13,7 +13,6 @@ use super::style::{
     FIGURE_SIZE, GRID_COLOR, MISSING_CELL, NOTE_SIZE, PANEL_TITLE_SIZE, TICK_LABEL_SIZE,
 };
 use crate::experiment::matrix::{MatrixReport, RowKind};
-use crate::stats::sequential::SequentialDecision;
 
 /// Rows × pairings, coloured by rejected fraction, annotated with rate and tokens.
 pub fn draw_matrix(report: &MatrixReport, path: &Path) -> anyhow::Result<()> {
@@ -21,8 +20,8 @@ pub fn draw_matrix(report: &MatrixReport, path: &Path) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, FIGURE_SIZE).into_drawing_area();
     root.fill(&BACKGROUND)?;
     let subtitle = format!(
-        "colour: fraction of trials rejected by the sequential test (α = {}, β = {}); \
-         cheats: detection · median tokens; controls: false alarms",
+        "colour: fraction of trials rejected (sequential test at α = {}, β = {}, or token \
+         checks); cheats: detection · median tokens; controls: false alarms",
         report.alpha, report.beta
     );
     let body = draw_title(&root, "Cheat matrix: detection by pairing", Some(&subtitle))?;
@@ -124,7 +123,7 @@ pub fn draw_detection_curves(report: &MatrixReport, path: &Path) -> anyhow::Resu
     let body = draw_title(
         &root,
         "Tokens to detection per cheat",
-        Some("fraction of a cheat's trials the sequential test has rejected after t generated tokens"),
+        Some("fraction of a cheat's trials rejected (sequential test or token checks) after t generated tokens"),
     )?;
     let n = report.pairings.len().max(1);
     let cols = n.min(2);
@@ -158,10 +157,10 @@ pub fn draw_detection_curves(report: &MatrixReport, path: &Path) -> anyhow::Resu
             let decided: Vec<Option<usize>> = cell
                 .trials
                 .iter()
-                .filter(|t| t.decision.is_some())
+                .filter(|t| t.rejected.is_some())
                 .map(|t| {
-                    (t.decision == Some(SequentialDecision::Cheat))
-                        .then_some(t.tokens_needed)
+                    (t.rejected == Some(true))
+                        .then_some(t.tokens_to_rejection)
                         .flatten()
                 })
                 .collect();

@@ -4,11 +4,17 @@
 //! H0 "honest": the per-check rejection rate is at most `p0`, the measured honest rate of the
 //! pairing raised to its Clopper–Pearson upper bound (calibration). H1 "cheat": the rate is at
 //! least `p1`. After each check the log-likelihood ratio moves by ln(p1/p0) on a rejection and by
-//! ln((1−p1)/(1−p0)) on an acceptance; the test stops at the first crossing of
-//! ln((1−β)/α) (cheat) or ln(β/(1−α)) (honest). Wald's bounds keep the false-alarm rate ≤ α/(1−β)
-//! and the miss rate ≤ β/(1−α) whenever the true rate is ≤ p0 or ≥ p1 (tested on synthetic
-//! streams below). A trial that ends before either crossing is `Undecided`; its verdict
-//! counts as honest, which can only lower the false-alarm rate (truncation costs power, not α).
+//! ln((1−p1)/(1−p0)) on an acceptance. Crossing ln((1−β)/α) decides "cheat" at once. Crossing
+//! Wald's lower bound ln(β/(1−α)) does *not* stop the test: a cheat's errors can start late in
+//! a trial (drift that grows with position: q4_1 and q8_0 weights under the native pairing
+//! reject nothing for the first tokens and then several % of checks, matrix of issue 18), and a
+//! test that stopped at "honest" after the first clean tokens would never see them. The walk
+//! goes on to the end of the trial; "honest" is the decision when it ends below the lower bound
+//! (its tokens: where it went below for the last time), `Undecided` when it ends between.
+//! Under H0 the likelihood ratio is a non-negative (super)martingale, so by Ville's inequality
+//! it ever reaches 1/α' with probability ≤ α' = α/(1−β): watching every check keeps the
+//! false-alarm rate within Wald's bound; the miss rate only falls (tested on synthetic streams
+//! below). An undecided trial counts as honest, which can only lower the false-alarm rate.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +62,8 @@ pub struct Sprt {
     pub beta: f64,
 }
 
-/// Where the test stopped.
+/// Where the test stopped (a cheat) or settled (honest: from this check on, the walk stayed
+/// below the honest bound).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SprtOutcome {
     pub decision: SequentialDecision,
@@ -139,37 +146,49 @@ impl Sprt {
         }
     }
 
-    /// Runs the test over `(position, rejected)` checks in order, stopping at the first crossing.
+    /// Runs the test over `(position, rejected)` checks in order: it stops at the first crossing
+    /// of the cheat bound, and otherwise reads every check (see the module comment).
     pub fn run<I: IntoIterator<Item = (usize, bool)>>(&self, checks: I) -> SprtOutcome {
         let (upper, lower) = (self.upper_bound(), self.lower_bound());
         let mut llr = 0.0;
         let (mut used, mut rejections, mut tokens) = (0usize, 0usize, 0usize);
+        // (checks, tokens, rejections) when the walk last went below the honest bound.
+        let mut below_since: Option<(usize, usize, usize)> = None;
         for (position, rejected) in checks {
             used += 1;
             rejections += usize::from(rejected);
             tokens = tokens.max(position + 1);
             llr += self.step(rejected);
-            let decision = if llr >= upper {
-                SequentialDecision::Cheat
-            } else if llr <= lower {
-                SequentialDecision::Honest
+            if llr >= upper {
+                return SprtOutcome {
+                    decision: SequentialDecision::Cheat,
+                    checks_used: used,
+                    tokens_used: tokens,
+                    rejections,
+                    llr,
+                };
+            }
+            if llr <= lower {
+                below_since.get_or_insert((used, tokens, rejections));
             } else {
-                continue;
-            };
-            return SprtOutcome {
-                decision,
+                below_since = None;
+            }
+        }
+        match below_since {
+            Some((checks_used, tokens_used, rejections)) => SprtOutcome {
+                decision: SequentialDecision::Honest,
+                checks_used,
+                tokens_used,
+                rejections,
+                llr,
+            },
+            None => SprtOutcome {
+                decision: SequentialDecision::Undecided,
                 checks_used: used,
                 tokens_used: tokens,
                 rejections,
                 llr,
-            };
-        }
-        SprtOutcome {
-            decision: SequentialDecision::Undecided,
-            checks_used: used,
-            tokens_used: tokens,
-            rejections,
-            llr,
+            },
         }
     }
 
@@ -284,6 +303,19 @@ mod tests {
         assert_eq!(clean.decision, SequentialDecision::Honest);
         assert_eq!(clean.checks_used, sprt.min_checks_to_honest());
         assert_eq!(clean.tokens_used, (clean.checks_used - 1) / 3 + 1);
+    }
+
+    #[test]
+    fn errors_that_start_late_in_a_trial_are_still_caught() {
+        let sprt = Sprt::new(0.0016, DEFAULT_P1, DEFAULT_ALPHA, DEFAULT_BETA).unwrap();
+        // 30 clean tokens (90 checks: past Wald's honest bound), then one check in five rejects.
+        let stream: Vec<(usize, bool)> = (0..192).map(|i| (i / 3, i >= 90 && i % 5 == 0)).collect();
+        let out = sprt.run(stream.iter().copied());
+        assert_eq!(out.decision, SequentialDecision::Cheat, "{out:?}");
+        assert!(out.tokens_used > 30);
+        // A test that stopped at the honest bound would have called it honest.
+        let early: Vec<(usize, bool)> = stream[..sprt.min_checks_to_honest()].to_vec();
+        assert_eq!(sprt.run(early).decision, SequentialDecision::Honest);
     }
 
     #[test]
