@@ -275,6 +275,6 @@ pub(super) async fn verify_one_bundle(
     .await?;
     result.trial = trial;
     result.request_checked = true;
-    super::decision::decide_configured(&ws, &mut result, &sink);
+    super::decision::decide_configured(ws, &mut result, sink);
     Ok(result)
 }

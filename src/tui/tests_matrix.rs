@@ -141,3 +141,32 @@ fn a_damaged_trial_file_is_named_and_the_rest_still_shows() {
     assert_eq!(cell.trials.len(), 2);
     assert_shows(&screen(&app, 100, 30), "trial_009.json");
 }
+
+#[test]
+fn the_run_view_header_names_the_sequential_decision_and_the_cutoff_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    write_plan(dir.path());
+    let mut cheat = trials("exp3", false);
+    for t in &mut cheat {
+        crate::experiment::decision::decide(
+            t,
+            &Default::default(),
+            crate::experiment::decision::CalibrationFile::builtin(),
+        );
+    }
+    write_cell(dir.path(), "q4_0", "f32", &cheat, true);
+    let mut app = App::new(catalog());
+    app.matrix.load(dir.path());
+    app.screen = Screen::Matrix;
+    app.handle_key(key(KeyCode::Down));
+    let Action::LoadTrial { slot, path } = app.handle_key(key(KeyCode::Enter)) else {
+        panic!("Enter did not open the cell's run");
+    };
+    let loaded: TrialResult = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    app.trial_loaded(slot, Ok(loaded));
+    let shown = screen(&app, 150, 40);
+    assert_shows(
+        &shown,
+        "SPRT cheat after 1 tokens at α=0.001 β=0.001 (cutoff rule: REJECT)",
+    );
+}
