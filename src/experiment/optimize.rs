@@ -108,7 +108,9 @@ pub async fn optimize(
         &cheat_rates,
         &by_tier,
     );
-    // The same experiments again on other seeds and prompts, to test what was just fitted.
+    let dir = new_run_dir(&ws.data_dir, "optimize")?;
+    // The same experiments again on other seeds and prompts, to test what was just fitted;
+    // their runs live in the optimization's own folder (held_out/<experiment>).
     let mut held_out_trials = Vec::new();
     for name in &experiments {
         let base = ws
@@ -123,6 +125,7 @@ pub async fn optimize(
             max_new_tokens,
             gpu_profile,
             seed: Some(base + super::optimize_holdout::HELD_OUT_SEED_OFFSET),
+            out: Some(dir.join("held_out").join(name)),
             jobs: 1,
             ..Default::default()
         };
@@ -130,7 +133,6 @@ pub async fn optimize(
         held_out_trials.extend(outcome.trials);
     }
     let held_out = super::optimize_holdout::validate(&report, &all, &held_out_trials);
-    let dir = new_run_dir(&ws.data_dir, "optimize")?;
     std::fs::write(
         dir.join("held_out.json"),
         serde_json::to_vec_pretty(&held_out)?,
