@@ -106,6 +106,10 @@ fn log_line(file: &Mutex<Option<std::fs::File>>, line: &str) {
 }
 
 impl Backend for WorkspaceBackend {
+    fn matrix_root(&self) -> Option<PathBuf> {
+        Some(self.ws.data_dir.join("matrix"))
+    }
+
     fn startup_problem(&self) -> Option<String> {
         self.data_dir_problem.clone()
     }

@@ -235,6 +235,7 @@ fn plot_self_test() -> anyhow::Result<()> {
     let trial = TrialResult {
         format_version: RESULT_FORMAT_VERSION,
         request_checked: false,
+        decision: None,
         experiment: "doctor".into(),
         trial: 0,
         started_at: 0,

@@ -85,6 +85,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run honest and cheating scenarios and derive thresholds from the measured separation.
     Optimize(OptimizeArgs),
+    /// Every cheat and control of matrix.yaml on every pairing: matrix.json, a Markdown table
+    /// and two PNGs (detection rate, tokens to detection, false alarms, with intervals).
+    Matrix(super::matrix::MatrixArgs),
     /// Draw PNG figures from result, summary or optimization JSON files.
     Plot(PlotArgs),
     /// One table row per run (accept rate, verdicts, drift, speed) from run summaries.

@@ -226,6 +226,7 @@ async fn run_one_trial(
         token_sampling: Some(plan.sampling.clone()),
         lazy: plan.lazy_verifiers.clone(),
     };
+    let ws_for_decision = ws.clone();
     let mut result = verify_trial(
         ws,
         Arc::new(manifest),
@@ -239,6 +240,7 @@ async fn run_one_trial(
     // The trial began with its inference, not with its verification.
     result.started_at = started_at;
     result.request_checked = true;
+    super::decision::decide_configured(&ws_for_decision, &mut result, &sink);
     write_trial(out_dir, &result)?;
     sink.emit(EngineEvent::TrialDone {
         trial: plan.trial,

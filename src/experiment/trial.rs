@@ -592,5 +592,6 @@ pub(super) fn assemble_trial(
         },
         complete,
         request_checked: false,
+        decision: None,
     }
 }

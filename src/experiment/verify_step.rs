@@ -288,5 +288,6 @@ pub(super) async fn verify_one_bundle(
     };
     result.trial = trial;
     result.request_checked = true;
+    super::decision::decide_configured(ws, &mut result, sink);
     Ok(result)
 }

@@ -10,6 +10,8 @@ pub mod event_loop;
 pub mod heatmap;
 mod help;
 mod keys;
+mod matrix_state;
+mod matrix_view;
 mod picker;
 mod picker_state;
 mod results;
@@ -28,6 +30,8 @@ mod tests_cheats;
 mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
+#[cfg(test)]
+mod tests_matrix;
 #[cfg(test)]
 mod tests_saved;
 #[cfg(test)]
@@ -128,6 +132,10 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
     fn load_trial(&self, path: &Path) -> anyhow::Result<TrialResult>;
+    /// Where `verillm-tui matrix` writes its folders (`<data>/matrix`); None: no matrix view.
+    fn matrix_root(&self) -> Option<PathBuf> {
+        None
+    }
     /// Writes PNGs for a trial and returns their paths. May take a while: the UI calls it off
     /// the drawing thread.
     fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>>;

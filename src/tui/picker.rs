@@ -14,13 +14,14 @@ use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
 use super::{ExperimentChoice, RoleChoice};
 use crate::record::results::TrialVerdict;
 
-const PICKER_KEYS: [(&str, &str); 8] = [
+const PICKER_KEYS: [(&str, &str); 9] = [
     ("↑↓", "choose"),
     ("Tab", "list/fields"),
     ("←→", "change"),
     ("0-9", "type"),
     ("Enter", "start"),
     ("r", "results"),
+    ("x", "matrix"),
     ("?", "help"),
     ("q", "quit"),
 ];

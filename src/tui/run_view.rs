@@ -122,6 +122,13 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
             ));
             spans.push(Span::raw(format!(" (expected {expected} {held})")));
         }
+        // The sequential test that set the verdict, with the tokens it took (issue 18).
+        if let Some(decision) = trial.result.as_ref().and_then(|r| r.decision.as_ref()) {
+            spans.push(Span::raw(format!(
+                " · {}",
+                crate::experiment::decision::describe(decision)
+            )));
+        }
     }
     let mut lines = wrap_spans(&spans, width as usize);
     lines.truncate(HEADER_ROWS);

@@ -149,6 +149,7 @@ pub(super) fn trial_result(
     };
     TrialResult {
         request_checked: false,
+        decision: None,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.into(),
         trial,

@@ -333,8 +333,19 @@ pub struct ExperimentSpec {
     pub layers: LayerSelection,
     #[serde(default)]
     pub policy: PolicyConfig,
-    /// Accept rate a verifier must exceed to PASS (see `stats::policy::verdict`).
+    /// Accept rate a verifier must exceed to PASS (see `stats::policy::verdict`). Where the
+    /// pairing's tier is calibrated the sequential test decides instead; the cutoff's verdict is
+    /// still recorded beside it.
     pub cutoff: f64,
+    /// False-alarm rate α of the sequential test (default 1e-3, `stats::sequential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Miss rate β of the sequential test (default 1e-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// Per-check rejection rate the sequential test must catch (H1; default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p1: Option<f64>,
     pub expected: TrialVerdict,
     pub trials: usize,
     pub prompts: PromptSelection,
@@ -599,6 +610,19 @@ fn validate_experiment(
                 spec.cutoff
             ),
         ));
+    }
+    for (key, value, range) in [
+        ("alpha", spec.alpha, "(0, 0.5)"),
+        ("beta", spec.beta, "(0, 0.5)"),
+        ("p1", spec.p1, "(0, 1)"),
+    ] {
+        let limit = if key == "p1" { 1.0 } else { 0.5 };
+        if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0 && *v < limit)) {
+            return Err(file.error_at(
+                &at.key(key),
+                format!("{v} is outside {range} (a rate of the sequential test)"),
+            ));
+        }
     }
     if spec.trials == 0 || spec.trials > MAX_TRIALS {
         return Err(file.error_at(
