@@ -106,6 +106,10 @@ fn log_line(file: &Mutex<Option<std::fs::File>>, line: &str) {
 }
 
 impl Backend for WorkspaceBackend {
+    fn matrix_root(&self) -> Option<PathBuf> {
+        Some(self.ws.data_dir.join("matrix"))
+    }
+
     fn startup_problem(&self) -> Option<String> {
         self.data_dir_problem.clone()
     }
@@ -129,6 +133,10 @@ impl Backend for WorkspaceBackend {
                     max_new_tokens: spec.new_token_budget(&cfg.prompts).1,
                     seed: spec.seed.unwrap_or(0),
                     prompt_category: spec.prompts.category.to_string(),
+                    segment_layers: (!spec.mode.is_full()).then(|| {
+                        spec.challenge_layers
+                            .unwrap_or(crate::experiment::config::DEFAULT_CHALLENGED_LAYERS)
+                    }),
                 })
             })
             .collect()
@@ -164,6 +172,11 @@ impl Backend for WorkspaceBackend {
             max_new_tokens: Some(choice.max_new_tokens.max(1)),
             seed: Some(choice.seed),
             jobs: 1,
+            mode: Some(match choice.segment_layers {
+                Some(_) => crate::experiment::config::VerificationMode::Segment,
+                None => crate::experiment::config::VerificationMode::Full,
+            }),
+            challenge_layers: choice.segment_layers,
             inference_role: Some(role_plan(&choice.inference)?),
             verifier_roles: Some(
                 choice

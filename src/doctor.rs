@@ -230,10 +230,12 @@ fn plot_self_test() -> anyhow::Result<()> {
         },
         verdict: Verdict::Pass,
         complete: true,
+        segment: None,
     };
     let trial = TrialResult {
         format_version: RESULT_FORMAT_VERSION,
         request_checked: false,
+        decision: None,
         experiment: "doctor".into(),
         trial: 0,
         started_at: 0,

@@ -852,6 +852,22 @@ fn optimize_reports_percentiles_auc_and_a_yaml_snippet() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(runs.len(), 1);
+    // The thresholds were tested on held-out trials (other seeds, other prompts), run into the
+    // optimization's own folder.
+    let held_out: Value =
+        serde_json::from_slice(&std::fs::read(runs[0].join("held_out.json")).unwrap()).unwrap();
+    let used = held_out["trials"].as_u64().unwrap();
+    let excluded = held_out["excluded_same_prompt"].as_u64().unwrap();
+    assert_eq!(used + excluded, 5, "{held_out}");
+    assert!(
+        !held_out["tiers"].as_array().unwrap().is_empty(),
+        "{held_out}"
+    );
+    assert!(runs[0]
+        .join("held_out")
+        .join("exp3")
+        .join("summary.json")
+        .is_file());
 
     // Every figure, drawn from this small real run: its optimization report and run summaries.
     let mut inputs = vec![runs[0].join("optimization.json")];
@@ -2074,4 +2090,79 @@ fn a_token_budget_beyond_the_context_is_refused_at_once() {
         data.path(),
     );
     assert!(err.contains("exceed the model's context"), "{err}");
+}
+
+/// The matrix end to end on the embedded model: honest controls calibrate the f32 pairing, the
+/// q4_0 cheat is rejected in every trial, every output is written, and a cell is an ordinary run
+/// folder that `plot` reads.
+#[test]
+fn matrix_runs_its_rows_on_a_pairing_and_writes_the_table_and_pictures() {
+    let data = tempfile::tempdir().unwrap();
+    let out = data.path().join("m");
+    let out_arg = out.display().to_string();
+    run_ok(
+        &[
+            "matrix",
+            "--trials",
+            "3",
+            "--max-tokens",
+            "16",
+            "--pairings",
+            "f32",
+            "--cheats",
+            "q4_0",
+            "--out",
+            &out_arg,
+        ],
+        data.path(),
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("matrix.json")).unwrap()).unwrap();
+    assert_eq!(report["complete"], true, "{report}");
+    let cell = |row: &str| {
+        report["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["row"] == row && c["pairing"] == "f32")
+            .unwrap_or_else(|| panic!("no {row} cell"))
+            .clone()
+    };
+    let honest = cell("honest");
+    assert_eq!(honest["rejected"]["successes"], 0, "{honest}");
+    assert_eq!(honest["rejected"]["trials"], 3);
+    let cheat = cell("q4_0");
+    assert_eq!(cheat["rejected"]["successes"], 3, "{cheat}");
+    // Calibrated on 3 × 48 honest checks (p0 ≈ 0.02): five rejected checks decide, two tokens.
+    assert!(
+        cheat["median_tokens_to_detection"].as_u64().unwrap() <= 2,
+        "{cheat}"
+    );
+    let table = std::fs::read_to_string(out.join("matrix.md")).unwrap();
+    assert!(table.contains("| q4_0 | 1.000 ["), "{table}");
+    for png in ["matrix.png", "tokens_to_detection.png"] {
+        assert!(
+            std::fs::metadata(out.join(png)).unwrap().len() > 10_000,
+            "{png}"
+        );
+    }
+    let summary = out.join("q4_0").join("f32").join("summary.json");
+    let plots = data.path().join("plots");
+    run_ok(
+        &[
+            "plot",
+            "--out",
+            &plots.display().to_string(),
+            &summary.display().to_string(),
+        ],
+        data.path(),
+    );
+    // Judged again from its files alone: the same figures.
+    run_ok(&["matrix", "--from", &out_arg], data.path());
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(out.join("matrix.json")).unwrap()).unwrap();
+    assert_eq!(again["cells"], report["cells"]);
+    // A cheat that is not a row is named.
+    let err = run_err(&["matrix", "--cheats", "q9_9", "--out", "x"], data.path());
+    assert!(err.contains("q9_9") && err.contains("q4_0"), "{err}");
 }

@@ -235,6 +235,41 @@ fn console_runs_exp1_live_exports_pngs_and_restores_the_terminal() {
     assert!(!s.contains("Generated text"), "alternate screen left:\n{s}");
 }
 
+/// Segment mode chosen in the picker: every verifier shows the strip of the 30 layers with
+/// the ones it challenged, and the heatmap its challenged layers.
+#[test]
+fn console_runs_exp1_in_segment_mode_and_shows_each_verifiers_challenged_layers() {
+    let data = tempfile::tempdir().unwrap();
+    let script = format!(
+        "VERILLM_DATA_DIR={d} {bin}; echo EXIT=$?; sleep 60",
+        d = data.path().display(),
+        bin = env!("CARGO_BIN_EXE_verillm-tui"),
+    );
+    let tmux = Tmux::launch("segment", &script);
+    tmux.set_trials_and_tokens("1", "8");
+    // Max new tokens → Seed → Verification, switched to segment.
+    tmux.keys(&["Down", "Down", "Right"]);
+    let s = tmux.screen();
+    assert!(
+        s.contains("Verification    segment") && s.contains("Layers (c)      4"),
+        "{s}"
+    );
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the verdicts", Duration::from_secs(300), |s| {
+        s.contains("finished") && s.contains("verdict")
+    });
+    assert!(s.contains("verdict PASS (expected PASS"), "{s}");
+    assert_eq!(
+        s.matches("4/30 · all matched").count(),
+        3,
+        "a strip per verifier, its 4 layers matched:\n{s}"
+    );
+    assert_eq!(s.matches(" L29").count(), 3, "{s}");
+    assert!(s.contains("challenged layers"), "{s}");
+    let s = tmux.quit();
+    assert!(s.contains("EXIT=0"), "{s}");
+}
+
 #[test]
 fn an_interrupt_signal_from_outside_restores_the_terminal() {
     // Ctrl-C typed in the console is a key (raw mode); `kill -INT` from a script is a signal,

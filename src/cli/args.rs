@@ -73,7 +73,7 @@ pub enum Command {
     Challenge(ChallengeArgs),
     /// Open a bundle's private store for a challenge: the challenged columns with Merkle proofs.
     Open(OpenArgs),
-    /// Run an experiment (an id from experiments.yaml: exp1..exp5 built in; or all) end to end.
+    /// Run an experiment (an id from experiments.yaml: exp1..exp5, the cheats cheat-* and the honest controls control-* built in; or all) end to end.
     Run(RunArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(TokenizeArgs),
@@ -85,6 +85,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run honest and cheating scenarios and derive thresholds from the measured separation.
     Optimize(OptimizeArgs),
+    /// Every cheat and control of matrix.yaml on every pairing: matrix.json, a Markdown table
+    /// and two PNGs (detection rate, tokens to detection, false alarms, with intervals).
+    Matrix(super::matrix::MatrixArgs),
     /// Draw PNG figures from result, summary or optimization JSON files.
     Plot(PlotArgs),
     /// One table row per run (accept rate, verdicts, drift, speed) from run summaries.
@@ -114,7 +117,7 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct OptimizeArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or all.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or all (every one but the cheat-*/control-* scenarios).
     #[arg(long, default_value = "all")]
     pub experiment: String,
     #[arg(long, default_value_t = 2)]
@@ -185,8 +188,12 @@ pub struct InferArgs {
     pub out: PathBuf,
     /// Keep no commitment store (no `states/`, no root): the bundle can then only be verified
     /// in full mode. For measuring the store's overhead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "root_only")]
     pub no_store: bool,
+    /// Segment mode's bundle: the manifest with its commitment root alone, no hidden-states
+    /// file (a few KB); verified only from openings of the private store (docs/commitment.md).
+    #[arg(long)]
+    pub root_only: bool,
 }
 
 /// The sampling rule's flags (docs/sampling.md), shared by `infer` and `request`.
@@ -349,6 +356,15 @@ pub enum VerifyMode {
     Segment,
 }
 
+impl VerifyMode {
+    pub(super) fn protocol(self) -> crate::experiment::config::VerificationMode {
+        match self {
+            VerifyMode::Full => crate::experiment::config::VerificationMode::Full,
+            VerifyMode::Segment => crate::experiment::config::VerificationMode::Segment,
+        }
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum PolicyChoice {
     PrecisionAware,
@@ -357,7 +373,7 @@ pub enum PolicyChoice {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// An experiment id from experiments.yaml (exp1..exp5 built in), or `all`.
+    /// An experiment id from experiments.yaml (exp1..exp5, cheat-*, control-* built in), or `all` (every one but the cheat-*/control-* scenarios).
     pub experiment: String,
     #[arg(long)]
     pub trials: Option<usize>,
@@ -389,6 +405,18 @@ pub struct RunArgs {
     /// Bundle directory to verify (with --step verify).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// `full` (one prefill per verifier) or `segment` (commit, each verifier its own
+    /// challenge, open, recompute the challenged layers); default: the experiment's `mode:`.
+    #[arg(long, value_enum)]
+    pub mode: Option<VerifyMode>,
+    /// Segment mode: decoder layers each verifier challenges (default: the experiment's
+    /// `challenge_layers:`, else 4).
+    #[arg(long, value_name = "C")]
+    pub challenge_layers: Option<usize>,
+    /// Segment mode: check only this many generated tokens per verifier, drawn with its
+    /// layers (default: every token).
+    #[arg(long, value_name = "K")]
+    pub token_positions: Option<usize>,
     #[command(flatten)]
     pub slurm: slurm::SlurmArgs,
 }
@@ -398,6 +426,10 @@ pub enum StepChoice {
     Both,
     Infer,
     Verify,
+    /// Segment mode, verifiers' side: draw challenges for the bundles in --from.
+    Challenge,
+    /// Segment mode, inferencer's side: answer the challenges in --from with openings.
+    Open,
 }
 
 #[derive(Args, Debug)]

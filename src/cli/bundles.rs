@@ -137,7 +137,10 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: args.layers,
+        segment: None,
         nonce: request.as_ref().map(|r| r.nonce.clone()),
+        cheat: None,
+        lazy_verifiers: Vec::new(),
     };
     let (sink, printer) = crate::progress::sink_with_progress();
     let cancel = CancelToken::new();
@@ -164,7 +167,11 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
             "internal: the served request differs from the one asked"
         );
     }
-    crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
+    if args.root_only {
+        crate::experiment::bundle::write_root_only_bundle(&args.out, manifest.clone())?;
+    } else {
+        crate::experiment::bundle::write_bundle(&args.out, manifest.clone(), &states)?;
+    }
     if let (Some(store), Some(c)) = (&store, &manifest.commitment) {
         crate::engine::commitment::write_store(&args.out, store)?;
         eprintln!(
@@ -176,13 +183,25 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
             store.bytes() as f64 / 1024.0
         );
     }
-    eprintln!(
-        "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
-        args.out.display(),
-        manifest.output_ids.len(),
-        states.layers,
-        states.bytes() as f64 / 1024.0
-    );
+    if args.root_only {
+        let manifest_bytes = std::fs::metadata(args.out.join("manifest.json"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        eprintln!(
+            "wrote {} ({} tokens; root-only: the manifest, {:.1} KiB, ships no states)",
+            args.out.display(),
+            manifest.output_ids.len(),
+            manifest_bytes as f64 / 1024.0
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({} tokens, layers {:?}, captured {:.1} KiB)",
+            args.out.display(),
+            manifest.output_ids.len(),
+            states.layers,
+            states.bytes() as f64 / 1024.0
+        );
+    }
     // The model's words; a byte token can be a control character, which is written out.
     println!("{}", crate::util::escape_controls(&manifest.output_text));
     Ok(ExitCode::SUCCESS)
@@ -299,10 +318,18 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
             };
             anyhow!("{from}: {e}")
         })?;
+    // A segment verification checks the layers its challenge draws, not shipped ones.
+    let from_opening = args.opening.is_some() && args.mode != Some(super::VerifyMode::Full);
+    ensure!(
+        from_opening || !manifest.is_root_only(),
+        "{}: a root-only bundle ships no hidden states, only its commitment root: verify it in \
+         segment mode with --opening DIR (`challenge` draws, the inferencer's `open` answers)",
+        args.bundle.display()
+    );
     let missing: Vec<usize> = needed
         .iter()
         .copied()
-        .filter(|l| !manifest.layers.contains(l))
+        .filter(|l| !from_opening && !manifest.layers.contains(l))
         .collect();
     ensure!(
         missing.is_empty(),
@@ -340,6 +367,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         device: args.device,
     };
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers: vec![role; args.verifiers],
         policy: match (&experiment, args.policy) {
             (Some(e), _) => e.policy.clone(),

@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod args;
 mod bundles;
+mod matrix;
 mod run;
 mod slurm;
 
@@ -182,6 +183,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::SlurmTask(args)) => slurm::task(&global, args).await,
         Some(Command::Bench(args)) => bench(&global, args).await,
         Some(Command::Optimize(args)) => optimize(&global, args).await,
+        Some(Command::Matrix(args)) => matrix::matrix(&global, args).await,
         Some(Command::Plot(args)) => {
             let out = args
                 .out
@@ -262,6 +264,10 @@ async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> Result<ExitCode> {
         print!(
             "{}",
             crate::experiment::optimize::format_report(&outcome.report)
+        );
+        println!(
+            "{}",
+            crate::experiment::optimize_holdout::format_held_out(&outcome.held_out)
         );
         println!("\n{}", outcome.report.recommended_yaml);
     }

@@ -23,6 +23,7 @@ pub(super) fn experiments_named(ws: &Workspace, arg: &str) -> Result<Vec<String>
             .experiments
             .experiment_names()
             .into_iter()
+            .filter(|name| !crate::experiment::config::is_matrix_scenario(name))
             .map(str::to_string)
             .collect());
     }
@@ -42,6 +43,8 @@ pub(super) async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> 
         StepChoice::Both => RunStep::Both,
         StepChoice::Infer => RunStep::Infer,
         StepChoice::Verify => RunStep::Verify,
+        StepChoice::Challenge => RunStep::Challenge,
+        StepChoice::Open => RunStep::Open,
     };
     if step == RunStep::Infer && args.out.is_none() {
         bail!("--step infer needs --out DIR for the bundles");
@@ -84,6 +87,9 @@ pub(super) async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> 
             jobs: args.jobs,
             out: out_of(&name),
             step,
+            mode: args.mode.map(VerifyMode::protocol),
+            challenge_layers: args.challenge_layers,
+            token_positions: args.token_positions,
             from: per_experiment(&args.from, &name),
             ..Default::default()
         };

@@ -136,7 +136,14 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             ..Default::default()
         };
         // Everything a task would refuse is refused here, before anything is submitted.
-        let trials = plan_trials(&ws, &req)?.len();
+        let plans = plan_trials(&ws, &req)?;
+        // The job scripts run full mode's two halves; segment mode's exchange is not scripted.
+        anyhow::ensure!(
+            plans.iter().all(|p| p.segment.is_none()) && args.mode.is_none(),
+            "{name}: --slurm runs full-mode verification only; segment mode (mode: segment, \
+             --mode) runs with `run` or its --step infer|challenge|open|verify"
+        );
+        let trials = plans.len();
         let plan = JobPlan {
             format_version: SLURM_FORMAT_VERSION,
             experiment: name.clone(),

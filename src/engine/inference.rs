@@ -123,6 +123,7 @@ pub fn generate_committed(
         trial,
         cancel,
         Some(&mut store),
+        None,
     )?;
     Ok((out, store))
 }
@@ -142,7 +143,39 @@ pub fn generate(
     trial: usize,
     cancel: &CancelToken,
 ) -> Result<InferenceOutput> {
-    generate_inner(model, prompt_ids, params, layers, sink, trial, cancel, None)
+    generate_inner(
+        model, prompt_ids, params, layers, sink, trial, cancel, None, None,
+    )
+}
+
+/// Chooses generated token `position` from the step's logits, the context (prompt and tokens
+/// so far) and the ids banned now; None when no logit is finite.
+pub type ChooseToken<'a> = dyn Fn(&[f32], &[u32], &[u32], usize) -> Option<u32> + 'a;
+
+/// Like [`generate`], every token chosen by `choose` instead of the sampling rule (the
+/// sampling cheats of engine::cheat).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_choosing(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    layers: &[usize],
+    sink: &EventSink,
+    trial: usize,
+    cancel: &CancelToken,
+    choose: &ChooseToken<'_>,
+) -> Result<InferenceOutput> {
+    generate_inner(
+        model,
+        prompt_ids,
+        params,
+        layers,
+        sink,
+        trial,
+        cancel,
+        None,
+        Some(choose),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -155,6 +188,7 @@ fn generate_inner(
     trial: usize,
     cancel: &CancelToken,
     mut store: Option<&mut CapturedStates>,
+    choose: Option<&ChooseToken<'_>>,
 ) -> Result<InferenceOutput> {
     params.validate().map_err(anyhow::Error::msg)?;
     ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
@@ -218,9 +252,11 @@ fn generate_inner(
         } else {
             &[]
         };
-        let next = sampler
-            .sample(&logits, &history, banned, output_ids.len())
-            .context("no finite logit to sample from")?;
+        let next = match choose {
+            Some(choose) => choose(&logits, &history, banned, output_ids.len()),
+            None => sampler.sample(&logits, &history, banned, output_ids.len()),
+        }
+        .context("no finite logit to sample from")?;
         output_ids.push(next);
         history.push(next);
         let is_last = eos.contains(&next) || output_ids.len() == params.max_new_tokens;

@@ -4,9 +4,13 @@
 //! UI, plots or the command line (tests/architecture.rs keeps it so).
 
 pub mod capture;
+pub mod cheat;
 pub mod commitment;
 pub mod events;
 pub mod inference;
 pub mod sampling;
 pub mod segment;
 pub mod verification;
+
+#[cfg(test)]
+mod pytorch_control_tests;

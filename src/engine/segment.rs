@@ -40,6 +40,10 @@ impl LayerSegment {
     pub fn accepted(&self) -> usize {
         self.checks.iter().filter(|c| c.accept).count()
     }
+
+    pub fn accept_rate(&self) -> f64 {
+        self.accepted() as f64 / self.checks.len().max(1) as f64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,10 +74,12 @@ impl SegmentOutput {
         }
     }
 
-    /// Passes when the state accept rate exceeds `cutoff`, every embedding row is accepted
-    /// and the token checks (if any) pass.
+    /// Passes when every challenged layer's accept rate exceeds `cutoff` (one rate over all
+    /// of them would let a cheat confined to one layer pass once c is large: 29 of 30 layers
+    /// accepted is 0.967), every embedding row is accepted and the token checks (if any) pass.
     pub fn pass(&self, cutoff: f64) -> bool {
-        self.accept_rate() > cutoff
+        !self.segments.is_empty()
+            && self.failed_layers(cutoff).is_empty()
             && self.embedding_checks.iter().all(|c| c.accept)
             && self.token_checks.as_ref().is_none_or(TokenChecks::pass)
     }
@@ -82,7 +88,7 @@ impl SegmentOutput {
     pub fn failed_layers(&self, cutoff: f64) -> Vec<usize> {
         self.segments
             .iter()
-            .filter(|s| (s.accepted() as f64) <= cutoff * s.checks.len() as f64)
+            .filter(|s| !crate::stats::policy::verdict(s.accept_rate(), cutoff).is_pass())
             .map(|s| s.layer)
             .collect()
     }

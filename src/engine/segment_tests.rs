@@ -38,6 +38,10 @@ struct Run {
 }
 
 fn infer(model: &LoadedModel) -> Run {
+    infer_with(model, &params())
+}
+
+fn infer_with(model: &LoadedModel, sampling: &SamplingParams) -> Run {
     let prompt =
         crate::model::chat::render_prompt(model, &[("user".into(), "Name a color.".into())])
             .unwrap()
@@ -45,7 +49,7 @@ fn infer(model: &LoadedModel) -> Run {
     let (out, store) = generate_committed(
         model,
         &prompt,
-        &params(),
+        sampling,
         &[],
         &EventSink::none(),
         0,
@@ -63,6 +67,17 @@ fn infer(model: &LoadedModel) -> Run {
 /// Commits, draws the challenge of `secret` with `layers` layers, opens it, reads the opening
 /// back (every proof checked) and verifies its segments with the f32 verifier.
 fn segments(run: &Run, secret: &[u8], layers: usize) -> SegmentOutput {
+    segments_with(run, secret, layers, None, &params())
+}
+
+/// [`segments`] with `token_positions` drawn tokens checked (None: all), held to `sampling`.
+fn segments_with(
+    run: &Run,
+    secret: &[u8],
+    layers: usize,
+    token_positions: Option<usize>,
+    sampling: &SamplingParams,
+) -> SegmentOutput {
     let verifier = full();
     let (commitment, tree) = commit(&run.store, REQUEST).unwrap();
     let ch = derive_challenge(
@@ -72,7 +87,7 @@ fn segments(run: &Run, secret: &[u8], layers: usize) -> SegmentOutput {
         verifier.model.config.n_layers,
         layers,
         run.output.len(),
-        None,
+        token_positions,
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +101,6 @@ fn segments(run: &Run, secret: &[u8], layers: usize) -> SegmentOutput {
     )
     .unwrap();
     let opening = read_opening(dir.path(), &commitment, REQUEST, NONCE, run.prompt.len()).unwrap();
-    let sampling = params();
     let job = SegmentJob {
         prompt_ids: &run.prompt,
         output_ids: &run.output,
@@ -95,7 +109,7 @@ fn segments(run: &Run, secret: &[u8], layers: usize) -> SegmentOutput {
         inference_native: false,
         policy: &PolicyConfig::default(),
         tokens: Some(TokenRule {
-            sampling: &sampling,
+            sampling,
             eos_ids: verifier.tokenizer.eos_ids(),
             output_complete: true,
         }),
@@ -162,6 +176,8 @@ fn a_skipped_layer_is_caught_exactly_when_challenged() {
     );
     let all = segments(&run, &secret(999), 30);
     assert_eq!(all.failed_layers(0.95), vec![5]);
+    // 29 of 30 layers accepted is above the cutoff as one rate: the verdict is per layer.
+    assert!(!all.pass(0.95));
 }
 
 #[test]
@@ -204,6 +220,181 @@ fn measure_skip_detection_against_c() {
             "skip layer 13, c = {c}: caught {caught}/{trials} = {:.3}; 1 − (1 − 1/L)^c = {:.3}",
             caught as f64 / trials as f64,
             1.0 - (1.0 - 1.0 / n_layers).powi(c as i32)
+        );
+    }
+}
+
+#[test]
+fn a_layer_with_requantized_weights_is_caught_exactly_when_challenged() {
+    let honest = full();
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
+        let cheating = LoadedModel {
+            model: Arc::new(honest.model.with_layer_requantized(9, ty).unwrap()),
+            ..honest.clone()
+        };
+        let run = infer(&cheating);
+        let all = segments(&run, &secret(300), 30);
+        assert_eq!(all.failed_layers(0.95), vec![9], "{ty:?}");
+        assert!(!all.pass(0.95));
+        let (mut challenged, mut missed) = (0, 0);
+        for i in 0..200 {
+            if challenged >= 1 && missed >= 1 {
+                break;
+            }
+            let out = segments(&run, &secret(400 + i), 3);
+            let layers: Vec<usize> = out.segments.iter().map(|s| s.layer).collect();
+            if layers.contains(&9) {
+                challenged += 1;
+                assert!(!out.pass(0.95), "{ty:?} {layers:?}");
+            } else {
+                missed += 1;
+                assert!(out.pass(0.95), "{ty:?} {layers:?}");
+            }
+        }
+        assert!(challenged >= 1 && missed >= 1);
+    }
+}
+
+/// Detection of one-layer cheats (layer 13 skipped; layer 13's weights quantized to q4_0 or
+/// q8_0) against c, each over `DRAWS` challenges from distinct secrets, beside
+/// 1 − (1 − k/L)^c with k = 1. A measurement, not a check:
+/// `cargo test --release --lib measure_one_layer_cheats -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_one_layer_cheats_against_c() {
+    const DRAWS: usize = 100;
+    let honest = full();
+    let n_layers = honest.model.config.n_layers as f64;
+    let cheats: Vec<(&str, LoadedModel)> = vec![
+        (
+            "skip layer 13",
+            LoadedModel {
+                model: Arc::new(honest.model.with_layer_skipped(13).unwrap()),
+                ..honest.clone()
+            },
+        ),
+        (
+            "layer 13 in q4_0",
+            LoadedModel {
+                model: Arc::new(
+                    honest
+                        .model
+                        .with_layer_requantized(13, GgmlDType::Q4_0)
+                        .unwrap(),
+                ),
+                ..honest.clone()
+            },
+        ),
+        (
+            "layer 13 in q8_0",
+            LoadedModel {
+                model: Arc::new(
+                    honest
+                        .model
+                        .with_layer_requantized(13, GgmlDType::Q8_0)
+                        .unwrap(),
+                ),
+                ..honest.clone()
+            },
+        ),
+    ];
+    for (name, model) in &cheats {
+        let run = infer(model);
+        for c in [1, 2, 4, 8] {
+            let caught = (0..DRAWS)
+                .filter(|&i| !segments(&run, &secret(20_000 + i), c).pass(0.95))
+                .count();
+            println!(
+                "{name}, c = {c}: caught {caught}/{DRAWS} = {:.2}; 1 − (1 − 1/L)^c = {:.3}",
+                caught as f64 / DRAWS as f64,
+                1.0 - (1.0 - 1.0 / n_layers).powi(c as i32)
+            );
+        }
+    }
+}
+
+/// A provider that ignores the request's seeded sampling and decodes greedily (a sampling
+/// cheat: its states are all honest for the tokens it chose).
+fn greedy_run(tokens: usize) -> (Run, SamplingParams) {
+    let asked = SamplingParams {
+        max_new_tokens: tokens,
+        ..params()
+    };
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        ..asked.clone()
+    };
+    (infer_with(&full(), &greedy), asked)
+}
+
+#[test]
+fn a_subset_of_token_positions_checks_those_tokens_alone() {
+    let (run, asked) = greedy_run(12);
+    let all = segments_with(&run, &secret(500), 1, None, &asked);
+    let tokens = all.token_checks.as_ref().unwrap();
+    assert_eq!(tokens.records.len(), run.output.len());
+    let rejected: Vec<usize> = tokens
+        .records
+        .iter()
+        .filter(|r| !r.accept)
+        .map(|r| r.position)
+        .collect();
+    assert!(
+        !rejected.is_empty() && rejected.len() < run.output.len(),
+        "greedy decoding departs from the seeded draw at some tokens, not all: {rejected:?}"
+    );
+    assert!(!all.pass(0.95));
+    // The states are honest: every challenged layer matches whatever the tokens.
+    assert!(all.failed_layers(0.95).is_empty());
+    for i in 0..12 {
+        let k = 3;
+        let out = segments_with(&run, &secret(600 + i), 1, Some(k), &asked);
+        let checked = out.token_checks.as_ref().unwrap();
+        let drawn: Vec<usize> = checked.records.iter().map(|r| r.position).collect();
+        assert_eq!(drawn.len(), k);
+        // Caught exactly when a departing token was drawn.
+        let hit = drawn.iter().any(|p| rejected.contains(p));
+        assert_eq!(
+            out.pass(0.95),
+            !hit,
+            "drawn {drawn:?}, departing {rejected:?}"
+        );
+        // The opening carries the final column at the k drawn tokens only.
+        assert!(out.bytes_received < all.bytes_received);
+    }
+}
+
+/// Detection of the greedy sampling cheat against the number of token positions checked, over
+/// `DRAWS` challenges each, beside 1 − C(N − m, k)/C(N, k) for m departing tokens of N.
+/// `cargo test --release --lib measure_token_subset -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_token_subset_detection() {
+    const DRAWS: usize = 100;
+    let (run, asked) = greedy_run(32);
+    let all = segments_with(&run, &secret(700), 1, None, &asked);
+    let n = run.output.len();
+    let m = all
+        .token_checks
+        .as_ref()
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| !r.accept)
+        .count();
+    println!("greedy run: {m} of {n} tokens depart from the seeded draw");
+    for k in [1, 2, 4, 8, 16, n] {
+        let caught = (0..DRAWS)
+            .filter(|&i| !segments_with(&run, &secret(30_000 + i), 1, Some(k), &asked).pass(0.95))
+            .count();
+        // P(no departing token among k drawn of n) = C(n - m, k) / C(n, k).
+        let miss: f64 = (0..k)
+            .map(|j| (n - m - j.min(n - m)) as f64 / (n - j) as f64)
+            .product();
+        println!(
+            "tokens checked k = {k}: caught {caught}/{DRAWS} = {:.2}; 1 − C(N−m,k)/C(N,k) = {:.3}",
+            caught as f64 / DRAWS as f64,
+            1.0 - miss
         );
     }
 }

@@ -205,6 +205,35 @@ pub fn write_bundle(dir: &Path, mut manifest: Manifest, states: &CapturedStates)
     Ok(())
 }
 
+/// Writes the bundle of segment mode (docs/commitment.md): the manifest alone, its commitment
+/// root standing for every state; no hidden-states file, no layers. A few KB whatever the
+/// model; the states stay in the inferencer's private store until a challenge opens them.
+pub fn write_root_only_bundle(dir: &Path, mut manifest: Manifest) -> Result<()> {
+    ensure!(
+        manifest.commitment.is_some(),
+        "a root-only bundle needs the commitment of a store"
+    );
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating bundle directory {}", dir.display()))?;
+    manifest.layers = Vec::new();
+    manifest.hidden_states = TensorFile {
+        file: TENSORS_FILE.into(),
+        sha256: String::new(),
+        bytes: 0,
+    };
+    write_file_atomic(
+        &dir.join(MANIFEST_FILE),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )
+}
+
+impl Manifest {
+    /// A segment-mode bundle: a commitment, and no shipped states at all.
+    pub fn is_root_only(&self) -> bool {
+        self.commitment.is_some() && self.layers.is_empty() && self.hidden_states.bytes == 0
+    }
+}
+
 /// Reads and checks a bundle. Everything is validated before use: sizes, checksum, names,
 /// shapes, dtypes.
 pub fn read_bundle(dir: &Path) -> Result<Bundle> {
@@ -273,6 +302,11 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             manifest.dtype
         )
     })?;
+    if manifest.is_root_only() {
+        // Nothing else to size: the commitment was bounded above, and its fit to the model and
+        // tokens is checked where it is used.
+        return Ok(manifest);
+    }
     let n = manifest.output_ids.len();
     let hidden = manifest.model.hidden;
     let mut layers = manifest.layers.clone();
@@ -429,6 +463,13 @@ fn check_tensor_shapes(bytes: &[u8], path: &Path, n: usize, hidden: usize) -> Re
 
 /// Reads a bundle's hidden states as its (checked) manifest describes them.
 pub fn read_states(dir: &Path, manifest: &Manifest) -> Result<CapturedStates> {
+    ensure!(
+        !manifest.is_root_only(),
+        "{}: a root-only bundle (segment mode) ships no hidden states, only its commitment root: \
+         verify it from an opening (`challenge`, `open`, `verify --opening`, or `run --step \
+         challenge|open|verify --mode segment`)",
+        dir.display()
+    );
     let tensor_path = dir.join(TENSORS_FILE);
     let dtype = dtype_from_name(&manifest.dtype).expect("read_manifest checked the dtype");
     let n = manifest.output_ids.len();

@@ -119,6 +119,7 @@ fn judge(
     let texts = derive_texts(&manifest, &model)?;
     let states = read_states(dir, &manifest)?;
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers: vec![role.clone()],
         policy: PolicyConfig::default(),
         cutoff: 0.95,
@@ -179,7 +180,10 @@ fn mutated_manifests_get_a_verdict_on_the_intact_bundle_or_a_clear_error() {
         expected: TrialVerdict::Pass,
         chunk: None,
         spec_layers: LayerSelection::Every(8),
+        segment: None,
         nonce: None,
+        cheat: None,
+        lazy_verifiers: Vec::new(),
     };
     let (manifest, states) =
         infer_trial(&ws, &plan, None, &EventSink::none(), &CancelToken::new()).unwrap();

@@ -5,12 +5,19 @@
 pub mod bundle;
 #[cfg(test)]
 mod bundle_fuzz_tests;
+pub mod cheating;
 pub mod config;
+pub mod decision;
+pub mod matrix;
+pub mod matrix_output;
+pub mod matrix_run;
 pub mod optimize;
+pub mod optimize_holdout;
 pub mod output;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
+pub mod protocol;
 pub mod report;
 pub mod request;
 pub mod request_check;

@@ -20,6 +20,8 @@ pub struct OptimizeOutcome {
     pub report: OptimizationReport,
     pub json_path: PathBuf,
     pub yaml_path: PathBuf,
+    /// The recommended thresholds on trials they were not fitted on.
+    pub held_out: super::optimize_holdout::HeldOutReport,
 }
 
 /// The precision tier a trial's checks were judged at (coarsest dtype of the pair).
@@ -112,6 +114,35 @@ pub async fn optimize(
         &by_tier,
     );
     let dir = new_run_dir(&ws.data_dir, "optimize")?;
+    // The same experiments again on other seeds and prompts, to test what was just fitted;
+    // their runs live in the optimization's own folder (held_out/<experiment>).
+    let mut held_out_trials = Vec::new();
+    for name in &experiments {
+        let base = ws
+            .config
+            .experiments
+            .get(name)
+            .and_then(|spec| spec.seed)
+            .unwrap_or(0);
+        let req = RunRequest {
+            experiment: name.clone(),
+            trials: Some(trials),
+            max_new_tokens,
+            gpu_profile,
+            seed: Some(base + super::optimize_holdout::HELD_OUT_SEED_OFFSET),
+            out: Some(dir.join("held_out").join(name)),
+            jobs: 1,
+            ..Default::default()
+        };
+        let outcome = run_experiment(ws.clone(), req, sink.clone(), cancel.clone()).await?;
+        held_out_trials.extend(outcome.trials);
+    }
+    let held_out = super::optimize_holdout::validate(&report, &all, &held_out_trials);
+    std::fs::write(
+        dir.join("held_out.json"),
+        serde_json::to_vec_pretty(&held_out)?,
+    )
+    .with_context(|| format!("writing {}", dir.join("held_out.json").display()))?;
     let json_path = dir.join("optimization.json");
     let yaml_path = dir.join("recommended_policy.yaml");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
@@ -121,6 +152,7 @@ pub async fn optimize(
         report,
         json_path,
         yaml_path,
+        held_out,
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, ensure, Result};
 
-use super::config::{ChatRole, ExperimentSpec, GpuUse, Prompt, Role};
+use super::config::{ChatRole, ExperimentSpec, GpuUse, Prompt, Role, DEFAULT_CHALLENGED_LAYERS};
 use super::workspace::Workspace;
 use crate::engine::sampling::SamplingParams;
 use crate::model::device::DeviceProfile;
@@ -23,6 +23,10 @@ pub enum RunStep {
     Infer,
     /// Verify bundles written by `Infer` (possibly on another machine).
     Verify,
+    /// Segment mode, the verifiers' machine: draw each verifier's challenge for every bundle.
+    Challenge,
+    /// Segment mode, the inferencer's machine: answer the challenges from the private stores.
+    Open,
 }
 
 /// What to run, with the command line's or the TUI's overrides of the configuration.
@@ -45,6 +49,13 @@ pub struct RunRequest {
     /// The profile every role with a `gpu_device` runs on instead (`run --gpu`).
     pub gpu_profile: Option<DeviceProfile>,
     pub chunk: Option<usize>,
+    /// Full or segment verification (`run --mode`); None: the experiment's `mode:`.
+    pub mode: Option<super::config::VerificationMode>,
+    /// Layers each verifier challenges in segment mode (`run --challenge-layers`); None: the
+    /// experiment's `challenge_layers:` or the default.
+    pub challenge_layers: Option<usize>,
+    /// Generated tokens each verifier's token checks cover in segment mode; None: all.
+    pub token_positions: Option<usize>,
 }
 
 /// Everything one trial needs, resolved from configuration and overrides.
@@ -63,8 +74,15 @@ pub struct TrialPlan {
     /// Positions per verifier prefill chunk; None: each verifier's device default.
     pub chunk: Option<usize>,
     pub spec_layers: super::config::LayerSelection,
+    /// Segment mode's challenge per verifier (docs/commitment.md); None: full mode.
+    pub segment: Option<SegmentSettings>,
     /// The nonce of the request this trial serves (`infer --request`); None: a fresh one.
     pub nonce: Option<String>,
+    /// The inferencer's cheat (experiments.yaml `inference.cheat`, or a planted bundle's);
+    /// None: honest.
+    pub cheat: Option<crate::engine::cheat::Cheat>,
+    /// Which verifiers are lazy (answer PASS without computing); empty: none.
+    pub lazy_verifiers: Vec<bool>,
 }
 
 pub fn gpu_available() -> bool {
@@ -156,6 +174,7 @@ pub fn plan_trials_of(
         req.jobs
     );
     let base_seed = req.seed.or(spec.seed).unwrap_or(0);
+    let segment = segment_settings(spec, req)?;
     // As many distinct prompts as trials (unless the experiment fixes a count), drawn with the
     // run's seed: `--trials 7 --seed 1` gets seven prompts of seed 1's draw.
     let prompts = spec.select_prompts(&ws.config.prompts, trials, base_seed);
@@ -167,6 +186,11 @@ pub fn plan_trials_of(
     Ok((0..trials)
         .map(|trial| {
             let prompt = prompts[trial % prompts.len()];
+            // A planted trial's bundle is a known-bad one: the requester expects REJECT.
+            let planted = spec
+                .plant
+                .as_ref()
+                .filter(|plant| plant.planted(base_seed, trial));
             TrialPlan {
                 experiment: req.experiment.clone(),
                 trial,
@@ -189,10 +213,19 @@ pub fn plan_trials_of(
                 },
                 policy: spec.policy.clone(),
                 cutoff: spec.cutoff,
-                expected: spec.expected,
-                chunk: req.chunk,
+                expected: match planted {
+                    Some(_) => TrialVerdict::Reject,
+                    None => spec.expected,
+                },
+                chunk: req.chunk.or(spec.chunk),
                 spec_layers: spec.layers.clone(),
+                segment,
                 nonce: None,
+                cheat: match planted {
+                    Some(plant) => Some(plant.cheat.clone()),
+                    None => spec.inference.cheat.clone(),
+                },
+                lazy_verifiers: spec.lazy_verifiers(verifiers.len()),
             }
         })
         .collect())
@@ -215,4 +248,56 @@ fn prompt_display(p: &Prompt) -> String {
         (None, Some(m)) => m.last().map(|m| m.content.clone()).unwrap_or_default(),
         (None, None) => String::new(),
     }
+}
+
+/// What each verifier challenges in segment mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSettings {
+    /// Decoder layers per verifier (c).
+    pub layers: usize,
+    /// Generated tokens whose token check is challenged (None: every one).
+    pub token_positions: Option<usize>,
+}
+
+impl Default for SegmentSettings {
+    fn default() -> Self {
+        SegmentSettings {
+            layers: DEFAULT_CHALLENGED_LAYERS,
+            token_positions: None,
+        }
+    }
+}
+
+/// The segment settings of a run: the command line's or console's choice over the
+/// experiment's; None for full mode. A count of layers beyond the model is refused when the
+/// challenge is drawn (the model's depth is known only once it is loaded).
+pub fn segment_settings(
+    spec: &ExperimentSpec,
+    req: &RunRequest,
+) -> Result<Option<SegmentSettings>> {
+    if req.mode.unwrap_or(spec.mode).is_full() {
+        ensure!(
+            req.challenge_layers.is_none() && req.token_positions.is_none(),
+            "--challenge-layers and --token-positions choose a segment verification's \
+             challenge: pass --mode segment (experiment {} verifies in full mode)",
+            req.experiment
+        );
+        return Ok(None);
+    }
+    let layers = req
+        .challenge_layers
+        .or(spec.challenge_layers)
+        .unwrap_or(DEFAULT_CHALLENGED_LAYERS);
+    ensure!(
+        layers >= 1,
+        "challenge layers {layers}: each verifier challenges at least one layer"
+    );
+    ensure!(
+        req.token_positions != Some(0),
+        "--token-positions 0: check at least one generated token"
+    );
+    Ok(Some(SegmentSettings {
+        layers,
+        token_positions: req.token_positions,
+    }))
 }

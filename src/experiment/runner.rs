@@ -55,6 +55,9 @@ async fn run_inner(
             .ok_or_else(|| anyhow!("--step verify needs --from DIR"))?;
         return super::verify_step::verify_bundles(ws, req, from, started_at, sink, cancel).await;
     }
+    if matches!(req.step, RunStep::Challenge | RunStep::Open) {
+        return super::protocol::exchange_step(&ws, req, sink);
+    }
     let spec = experiment_spec(&ws, &req.experiment)?.clone();
     let plans = plan_trials_of(&ws, &spec, req)?;
     let out_guard = results_dir(&ws, req)?;
@@ -166,6 +169,13 @@ async fn run_one_trial(
     sink: EventSink,
     cancel: CancelToken,
 ) -> Result<Option<TrialResult>> {
+    if let Some(settings) = plan.segment {
+        let infer_only = step == RunStep::Infer;
+        return super::protocol::run_segment_trial(
+            ws, plan, settings, infer_only, out_dir, sink, cancel,
+        )
+        .await;
+    }
     let started_at = unix_now();
     let (ws2, plan2, sink2, cancel2) = (ws.clone(), plan.clone(), sink.clone(), cancel.clone());
     let (manifest, states) =
@@ -213,7 +223,9 @@ async fn run_one_trial(
         trust_native_claim: true,
         // The run's own request (prompts.yaml, the experiment's sampling), never the bundle's.
         token_sampling: Some(plan.sampling.clone()),
+        lazy: plan.lazy_verifiers.clone(),
     };
+    let ws_for_decision = ws.clone();
     let mut result = verify_trial(
         ws,
         Arc::new(manifest),
@@ -227,6 +239,7 @@ async fn run_one_trial(
     // The trial began with its inference, not with its verification.
     result.started_at = started_at;
     result.request_checked = true;
+    super::decision::decide_configured(&ws_for_decision, &mut result, &sink);
     write_trial(out_dir, &result)?;
     sink.emit(EngineEvent::TrialDone {
         trial: plan.trial,

@@ -78,7 +78,22 @@ pub fn infer_trial_with(
         request.nonce = nonce.clone();
         request.sha256 = Some(request.digest());
     }
-    let (out, store) = if commit {
+    if commit && plan.cheat.is_some() {
+        bail!("a cheating inferencer runs without the commitment store (full verification only)");
+    }
+    let (out, store) = if let Some(cheat) = &plan.cheat {
+        let out = super::cheating::infer_cheating(
+            ws,
+            plan,
+            &model,
+            &prompt_ids,
+            &layers,
+            sink,
+            cancel,
+            cheat,
+        )?;
+        (out, None)
+    } else if commit {
         let (out, store) = crate::engine::inference::generate_committed(
             &model,
             &prompt_ids,
@@ -349,6 +364,9 @@ pub struct VerifySettings {
     /// The sampling parameters the generated tokens are held to (the request's, never the
     /// bundle's when a request is known); None: state checks only.
     pub token_sampling: Option<SamplingParams>,
+    /// Which verifiers are lazy: they answer PASS without computing
+    /// (engine::cheat::lazy_verification). Empty: none.
+    pub lazy: Vec<bool>,
 }
 
 /// The verification half: every verifier on its own blocking task, concurrently.
@@ -393,7 +411,12 @@ pub async fn verify_trial(
         let (policy, chunk) = (settings.policy.clone(), settings.chunk);
         let trust_native = settings.trust_native_claim;
         let token_sampling = settings.token_sampling.clone();
+        let lazy = settings.lazy.get(index).copied().unwrap_or(false);
         tasks.spawn_blocking(move || -> Result<(usize, RoleSpec, VerificationOutput)> {
+            if lazy {
+                let out = crate::engine::cheat::lazy_verification(&states)?;
+                return Ok((index, role_spec_of_plan(&role), out));
+            }
             let model = ws.load_reporting(&role, &sink)?;
             check_same_model(&manifest, &model)?;
             sink.emit(EngineEvent::VerifierStarted {
@@ -461,7 +484,7 @@ fn verifier_verdict(out: &VerificationOutput, cutoff: f64) -> Verdict {
     }
 }
 
-fn assemble_trial(
+pub(super) fn assemble_trial(
     manifest: &Manifest,
     output_text: String,
     captured_bytes: usize,
@@ -519,6 +542,7 @@ fn assemble_trial(
                 // No checks (an inference cancelled before its first token) is no evidence
                 // either way: its accept rate of 0 must not count as a measured rejection.
                 complete: !out.cancelled && !out.checks.is_empty(),
+                segment: None,
                 statistics: VerifierStatistics {
                     summary,
                     checks: out.checks,
@@ -568,5 +592,6 @@ fn assemble_trial(
         },
         complete,
         request_checked: false,
+        decision: None,
     }
 }

@@ -67,6 +67,7 @@ pub(super) async fn verify_bundles(
     let out_guard = results_dir(&ws, req)?;
     let out_dir = out_guard.path().to_path_buf();
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers,
         policy: spec.policy.clone(),
         cutoff: spec.cutoff,
@@ -191,7 +192,7 @@ pub(super) async fn verify_one_bundle(
     // to fewer (say only a shallow layer) would otherwise be judged on those alone.
     let expected_layers = spec.layers.resolve(manifest.model.n_layers);
     ensure!(
-        manifest.layers == expected_layers,
+        manifest.layers == expected_layers || manifest.is_root_only(),
         "bundle records layers {:?}, but {} checks {:?} ({} of a {}-layer model)",
         manifest.layers,
         req.experiment,
@@ -253,21 +254,36 @@ pub(super) async fn verify_one_bundle(
         ..plan.prompt.clone()
     };
     let settings = &VerifySettings {
+        lazy: Vec::new(),
         token_sampling: Some(plan.sampling.clone()),
         ..settings.clone()
     };
-    let states = read_states(dir, &manifest)?;
-    let mut result = verify_trial(
-        ws.clone(),
-        Arc::new(manifest),
-        Arc::new(states),
-        settings,
-        prompt,
-        sink.clone(),
-        cancel.clone(),
-    )
-    .await?;
+    let mut result = if plan.segment.is_some() {
+        super::protocol::verify_bundle_openings(
+            ws.clone(),
+            dir,
+            manifest,
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    } else {
+        let states = read_states(dir, &manifest)?;
+        verify_trial(
+            ws.clone(),
+            Arc::new(manifest),
+            Arc::new(states),
+            settings,
+            prompt,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await?
+    };
     result.trial = trial;
     result.request_checked = true;
+    super::decision::decide_configured(ws, &mut result, sink);
     Ok(result)
 }

@@ -39,6 +39,9 @@ pub struct ModelConfig {
     pub rope_scaling: Option<Llama3RopeScaling>,
     pub max_positions: usize,
     pub tie_embeddings: bool,
+    /// Attention over the last this-many positions only (Mistral's sliding window); None: full
+    /// causal attention.
+    pub sliding_window: Option<usize>,
 }
 
 impl ModelConfig {
@@ -106,6 +109,7 @@ impl ModelConfig {
             rope_scaling: None,
             max_positions: get_usize("context_length").unwrap_or(4096),
             tie_embeddings,
+            sliding_window: None,
         })
     }
 
@@ -169,23 +173,33 @@ impl ModelConfig {
             },
             None => None,
         };
-        // Attention here is full causal: identical to a sliding window only while every
-        // sequence fits in the window, so the window bounds the usable context.
         // transformers' defaults: Mistral slides (4096 when the key is absent, off when null);
-        // Qwen2 only with `use_sliding_window: true`; Llama never.
+        // Qwen2 only with `use_sliding_window: true`; Llama never. Mistral's window is computed
+        // (windowed attention, the KV cache truncated to it), so it no longer bounds the
+        // context. Qwen2's window applies from layer `max_window_layers` on, which this forward
+        // pass does not model: there the window still bounds the context (where full causal
+        // attention and the window agree).
         let mut max_positions = raw.max_position_embeddings.unwrap_or(4096);
-        let window = match raw.model_type.as_str() {
-            "mistral" => match &raw.sliding_window {
-                None => Some(4096),
-                Some(w) => w.as_u64(),
-            },
-            "qwen2" if raw.use_sliding_window == Some(true) => {
-                raw.sliding_window.as_ref().and_then(|w| w.as_u64())
+        let mut sliding_window = None;
+        match raw.model_type.as_str() {
+            "mistral" => {
+                sliding_window = match &raw.sliding_window {
+                    None => Some(4096),
+                    Some(w) => w.as_u64().map(|w| w as usize),
+                }
+                .filter(|&w| w > 0);
             }
-            _ => None,
-        };
-        if let Some(window) = window.filter(|&w| w > 0) {
-            max_positions = max_positions.min(window as usize);
+            "qwen2" if raw.use_sliding_window == Some(true) => {
+                if let Some(window) = raw
+                    .sliding_window
+                    .as_ref()
+                    .and_then(|w| w.as_u64())
+                    .filter(|&w| w > 0)
+                {
+                    max_positions = max_positions.min(window as usize);
+                }
+            }
+            _ => {}
         }
         let n_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         Ok(ModelConfig {
@@ -204,6 +218,7 @@ impl ModelConfig {
             rope_scaling,
             max_positions,
             tie_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            sliding_window,
         })
     }
 

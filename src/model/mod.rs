@@ -182,3 +182,5 @@ fn cached_sha256(files: &[PathBuf]) -> Result<String> {
 mod hub_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

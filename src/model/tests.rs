@@ -493,9 +493,11 @@ fn hf_configs_with_features_this_forward_does_not_compute_are_refused() {
     .unwrap();
     assert_eq!(v5.rope_theta, 500000.0);
     assert!(v5.rope_scaling.is_some());
-    // Full attention equals a sliding window only inside the window: an active window bounds
-    // the context, with transformers' defaults (Qwen2 off unless asked, Mistral on).
+    // Qwen2's window (from max_window_layers on) is not modelled, so it bounds the context,
+    // with transformers' default (off unless asked). Mistral's window is computed (windowed
+    // attention), so it no longer bounds the context: absent = 4096, null = none.
     let positions = |changes: serde_json::Value| tiny_config_with(changes).unwrap().max_positions;
+    let window = |changes: serde_json::Value| tiny_config_with(changes).unwrap().sliding_window;
     assert_eq!(positions(json!({"sliding_window": 64})), 512);
     assert_eq!(
         positions(json!({"sliding_window": 64, "use_sliding_window": true})),
@@ -503,7 +505,11 @@ fn hf_configs_with_features_this_forward_does_not_compute_are_refused() {
     );
     assert_eq!(
         positions(json!({"model_type": "mistral", "sliding_window": 64})),
-        64
+        512
+    );
+    assert_eq!(
+        window(json!({"model_type": "mistral", "sliding_window": 64})),
+        Some(64)
     );
     assert_eq!(
         positions(
@@ -512,9 +518,18 @@ fn hf_configs_with_features_this_forward_does_not_compute_are_refused() {
         32768
     );
     assert_eq!(
-        positions(json!({"model_type": "mistral", "max_position_embeddings": 32768})),
-        4096
+        window(json!({"model_type": "mistral", "sliding_window": null})),
+        None
     );
+    assert_eq!(
+        positions(json!({"model_type": "mistral", "max_position_embeddings": 32768})),
+        32768
+    );
+    assert_eq!(
+        window(json!({"model_type": "mistral", "max_position_embeddings": 32768})),
+        Some(4096)
+    );
+    assert_eq!(window(json!({"sliding_window": 64})), None);
     assert!(tiny_config_with(json!({"hidden_act": "silu"})).is_ok());
     assert!(tiny_config_with(json!({"hidden_act": "swish"})).is_ok());
 }

@@ -49,6 +49,10 @@ pub struct TappedModel {
     /// cheaper computation that a cheating provider could run, used to test that verifiers
     /// catch it. None for every model loaded from weights.
     skipped_layer: Option<usize>,
+    /// Attention sees only the last W positions (the query's own included) and the cache keeps
+    /// only the W − 1 before it: Mistral's sliding window, or the kv-window cheat
+    /// (engine::cheat). None: full causal attention.
+    attention_window: Option<usize>,
 }
 
 /// Keys and values of the positions processed so far, per layer.
@@ -121,6 +125,7 @@ impl TappedModel {
             builder.linear_from_float(&embed_tokens, "lm_head (tied to embeddings)")?
         };
         let (cos, sin) = rotary_tables(&config, &builder.device, builder.dtype)?;
+        let attention_window = config.sliding_window;
         let native_rounds_activations = builder
             .file
             .stores_quantized("model.layers.0.self_attn.q_proj.weight");
@@ -138,6 +143,7 @@ impl TappedModel {
             sin,
             rope_interleaved,
             skipped_layer: None,
+            attention_window,
         })
     }
 
@@ -153,6 +159,94 @@ impl TappedModel {
             skipped_layer: Some(index),
             ..self.clone()
         })
+    }
+
+    /// This model with attention limited to the last `window` positions (the KV cache
+    /// truncated to them): a cheat when the model has no window of its own. Shares the weights.
+    pub fn with_attention_window(&self, window: usize) -> Result<TappedModel> {
+        ensure!(
+            window >= 1,
+            "an attention window of 0 positions sees nothing"
+        );
+        Ok(TappedModel {
+            attention_window: Some(window),
+            ..self.clone()
+        })
+    }
+
+    /// The attention window in effect (Mistral's sliding window, or a cheat's); None: full.
+    pub fn attention_window(&self) -> Option<usize> {
+        self.attention_window
+    }
+
+    /// This model with every decoder layer's seven linear weights replaced by `change(layer,
+    /// name, weight)` ([out, in], the compute dtype): how a substitute model of the same shape
+    /// is made (engine::cheat's low-rank change). Float weights only.
+    pub fn with_linear_weights_changed(
+        &self,
+        mut change: impl FnMut(usize, &str, &Tensor) -> Result<Tensor>,
+    ) -> Result<TappedModel> {
+        let mut layers = self.layers.clone();
+        for (index, layer) in layers.iter_mut().enumerate() {
+            for (name, linear) in [
+                ("q_proj", &mut layer.q_proj),
+                ("k_proj", &mut layer.k_proj),
+                ("v_proj", &mut layer.v_proj),
+                ("o_proj", &mut layer.o_proj),
+                ("gate_proj", &mut layer.gate_proj),
+                ("up_proj", &mut layer.up_proj),
+                ("down_proj", &mut layer.down_proj),
+            ] {
+                let weight = linear.dense_weight().with_context(|| {
+                    format!(
+                        "layer {index} {name} is block-quantized: only float weights can be \
+                         changed (use precision full)"
+                    )
+                })?;
+                let changed = change(index, name, weight)?;
+                ensure!(
+                    changed.dims() == weight.dims(),
+                    "layer {index} {name}: a changed weight must keep its shape {:?}",
+                    weight.dims()
+                );
+                *linear = linear.with_dense_weight(changed.to_dtype(weight.dtype())?);
+            }
+        }
+        Ok(TappedModel {
+            layers,
+            ..self.clone()
+        })
+    }
+
+    /// This model with every linear of decoder layer `index` block-quantized to `ty` (a
+    /// cheat: one layer's weights cheaper, the others untouched). The other layers share the
+    /// weights.
+    pub fn with_layer_requantized(
+        &self,
+        index: usize,
+        ty: candle_core::quantized::GgmlDType,
+    ) -> Result<TappedModel> {
+        ensure!(
+            index < self.config.n_layers,
+            "layer {index} is beyond the model's {} layers",
+            self.config.n_layers
+        );
+        let mut model = self.clone();
+        let layer = &mut model.layers[index];
+        for linear in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.o_proj,
+            &mut layer.gate_proj,
+            &mut layer.up_proj,
+            &mut layer.down_proj,
+        ] {
+            *linear = linear
+                .requantized(ty, &self.device)
+                .with_context(|| format!("requantizing layer {index}"))?;
+        }
+        Ok(model)
     }
 
     pub fn device(&self) -> &Device {
@@ -492,7 +586,32 @@ impl TappedModel {
             ),
             _ => (k, v),
         };
-        cache.layers[index] = Some((k.clone(), v.clone()));
+        // The keys held here are those of the last positions before this call, then this
+        // call's: the first of them is at `key_start`.
+        let key_start = offset + seq - k.dim(1)?;
+        let windowed_mask;
+        let mask = match self.attention_window {
+            Some(window) => {
+                // The next call's first query sees back to W − 1 positions before it.
+                let keep = (window - 1).min(k.dim(1)?);
+                let from = k.dim(1)? - keep;
+                cache.layers[index] = (keep > 0)
+                    .then(|| -> Result<(Tensor, Tensor)> {
+                        Ok((
+                            k.narrow(1, from, keep)?.contiguous()?,
+                            v.narrow(1, from, keep)?.contiguous()?,
+                        ))
+                    })
+                    .transpose()?;
+                windowed_mask =
+                    window_mask(seq, offset, key_start, k.dim(1)?, window, &self.device)?;
+                windowed_mask.as_ref()
+            }
+            None => {
+                cache.layers[index] = Some((k.clone(), v.clone()));
+                mask
+            }
+        };
 
         // Grouped-query attention without copying K/V: query heads sharing a K/V head are
         // stacked along the row axis, so each group is one batched matmul.
@@ -527,6 +646,38 @@ impl TappedModel {
         };
         Ok(y.squeeze(0)?)
     }
+}
+
+/// Additive mask [seq, keys] for attention limited to the last `window` positions: query i
+/// (position offset + i) sees key j (position key_start + j) when offset + i − window < key
+/// position ≤ offset + i. None when every query sees every key.
+fn window_mask(
+    seq: usize,
+    offset: usize,
+    key_start: usize,
+    keys: usize,
+    window: usize,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let visible = |i: usize, j: usize| {
+        let (query, key) = (offset + i, key_start + j);
+        key <= query && key + window > query
+    };
+    if (0..seq).all(|i| (0..keys).all(|j| visible(i, j))) {
+        return Ok(None);
+    }
+    let values: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..keys).map(move |j| {
+                if visible(i, j) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(values, (seq, keys), device)?))
 }
 
 /// Additive mask [seq, offset+seq]: 0 where query i may see key j (j ≤ offset+i), −∞ elsewhere.

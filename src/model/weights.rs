@@ -148,6 +148,47 @@ impl Linear {
         Ok(y.to_dtype(x.dtype())?)
     }
 
+    /// The float weight ([out, in]); None when it is block-quantized.
+    pub fn dense_weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// This linear with another float weight of the same shape, the bias kept.
+    pub fn with_dense_weight(&self, weight: Tensor) -> Linear {
+        Linear {
+            weight: LinearWeight::Dense(weight),
+            bias: self.bias.clone(),
+        }
+    }
+
+    /// This linear with its float weight block-quantized to `ty` (the real rounding of
+    /// `QTensor::quantize`) and run by the quantized kernels: a cheat confined to the layers a
+    /// provider chooses. Refused for a weight that is quantized already.
+    pub fn requantized(&self, ty: GgmlDType, device: &Device) -> Result<Linear> {
+        let LinearWeight::Dense(w) = &self.weight else {
+            bail!("the weight is quantized already; requantize a full-precision model");
+        };
+        let float = w.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let in_dim = *float.dims().last().unwrap_or(&0);
+        anyhow::ensure!(
+            in_dim % ty.block_size() == 0,
+            "input dimension {in_dim} is not a multiple of {ty:?}'s block size {}",
+            ty.block_size()
+        );
+        let q = if device.is_cpu() {
+            QTensor::quantize(&float, ty)?
+        } else {
+            QTensor::quantize_onto(&float, ty, device)?
+        };
+        Ok(Linear {
+            weight: LinearWeight::Quantized(QMatMul::QTensor(Arc::new(q))),
+            bias: self.bias.clone(),
+        })
+    }
+
     pub fn bytes(&self) -> usize {
         let w = match &self.weight {
             LinearWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),

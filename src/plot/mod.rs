@@ -13,6 +13,7 @@ pub mod distributions;
 pub mod heatmap;
 #[cfg(test)]
 mod input_tests;
+pub mod matrix;
 pub mod metric;
 pub mod overhead;
 pub mod roc;

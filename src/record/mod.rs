@@ -7,3 +7,4 @@
 pub mod input;
 pub mod limits;
 pub mod results;
+pub mod segment_result;

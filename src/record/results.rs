@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::{MAX_MODEL_LAYERS, MAX_TRIALS, MAX_VERIFIERS};
 use crate::stats::metrics::{float_serde, CheckMetrics};
 use crate::stats::policy::TierThresholds;
+use crate::stats::sequential::{SequentialDecision, Sprt, SprtOutcome};
 
 pub const RESULT_FORMAT_VERSION: u32 = 1;
 
@@ -175,6 +176,10 @@ pub struct VerifierResult {
     pub verdict: Verdict,
     /// False when the run was cancelled before this verifier finished, or it had no checks.
     pub complete: bool,
+    /// Segment mode only (docs/commitment.md): the challenge and what it proved; absent from
+    /// full-mode files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<super::segment_result::SegmentRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +248,10 @@ pub struct TrialResult {
     /// `--request` and in files written before requests existed.
     #[serde(default)]
     pub request_checked: bool,
+    /// The sequential test's decision (stated α/β) and the cutoff rule's verdict beside it;
+    /// absent where the pairing's tier has no calibration and from older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRecord>,
 }
 
 impl RunSummary {
@@ -466,4 +475,34 @@ mod tests {
         summary.check_consistency().unwrap();
         assert_eq!(serde_json::to_vec_pretty(&summary).unwrap(), summary_bytes);
     }
+}
+
+// The sequential test's decision (stats::sequential; docs/policy.md "Verdicts with error
+// rates"), recorded beside the cutoff rule's verdict.
+/// One verifier's sequential test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierDecision {
+    pub name: String,
+    /// The calibration it was judged against (a tier such as `bf16`, or a matrix pairing).
+    pub calibrated_on: String,
+    pub sprt: Sprt,
+    pub outcome: SprtOutcome,
+    /// What the old cutoff rule said (with the token checks, as before).
+    pub cutoff_verdict: Verdict,
+}
+
+/// The trial's decision, recorded in its result file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// Always `sprt` for now: the rule that set `final_verdict`.
+    pub rule: String,
+    pub alpha: f64,
+    pub beta: f64,
+    /// The majority of the verifiers' decisions (undecided when there is none).
+    pub decision: SequentialDecision,
+    /// Tokens the deciding verifiers needed (their median); None when undecided.
+    pub tokens_needed: Option<usize>,
+    /// The trial verdict the cutoff rule gave.
+    pub cutoff_verdict: TrialVerdict,
+    pub verifiers: Vec<VerifierDecision>,
 }

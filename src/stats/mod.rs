@@ -3,9 +3,12 @@
 //! No candle here, so this module builds and tests on its own.
 
 pub mod aggregate;
+pub mod distribution_test;
+pub mod intervals;
 pub mod metrics;
 pub mod optimize;
 pub mod policy;
+pub mod sequential;
 
 pub use aggregate::{AcceptTally, Distribution};
 pub use metrics::{compare, CheckMetrics, CompareDtype, StatsError};

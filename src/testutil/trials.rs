@@ -192,6 +192,7 @@ fn verifier(
             Verdict::Fail
         },
         complete: true,
+        segment: None,
     }
 }
 
@@ -247,6 +248,7 @@ pub(crate) fn trial(
     };
     TrialResult {
         request_checked: false,
+        decision: None,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.to_string(),
         trial: index,

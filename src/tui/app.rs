@@ -24,6 +24,8 @@ pub enum Action {
     Quit,
     StartRun(ExperimentChoice),
     RefreshPastRuns,
+    /// Re-read the matrix folder now.
+    RefreshMatrix,
     /// Read a saved trial into slot `slot` of the run being reviewed.
     LoadTrial {
         slot: usize,
@@ -47,6 +49,8 @@ pub enum Screen {
     Picker,
     Run,
     Results,
+    /// The cheat matrix (`x`).
+    Matrix,
 }
 
 /// A question waiting for y/n.
@@ -177,6 +181,8 @@ pub struct App {
     /// Whether the last frame showed only the "terminal too small" message: keys must not act
     /// on the screen hidden behind it.
     pub too_small: std::cell::Cell<bool>,
+    /// The matrix view's state.
+    pub matrix: super::matrix_state::MatrixViewState,
     report_sender: UnboundedSender<Report>,
     reports: UnboundedReceiver<Report>,
 }
@@ -212,6 +218,7 @@ impl App {
             scroll_limits: ScrollLimits::default(),
             notice: None,
             too_small: std::cell::Cell::new(false),
+            matrix: Default::default(),
             report_sender,
             reports,
         }

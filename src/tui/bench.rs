@@ -59,6 +59,7 @@ pub(crate) fn synthetic_choice(name: &str, verifiers: usize, tokens: usize) -> E
         max_new_tokens: tokens,
         seed: 7,
         prompt_category: "general".into(),
+        segment_layers: None,
     }
 }
 

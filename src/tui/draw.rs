@@ -50,6 +50,7 @@ fn draw_screen(frame: &mut Frame, app: &App) {
         Screen::Picker => picker::render(frame, area, app),
         Screen::Run => run_view::render(frame, area, app),
         Screen::Results => results::render(frame, area, app),
+        Screen::Matrix => super::matrix_view::render(frame, area, app),
     }
     if app.shows_notice() {
         render_notice(frame, area, app);

@@ -104,6 +104,11 @@ pub fn perform(
             }
         }
         Action::RefreshPastRuns => app.set_past_runs(backend.past_runs()),
+        Action::RefreshMatrix => {
+            if let Some(root) = backend.matrix_root() {
+                app.matrix.refresh(&root);
+            }
+        }
         Action::LoadTrial { slot, path } => {
             app.trial_loaded(slot, load_viewable(backend.as_ref(), &path))
         }
@@ -441,6 +446,12 @@ async fn drive(
         tokio::select! {
             _ = ticker.tick() => {
                 dirty |= drain_events(app, &mut engine_rx);
+                // The matrix view follows its folder while a matrix fills it.
+                if app.screen == Screen::Matrix && app.matrix.due() {
+                    if let Some(root) = backend.matrix_root() {
+                        dirty |= app.matrix.refresh(&root);
+                    }
+                }
                 if PANICKED.load(Ordering::SeqCst) {
                     anyhow::bail!("a task panicked; the console stopped (details above and in the log file)");
                 }

@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::widgets::centered;
 
 /// (section, [(keys, what they do)]) — the single source of truth for the key map.
-pub const KEYS: [(&str, &[(&str, &str)]); 4] = [
+pub const KEYS: [(&str, &[(&str, &str)]); 5] = [
     (
         "Anywhere",
         &[
@@ -18,6 +18,7 @@ pub const KEYS: [(&str, &[(&str, &str)]); 4] = [
             ("Ctrl-C", "quit (asks during a run)"),
             ("r", "results: past + session"),
             ("g", "go to the current run"),
+            ("x", "cheat matrix (live)"),
             ("c", "cancel the run (asks)"),
             ("e", "export PNGs of the trial"),
             ("m", "metric: rel_l2 mean_abs"),
@@ -47,6 +48,13 @@ pub const KEYS: [(&str, &[(&str, &str)]); 4] = [
     (
         "Results",
         &[("↑↓ j k", "choose a run"), ("Enter", "open its trials")],
+    ),
+    (
+        "Matrix",
+        &[
+            ("↑↓←→ hjkl", "choose a cell"),
+            ("Enter", "open the cell's run"),
+        ],
     ),
 ];
 

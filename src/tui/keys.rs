@@ -46,6 +46,7 @@ impl App {
                 return Action::RefreshPastRuns;
             }
             KeyCode::Char('g') => self.go_to_run(),
+            KeyCode::Char('x') => return self.open_matrix_view(),
             KeyCode::Char('c') => self.request_cancel(),
             KeyCode::Char('m') => self.metric = self.metric.next(),
             KeyCode::Char('e') => return self.export_request(),
@@ -55,6 +56,7 @@ impl App {
                     Screen::Picker => self.picker_key(key),
                     Screen::Run => self.run_key(key),
                     Screen::Results => self.results_key(key),
+                    Screen::Matrix => self.matrix_key(key),
                 }
             }
         }
@@ -138,8 +140,11 @@ impl App {
                 self.picker.toggle_focus()
             }
             Screen::Picker => return self.request_quit(),
+            Screen::Run if self.viewing == Viewing::Past && self.matrix.opened_cell => {
+                self.screen = Screen::Matrix
+            }
             Screen::Run if self.viewing == Viewing::Past => self.screen = Screen::Results,
-            Screen::Run | Screen::Results => self.screen = Screen::Picker,
+            Screen::Run | Screen::Results | Screen::Matrix => self.screen = Screen::Picker,
         }
         Action::None
     }
@@ -196,7 +201,7 @@ impl App {
                     None => None,
                 }
             }
-            Screen::Picker => None,
+            Screen::Picker | Screen::Matrix => None,
         };
         match request {
             Some(ExportRequest::Trials(trials)) if trials.is_empty() => {

@@ -4,11 +4,14 @@
 
 pub mod app;
 mod bench;
+mod challenge_strip;
 mod draw;
 pub mod event_loop;
 pub mod heatmap;
 mod help;
 mod keys;
+mod matrix_state;
+mod matrix_view;
 mod picker;
 mod picker_state;
 mod results;
@@ -22,13 +25,19 @@ mod wrap;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cheats;
+#[cfg(test)]
 mod tests_keys;
 #[cfg(test)]
 mod tests_layout;
 #[cfg(test)]
+mod tests_matrix;
+#[cfg(test)]
 mod tests_run_view;
 #[cfg(test)]
 mod tests_saved;
+#[cfg(test)]
+mod tests_segment;
 #[cfg(test)]
 mod tests_slurm;
 
@@ -72,6 +81,10 @@ pub struct ExperimentChoice {
     pub max_new_tokens: usize,
     pub seed: u64,
     pub prompt_category: String,
+    /// Segment mode with this many challenged layers per verifier (docs/commitment.md);
+    /// None: full mode (one prefill per verifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_layers: Option<usize>,
 }
 
 /// A run found in the data directory.
@@ -121,6 +134,10 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
     fn load_trial(&self, path: &Path) -> anyhow::Result<TrialResult>;
+    /// Where `verillm-tui matrix` writes its folders (`<data>/matrix`); None: no matrix view.
+    fn matrix_root(&self) -> Option<PathBuf> {
+        None
+    }
     /// Writes PNGs for a trial and returns their paths. May take a while: the UI calls it off
     /// the drawing thread.
     fn export_pngs(&self, trial: &TrialResult) -> anyhow::Result<Vec<PathBuf>>;

@@ -14,13 +14,14 @@ use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
 use super::{ExperimentChoice, RoleChoice};
 use crate::record::results::TrialVerdict;
 
-const PICKER_KEYS: [(&str, &str); 8] = [
+const PICKER_KEYS: [(&str, &str); 9] = [
     ("↑↓", "choose"),
     ("Tab", "list/fields"),
     ("←→", "change"),
     ("0-9", "type"),
     ("Enter", "start"),
     ("r", "results"),
+    ("x", "matrix"),
     ("?", "help"),
     ("q", "quit"),
 ];
@@ -299,7 +300,28 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
             " at least 1".to_string(),
         ),
         ("Seed", choice.seed.to_string(), Field::Seed, String::new()),
-    ] {
+        (
+            "Verification",
+            match choice.segment_layers {
+                Some(_) => "segment".to_string(),
+                None => "full".to_string(),
+            },
+            Field::Mode,
+            match choice.segment_layers {
+                Some(_) => " commit, challenge, open; ←→ full".to_string(),
+                None => " one prefill per verifier; ←→ segment".to_string(),
+            },
+        ),
+    ]
+    .into_iter()
+    .chain(choice.segment_layers.map(|layers| {
+        (
+            "Layers (c)",
+            count(layers),
+            Field::ChallengeLayers,
+            " challenged per verifier, each its own secret".to_string(),
+        )
+    })) {
         let mut spans = vec![Span::raw(format!("{label:<16}")), cell(&value, 10, field)];
         if selected == Some(field) {
             spans.push(Span::styled(range, dim));

@@ -41,6 +41,10 @@ pub enum Field {
     Trials,
     MaxNewTokens,
     Seed,
+    /// Full or segment verification.
+    Mode,
+    /// Segment mode: layers each verifier challenges.
+    ChallengeLayers,
 }
 
 /// The picker's cursor and the (possibly edited) experiments.
@@ -58,8 +62,10 @@ pub fn fields(choice: &ExperimentChoice) -> Vec<Field> {
     let roles = 1 + choice.verifiers.len();
     let role_fields =
         (0..roles).flat_map(|r| [Field::Model(r), Field::Precision(r), Field::Device(r)]);
+    let segment = choice.segment_layers.map(|_| Field::ChallengeLayers);
     role_fields
-        .chain([Field::Trials, Field::MaxNewTokens, Field::Seed])
+        .chain([Field::Trials, Field::MaxNewTokens, Field::Seed, Field::Mode])
+        .chain(segment)
         .collect()
 }
 
@@ -95,6 +101,7 @@ pub(super) const TRIALS: RangeInclusive<usize> = 1..=MAX_TRIALS;
 fn typed_limit(field: Field) -> u64 {
     match field {
         Field::Trials => *TRIALS.end() as u64,
+        Field::ChallengeLayers => MAX_CHALLENGED_LAYERS as u64,
         _ => MAX_TYPED,
     }
 }
@@ -104,7 +111,14 @@ fn typed_limit(field: Field) -> u64 {
 fn settle_numbers(choice: &mut ExperimentChoice) {
     choice.trials = choice.trials.clamp(*TRIALS.start(), *TRIALS.end());
     choice.max_new_tokens = choice.max_new_tokens.max(1);
+    if let Some(layers) = &mut choice.segment_layers {
+        *layers = (*layers).clamp(1, MAX_CHALLENGED_LAYERS);
+    }
 }
+
+/// The most layers the picker lets a verifier challenge; a model with fewer layers refuses
+/// the count when the run draws its first challenge, naming it.
+const MAX_CHALLENGED_LAYERS: usize = 1024;
 
 impl PickerState {
     pub fn new(choices: Vec<ExperimentChoice>) -> PickerState {
@@ -192,6 +206,19 @@ impl PickerState {
                     .max(1)
             }
             Field::Seed => choice.seed = choice.seed.saturating_add_signed(delta as i64),
+            Field::Mode => {
+                choice.segment_layers = match choice.segment_layers {
+                    Some(_) => None,
+                    None => Some(crate::experiment::config::DEFAULT_CHALLENGED_LAYERS),
+                }
+            }
+            Field::ChallengeLayers => {
+                if let Some(layers) = &mut choice.segment_layers {
+                    *layers = layers
+                        .saturating_add_signed(delta)
+                        .clamp(1, MAX_CHALLENGED_LAYERS);
+                }
+            }
         }
     }
 
@@ -222,6 +249,11 @@ impl PickerState {
                 choice.max_new_tokens = edit(choice.max_new_tokens as u64, limit) as usize
             }
             Field::Seed => choice.seed = edit(choice.seed, limit),
+            Field::ChallengeLayers => {
+                if let Some(layers) = &mut choice.segment_layers {
+                    *layers = edit(*layers as u64, limit) as usize;
+                }
+            }
             _ => {}
         }
     }

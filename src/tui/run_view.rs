@@ -27,6 +27,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let verifier_rows = trial
         .map_or(run.choice.verifiers.len(), |t| t.verifiers.len())
         .max(1);
+    // Segment mode adds a row per verifier: the strip of the layers it challenged.
+    let rows_per_verifier = 2 + u16::from(trial.is_some_and(|t| segment_of(t, 0).is_some()));
     let log_height = (area.height / 5).clamp(4, 10);
     let verifier_keys = format!("1-{}", run.choice.verifiers.len().clamp(1, 9));
     let keys = [
@@ -44,7 +46,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [header, tokens, middle, heat, log, footer] = Layout::vertical([
         Constraint::Length(header_lines.len() as u16),
         Constraint::Length(1),
-        Constraint::Length((2 * verifier_rows as u16 + 2).max(8)),
+        Constraint::Length((rows_per_verifier * verifier_rows as u16 + 2).max(8)),
         Constraint::Min(5),
         Constraint::Length(log_height),
         Constraint::Length(footer_height(area.width, &keys)),
@@ -119,6 +121,13 @@ fn header_lines(run: &RunState, width: u16) -> Vec<Line<'static>> {
                 verdict_style(verdict.is_pass()),
             ));
             spans.push(Span::raw(format!(" (expected {expected} {held})")));
+        }
+        // The sequential test that set the verdict, with the tokens it took (issue 18).
+        if let Some(decision) = trial.result.as_ref().and_then(|r| r.decision.as_ref()) {
+            spans.push(Span::raw(format!(
+                " · {}",
+                crate::experiment::decision::describe(decision)
+            )));
         }
     }
     let mut lines = wrap_spans(&spans, width as usize);
@@ -281,11 +290,35 @@ fn render_verifiers(
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(trial) = trial else { return };
-    let rows = Layout::vertical(vec![Constraint::Length(2); trial.verifiers.len()]).split(inner);
+    let height = 2 + u16::from(segment_of(trial, 0).is_some());
+    let rows =
+        Layout::vertical(vec![Constraint::Length(height); trial.verifiers.len()]).split(inner);
     for (index, (verifier, row)) in trial.verifiers.iter().zip(rows.iter()).enumerate() {
         let selected = index == app.selected_verifier;
-        render_verifier(frame, *row, index, verifier, run, selected, cutoff);
+        let [main, strip] =
+            Layout::vertical([Constraint::Length(2), Constraint::Length(height - 2)]).areas(*row);
+        render_verifier(frame, main, index, verifier, run, selected, cutoff);
+        if let Some(record) = segment_of(trial, index) {
+            frame.render_widget(
+                super::challenge_strip::strip_line(record, strip.width),
+                strip,
+            );
+        }
     }
+}
+
+/// Verifier `index`'s segment-mode record, once its trial has finished.
+fn segment_of(
+    trial: &TrialView,
+    index: usize,
+) -> Option<&crate::record::segment_result::SegmentRecord> {
+    trial
+        .result
+        .as_ref()?
+        .verifiers
+        .get(index)?
+        .segment
+        .as_ref()
 }
 
 fn verifier_label(index: usize, verifier: &VerifierView, run: &RunState) -> String {
@@ -425,8 +458,13 @@ fn render_heatmap(frame: &mut Frame, area: Rect, app: &App, trial: Option<&Trial
                 .role
                 .as_ref()
                 .map_or(String::new(), |role| format!(" {}", role.device));
+            let challenged = if trial.is_some_and(|t| segment_of(t, index).is_some()) {
+                " · challenged layers (row Ln: the state leaving layer n−1)"
+            } else {
+                ""
+            };
             format!(
-                "Errors by layer · V{}{who} · {} (log) · worst per cell",
+                "Errors by layer · V{}{who}{challenged} · {} (log) · worst per cell",
                 index + 1,
                 app.metric.name()
             )

@@ -138,6 +138,7 @@ pub(super) fn trial_result(
                     Verdict::Fail
                 },
                 complete: true,
+                segment: None,
             }
         })
         .collect();
@@ -149,6 +150,7 @@ pub(super) fn trial_result(
     };
     TrialResult {
         request_checked: false,
+        decision: None,
         format_version: RESULT_FORMAT_VERSION,
         experiment: experiment.into(),
         trial,

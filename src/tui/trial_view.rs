@@ -216,6 +216,30 @@ impl TrialView {
     pub fn finish(&mut self, result: Box<TrialResult>) {
         for (index, saved) in result.verifiers.iter().enumerate() {
             let view = self.verifier_mut(index);
+            // A segment-mode verifier streams no checks, and its heatmap rows are its own
+            // challenged layers (hidden-state index l + 1 for layer l), not the trial's union:
+            // both come from the result.
+            if let Some(segment) = &saved.segment {
+                let columns: Vec<usize> = segment.challenged_layers.iter().map(|l| l + 1).collect();
+                view.grid = ErrorGrid::with_layers(&columns);
+                (view.checks, view.accepted) = (0, 0);
+                (view.token_checks, view.tokens_accepted) = (0, 0);
+                view.rejected_tokens.clear();
+                for check in &saved.statistics.checks {
+                    view.checks += 1;
+                    view.accepted += usize::from(check.accept);
+                    view.grid
+                        .record(check.position, check.layer, &check.metrics);
+                }
+                for check in &saved.statistics.token_checks {
+                    view.token_checks += 1;
+                    view.tokens_accepted += usize::from(check.accept);
+                    if !check.accept {
+                        view.rejected_tokens.push(check.position);
+                    }
+                }
+                view.started = true;
+            }
             view.role.get_or_insert_with(|| saved.role.clone());
             view.outcome.get_or_insert(VerifierOutcome {
                 accept_rate: saved.statistics.summary.accept_rate,
@@ -391,6 +415,7 @@ impl RunState {
             max_new_tokens: 0,
             seed: 0,
             prompt_category: String::new(),
+            segment_layers: None,
         };
         let status = if summary.complete {
             RunStatus::Finished

@@ -22,6 +22,10 @@ pub const OPENING_FORMAT_VERSION: u32 = 1;
 const MAX_OPENING_JSON_BYTES: u64 = 16 << 20;
 /// One opened column's rows or proofs: 1M positions × 16k wide × 4 bytes would be 64 GiB.
 const MAX_COLUMN_FILE_BYTES: u64 = 8 << 30;
+/// A whole opening, rows and proofs, all held in memory while verified: 4 GiB covers c = 4 of a
+/// 70B model (8192 wide) at 8k tokens in f32 (10 columns of 256 MiB); the embedded model's
+/// c = 4 opening at N = 1024 is 30 MB (measure-commitment.sh).
+pub const MAX_OPENING_BYTES: u64 = 4 << 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +216,29 @@ pub fn read_opening(
     let root = parse_hash("root", &expected.root)?;
     let request = parse_hash("request sha256", request_sha256)?;
     let row_bytes = shape.hidden * dtype.size_in_bytes();
+    // The whole opening's size follows from the commitment and the challenge alone: refused
+    // before any of it is read when it exceeds what a verifier holds in memory.
+    let expected_bytes: u128 = wanted
+        .iter()
+        .map(|(column, positions)| {
+            positions
+                .iter()
+                .map(|&p| {
+                    row_bytes as u128
+                        + 32 * proof_len(shape.leaf_index(*column, p), shape.leaves()) as u128
+                })
+                .sum::<u128>()
+        })
+        .sum();
+    ensure!(
+        expected_bytes <= MAX_OPENING_BYTES as u128,
+        "{at}: the challenge opens {expected_bytes} bytes of rows and proofs ({} columns of \
+         {} positions × {} wide), more than the {MAX_OPENING_BYTES} bytes a verifier reads; \
+         challenge fewer layers or token positions",
+        wanted.len(),
+        shape.positions,
+        shape.hidden
+    );
     let mut columns = Vec::new();
     let mut proofs_checked = 0;
     let mut bytes_received = json.len() as u64;

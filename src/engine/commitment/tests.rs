@@ -351,3 +351,54 @@ fn a_store_written_and_read_back_hashes_to_its_commitment() {
     let err = format!("{:#}", read_store(dir.path(), &commitment).unwrap_err());
     assert!(err.contains("hashes to root"), "{err}");
 }
+
+#[test]
+fn an_opening_larger_than_a_verifier_reads_is_refused_before_any_row() {
+    // 100k positions × 128k wide: column 0 alone would be 51 GB of f32.
+    let shape = StoreShape {
+        columns: 31,
+        positions: 100_000,
+        hidden: 1 << 17,
+    };
+    let request = parse_hash("request", REQUEST).unwrap();
+    let root = hex(&commitment_root(&request, 0, &shape, &[7u8; 32]));
+    let commitment = Commitment {
+        root: root.clone(),
+        request_sha256: REQUEST.into(),
+        dtype: "f32".into(),
+        shape,
+    };
+    let prompt_len = 99_000;
+    let ch = derive_challenge(&root, NONCE, b"sixteen byte key", 30, 1, 1000, Some(1)).unwrap();
+    let columns = rows_to_open(&ch, prompt_len, 1000)
+        .into_iter()
+        .map(|(column, positions)| OpenedColumnFile {
+            column,
+            positions,
+            data: format!("column_{column:04}.bin"),
+            data_sha256: "0".repeat(64),
+            proofs: format!("column_{column:04}.proofs"),
+        })
+        .collect();
+    let file = OpeningFile {
+        format_version: OPENING_FORMAT_VERSION,
+        commitment: commitment.clone(),
+        challenge: ch,
+        columns,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(OPENING_FILE),
+        serde_json::to_vec(&file).unwrap(),
+    )
+    .unwrap();
+    // No row file exists: the refusal comes from the size alone.
+    let err = format!(
+        "{:#}",
+        read_opening(dir.path(), &commitment, REQUEST, NONCE, prompt_len).unwrap_err()
+    );
+    assert!(
+        err.contains("more than the 4294967296 bytes a verifier reads"),
+        "{err}"
+    );
+}

@@ -26,12 +26,19 @@ impl ExperimentsFile {
         self.experiments.get(name)
     }
 
-    /// Names in natural order (exp1, exp2, …, exp10), which is how people number them.
+    /// Names in natural order (exp1, exp2, …, exp10), which is how people number them; the
+    /// cheat matrix's scenarios after the others (the console lists the experiments first).
     pub fn experiment_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.experiments.keys().map(String::as_str).collect();
-        names.sort_by_key(|name| natural_key(name));
+        names.sort_by_key(|name| (is_matrix_scenario(name), natural_key(name)));
         names
     }
+}
+
+/// The cheat matrix's scenarios (`cheat-*`, `control-*` in configs/experiments.yaml): run by
+/// name or by the matrix, left out of `all`.
+pub fn is_matrix_scenario(name: &str) -> bool {
+    name.starts_with("cheat-") || name.starts_with("control-")
 }
 
 fn natural_key(name: &str) -> (String, u64, String) {
@@ -55,6 +62,10 @@ pub struct InferenceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub gpu_device: Option<DeviceProfile>,
+    /// A cheat the inferencer runs while its bundle claims the honest computation
+    /// (engine::cheat); None: honest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cheat: Option<crate::engine::cheat::Cheat>,
 }
 
 /// One verifier; `model` defaults to the inference model.
@@ -72,6 +83,29 @@ pub struct VerifierConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub gpu_device: Option<DeviceProfile>,
+    /// A lazy verifier answers PASS without computing (no prefill): a fabricated report of
+    /// every check accepted. What `plant` is there to catch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
+}
+
+/// The requester's audit of its verifiers: each trial's bundle is, with `probability` (a
+/// seeded draw per trial), a known-bad one made by `cheat` instead of the honest inference,
+/// and its expected verdict is then REJECT. A verifier that PASSes a planted bundle is caught.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantSpec {
+    pub probability: f64,
+    pub cheat: crate::engine::cheat::Cheat,
+}
+
+impl PlantSpec {
+    /// Whether trial `trial` of a run with seed `seed` gets a planted bundle.
+    pub fn planted(&self, seed: u64, trial: usize) -> bool {
+        // Its own stream, apart from the sampling cheats' draws of the same seed.
+        crate::engine::cheat::cheat_draw(seed ^ 0x706c_616e_7465_6421, trial as u64)
+            < self.probability
+    }
 }
 
 /// A role with every default filled in and the device chosen for this machine.
@@ -80,6 +114,35 @@ pub struct Role {
     pub model: String,
     pub precision: Precision,
     pub device: DeviceProfile,
+}
+
+/// Layers each verifier challenges unless told otherwise. With L = 30 one verifier catches a
+/// one-layer cheat with probability c/L; c = 4 costs 1.68 s against a full prefill's 2.78 s
+/// at N = 128 on this machine (docs/commitment.md, measure-commitment.sh).
+pub const DEFAULT_CHALLENGED_LAYERS: usize = 4;
+
+/// How a trial's verifiers check the inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationMode {
+    /// One prefill per verifier over prompt + output, compared at the shipped layers.
+    #[default]
+    Full,
+    /// Commit, challenge, open, and recompute the challenged layers alone.
+    Segment,
+}
+
+impl VerificationMode {
+    pub fn is_full(&self) -> bool {
+        *self == VerificationMode::Full
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            VerificationMode::Full => "full",
+            VerificationMode::Segment => "segment",
+        }
+    }
 }
 
 /// Which hidden states to compare.
@@ -270,8 +333,19 @@ pub struct ExperimentSpec {
     pub layers: LayerSelection,
     #[serde(default)]
     pub policy: PolicyConfig,
-    /// Accept rate a verifier must exceed to PASS (see `stats::policy::verdict`).
+    /// Accept rate a verifier must exceed to PASS (see `stats::policy::verdict`). Where the
+    /// pairing's tier is calibrated the sequential test decides instead; the cutoff's verdict is
+    /// still recorded beside it.
     pub cutoff: f64,
+    /// False-alarm rate α of the sequential test (default 1e-3, `stats::sequential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Miss rate β of the sequential test (default 1e-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// Per-check rejection rate the sequential test must catch (H1; default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p1: Option<f64>,
     pub expected: TrialVerdict,
     pub trials: usize,
     pub prompts: PromptSelection,
@@ -287,6 +361,19 @@ pub struct ExperimentSpec {
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
+    /// Positions per verifier prefill chunk (`run --chunk` overrides); default: the device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+    /// Known-bad bundles planted among the trials to catch lazy verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plant: Option<PlantSpec>,
+    /// `full` (default: one prefill per verifier) or `segment` (commit, challenge, open;
+    /// docs/commitment.md).
+    #[serde(default, skip_serializing_if = "VerificationMode::is_full")]
+    pub mode: VerificationMode,
+    /// Decoder layers each verifier challenges in segment mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_layers: Option<usize>,
 }
 
 impl ExperimentSpec {
@@ -346,6 +433,18 @@ impl ExperimentSpec {
             .map(|(p, d)| format!("{p} in {d}"))
             .collect::<Vec<_>>()
             .join(" or "))
+    }
+
+    /// Whether each of `count` verifiers is lazy (cycling through the configured ones, as
+    /// `--verifiers N` does).
+    pub fn lazy_verifiers(&self, count: usize) -> Vec<bool> {
+        (0..count)
+            .map(|i| {
+                self.verifiers
+                    .get(i % self.verifiers.len().max(1))
+                    .is_some_and(|v| v.lazy)
+            })
+            .collect()
     }
 
     /// Every verifier's role with the model default filled in.
@@ -466,6 +565,17 @@ fn validate_experiment(
     })?;
     involved.push((&spec.inference.model, inference_model));
 
+    if let Some(crate::engine::cheat::Cheat::SkipLayer(index)) = spec.inference.cheat {
+        if index >= inference_model.layers {
+            return Err(file.error_at(
+                &at.key("inference").key("cheat").key("skip_layer"),
+                format!(
+                    "decoder layer {index} is beyond model \"{}\" (layers 0..{})",
+                    spec.inference.model, inference_model.layers
+                ),
+            ));
+        }
+    }
     if spec.verifiers.is_empty() {
         return Err(file.error_at(&at.key("verifiers"), "no verifiers (expected at least one)"));
     }
@@ -500,6 +610,19 @@ fn validate_experiment(
                 spec.cutoff
             ),
         ));
+    }
+    for (key, value, range) in [
+        ("alpha", spec.alpha, "(0, 0.5)"),
+        ("beta", spec.beta, "(0, 0.5)"),
+        ("p1", spec.p1, "(0, 1)"),
+    ] {
+        let limit = if key == "p1" { 1.0 } else { 0.5 };
+        if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0 && *v < limit)) {
+            return Err(file.error_at(
+                &at.key(key),
+                format!("{v} is outside {range} (a rate of the sequential test)"),
+            ));
+        }
     }
     if spec.trials == 0 || spec.trials > MAX_TRIALS {
         return Err(file.error_at(
@@ -602,6 +725,17 @@ fn validate_experiment(
                 format!("{top_p} is outside (0, 1] (expected a probability mass)"),
             ));
         }
+    }
+    if let Some(plant) = &spec.plant {
+        if !(0.0..=1.0).contains(&plant.probability) {
+            return Err(file.error_at(
+                &at.key("plant").key("probability"),
+                format!("{} is outside [0, 1]", plant.probability),
+            ));
+        }
+    }
+    if spec.chunk == Some(0) {
+        return Err(file.error_at(&at.key("chunk"), "0 positions (expected at least 1)"));
     }
     if spec.top_k == Some(0) {
         return Err(file.error_at(

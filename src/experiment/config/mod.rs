@@ -21,8 +21,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use experiments::{
-    ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection, PromptSelection,
-    Role, VerifierConfig,
+    is_matrix_scenario, ExperimentSpec, ExperimentsFile, GpuUse, InferenceConfig, LayerSelection,
+    PlantSpec, PromptSelection, Role, VerificationMode, VerifierConfig, DEFAULT_CHALLENGED_LAYERS,
 };
 pub use locate::{locate_key, KeyPath, PathSegment};
 pub use models::{GgufRef, ModelArch, ModelEntry, ModelRegistry, ModelSource, WeightsLocation};

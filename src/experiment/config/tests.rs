@@ -14,10 +14,36 @@ fn builtin() -> ConfigSet {
 #[test]
 fn builtin_configs_load_and_define_the_five_experiments() {
     let config = builtin();
-    assert_eq!(
-        config.experiments.experiment_names(),
-        ["exp1", "exp2", "exp3", "exp4", "exp5"]
-    );
+    let names = config.experiments.experiment_names();
+    let seeds: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("exp"))
+        .collect();
+    assert_eq!(seeds, ["exp1", "exp2", "exp3", "exp4", "exp5"]);
+    // Beside them, the cheats (a cheat, substituted weights or lazy verifiers, expected REJECT
+    // but where stated) and the honest controls (expected PASS).
+    for name in names.iter().filter(|n| !n.starts_with("exp")) {
+        let spec = config.experiments.get(name).unwrap();
+        let cheats = spec.inference.cheat.is_some()
+            || spec.inference.precision.to_string() != "full"
+                && !name.starts_with("control-native")
+            || spec.verifiers.iter().any(|v| v.lazy);
+        match name.split('-').next() {
+            Some("cheat") => {
+                assert!(cheats, "{name}");
+                // A lazy verifier's run expects PASS of its honest bundles and REJECT of the
+                // ones planted among them; a same-seed stale answer is an honest one.
+                let expects_pass = spec.plant.is_some() || *name == "cheat-stale-same-seed";
+                assert_eq!(spec.expected == TrialVerdict::Pass, expects_pass, "{name}");
+            }
+            Some("control") => {
+                assert!(!cheats, "{name}");
+                assert_eq!(spec.expected, TrialVerdict::Pass, "{name}");
+            }
+            _ => panic!("{name}: neither a seed experiment, a cheat nor a control"),
+        }
+    }
     let expected = [
         ("exp1", 0.95, TrialVerdict::Pass),
         ("exp2", 0.90, TrialVerdict::Pass),

@@ -132,6 +132,7 @@ pub async fn verify_task(
         role.device.check_built()?;
     }
     let settings = VerifySettings {
+        lazy: Vec::new(),
         verifiers,
         policy: spec.policy.clone(),
         cutoff: spec.cutoff,

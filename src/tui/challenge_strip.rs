@@ -1,0 +1,145 @@
+//! The challenged-layer strip of a segment-mode verifier (docs/commitment.md): one cell per
+//! decoder layer 0..L, the layers its challenge drew marked and coloured by their result
+//! (green: the recomputed layer matched the committed states, red: it did not), the others
+//! dim. Where L is wider than the space, a cell covers several layers and shows the worst.
+
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+
+use crate::record::segment_result::SegmentRecord;
+
+/// What one cell of the strip stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    NotChallenged,
+    Passed,
+    Failed,
+}
+
+impl Cell {
+    fn symbol(self) -> &'static str {
+        match self {
+            Cell::NotChallenged => "·",
+            Cell::Passed => "■",
+            Cell::Failed => "✗",
+        }
+    }
+
+    fn style(self) -> Style {
+        match self {
+            Cell::NotChallenged => Style::default().fg(Color::DarkGray),
+            Cell::Passed => Style::default().fg(Color::Green),
+            Cell::Failed => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        }
+    }
+}
+
+/// The cells for `width` columns: layer l falls in cell l · cells / L.
+fn cells(record: &SegmentRecord, width: usize) -> Vec<Cell> {
+    let layers = record.n_layers.max(1);
+    let count = layers.min(width.max(1));
+    let mut cells = vec![Cell::NotChallenged; count];
+    for layer in &record.layers {
+        let cell = &mut cells[(layer.layer.min(layers - 1) * count) / layers];
+        *cell = match (*cell, layer.pass) {
+            (Cell::Failed, _) | (_, false) => Cell::Failed,
+            _ => Cell::Passed,
+        };
+    }
+    cells
+}
+
+/// One line: `L0 ·■···✗··· L29 2/30 · 1 failed · 1.3 MB · 478 proofs · layers 0.04 s of
+/// 0.10 s` (recomputing the challenged layers, of the whole segment verification), cut to `width`
+/// columns: the strip first (a cell per layer where it fits), the words in what is left.
+pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
+    let width = width as usize;
+    let last = record.n_layers.saturating_sub(1);
+    let failed = record.layers.iter().filter(|l| !l.pass).count();
+    let verdict = if failed == 0 {
+        "all matched".to_string()
+    } else {
+        format!("{failed} failed")
+    };
+    let summary = format!(
+        " {}/{} · {verdict} · {:.1} MB · {} proofs · layers {:.2} s of {:.2} s",
+        record.challenged_layers.len(),
+        record.n_layers,
+        record.bytes_received as f64 / 1e6,
+        record.proofs_checked,
+        record.recompute_s,
+        record.time_s
+    );
+    let (head, tail) = ("L0 ".to_string(), format!(" L{last}"));
+    let room = width.saturating_sub(head.len() + tail.len());
+    // A cell per layer where it fits; the words take what is left.
+    let strip_width = room.min(record.n_layers);
+    let dim = Style::default().fg(Color::DarkGray);
+    let mut spans = vec![Span::styled(head, dim)];
+    spans.extend(
+        cells(record, strip_width)
+            .into_iter()
+            .map(|c| Span::styled(c.symbol(), c.style())),
+    );
+    spans.push(Span::styled(tail, dim));
+    spans.push(Span::styled(
+        summary,
+        if failed == 0 {
+            Style::default().fg(Color::Gray)
+        } else {
+            Style::default().fg(Color::Red)
+        },
+    ));
+    Line::from(spans)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::record::segment_result::SegmentLayerRecord;
+
+    pub(crate) fn record(n_layers: usize, layers: &[(usize, bool)]) -> SegmentRecord {
+        SegmentRecord {
+            root: "ab".repeat(32),
+            nonce: "cd".repeat(32),
+            secret: "ef".repeat(32),
+            n_layers,
+            challenged_layers: layers.iter().map(|l| l.0).collect(),
+            token_positions: None,
+            proofs_checked: 478,
+            bytes_received: 1_277_667,
+            layers: layers
+                .iter()
+                .map(|&(layer, pass)| SegmentLayerRecord {
+                    layer,
+                    positions: 66,
+                    accepted: if pass { 66 } else { 0 },
+                    recompute_s: 0.02,
+                    pass,
+                })
+                .collect(),
+            embedding_rows: 66,
+            embedding_rows_accepted: 66,
+            recompute_s: 0.04,
+            time_s: 0.1,
+        }
+    }
+
+    #[test]
+    fn one_cell_per_layer_where_it_fits_else_the_worst_of_each_bin() {
+        let r = record(30, &[(4, true), (13, false)]);
+        let one = cells(&r, 80);
+        assert_eq!(one.len(), 30);
+        assert_eq!(one[4], Cell::Passed);
+        assert_eq!(one[13], Cell::Failed);
+        assert_eq!(
+            one.iter().filter(|c| **c == Cell::NotChallenged).count(),
+            28
+        );
+        // 10 cells of 3 layers: 12..=14 in cell 4, failed wins.
+        let binned = cells(&record(30, &[(12, true), (13, false)]), 10);
+        assert_eq!(binned.len(), 10);
+        assert_eq!(binned[4], Cell::Failed);
+        assert_eq!(binned[1], Cell::NotChallenged);
+    }
+}
