@@ -15,12 +15,9 @@ fn full() -> LoadedModel {
 }
 
 fn prompt(model: &LoadedModel) -> Vec<u32> {
-    crate::experiment::trial::render_prompt(
-        model,
-        &[("user".into(), "Why is the sky blue?".into())],
-    )
-    .unwrap()
-    .1
+    crate::model::chat::render_prompt(model, &[("user".into(), "Why is the sky blue?".into())])
+        .unwrap()
+        .1
 }
 
 fn params(max_new_tokens: usize) -> SamplingParams {
@@ -389,7 +386,7 @@ fn stale_answers_replay_an_earlier_request() {
 fn prompt_cheats_decode_after_other_ids_and_refuse_the_request_s_own() {
     let model = full();
     let other =
-        crate::experiment::trial::render_prompt(&model, &[("user".into(), "Name a color.".into())])
+        crate::model::chat::render_prompt(&model, &[("user".into(), "Name a color.".into())])
             .unwrap()
             .1;
     let inputs = CheatInputs {

@@ -269,10 +269,10 @@ mod tests {
 
     #[test]
     fn an_honest_trial_passes_and_a_cheat_is_rejected_with_the_tokens_it_took() {
-        // plot::tests::trial: honest trials accept every check, cheat trials reject most.
+        // testutil::trials::trial: honest trials accept every check, cheat trials reject most.
         let settings = DecisionSettings::default();
         let cal = CalibrationFile::builtin();
-        let mut honest = crate::plot::tests::trial("exp1", 0, true, &[8, 16, 24], 40);
+        let mut honest = crate::testutil::trials::trial("exp1", 0, true, &[8, 16, 24], 40);
         for v in &mut honest.verifiers {
             v.tier = Some("f32".into());
         }
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(record.decision, SequentialDecision::Honest);
         assert_eq!(honest.summary.final_verdict, TrialVerdict::Pass);
         assert!(record.tokens_needed.unwrap() <= 40);
-        let mut cheat = crate::plot::tests::trial("exp3", 0, false, &[8, 16, 24], 40);
+        let mut cheat = crate::testutil::trials::trial("exp3", 0, false, &[8, 16, 24], 40);
         for v in &mut cheat.verifiers {
             v.tier = Some("f32".into());
         }
@@ -297,7 +297,7 @@ mod tests {
         );
         assert_eq!(cheat.summary.final_verdict, TrialVerdict::Reject);
         // Not calibrated: nothing changes.
-        let mut unknown = crate::plot::tests::trial("exp1", 1, true, &[8], 5);
+        let mut unknown = crate::testutil::trials::trial("exp1", 1, true, &[8], 5);
         for v in &mut unknown.verifiers {
             v.tier = Some("f8".into());
         }

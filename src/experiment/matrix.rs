@@ -793,10 +793,10 @@ mod tests {
         config.trials = 4;
         let mut cells = CellTrials::new();
         let honest: Vec<TrialResult> = (0..4)
-            .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16, 24], 40))
+            .map(|i| crate::testutil::trials::trial("exp1", i, true, &[8, 16, 24], 40))
             .collect();
         let cheat: Vec<TrialResult> = (0..4)
-            .map(|i| crate::plot::tests::trial("exp3", i, false, &[8, 16, 24], 40))
+            .map(|i| crate::testutil::trials::trial("exp3", i, false, &[8, 16, 24], 40))
             .collect();
         cells.insert(("honest".into(), "f32".into()), honest);
         cells.insert(("q4_0".into(), "f32".into()), cheat);

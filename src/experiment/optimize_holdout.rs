@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn thresholds_are_scored_on_held_out_trials_only() {
         let trial = |exp: &str, i: usize, honest: bool, prompt: &str| {
-            let mut t = crate::plot::tests::trial(exp, i, honest, &[8, 16], 10);
+            let mut t = crate::testutil::trials::trial(exp, i, honest, &[8, 16], 10);
             t.prompt.id = prompt.into();
             t
         };

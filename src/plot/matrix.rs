@@ -207,13 +207,13 @@ mod tests {
         cells.insert(
             ("honest".into(), "f32".into()),
             (0..3)
-                .map(|i| crate::plot::tests::trial("exp1", i, true, &[8, 16], 20))
+                .map(|i| crate::testutil::trials::trial("exp1", i, true, &[8, 16], 20))
                 .collect(),
         );
         cells.insert(
             ("q4_0".into(), "f32".into()),
             (0..3)
-                .map(|i| crate::plot::tests::trial("exp3", i, false, &[8, 16], 20))
+                .map(|i| crate::testutil::trials::trial("exp3", i, false, &[8, 16], 20))
                 .collect(),
         );
         let report = aggregate(&config, &name, 0, &cells);

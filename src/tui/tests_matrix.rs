@@ -8,8 +8,8 @@ use super::app::{Action, App, Screen, Viewing};
 use super::tests::{assert_shows, catalog, key, screen, text_of};
 use crate::experiment::matrix::{cell_dir, MatrixConfig};
 use crate::experiment::matrix_run::{MatrixPlan, PLAN_FILE};
-use crate::experiment::results::{TrialResult, TrialVerdict};
-use crate::experiment::runner::{summarize, trial_file_name, RunContext};
+use crate::experiment::output::{summarize, trial_file_name, RunContext};
+use crate::record::results::{TrialResult, TrialVerdict};
 
 fn write_plan(dir: &Path) {
     let (mut config, file) = MatrixConfig::load(None, None).unwrap();
@@ -54,7 +54,7 @@ fn write_cell(dir: &Path, row: &str, pairing: &str, trials: &[TrialResult], summ
 
 fn trials(experiment: &str, honest: bool) -> Vec<TrialResult> {
     (0..2)
-        .map(|i| crate::plot::tests::trial(experiment, i, honest, &[8, 16, 24], 30))
+        .map(|i| crate::testutil::trials::trial(experiment, i, honest, &[8, 16, 24], 30))
         .collect()
 }
 

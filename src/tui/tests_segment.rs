@@ -91,7 +91,7 @@ fn the_heatmap_shows_the_selected_verifiers_challenged_layers_only() {
 #[test]
 fn the_picker_chooses_segment_mode_and_the_challenged_layers() {
     use super::app::{Action, App};
-    use super::picker::Field;
+    use super::picker_state::Field;
     use super::tests::{catalog, key};
     use crossterm::event::KeyCode;
     let mut app = App::new(catalog());
