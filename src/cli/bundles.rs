@@ -453,6 +453,16 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         .await?;
     }
     let states = read_states(&args.bundle, &manifest)?;
+    // The verdict states its error rates (docs/policy.md "Verdicts with error rates"): the
+    // sequential test decides with the experiment's α/β/p1 (defaults without --experiment)
+    // against the built-in tier calibration, as `run` does; the cutoff rule's verdict is kept
+    // beside it in the record.
+    let decision_settings = args
+        .experiment
+        .as_deref()
+        .and_then(|id| ws.config.experiments.get(id))
+        .map(crate::experiment::decision::DecisionSettings::of)
+        .unwrap_or_default();
     let result = trial::verify_trial(
         ws,
         Arc::new(manifest),
@@ -467,6 +477,11 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     printer.abort();
     let mut result = result;
     result.request_checked = request.is_some();
+    crate::experiment::decision::decide(
+        &mut result,
+        &decision_settings,
+        crate::experiment::decision::CalibrationFile::builtin(),
+    );
     print_trial(&result, args.json)?;
     if !result.request_checked {
         eprintln!(
@@ -520,6 +535,12 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
             v.statistics.summary.total_checks,
             v.verdict,
             v.overhead.percentage
+        );
+    }
+    if let Some(decision) = &result.decision {
+        println!(
+            "decision: {}",
+            crate::experiment::decision::describe(decision)
         );
     }
     println!(
