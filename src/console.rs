@@ -55,21 +55,22 @@ impl WorkspaceBackend {
 }
 
 fn role_choice(r: &Role) -> RoleChoice {
-    RoleChoice {
-        model: r.model.clone(),
-        precision: r.precision.to_string(),
-        device: r.device.to_string(),
-    }
+    RoleChoice::new(r.model.clone(), r.precision, r.device)
 }
 
+/// The role a run starts with; a role without precision or device (only a past run's, whose
+/// summary named values this build does not parse) cannot start.
 fn role_plan(r: &RoleChoice) -> Result<Role> {
+    let missing = |field: &str| {
+        anyhow::anyhow!(
+            "role {} has no {field} this build knows: choose one in the picker",
+            r.model
+        )
+    };
     Ok(Role {
         model: r.model.clone(),
-        precision: r
-            .precision
-            .parse::<Precision>()
-            .map_err(anyhow::Error::msg)?,
-        device: DeviceProfile::parse(&r.device).map_err(anyhow::Error::msg)?,
+        precision: r.precision.ok_or_else(|| missing("precision"))?,
+        device: r.device.ok_or_else(|| missing("device"))?,
     })
 }
 
@@ -152,12 +153,15 @@ impl Backend for WorkspaceBackend {
             .collect()
     }
 
-    fn devices(&self) -> Vec<String> {
-        available_profiles().iter().map(|p| p.to_string()).collect()
+    fn devices(&self) -> Vec<DeviceProfile> {
+        available_profiles()
     }
 
-    fn precisions(&self) -> Vec<String> {
-        Precision::NAMES.iter().map(|s| s.to_string()).collect()
+    fn precisions(&self) -> Vec<Precision> {
+        Precision::NAMES
+            .iter()
+            .filter_map(|name| name.parse().ok())
+            .collect()
     }
 
     fn start(
@@ -431,5 +435,24 @@ mod tests {
         let (written, readable, listed) = export_readable_trials(&summary, &figures);
         assert_eq!((readable, listed), (trials.len() - 1, trials.len()));
         assert!(!written.is_empty() && written.iter().all(|p| p.exists()));
+    }
+
+    /// The picker's typed role is the run's role as is; one a past run could not parse (no
+    /// device) is refused by name instead of starting on some default.
+    #[test]
+    fn a_role_starts_only_with_a_known_precision_and_device() {
+        let device = DeviceProfile::parse("cpu:bf16").unwrap();
+        let role = RoleChoice::new("smollm2-135m", Precision::Full, device);
+        let plan = role_plan(&role).unwrap();
+        assert_eq!((plan.precision, plan.device), (Precision::Full, device));
+        let unknown = RoleChoice {
+            device: None,
+            ..role
+        };
+        let err = role_plan(&unknown).unwrap_err().to_string();
+        assert!(
+            err.contains("smollm2-135m") && err.contains("device"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use crate::engine::events::EngineEvent;
+use crate::model::device::{DeviceKind, DeviceProfile};
+use crate::model::weights::Precision;
 use crate::record::results::{RoleSpec, TrialVerdict, Verdict};
 use crate::stats::metrics::CheckMetrics;
 
@@ -36,22 +38,27 @@ pub(crate) fn synthetic_metrics(rel_l2: f64) -> CheckMetrics {
     }
 }
 
-pub(crate) fn synthetic_role(device: &str) -> RoleChoice {
-    RoleChoice {
-        model: "tiny-llama".into(),
-        precision: "full".into(),
-        device: device.into(),
+pub(crate) fn synthetic_role(device: DeviceProfile) -> RoleChoice {
+    RoleChoice::new("tiny-llama", Precision::Full, device)
+}
+
+/// Verifier `verifier`'s (from 0) device in drawing tests and the benchmark: a real profile,
+/// a different GPU for each, so every verifier's label differs (`cuda:0:f16`, `cuda:1:f16`, …).
+pub(crate) fn synthetic_device(verifier: usize) -> DeviceProfile {
+    DeviceProfile {
+        kind: DeviceKind::Cuda(verifier),
+        dtype: candle_core::DType::F16,
     }
 }
 
-/// An experiment with `verifiers` verifiers on made-up devices.
+/// An experiment with `verifiers` verifiers, inference on the CPU.
 pub(crate) fn synthetic_choice(name: &str, verifiers: usize, tokens: usize) -> ExperimentChoice {
     ExperimentChoice {
         name: name.into(),
         description: "synthetic experiment for drawing tests".into(),
-        inference: synthetic_role("cpu"),
+        inference: synthetic_role(DeviceProfile::CPU_F32),
         verifiers: (0..verifiers)
-            .map(|v| synthetic_role(&format!("cpu:v{}", v + 1)))
+            .map(|v| synthetic_role(synthetic_device(v)))
             .collect(),
         cutoff: 0.95,
         expected: TrialVerdict::Pass,
@@ -83,7 +90,7 @@ pub(crate) fn synthetic_trial_events(
         .map(|v| RoleSpec {
             model: "tiny-llama".into(),
             precision: "full".into(),
-            device: format!("cpu:v{}", v + 1),
+            device: synthetic_device(v).to_string(),
             dtype: "f32".into(),
         })
         .collect();

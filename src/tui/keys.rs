@@ -349,8 +349,12 @@ impl App {
     fn open_past_run(&mut self, index: usize) -> Action {
         let past = &self.past_runs[index];
         let paths = past.trial_paths();
-        let mut run = RunState::past(past.summary.clone(), past.summary_path.clone(), paths);
+        let (mut run, warnings) =
+            RunState::past(past.summary.clone(), past.summary_path.clone(), paths);
         run.started_unix = Some(past.summary.started_at);
+        for warning in warnings {
+            self.reply(LogLevel::Warn, warning);
+        }
         let first = run.trial_path(0);
         self.review = Some(run);
         self.open_run_view(Viewing::Past);

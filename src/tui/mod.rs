@@ -43,9 +43,9 @@ mod tests_slurm;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::engine::events::EngineEvent;
+use crate::model::device::DeviceProfile;
+use crate::model::weights::Precision;
 use crate::record::results::{RunSummary, TrialResult, TrialVerdict};
 
 pub use crate::engine::events::CancelToken;
@@ -56,17 +56,48 @@ pub use event_loop::{drain_events, perform, run_tui, Ending};
 pub use heatmap::HeatMetric;
 
 /// Who runs one role of an experiment: the model, its weight precision and the device profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Precision and device are None only for a past run whose summary names a value this build
+/// does not parse (the run still opens; a warning names the file, field and value).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleChoice {
     pub model: String,
-    /// `full`, `q4_0`, … as listed by [`Backend::precisions`].
-    pub precision: String,
-    /// Device profile such as `cpu`, `cpu:bf16`, `cuda:0:f16`.
-    pub device: String,
+    /// One of [`Backend::precisions`] when chosen in the picker.
+    pub precision: Option<Precision>,
+    /// One of [`Backend::devices`] when chosen in the picker.
+    pub device: Option<DeviceProfile>,
+}
+
+impl RoleChoice {
+    pub fn new(model: impl Into<String>, precision: Precision, device: DeviceProfile) -> Self {
+        RoleChoice {
+            model: model.into(),
+            precision: Some(precision),
+            device: Some(device),
+        }
+    }
+}
+
+/// A precision or device as shown: `?` for one a past run's summary names but this build
+/// does not know.
+pub(crate) fn shown<T: std::fmt::Display>(value: &Option<T>) -> String {
+    value.as_ref().map_or("?".to_string(), T::to_string)
+}
+
+impl std::fmt::Display for RoleChoice {
+    /// `model/precision/device`, as the results list and run view show a role.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.model,
+            shown(&self.precision),
+            shown(&self.device)
+        )
+    }
 }
 
 /// One experiment as configured, possibly edited in the picker before it starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExperimentChoice {
     pub name: String,
     pub description: String,
@@ -83,7 +114,6 @@ pub struct ExperimentChoice {
     pub prompt_category: String,
     /// Segment mode with this many challenged layers per verifier (docs/commitment.md);
     /// None: full mode (one prefill per verifier).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_layers: Option<usize>,
 }
 
@@ -114,10 +144,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Experiments from the configuration, in display order.
     fn experiments(&self) -> Vec<ExperimentChoice>;
     fn models(&self) -> Vec<String>;
-    /// Device profiles, e.g. `cpu`, `cpu:bf16`, `cuda:0:f16`.
-    fn devices(&self) -> Vec<String>;
+    /// Device profiles this build can open, e.g. `cpu:f32`, `cpu:bf16`, `cuda:0:f16`.
+    fn devices(&self) -> Vec<DeviceProfile>;
     /// Weight precisions, e.g. `full`, `q4_0`.
-    fn precisions(&self) -> Vec<String>;
+    fn precisions(&self) -> Vec<Precision>;
     /// Starts a run on background tasks; its events arrive on `events`. Cancelled via `cancel`;
     /// a cancelled run still ends with [`EngineEvent::RunDone`] so its partial results are kept.
     fn start(

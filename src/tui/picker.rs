@@ -11,7 +11,7 @@ use super::app::App;
 use super::picker_state::{Field, PickerFocus, TRIALS};
 use super::widgets::cutoff_percent;
 use super::widgets::{focus_block, footer_height, render_footer, verdict_style};
-use super::{ExperimentChoice, RoleChoice};
+use super::{shown, ExperimentChoice, RoleChoice};
 use crate::record::results::TrialVerdict;
 
 const PICKER_KEYS: [(&str, &str); 9] = [
@@ -133,13 +133,13 @@ impl RoleTable {
                     .collect()
             })
             .unwrap_or_default();
-        let widest = |header: &str, options: &[String], value: fn(&RoleChoice) -> &str| {
+        // Every value as the table shows it (`Display`), so a column fits each option.
+        let widest = |header: &str, options: Vec<String>, value: fn(&RoleChoice) -> String| {
             let chosen = roles.iter().map(|role| value(role));
-            let options = options.iter().map(String::as_str);
             chosen
                 .chain(options)
-                .chain([header])
-                .map(str::width)
+                .chain([header.to_string()])
+                .map(|text| text.width())
                 .max()
                 .unwrap_or_default()
         };
@@ -157,9 +157,13 @@ impl RoleTable {
                     n => format!("V{n}"),
                 })
                 .collect(),
-            model: widest("Model", &catalog.models, |role| &role.model),
-            precision: widest("Precision", &catalog.precisions, |role| &role.precision),
-            device: widest("Device", &catalog.devices, |role| &role.device),
+            model: widest("Model", all_of(&catalog.models), |role| role.model.clone()),
+            precision: widest("Precision", all_of(&catalog.precisions), |role| {
+                shown(&role.precision)
+            }),
+            device: widest("Device", all_of(&catalog.devices), |role| {
+                shown(&role.device)
+            }),
         }
     }
 
@@ -274,9 +278,13 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
             Span::raw(" "),
             cell(&role.model, model_width, Field::Model(index)),
             Span::raw(" "),
-            cell(&role.precision, table.precision, Field::Precision(index)),
+            cell(
+                &shown(&role.precision),
+                table.precision,
+                Field::Precision(index),
+            ),
             Span::raw(" "),
-            cell(&role.device, table.device, Field::Device(index)),
+            cell(&shown(&role.device), table.device, Field::Device(index)),
         ]));
     }
     lines.push(Line::default());
@@ -329,4 +337,9 @@ fn render_details(frame: &mut Frame, area: Rect, app: &App, table: &RoleTable) {
         lines.push(Line::from(spans));
     }
     frame.render_widget(Paragraph::new(lines), settings);
+}
+
+/// Each option as the picker shows it.
+fn all_of<T: std::fmt::Display>(options: &[T]) -> Vec<String> {
+    options.iter().map(T::to_string).collect()
 }

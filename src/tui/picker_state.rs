@@ -4,6 +4,8 @@
 use std::ops::RangeInclusive;
 
 use super::{Backend, ExperimentChoice, RoleChoice};
+use crate::model::device::DeviceProfile;
+use crate::model::weights::Precision;
 use crate::record::limits::MAX_TRIALS;
 
 /// The choices the picker offers, read once from the backend.
@@ -11,8 +13,8 @@ use crate::record::limits::MAX_TRIALS;
 pub struct Catalog {
     pub experiments: Vec<ExperimentChoice>,
     pub models: Vec<String>,
-    pub devices: Vec<String>,
-    pub precisions: Vec<String>,
+    pub devices: Vec<DeviceProfile>,
+    pub precisions: Vec<Precision>,
 }
 
 impl Catalog {
@@ -76,13 +78,14 @@ fn role_mut(choice: &mut ExperimentChoice, role: usize) -> Option<&mut RoleChoic
     }
 }
 
-/// The option `delta` steps away from `current` in `options` (wrapping).
-fn cycle(options: &[String], current: &str, delta: isize) -> Option<String> {
+/// The option `delta` steps away from `current` in `options` (wrapping); a current value not
+/// on offer (or none) steps to the first or last option.
+fn cycle<T: PartialEq + Clone>(options: &[T], current: Option<&T>, delta: isize) -> Option<T> {
     if options.is_empty() {
         return None;
     }
     let count = options.len() as isize;
-    let next = match options.iter().position(|option| option == current) {
+    let next = match options.iter().position(|option| Some(option) == current) {
         Some(index) => (index as isize + delta).rem_euclid(count),
         None if delta > 0 => 0,
         None => count - 1,
@@ -186,13 +189,20 @@ impl PickerState {
                 let Some(role) = role_mut(choice, role) else {
                     return;
                 };
-                let (options, value) = match field {
-                    Field::Model(_) => (&catalog.models, &mut role.model),
-                    Field::Precision(_) => (&catalog.precisions, &mut role.precision),
-                    _ => (&catalog.devices, &mut role.device),
-                };
-                if let Some(next) = cycle(options, value, delta) {
-                    *value = next;
+                match field {
+                    Field::Model(_) => {
+                        if let Some(next) = cycle(&catalog.models, Some(&role.model), delta) {
+                            role.model = next;
+                        }
+                    }
+                    Field::Precision(_) => {
+                        let next = cycle(&catalog.precisions, role.precision.as_ref(), delta);
+                        role.precision = next.or(role.precision);
+                    }
+                    _ => {
+                        let next = cycle(&catalog.devices, role.device.as_ref(), delta);
+                        role.device = next.or(role.device);
+                    }
                 }
             }
             Field::Trials => {

@@ -47,7 +47,7 @@ pub fn results_entries(session_runs: &[RunState], past_runs: &[PastRun]) -> Vec<
         let aggregate = Aggregate::of_trials(&results, run.choice.expected);
         let roles = std::iter::once(&run.choice.inference)
             .chain(&run.choice.verifiers)
-            .map(|role| format!("{}/{}/{}", role.model, role.precision, role.device))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" → ");
         entries.push(ResultsEntry {

@@ -327,7 +327,7 @@ fn verifier_label(index: usize, verifier: &VerifierView, run: &RunState) -> Stri
             "{}/{}/{} ({})",
             role.model, role.precision, role.device, role.dtype
         ),
-        (None, Some(role)) => format!("{}/{}/{}", role.model, role.precision, role.device),
+        (None, Some(role)) => role.to_string(),
         (None, None) => "?".to_string(),
     }
 }

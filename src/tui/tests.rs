@@ -16,9 +16,13 @@ use crate::engine::events::EngineEvent;
 use crate::record::results::*;
 
 use super::app::{Action, App, Catalog, Screen};
-use super::bench::{synthetic_choice, synthetic_error, synthetic_metrics, synthetic_trial_events};
+use super::bench::{
+    synthetic_choice, synthetic_device, synthetic_error, synthetic_metrics, synthetic_trial_events,
+};
 use super::heatmap;
 use super::*;
+use crate::model::device::DeviceProfile;
+use crate::model::weights::Precision;
 
 pub(super) fn catalog() -> Catalog {
     let honest = synthetic_choice("exp1-honest", 3, 64);
@@ -31,8 +35,12 @@ pub(super) fn catalog() -> Catalog {
     Catalog {
         experiments: vec![honest, cheat],
         models: vec!["tiny-llama".into(), "qwen2.5-0.5b".into()],
-        devices: vec!["cpu".into(), "cpu:bf16".into(), "cuda:0:f16".into()],
-        precisions: vec!["full".into(), "q8_0".into(), "q4_0".into()],
+        devices: ["cpu", "cpu:bf16", "cuda:0:f16"]
+            .map(|device| DeviceProfile::parse(device).unwrap())
+            .to_vec(),
+        precisions: ["full", "q8_0", "q4_0"]
+            .map(|p| p.parse().unwrap())
+            .to_vec(),
     }
 }
 
@@ -106,7 +114,7 @@ pub(super) fn trial_result(
             let accept_rate = accepted as f64 / checks.len() as f64;
             VerifierResult {
                 name: format!("verifier{}", v + 1),
-                role: role(&format!("cpu:v{}", v + 1)),
+                role: role(&synthetic_device(v).to_string()),
                 policy: "tiered".into(),
                 tier: None,
                 limits: None,
@@ -238,10 +246,10 @@ impl Backend for FakeBackend {
     fn models(&self) -> Vec<String> {
         catalog().models
     }
-    fn devices(&self) -> Vec<String> {
+    fn devices(&self) -> Vec<DeviceProfile> {
         catalog().devices
     }
-    fn precisions(&self) -> Vec<String> {
+    fn precisions(&self) -> Vec<Precision> {
         catalog().precisions
     }
     fn start(
@@ -312,7 +320,7 @@ fn picker_shows_experiments_roles_and_settings() {
         "synthetic experiment",
         "inference",
         "verifier 3",
-        "cpu:v2",
+        "cuda:1:f16",
         "Trials",
         "Max new tokens",
         "64",

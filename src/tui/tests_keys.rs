@@ -3,6 +3,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::engine::events::EngineEvent;
+use crate::model::device::DeviceProfile;
 
 use super::app::{Action, App, Confirm, RunPane, Screen};
 use super::bench::synthetic_trial_events;
@@ -85,7 +86,10 @@ fn editing_fields_changes_the_started_choice() {
     press(&mut app, KeyCode::Down);
     assert_eq!(app.picker.current_field(), Some(Field::Device(0)));
     press(&mut app, KeyCode::Right);
-    assert_eq!(app.picker.current().unwrap().inference.device, "cpu:bf16");
+    assert_eq!(
+        app.picker.current().unwrap().inference.device,
+        DeviceProfile::parse("cpu:bf16").ok()
+    );
     while app.picker.current_field() != Some(Field::Trials) {
         press(&mut app, KeyCode::Down);
     }
@@ -100,7 +104,10 @@ fn editing_fields_changes_the_started_choice() {
             assert_eq!(choice.trials, 42);
             assert_eq!(choice.max_new_tokens, 64 + 16);
             assert_eq!(choice.inference.model, "qwen2.5-0.5b");
-            assert_eq!(choice.inference.device, "cpu:bf16");
+            assert_eq!(
+                choice.inference.device,
+                DeviceProfile::parse("cpu:bf16").ok()
+            );
         }
         other => panic!("expected a start, got {other:?}"),
     }
@@ -218,7 +225,7 @@ fn run_view_keys_switch_pane_verifier_metric_and_trial() {
     assert_eq!(app.selected_verifier, 2, "no ninth verifier");
     press(&mut app, KeyCode::Char('m'));
     assert_eq!(app.metric, HeatMetric::MeanAbs);
-    assert_shows(&screen(&app, 120, 40), "V3 cpu:v3 · mean_abs (log)");
+    assert_shows(&screen(&app, 120, 40), "V3 cuda:2:f16 · mean_abs (log)");
 
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.screen, Screen::Picker);

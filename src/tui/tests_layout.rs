@@ -120,9 +120,10 @@ fn results_trial_counts_are_never_cut() {
 fn at_the_minimum_size_every_settings_column_and_footer_key_is_visible() {
     let mut catalog = catalog();
     catalog.models.push("mistral-7b-instruct-v0.3".into());
-    catalog.devices.push("cuda:0:bf16".into());
+    let wide = DeviceProfile::parse("cuda:0:bf16").unwrap();
+    catalog.devices.push(wide);
     catalog.experiments[0].inference.model = "mistral-7b-instruct-v0.3".into();
-    catalog.experiments[0].verifiers[2].device = "cuda:0:bf16".into();
+    catalog.experiments[0].verifiers[2].device = Some(wide);
     let app = App::new(catalog);
     let picker = screen(&app, MIN_WIDTH, MIN_HEIGHT);
     for text in [
@@ -131,7 +132,7 @@ fn at_the_minimum_size_every_settings_column_and_footer_key_is_visible() {
         "Device",
         "mistral-7b-instruct-v0.3 full",
         "cuda:0:bf16",
-        "cpu:v2",
+        "cuda:1:f16",
         "expect REJECT",
     ] {
         assert_shows(&picker, text);

@@ -13,7 +13,8 @@ use super::tests::{
     app_with_run, assert_shows, catalog, find_all, key, past_run, screen, text_of, FakeBackend,
 };
 use super::Backend;
-use crate::engine::events::EngineEvent;
+use crate::engine::events::{EngineEvent, LogLevel};
+use crate::model::device::DeviceProfile;
 use crate::record::results::TrialResult;
 
 #[test]
@@ -167,4 +168,53 @@ fn verifiers_of_a_run_that_ended_before_them_read_not_run() {
         text_of(&buffer)
     );
     assert!(find_all(&buffer, "waiting ").is_empty());
+}
+
+/// A summary from another build may name a precision or device this build does not parse: the
+/// run still opens and loads its trials, and the log names the file, the field and the value.
+#[test]
+fn a_past_run_with_unknown_role_values_opens_with_a_warning() {
+    use crossterm::event::KeyCode;
+    let mut past = past_run("old", 3);
+    past.summary.inference.precision = "q3".into();
+    past.summary.verifiers[1].device = "tpu:9".into();
+    let backend: Arc<dyn Backend> = Arc::new(FakeBackend {
+        past: vec![past],
+        ..FakeBackend::default()
+    });
+    let (tx, _rx) = unbounded_channel();
+    let mut app = App::new(catalog());
+    for code in [KeyCode::Char('r'), KeyCode::Enter] {
+        let action = app.handle_key(key(code));
+        perform(&mut app, &backend, action, &tx);
+    }
+    let run = app.review.as_ref().expect("the past run opens");
+    assert_eq!(run.choice.inference.precision, None);
+    assert_eq!(
+        run.choice.inference.device,
+        DeviceProfile::parse("cpu").ok()
+    );
+    assert_eq!(run.choice.verifiers[1].device, None);
+    assert_eq!(run.choice.verifiers.len(), 3);
+    let warnings: Vec<&str> = app
+        .log
+        .iter()
+        .filter(|line| line.level == LogLevel::Warn)
+        .map(|line| line.text.as_str())
+        .collect();
+    for (field, value) in [
+        ("inference.precision", "`q3`"),
+        ("verifiers[1].device", "`tpu:9`"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|warning| warning.contains("/data/old/summary.json")
+                    && warning.contains(field)
+                    && warning.contains(value)),
+            "no warning naming {field} {value}: {warnings:?}"
+        );
+    }
+    // The trials load as for any past run.
+    assert_shows(&screen(&app, 120, 40), "exp2-cross-device · trial 0 (1/3)");
 }

@@ -9,6 +9,8 @@ use crate::stats::metrics::CheckMetrics;
 
 use super::heatmap::ErrorGrid;
 use super::{CancelToken, ExperimentChoice, RoleChoice};
+use crate::model::device::DeviceProfile;
+use crate::model::weights::Precision;
 
 /// A verifier's final word on one trial.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -397,18 +399,42 @@ impl RunState {
         }
     }
 
-    /// A past run with one not-yet-loaded slot per trial file.
-    pub fn past(summary: RunSummary, summary_path: PathBuf, trial_paths: Vec<PathBuf>) -> RunState {
-        let role = |spec: &RoleSpec| RoleChoice {
-            model: spec.model.clone(),
-            precision: spec.precision.clone(),
-            device: spec.device.clone(),
+    /// A past run with one not-yet-loaded slot per trial file, and a warning for each role
+    /// value in the summary this build does not parse (the run opens all the same; that value
+    /// shows as `?`).
+    pub fn past(
+        summary: RunSummary,
+        summary_path: PathBuf,
+        trial_paths: Vec<PathBuf>,
+    ) -> (RunState, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut role = |name: &str, spec: &RoleSpec| {
+            let mut warn = |field: &str, value: &str, error: String| {
+                warnings.push(format!(
+                    "{}: {name}.{field} `{value}` is not understood ({error}); shown as ?",
+                    summary_path.display()
+                ))
+            };
+            let precision = spec.precision.parse::<Precision>();
+            let device = DeviceProfile::parse(&spec.device);
+            RoleChoice {
+                model: spec.model.clone(),
+                precision: precision
+                    .map_err(|e| warn("precision", &spec.precision, e))
+                    .ok(),
+                device: device.map_err(|e| warn("device", &spec.device, e)).ok(),
+            }
         };
         let choice = ExperimentChoice {
             name: summary.experiment.clone(),
             description: summary.description.clone(),
-            inference: role(&summary.inference),
-            verifiers: summary.verifiers.iter().map(role).collect(),
+            inference: role("inference", &summary.inference),
+            verifiers: summary
+                .verifiers
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| role(&format!("verifiers[{index}]"), spec))
+                .collect(),
             cutoff: summary.cutoff,
             expected: summary.expected_verdict,
             trials: trial_paths.len(),
@@ -422,7 +448,7 @@ impl RunState {
         } else {
             RunStatus::Cancelled
         };
-        RunState {
+        let run = RunState {
             choice,
             status,
             trials: (0..trial_paths.len()).map(TrialView::not_loaded).collect(),
@@ -438,7 +464,8 @@ impl RunState {
             summary_path: Some(summary_path),
             cancel: None,
             preparing: Vec::new(),
-        }
+        };
+        (run, warnings)
     }
 
     pub fn is_active(&self) -> bool {
