@@ -2166,3 +2166,72 @@ fn matrix_runs_its_rows_on_a_pairing_and_writes_the_table_and_pictures() {
     let err = run_err(&["matrix", "--cheats", "q9_9", "--out", "x"], data.path());
     assert!(err.contains("q9_9") && err.contains("q4_0"), "{err}");
 }
+
+/// Honest control of issue 18: the thread count is the inferencer's and the verifier's own
+/// business. Bundles decoded with two compute threads pass verifiers that prefill with one, and
+/// the other way round (matrix products split differently sum in another order: f32 drift,
+/// far inside the tier), for f32 and for bf16 inference.
+#[test]
+fn honest_runs_pass_whatever_thread_counts_the_two_sides_use() {
+    let data = tempfile::tempdir().unwrap();
+    let common = [
+        "--trials",
+        "2",
+        "--max-tokens",
+        "16",
+        "--verifiers",
+        "1",
+        "--seed",
+        "5",
+    ];
+    for (experiment, infer_threads, verify_threads) in
+        [("exp1", "2", "1"), ("exp1", "1", "2"), ("exp2", "2", "1")]
+    {
+        let tag = format!("{experiment}-{infer_threads}-{verify_threads}");
+        let bundles = data.path().join(format!("bundles-{tag}"));
+        let b = bundles.to_str().unwrap();
+        run_ok(
+            &[
+                &[
+                    "--threads",
+                    infer_threads,
+                    "run",
+                    experiment,
+                    "--step",
+                    "infer",
+                    "--out",
+                    b,
+                ][..],
+                &common[..],
+            ]
+            .concat(),
+            data.path(),
+        );
+        let out = data.path().join(format!("verified-{tag}"));
+        run_ok(
+            &[
+                &[
+                    "--threads",
+                    verify_threads,
+                    "run",
+                    experiment,
+                    "--step",
+                    "verify",
+                    "--from",
+                    b,
+                    "--out",
+                    out.to_str().unwrap(),
+                ][..],
+                &common[..],
+            ]
+            .concat(),
+            data.path(),
+        );
+        let trials = trial_files(&out);
+        assert_eq!(trials.len(), 2, "{tag}");
+        for t in &trials {
+            assert_eq!(t["summary"]["final_verdict"], "PASS", "{tag}");
+            assert_eq!(t["verifiers"][0]["token_checks"]["pass"], true, "{tag}");
+        }
+    }
+}
