@@ -17,7 +17,10 @@ use crate::experiment::matrix::{MatrixReport, RowKind};
 /// Rows × pairings, coloured by rejected fraction, annotated with rate and tokens.
 pub fn draw_matrix(report: &MatrixReport, path: &Path) -> anyhow::Result<()> {
     ensure_fonts()?;
-    let root = BitMapBackend::new(path, FIGURE_SIZE).into_drawing_area();
+    // Each row keeps room for its two lines of text, however many rows the matrix has.
+    let rows_height = 240 + 56 * report.rows.len() as u32;
+    let size = (FIGURE_SIZE.0, FIGURE_SIZE.1.max(rows_height));
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&BACKGROUND)?;
     let subtitle = format!(
         "colour: fraction of trials rejected (sequential test at α = {}, β = {}, or token \
@@ -85,6 +88,7 @@ pub fn draw_matrix(report: &MatrixReport, path: &Path) -> anyhow::Result<()> {
                         c.rejected.trials
                     ),
                     match (row.kind, c.median_tokens_to_detection) {
+                        (RowKind::Cheat, Some(1)) => "1 token".into(),
                         (RowKind::Cheat, Some(t)) => format!("{t} tokens"),
                         (RowKind::Cheat, None) => "not detected".into(),
                         (RowKind::Control, _) => String::new(),
@@ -95,12 +99,18 @@ pub fn draw_matrix(report: &MatrixReport, path: &Path) -> anyhow::Result<()> {
             let bright = decided.is_none_or(|c| c.rejected.rate > 0.6);
             let color = if bright { BLACK } else { WHITE };
             let cx = x0 + cell_w / 2;
+            // A control's cell has one line: centred, not above the middle.
+            let (line1_y, line1_anchor) = if line2.is_empty() {
+                (y0 + cell_h / 2, VPos::Center)
+            } else {
+                (y0 + cell_h / 2 - 4, VPos::Bottom)
+            };
             body.draw(&Text::new(
                 line1,
-                (cx, y0 + cell_h / 2 - 4),
+                (cx, line1_y),
                 bold_font(TICK_LABEL_SIZE + 2)
                     .color(&color)
-                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                    .pos(Pos::new(HPos::Center, line1_anchor)),
             ))?;
             body.draw(&Text::new(
                 line2,
