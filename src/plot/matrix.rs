@@ -10,7 +10,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::style::{
     bold_font, colormap, draw_title, ensure_fonts, font, series_color, AXIS_DESC_SIZE, BACKGROUND,
-    FIGURE_SIZE, GRID_COLOR, MISSING_CELL, NOTE_SIZE, PANEL_TITLE_SIZE, TICK_LABEL_SIZE,
+    FIGURE_SIZE, GRID_COLOR, MISSING_CELL, NOTE_SIZE, PANEL_TITLE_SIZE, SERIES_COLORS,
+    TICK_LABEL_SIZE,
 };
 use crate::experiment::matrix::{MatrixReport, RowKind};
 
@@ -185,12 +186,22 @@ pub fn draw_detection_curves(report: &MatrixReport, path: &Path) -> anyhow::Resu
                 })
                 .collect();
             let color = series_color(i);
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(3)))?
-                .label(cheat.to_string())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+            // The palette has SERIES_COLORS.len() colours; the cheats after it are dashed, so
+            // no two curves look alike.
+            let dashed = i >= SERIES_COLORS.len();
+            let series = if dashed {
+                chart.draw_series(DashedLineSeries::new(points, 9, 6, color.stroke_width(3)))?
+            } else {
+                chart.draw_series(LineSeries::new(points, color.stroke_width(3)))?
+            };
+            series.label(cheat.to_string()).legend(move |(x, y)| {
+                let style = color.stroke_width(3);
+                let first = if dashed { 9 } else { 24 };
+                let second = if dashed { (15, 24) } else { (24, 24) };
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (first, 0)], style)
+                    + PathElement::new(vec![(second.0, 0), (second.1, 0)], style)
+            });
         }
         chart
             .configure_series_labels()

@@ -41,7 +41,7 @@ pub const THRESHOLD_COLOR: RGBColor = RGBColor(20, 20, 20);
 pub const MISSING_CELL: RGBColor = RGBColor(190, 190, 190);
 
 /// Distinct colours for verifiers and metrics (the widely used "tab10" hues, in order).
-const SERIES_COLORS: [RGBColor; 10] = [
+pub const SERIES_COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
