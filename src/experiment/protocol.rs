@@ -16,10 +16,9 @@ use tokio::task::JoinSet;
 use super::bundle::{write_root_only_bundle, Manifest};
 use super::config::VerificationMode;
 use super::output::{trial_dir_name, write_trial};
-use super::plan::TrialPlan;
-use super::plan::{segment_settings, SegmentSettings};
+use super::plan::{segment_settings, SegmentSettings, TrialPlan};
 use super::trial::{
-    assemble_trial, check_same_model, derive_texts, infer_trial_with, VerifySettings,
+    assemble_trial, check_same_model, infer_trial_with, verified_texts, VerifySettings,
 };
 use super::workspace::Workspace;
 use crate::engine::capture::CapturedStates;
@@ -225,21 +224,7 @@ pub async fn verify_trial_segments(
         settings.verifiers.len()
     );
     let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
-    let texts = {
-        let (ws, manifest, sink) = (ws.clone(), manifest.clone(), sink.clone());
-        let role = settings
-            .verifiers
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("no verifier"))?;
-        tokio::task::spawn_blocking(move || {
-            let model = ws.load_reporting(&role, &sink)?;
-            check_same_model(&manifest, &model)?;
-            derive_texts(&manifest, &model)
-        })
-        .await
-        .map_err(|e| anyhow!("a verifier task failed: {e}"))??
-    };
+    let texts = verified_texts(&ws, &manifest, settings, &sink).await?;
     let commitment = manifest
         .commitment
         .clone()

@@ -369,6 +369,30 @@ pub struct VerifySettings {
     pub lazy: Vec<bool>,
 }
 
+/// The texts shown for a bundle: decoded from its verified ids with the first verifier's model
+/// (loaded here, then cached for the verifier that follows), never the manifest's own strings;
+/// a bundle of another model is refused first.
+pub(super) async fn verified_texts(
+    ws: &Arc<Workspace>,
+    manifest: &Arc<Manifest>,
+    settings: &VerifySettings,
+    sink: &EventSink,
+) -> Result<DerivedTexts> {
+    let (ws, manifest, sink) = (ws.clone(), manifest.clone(), sink.clone());
+    let role = settings
+        .verifiers
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no verifier"))?;
+    tokio::task::spawn_blocking(move || {
+        let model = ws.load_reporting(&role, &sink)?;
+        check_same_model(&manifest, &model)?;
+        derive_texts(&manifest, &model)
+    })
+    .await
+    .map_err(|e| anyhow!("a verifier task failed: {e}"))?
+}
+
 /// The verification half: every verifier on its own blocking task, concurrently.
 pub async fn verify_trial(
     ws: Arc<Workspace>,
@@ -381,23 +405,7 @@ pub async fn verify_trial(
 ) -> Result<TrialResult> {
     let started_at = unix_now();
     let trial = manifest.context.as_ref().map_or(0, |c| c.trial);
-    // What is shown comes from the verified ids, decoded here (the model is cached for the
-    // verifier that follows), never from the manifest's own strings.
-    let texts = {
-        let (ws, manifest, sink) = (ws.clone(), manifest.clone(), sink.clone());
-        let role = settings
-            .verifiers
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("no verifier"))?;
-        tokio::task::spawn_blocking(move || {
-            let model = ws.load_reporting(&role, &sink)?;
-            check_same_model(&manifest, &model)?;
-            derive_texts(&manifest, &model)
-        })
-        .await
-        .map_err(|e| anyhow!("a verifier task failed: {e}"))??
-    };
+    let texts = verified_texts(&ws, &manifest, settings, &sink).await?;
     let inference_dtype = CompareDtype::from_name(&manifest.dtype).unwrap_or(CompareDtype::F32);
     let mut tasks = JoinSet::new();
     for (index, role) in settings.verifiers.iter().cloned().enumerate() {
