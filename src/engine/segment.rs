@@ -128,8 +128,10 @@ impl SegmentOutput {
 pub(crate) struct LayerRule<'a> {
     pub judgement: Judgement,
     pub policy: &'a PolicyConfig,
-    /// The dtype the committed rows are stored in (their rounding floor).
-    pub stored: CompareDtype,
+    /// The coarsest dtype y or y' is rounded to, whose half-ulps are the rounding floor: the
+    /// committed rows' storage dtype, or the verifier's compute dtype when that is coarser (an
+    /// f16 verifier's own residual add rounds y' to f16 whatever the inference stored).
+    pub rounded: CompareDtype,
     /// The largest layer-update z accepted.
     pub update_limit: f64,
 }
@@ -152,9 +154,9 @@ impl<'a> LayerRule<'a> {
             && (inference_native || tm.precision == crate::model::weights::Precision::Native);
         LayerRule {
             update_limit: policy.layer_update_limits().limit(judgement.tier, rounds),
+            rounded: CompareDtype::coarsest(stored, judgement.compare_dtype),
             judgement,
             policy,
-            stored,
         }
     }
 
@@ -204,7 +206,7 @@ impl<'a> LayerRule<'a> {
         let mut update_z = Vec::with_capacity(leaving.len());
         for (p, (c, r)) in leaving.iter().zip(&recomputed).enumerate() {
             let mut check = self.state_check(c, r, p, layer + 1)?;
-            let z = update_metrics(&entering[p], c, r, self.stored)?.z(self.judgement.tier);
+            let z = update_metrics(&entering[p], c, r, self.rounded)?.z(self.judgement.tier);
             // Written so that a NaN z rejects.
             check.accept &= z <= self.update_limit;
             checks.push(check);

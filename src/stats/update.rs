@@ -15,17 +15,19 @@ pub struct UpdateMetrics {
     pub error_l2: f64,
     /// ‖y' − x‖₂: the layer's update as the verifier recomputes it.
     pub update_l2: f64,
-    /// √Σ (ulp(y'ᵢ)/2)² in the committed dtype: the error storing y' in that dtype alone may
-    /// cause (the rounding floor).
+    /// √Σ (ulp(y'ᵢ)/2)² in the coarser of the committed and the verifier's dtype: the error
+    /// rounding y' to that dtype alone may cause (the rounding floor).
     pub rounding_floor_l2: f64,
 }
 
-/// The figures for one position. `stored` is the dtype the committed states are stored in.
+/// The figures for one position. `rounded` is the coarsest dtype the committed or the
+/// recomputed state leaving the layer was rounded to (the committed rows' storage dtype, or the
+/// verifier's compute dtype when coarser).
 pub fn update_metrics(
     entering: &[f32],
     committed_leaving: &[f32],
     recomputed_leaving: &[f32],
-    stored: CompareDtype,
+    rounded: CompareDtype,
 ) -> Result<UpdateMetrics, StatsError> {
     for other in [committed_leaving.len(), recomputed_leaving.len()] {
         if other != entering.len() {
@@ -46,7 +48,7 @@ pub fn update_metrics(
     {
         let e = y as f64 - r as f64;
         let d = r as f64 - x as f64;
-        let half_ulp = stored.ulp_at(r) / 2.0;
+        let half_ulp = rounded.ulp_at(r) / 2.0;
         error += e * e;
         update += d * d;
         floor += half_ulp * half_ulp;
@@ -67,7 +69,7 @@ pub fn unit_roundoff(tier: CompareDtype) -> f64 {
 impl UpdateMetrics {
     /// The update error in units of what honest arithmetic in `tier` may cause:
     ///
-    ///     z = ‖y − y'‖ / (rounding floor of y in its stored dtype + u(tier) · ‖y' − x‖)
+    ///     z = ‖y − y'‖ / (rounding floor of y in the coarser dtype + u(tier) · ‖y' − x‖)
     ///
     /// Storing y rounds it by up to the floor; computing the update in `tier` moves it by a
     /// few u relative to the update itself. Honest pairs measure z ≈ 0.8 (p50), ≤ 2.9 in the
