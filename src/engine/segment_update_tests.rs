@@ -283,3 +283,39 @@ fn pytorch_honest_runs_pass_each_layer_recomputed_alone_and_its_weight_cheats_fa
         }
     }
 }
+
+/// A one-layer cheat inside the bf16 tier: layer 9's linears requantized to q4_0, the rest an
+/// honest bf16 inference. One layer's q4 error is well inside the bf16 tier's state limits
+/// (even all 30 layers in q4 passed most layers' state checks); the layer-update check fails
+/// layer 9 and no other.
+#[test]
+fn one_layer_in_q4_under_bf16_fails_that_layer_alone() {
+    let bf16 = embedded(Precision::Full, profile("cpu:bf16"));
+    let cheating = LoadedModel {
+        model: std::sync::Arc::new(
+            bf16.model
+                .with_layer_requantized(9, GgmlDType::Q4_0)
+                .unwrap(),
+        ),
+        ..bf16.clone()
+    };
+    let out = &verified(
+        &cheating,
+        &f32_verifier(),
+        false,
+        &[(b"all layers of the model", 30)],
+    )[0];
+    assert_eq!(
+        out.failed_layers(0.90),
+        vec![9],
+        "worst z {:.2}",
+        worst_z(out)
+    );
+    let nine = out.segments.iter().find(|s| s.layer == 9).unwrap();
+    assert!(
+        nine.update_accepted() * 10 < nine.update_z.len(),
+        "{} of {}",
+        nine.update_accepted(),
+        nine.update_z.len()
+    );
+}
