@@ -95,6 +95,7 @@ impl UpdateMetrics {
 /// | f16 → f32 (this engine; PyTorch) | 0.85; 0.81 | 2.4; 2.0 | 2.8; 2.9 | — | | |
 /// | bf16 → f32 (this engine; PyTorch) | 0.82; 0.78 | 2.0; 1.9 | 2.7; 2.4 | q4_0 weights (bf16) | 13.6 | 10.1 |
 /// | native → f32 / native → native | 4.7 / 0.0 | 19.6 / 1.3 | 23.5 / 2.2 | | | |
+/// | f32 → f16 / f32 → bf16 verifier (floor in the verifier's dtype) | | | 2.8 / 2.5 | | | |
 ///
 /// Each limit is about twice the largest honest z of its row (f32: ≈ 3× PyTorch's 35.6, and
 /// still 4.7× below the smallest q8_0 z, 472). In the bf16 tier q8_0 weights (z p50 2.1, max
