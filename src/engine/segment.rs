@@ -1,9 +1,13 @@
 //! Segment verification (docs/commitment.md): from an opening whose proofs were all checked,
 //! a verifier recomputes each challenged decoder layer alone over the opened column entering
 //! it (causal attention over those committed states, its own weights) and compares the result
-//! with the committed column entering the next layer, with the same precision-aware policy as
-//! the full prefill; checks column 0 against the tokens' embeddings; and runs the final norm
-//! and lm_head on the opened final column for the token checks of the sampling rule.
+//! with the committed column entering the next layer: each position must pass the same
+//! precision-aware state check as the full prefill *and* the layer-update check (the layer's own
+//! contribution, committed against recomputed from the same input, in units of the honest
+//! rounding of the tier: `stats::update`, docs/policy.md "Segment mode"), because one layer's
+//! cheat is small next to the state it adds to. It checks column 0 against the tokens'
+//! embeddings and runs the final norm and lm_head on the opened final column for the token
+//! checks of the sampling rule.
 
 use std::time::Instant;
 
@@ -16,6 +20,7 @@ use crate::model::LoadedModel;
 use crate::record::results::CheckRecord;
 use crate::stats::metrics::{compare, CompareDtype};
 use crate::stats::policy::{token_margin_tolerance, PolicyConfig};
+use crate::stats::update::update_metrics;
 
 pub struct SegmentJob<'a> {
     pub prompt_ids: &'a [u32],
@@ -32,7 +37,12 @@ pub struct SegmentJob<'a> {
 #[derive(Debug, Clone)]
 pub struct LayerSegment {
     pub layer: usize,
+    /// A check accepts when both the state and the layer-update check do.
     pub checks: Vec<CheckRecord>,
+    /// The layer-update z at each position ([`crate::stats::update::UpdateMetrics::z`]).
+    pub update_z: Vec<f64>,
+    /// The largest z accepted for this pair.
+    pub update_limit: f64,
     pub recompute_s: f64,
 }
 
@@ -43,6 +53,25 @@ impl LayerSegment {
 
     pub fn accept_rate(&self) -> f64 {
         self.accepted() as f64 / self.checks.len().max(1) as f64
+    }
+
+    /// Positions whose layer update is within the limit (NaN is not).
+    pub fn update_accepted(&self) -> usize {
+        self.update_z
+            .iter()
+            .filter(|&&z| z <= self.update_limit)
+            .count()
+    }
+
+    /// The median and the largest z (NaN first: a non-finite update is the worst).
+    pub fn update_z_summary(&self) -> (f64, f64) {
+        let mut z = self.update_z.clone();
+        z.sort_by(|a, b| b.is_nan().cmp(&a.is_nan()).then(a.total_cmp(b)));
+        if z.is_empty() {
+            return (0.0, 0.0);
+        }
+        let max = if z[0].is_nan() { z[0] } else { z[z.len() - 1] };
+        (z[z.len() / 2], max)
     }
 }
 
@@ -94,6 +123,114 @@ impl SegmentOutput {
     }
 }
 
+/// How a segment verifier judges one position of a recomputed layer: the state check of the
+/// pair's tier and the layer-update check, both must accept.
+pub(crate) struct LayerRule<'a> {
+    pub judgement: Judgement,
+    pub policy: &'a PolicyConfig,
+    /// The coarsest dtype y or y' is rounded to, whose half-ulps are the rounding floor: the
+    /// committed rows' storage dtype, or the verifier's compute dtype when that is coarser (an
+    /// f16 verifier's own residual add rounds y' to f16 whatever the inference stored).
+    pub rounded: CompareDtype,
+    /// The largest layer-update z accepted.
+    pub update_limit: f64,
+}
+
+impl<'a> LayerRule<'a> {
+    /// The rule for verifying with `model` an inference that declares `inference_dtype` (and
+    /// `native` precision, when trusted), its rows stored in `stored`.
+    pub(crate) fn of(
+        model: &LoadedModel,
+        inference_dtype: CompareDtype,
+        inference_native: bool,
+        policy: &'a PolicyConfig,
+        stored: CompareDtype,
+    ) -> Self {
+        let tm = &model.model;
+        let judgement = Judgement::of(model, inference_dtype, inference_native);
+        // The tier's limit, or the wider one where a role runs the model's own block-quantized
+        // weights on quantized kernels (they round activations to 8-bit blocks).
+        let rounds = tm.native_rounds_activations
+            && (inference_native || tm.precision == crate::model::weights::Precision::Native);
+        LayerRule {
+            update_limit: policy.layer_update_limits().limit(judgement.tier, rounds),
+            rounded: CompareDtype::coarsest(stored, judgement.compare_dtype),
+            judgement,
+            policy,
+        }
+    }
+
+    fn state_check(
+        &self,
+        committed: &[f32],
+        recomputed: &[f32],
+        position: usize,
+        layer: usize,
+    ) -> Result<CheckRecord> {
+        let j = &self.judgement;
+        let metrics = compare(committed, recomputed, j.compare_dtype)?;
+        let accept = self
+            .policy
+            .decide(&metrics, j.inference_tier, j.verifier_tier);
+        Ok(CheckRecord {
+            position,
+            layer,
+            accept,
+            metrics,
+        })
+    }
+
+    /// Recomputes decoder layer `layer` from the committed rows `entering` (every position
+    /// from 0) and judges each position against the committed `leaving`.
+    pub(crate) fn check_layer(
+        &self,
+        model: &LoadedModel,
+        layer: usize,
+        entering: &[Vec<f32>],
+        leaving: &[Vec<f32>],
+    ) -> Result<LayerSegment> {
+        ensure!(
+            entering.len() == leaving.len(),
+            "layer {layer}: {} rows entering, {} leaving",
+            entering.len(),
+            leaving.len()
+        );
+        let t = Instant::now();
+        let recomputed: Vec<Vec<f32>> = model
+            .model
+            .run_layer(layer, &as_tensor(entering, model)?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
+        let recompute_s = t.elapsed().as_secs_f64();
+        let mut checks = Vec::with_capacity(leaving.len());
+        let mut update_z = Vec::with_capacity(leaving.len());
+        for (p, (c, r)) in leaving.iter().zip(&recomputed).enumerate() {
+            let mut check = self.state_check(c, r, p, layer + 1)?;
+            let z = update_metrics(&entering[p], c, r, self.rounded)?.z(self.judgement.tier);
+            // Written so that a NaN z rejects.
+            check.accept &= z <= self.update_limit;
+            checks.push(check);
+            update_z.push(z);
+        }
+        Ok(LayerSegment {
+            layer,
+            checks,
+            update_z,
+            update_limit: self.update_limit,
+            recompute_s,
+        })
+    }
+}
+
+/// The committed rows' storage dtype (an opening holds f32, f16 or bf16 rows).
+pub(crate) fn storage_dtype(dtype: DType) -> CompareDtype {
+    match dtype {
+        DType::BF16 => CompareDtype::Bf16,
+        DType::F16 => CompareDtype::F16,
+        _ => CompareDtype::F32,
+    }
+}
+
 fn as_tensor(rows: &[Vec<f32>], model: &LoadedModel) -> Result<Tensor> {
     let hidden = rows.first().map_or(0, Vec::len);
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
@@ -130,24 +267,15 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         opening.shape.positions,
         sequence.len()
     );
-    let Judgement {
-        compare_dtype,
-        inference_tier,
-        verifier_tier,
-        tier,
-    } = Judgement::of(model, job.inference_dtype, job.inference_native);
-    let judge = |committed: &[f32], recomputed: &[f32], position: usize, layer: usize| {
-        let metrics = compare(committed, recomputed, compare_dtype)?;
-        let accept = job.policy.decide(&metrics, inference_tier, verifier_tier);
-        anyhow::Ok(CheckRecord {
-            position,
-            layer,
-            accept,
-            metrics,
-        })
-    };
+    let rule = LayerRule::of(
+        model,
+        job.inference_dtype,
+        job.inference_native,
+        job.policy,
+        storage_dtype(opening.dtype),
+    );
+    let tier = rule.judgement.tier;
     let all: Vec<usize> = (0..sequence.len()).collect();
-
     // Column 0: the tokens' embeddings.
     let committed0 = opening.rows_f32(0, &all)?;
     let embedded: Vec<Vec<f32>> = tm.embed(&sequence)?.to_dtype(DType::F32)?.to_vec2()?;
@@ -155,7 +283,7 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         .iter()
         .zip(&embedded)
         .enumerate()
-        .map(|(p, (c, e))| judge(c, e, p, 0))
+        .map(|(p, (c, e))| rule.state_check(c, e, p, 0))
         .collect::<Result<Vec<_>>>()?;
 
     let mut segments = Vec::new();
@@ -163,23 +291,7 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         ensure!(layer < n_layers, "challenged layer {layer} of {n_layers}");
         let entering = opening.rows_f32(layer, &all)?;
         let leaving = opening.rows_f32(layer + 1, &all)?;
-        let t = Instant::now();
-        let recomputed: Vec<Vec<f32>> = tm
-            .run_layer(layer, &as_tensor(&entering, model)?)?
-            .to_dtype(DType::F32)?
-            .to_vec2()?;
-        let recompute_s = t.elapsed().as_secs_f64();
-        let checks = leaving
-            .iter()
-            .zip(&recomputed)
-            .enumerate()
-            .map(|(p, (c, r))| judge(c, r, p, layer + 1))
-            .collect::<Result<Vec<_>>>()?;
-        segments.push(LayerSegment {
-            layer,
-            checks,
-            recompute_s,
-        });
+        segments.push(rule.check_layer(model, layer, &entering, &leaving)?);
     }
 
     let token_checks = match &job.tokens {
@@ -228,3 +340,11 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
 #[cfg(test)]
 #[path = "segment_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "segment_update_tests.rs"]
+mod update_tests;
+
+#[cfg(test)]
+#[path = "segment_calibration_tests.rs"]
+mod calibration_tests;

@@ -28,7 +28,7 @@ use crate::engine::segment::{verify_segments, SegmentJob, SegmentOutput};
 use crate::engine::verification::{TokenRule, VerificationOutput};
 use crate::model::device::dtype_name;
 use crate::record::results::*;
-use crate::record::segment_result::{SegmentLayerRecord, SegmentRecord};
+use crate::record::segment_result::{LayerUpdateRecord, SegmentLayerRecord, SegmentRecord};
 use crate::stats::metrics::CompareDtype;
 use crate::util::unix_now;
 
@@ -373,12 +373,23 @@ fn segment_record(out: &SegmentOutput, challenge: &Challenge, cutoff: f64) -> Se
                 accepted: s.accepted(),
                 recompute_s: s.recompute_s,
                 pass: !failed.contains(&s.layer),
+                update: Some(layer_update_record(s)),
             })
             .collect(),
         embedding_rows: out.embedding_checks.len(),
         embedding_rows_accepted: out.embedding_checks.iter().filter(|c| c.accept).count(),
         recompute_s: out.segments.iter().map(|s| s.recompute_s).sum(),
         time_s: out.time_s,
+    }
+}
+
+fn layer_update_record(s: &crate::engine::segment::LayerSegment) -> LayerUpdateRecord {
+    let (z_median, z_max) = s.update_z_summary();
+    LayerUpdateRecord {
+        accepted: s.update_accepted(),
+        z_median,
+        z_max,
+        limit: s.update_limit,
     }
 }
 

@@ -18,6 +18,24 @@ pub struct SegmentLayerRecord {
     pub recompute_s: f64,
     /// Whether this layer's accept rate passed the cutoff.
     pub pass: bool,
+    /// The layer-update check's figures (absent from files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<LayerUpdateRecord>,
+}
+
+/// The layer-update check of one challenged layer (docs/policy.md "Segment mode"): z is the
+/// error of the committed state leaving the layer, against the recomputed one, in units of
+/// what honest rounding in the pair's tier can cause; a position accepts when z ≤ `limit`
+/// (and its state check accepts), so `accepted` above counts both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerUpdateRecord {
+    /// Positions whose z is within the limit.
+    pub accepted: usize,
+    #[serde(with = "crate::stats::metrics::float_serde")]
+    pub z_median: f64,
+    #[serde(with = "crate::stats::metrics::float_serde")]
+    pub z_max: f64,
+    pub limit: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

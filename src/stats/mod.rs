@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod optimize;
 pub mod policy;
 pub mod sequential;
+pub mod update;
 
 pub use aggregate::{AcceptTally, Distribution};
 pub use metrics::{compare, CheckMetrics, CompareDtype, StatsError};

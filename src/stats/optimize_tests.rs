@@ -277,7 +277,7 @@ fn report_for_one_tier_keeps_other_defaults() {
         }],
     );
     let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
-    let PolicyConfig::PrecisionAware { f32, f16, bf16 } = snippet.policy else {
+    let PolicyConfig::PrecisionAware { f32, f16, bf16, .. } = snippet.policy else {
         panic!("expected precision_aware");
     };
     assert_eq!((f16, bf16), (F16_TIER_DEFAULT, BF16_TIER_DEFAULT));
@@ -314,7 +314,7 @@ fn each_tier_gets_thresholds_from_its_own_checks() {
         ],
     );
     let snippet: ExperimentSnippet = serde_yaml::from_str(&report.recommended_yaml).unwrap();
-    let PolicyConfig::PrecisionAware { f32, f16, bf16 } = snippet.policy else {
+    let PolicyConfig::PrecisionAware { f32, f16, bf16, .. } = snippet.policy else {
         panic!("expected precision_aware");
     };
     let bf16_max = bf16_honest.iter().map(|m| m.rel_l2).fold(0.0, f64::max);

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{CheckMetrics, CompareDtype};
+use super::update::UpdateLimits;
 
 /// mean|Δ| below this is accepted by the seed rule whatever Pe says (bit-exact-ish runs).
 pub const SEED_EXACT_MEAN_ABS: f64 = 1e-6;
@@ -65,6 +66,10 @@ pub enum PolicyConfig {
         f32: TierThresholds,
         f16: TierThresholds,
         bf16: TierThresholds,
+        /// Segment mode: the largest layer-update z accepted per tier (absent: the measured
+        /// defaults of [`UpdateLimits`]). A full verification does not read it.
+        #[serde(default)]
+        layer_update: UpdateLimits,
     },
 }
 
@@ -125,6 +130,7 @@ impl Default for PolicyConfig {
             f32: F32_TIER_DEFAULT,
             f16: F16_TIER_DEFAULT,
             bf16: BF16_TIER_DEFAULT,
+            layer_update: UpdateLimits::default(),
         }
     }
 }
@@ -166,7 +172,7 @@ impl PolicyConfig {
     ) -> Option<TierThresholds> {
         match self {
             PolicyConfig::Seed { .. } => None,
-            PolicyConfig::PrecisionAware { f32, f16, bf16 } => Some(
+            PolicyConfig::PrecisionAware { f32, f16, bf16, .. } => Some(
                 match CompareDtype::coarsest(inference_dtype, verifier_dtype) {
                     CompareDtype::F32 => *f32,
                     CompareDtype::F16 => *f16,
@@ -198,6 +204,16 @@ impl PolicyConfig {
         }
     }
 
+    /// The layer-update limits segment verification applies (docs/policy.md "Segment mode"):
+    /// the precision-aware policy's own, the measured defaults under the seed rule (which
+    /// judges states only and has no such limits of its own).
+    pub fn layer_update_limits(&self) -> UpdateLimits {
+        match self {
+            PolicyConfig::PrecisionAware { layer_update, .. } => *layer_update,
+            PolicyConfig::Seed { .. } => UpdateLimits::default(),
+        }
+    }
+
     /// Check that every threshold is usable: finite and > 0, and Pe limits within [0, 1].
     pub fn validate(&self) -> Result<(), String> {
         match self {
@@ -210,10 +226,16 @@ impl PolicyConfig {
                 // The seed rule accepts only `pe < pe_max`: 0 would reject nearly everything.
                 check_positive("pe_max", *pe_max)
             }
-            PolicyConfig::PrecisionAware { f32, f16, bf16 } => {
+            PolicyConfig::PrecisionAware {
+                f32,
+                f16,
+                bf16,
+                layer_update,
+            } => {
                 f32.validate("f32")?;
                 f16.validate("f16")?;
-                bf16.validate("bf16")
+                bf16.validate("bf16")?;
+                layer_update.validate()
             }
         }
     }
@@ -392,6 +414,20 @@ mod tests {
         let e: Experiment =
             serde_yaml::from_str("policy: {kind: seed, mean_epsilon: 0.05, pe_max: 0.05}").unwrap();
         assert_eq!(e.policy, PolicyConfig::seed_default());
+        // An experiment may set its own layer-update limits.
+        let e: Experiment = serde_yaml::from_str(
+            "policy: {kind: precision_aware, f32: {rel_l2_max: 1e-4, pe_max: 0.05}, \
+             f16: {rel_l2_max: 2.0e-2, pe_max: 0.1}, bf16: {rel_l2_max: 0.1, pe_max: 0.35}, \
+             layer_update: {f32: 50, f16: 5, bf16: 4, native: 30}}",
+        )
+        .unwrap();
+        let limits = e.policy.layer_update_limits();
+        assert_eq!((limits.bf16, limits.native), (4.0, 30.0));
+        assert_eq!(limits.limit(CompareDtype::Bf16, true), 30.0);
+        assert_eq!(
+            PolicyConfig::seed_default().layer_update_limits(),
+            UpdateLimits::default()
+        );
         for p in [PolicyConfig::default(), PolicyConfig::seed_default()] {
             let back: PolicyConfig =
                 serde_yaml::from_str(&serde_yaml::to_string(&p).unwrap()).unwrap();
@@ -421,6 +457,21 @@ mod tests {
             );
         }
         let json = r#"{"kind":"seed","mean_epsilon":0.05,"pe_max":0.05,"extra":1}"#;
+        // The layer-update limits: all four tiers named, nothing else.
+        for layer_update in [
+            "{f32: 100, f16: 6, bf16: 6}",
+            "{f32: 1, f16: 1, bf16: 1, native: 1, f8: 1}",
+        ] {
+            let yaml = format!(
+                "{{kind: precision_aware, f32: {{rel_l2_max: 1e-4, pe_max: 0.05}}, \
+                 f16: {{rel_l2_max: 2e-2, pe_max: 0.1}}, bf16: {{rel_l2_max: 0.1, pe_max: 0.35}}, \
+                 layer_update: {layer_update}}}"
+            );
+            assert!(
+                serde_yaml::from_str::<PolicyConfig>(&yaml).is_err(),
+                "accepted: {yaml}"
+            );
+        }
         assert!(serde_json::from_str::<PolicyConfig>(json).is_err());
     }
 

@@ -62,9 +62,10 @@ pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
         format!("{failed} failed")
     };
     let summary = format!(
-        " {}/{} · {verdict} · {:.1} MB · {} proofs · layers {:.2} s of {:.2} s",
+        " {}/{} · {verdict}{} · {:.1} MB · {} proofs · layers {:.2} s of {:.2} s",
         record.challenged_layers.len(),
         record.n_layers,
+        update_words(record),
         record.bytes_received as f64 / 1e6,
         record.proofs_checked,
         record.recompute_s,
@@ -93,10 +94,30 @@ pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
     Line::from(spans)
 }
 
+/// ` · update z 13.6>6`: the largest layer-update z of the challenged layers against its limit
+/// (docs/policy.md "Segment mode"), empty for files written before the check existed.
+fn update_words(record: &SegmentRecord) -> String {
+    let mut worst: Option<(f64, f64)> = None;
+    for u in record.layers.iter().filter_map(|l| l.update.as_ref()) {
+        // NaN is the worst a layer can give.
+        let worse = worst.is_none_or(|(z, _)| u.z_max.is_nan() || (!z.is_nan() && u.z_max > z));
+        if worse {
+            worst = Some((u.z_max, u.limit));
+        }
+    }
+    match worst {
+        None => String::new(),
+        Some((z, limit)) => {
+            let relation = if z <= limit { "≤" } else { ">" };
+            format!(" · update z {z:.1}{relation}{limit}")
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::record::segment_result::SegmentLayerRecord;
+    use crate::record::segment_result::{LayerUpdateRecord, SegmentLayerRecord};
 
     pub(crate) fn record(n_layers: usize, layers: &[(usize, bool)]) -> SegmentRecord {
         SegmentRecord {
@@ -116,6 +137,13 @@ pub(super) mod tests {
                     accepted: if pass { 66 } else { 0 },
                     recompute_s: 0.02,
                     pass,
+                    // Figures of the kind measured: honest z ≈ 2, a q4 layer ≈ 14.
+                    update: Some(LayerUpdateRecord {
+                        accepted: if pass { 66 } else { 1 },
+                        z_median: if pass { 0.8 } else { 13.6 },
+                        z_max: if pass { 2.1 } else { 22.4 },
+                        limit: 6.0,
+                    }),
                 })
                 .collect(),
             embedding_rows: 66,
@@ -141,5 +169,26 @@ pub(super) mod tests {
         assert_eq!(binned.len(), 10);
         assert_eq!(binned[4], Cell::Failed);
         assert_eq!(binned[1], Cell::NotChallenged);
+    }
+
+    #[test]
+    fn the_words_give_the_worst_layer_update_against_its_limit() {
+        let text = |r: &SegmentRecord| -> String {
+            strip_line(r, 200)
+                .spans
+                .iter()
+                .map(|s| s.content.to_string())
+                .collect()
+        };
+        let honest = text(&record(30, &[(4, true), (9, true)]));
+        assert!(
+            honest.contains("all matched · update z 2.1≤6 · "),
+            "{honest}"
+        );
+        let caught = text(&record(30, &[(4, true), (13, false)]));
+        assert!(caught.contains("1 failed · update z 22.4>6 · "), "{caught}");
+        let mut old = record(30, &[(4, true)]);
+        old.layers[0].update = None;
+        assert!(text(&old).contains("all matched · 1.3 MB"));
     }
 }
