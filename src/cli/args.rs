@@ -417,6 +417,11 @@ pub struct RunArgs {
     /// layers (default: every token).
     #[arg(long, value_name = "K")]
     pub token_positions: Option<usize>,
+    /// Segment mode: skip the reference full prefill each verifier role times beside its
+    /// segments (it is never part of the verdict; default: timed, or the experiment's
+    /// `reference_prefill:`).
+    #[arg(long)]
+    pub no_reference_prefill: bool,
     #[command(flatten)]
     pub slurm: slurm::SlurmArgs,
 }

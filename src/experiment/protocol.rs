@@ -24,8 +24,10 @@ use super::workspace::Workspace;
 use crate::engine::capture::CapturedStates;
 use crate::engine::commitment::{self, Challenge};
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::engine::segment::{verify_segments, SegmentJob, SegmentOutput};
-use crate::engine::verification::{TokenRule, VerificationOutput};
+use crate::engine::reference_prefill::time_full_prefill;
+use crate::engine::segment::SegmentOutput;
+use crate::engine::segment_steps::{verify_segments_stepwise, SegmentInputs, SteppedSegments};
+use crate::engine::verification::{default_chunk, TokenRule, VerificationOutput};
 use crate::model::device::dtype_name;
 use crate::record::results::*;
 use crate::record::segment_result::{SegmentLayerRecord, SegmentRecord};
@@ -150,6 +152,7 @@ pub(super) async fn run_segment_trial(
         manifest,
         openings,
         &verify_settings,
+        settings.reference_prefill,
         plan.prompt.clone(),
         sink.clone(),
         cancel,
@@ -171,7 +174,7 @@ pub(super) async fn run_segment_trial(
 
 /// Both sides of the exchange in one process: each verifier draws its challenge with a fresh
 /// secret, and the inferencer answers it from its store with an opening in `dir/verifier_N`.
-fn answer_challenges(
+pub(super) fn answer_challenges(
     manifest: &Manifest,
     store: &CapturedStates,
     settings: SegmentSettings,
@@ -206,12 +209,17 @@ fn answer_challenges(
 
 /// The verification half in segment mode: verifier i reads opening i (untrusted: every proof
 /// checked against the manifest's root, the challenge held to the one it drew) and recomputes
-/// its challenged layers, all verifiers concurrently.
+/// its challenged layers, all verifiers concurrently. With `reference_prefill`, the first
+/// verifier of each role also times one full prefill of prompt + output on its model after its
+/// segments (docs/commitment.md), recorded beside its segment time for every verifier of that
+/// role. A cancel stops each verifier between steps; what it finished is kept, marked incomplete.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify_trial_segments(
     ws: Arc<Workspace>,
     manifest: Arc<Manifest>,
     openings: Vec<(Challenge, PathBuf)>,
     settings: &VerifySettings,
+    reference_prefill: bool,
     prompt: PromptInfo,
     sink: EventSink,
     cancel: CancelToken,
@@ -244,11 +252,12 @@ pub async fn verify_trial_segments(
         let policy = settings.policy.clone();
         let trust_native = settings.trust_native_claim;
         let token_sampling = settings.token_sampling.clone();
+        let time_reference = reference_prefill && !settings.verifiers[..index].contains(&role);
+        let chunk = settings.chunk;
         tasks.spawn_blocking(
-            move || -> Result<(usize, RoleSpec, SegmentOutput, Challenge)> {
+            move || -> Result<(usize, RoleSpec, SteppedSegments, Challenge, Option<f64>)> {
                 let model = ws.load_reporting(&role, &sink)?;
                 check_same_model(&manifest, &model)?;
-                ensure!(!cancel.is_cancelled(), "cancelled");
                 sink.emit(EngineEvent::VerifierStarted {
                     trial,
                     verifier: index,
@@ -268,10 +277,10 @@ pub async fn verify_trial_segments(
                 opening.challenge.layers,
                 drawn.layers
             );
-                let job = SegmentJob {
+                let challenge = opening.challenge.clone();
+                let inputs = SegmentInputs {
                     prompt_ids: &manifest.prompt_ids,
                     output_ids: &manifest.output_ids,
-                    opening: &opening,
                     inference_dtype,
                     inference_native: trust_native && manifest.precision == "native",
                     policy: &policy,
@@ -281,21 +290,32 @@ pub async fn verify_trial_segments(
                         output_complete: !manifest.cancelled,
                     }),
                 };
-                let out = verify_segments(&model, &job)?;
+                let out = verify_segments_stepwise(&model, opening, inputs, &cancel)?;
+                let full_prefill = match time_reference {
+                    true => time_full_prefill(
+                        &model,
+                        &manifest.prompt_ids,
+                        &manifest.output_ids,
+                        chunk.unwrap_or_else(|| default_chunk(model.profile)),
+                        &cancel,
+                    )?,
+                    false => None,
+                };
                 let spec = RoleSpec {
                     model: role.model.clone(),
                     precision: role.precision.to_string(),
                     device: role.device.device_name(),
                     dtype: dtype_name(model.compute_dtype()).to_string(),
                 };
-                Ok((index, spec, out, opening.challenge))
+                Ok((index, spec, out, challenge, full_prefill))
             },
         );
     }
     let mut outputs = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (index, spec, out, challenge) =
+        let (index, spec, stepped, challenge, full_prefill) =
             joined.map_err(|e| anyhow!("a verifier task failed: {e}"))??;
+        let (out, cancelled) = (stepped.output, stepped.cancelled);
         let pass = out.pass(settings.cutoff);
         sink.emit(EngineEvent::VerifierDone {
             trial,
@@ -304,26 +324,31 @@ pub async fn verify_trial_segments(
             verdict: if pass { Verdict::Pass } else { Verdict::Fail },
             overhead_percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
         });
-        outputs.push((index, spec, out, challenge));
+        outputs.push((index, spec, out, challenge, cancelled, full_prefill));
     }
-    outputs.sort_by_key(|(i, _, _, _)| *i);
+    outputs.sort_by_key(|o| o.0);
+    // The reference prefill timed by the first verifier of each role stands for that role.
+    let prefill_of = |index: usize| {
+        let role = &settings.verifiers[index];
+        let first = settings.verifiers.iter().position(|r| r == role)?;
+        outputs.iter().find(|o| o.0 == first)?.5
+    };
     let prompt_len = manifest.prompt_ids.len();
     let records: Vec<(SegmentRecord, bool)> = outputs
         .iter()
-        .map(|(_, _, out, challenge)| {
-            (
-                segment_record(out, challenge, settings.cutoff),
-                out.pass(settings.cutoff),
-            )
+        .map(|(index, _, out, challenge, _, _)| {
+            let mut record = segment_record(out, challenge, settings.cutoff);
+            record.set_full_prefill(prefill_of(*index));
+            (record, out.pass(settings.cutoff))
         })
         .collect();
     let converted = outputs
         .into_iter()
-        .map(|(index, spec, out, _)| {
+        .map(|(index, spec, out, _, cancelled, _)| {
             (
                 index,
                 spec,
-                as_verification_output(out, prompt_len, settings),
+                as_verification_output(out, prompt_len, cancelled, settings),
             )
         })
         .collect();
@@ -379,6 +404,9 @@ fn segment_record(out: &SegmentOutput, challenge: &Challenge, cutoff: f64) -> Se
         embedding_rows_accepted: out.embedding_checks.iter().filter(|c| c.accept).count(),
         recompute_s: out.segments.iter().map(|s| s.recompute_s).sum(),
         time_s: out.time_s,
+        full_prefill_s: None,
+        segment_to_full_prefill: None,
+        layer_to_full_prefill: None,
     }
 }
 
@@ -389,6 +417,7 @@ fn segment_record(out: &SegmentOutput, challenge: &Challenge, cutoff: f64) -> Se
 fn as_verification_output(
     out: SegmentOutput,
     prompt_len: usize,
+    cancelled: bool,
     settings: &VerifySettings,
 ) -> VerificationOutput {
     let generated = |c: &CheckRecord| {
@@ -403,7 +432,7 @@ fn as_verification_output(
         embedding_checks: out.embedding_checks.iter().filter_map(generated).collect(),
         time_s: out.time_s,
         compare_s: 0.0,
-        cancelled: false,
+        cancelled,
         tier: out.tier,
         limits: settings
             .policy
@@ -580,11 +609,13 @@ fn with_segment(req: &super::plan::RunRequest) -> super::plan::RunRequest {
 /// `run --step verify --mode segment`: the openings the inferencer returned for one bundle,
 /// each held to the challenge this verifier drew (`challenges/verifier_N.json`, kept on the
 /// verifier's machine).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn verify_bundle_openings(
     ws: Arc<Workspace>,
     dir: &Path,
     manifest: Manifest,
     settings: &VerifySettings,
+    reference_prefill: bool,
     prompt: PromptInfo,
     sink: EventSink,
     cancel: CancelToken,
@@ -610,6 +641,7 @@ pub(super) async fn verify_bundle_openings(
         Arc::new(manifest),
         openings,
         settings,
+        reference_prefill,
         prompt,
         sink,
         cancel,

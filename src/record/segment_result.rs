@@ -49,9 +49,33 @@ pub struct SegmentRecord {
     /// Seconds of the whole segment verification: proofs, layers, embeddings, lm_head and
     /// token checks.
     pub time_s: f64,
+    /// Seconds of one full prefill of prompt + output on this verifier's model profile, timed
+    /// in the same trial (what full mode would pay; a reference, never part of the verdict).
+    /// Absent when the run skipped it (`--no-reference-prefill`) or was cancelled first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_prefill_s: Option<f64>,
+    /// `time_s / full_prefill_s`: the whole segment verification against a full prefill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_to_full_prefill: Option<f64>,
+    /// Seconds per challenged layer (`recompute_s / layers`) against a full prefill (≈ 1/L
+    /// when recomputing a layer costs what it costs inside the prefill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_to_full_prefill: Option<f64>,
 }
 
 impl SegmentRecord {
+    /// Records the reference prefill's seconds and the two ratios derived from it.
+    pub fn set_full_prefill(&mut self, seconds: Option<f64>) {
+        let ratio = |part: f64| seconds.filter(|s| *s > 0.0).map(|s| part / s);
+        self.full_prefill_s = seconds;
+        self.segment_to_full_prefill = ratio(self.time_s);
+        self.layer_to_full_prefill = if self.layers.is_empty() {
+            None
+        } else {
+            ratio(self.recompute_s / self.layers.len() as f64)
+        };
+    }
+
     pub fn layer(&self, layer: usize) -> Option<&SegmentLayerRecord> {
         self.layers.iter().find(|l| l.layer == layer)
     }

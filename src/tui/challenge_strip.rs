@@ -49,6 +49,21 @@ fn cells(record: &SegmentRecord, width: usize) -> Vec<Cell> {
     cells
 }
 
+/// The line under the strip where the run timed the reference prefill (docs/commitment.md):
+/// `full prefill 2.78 s · segment 0.42× · a layer 0.019×` (this whole segment verification, and
+/// one challenged layer's recomputation, as fractions of the prefill); None without.
+pub fn full_prefill_line(record: &SegmentRecord) -> Option<Line<'static>> {
+    let full = record.full_prefill_s?;
+    let mut words = format!("    full prefill {full:.2} s");
+    if let Some(segment) = record.segment_to_full_prefill {
+        words += &format!(" · segment {segment:.2}×");
+    }
+    if let Some(layer) = record.layer_to_full_prefill {
+        words += &format!(" · a layer {layer:.3}×");
+    }
+    Some(Line::styled(words, Style::default().fg(Color::Gray)))
+}
+
 /// One line: `L0 ·■···✗··· L29 2/30 · 1 failed · 1.3 MB · 478 proofs · layers 0.04 s of
 /// 0.10 s` (recomputing the challenged layers, of the whole segment verification), cut to `width`
 /// columns: the strip first (a cell per layer where it fits), the words in what is left.
@@ -122,6 +137,9 @@ pub(super) mod tests {
             embedding_rows_accepted: 66,
             recompute_s: 0.04,
             time_s: 0.1,
+            full_prefill_s: None,
+            segment_to_full_prefill: None,
+            layer_to_full_prefill: None,
         }
     }
 
