@@ -462,4 +462,24 @@ fn a_root_only_bundle_is_verified_from_an_opening_and_only_so() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "PASS");
     assert_eq!(v["challenged_layers"].as_array().unwrap().len(), 2);
+    // The reference full prefill beside the segment time, and its ratio.
+    let full = v["full_prefill_s"].as_f64().unwrap();
+    assert!(full > 0.0);
+    let ratio = v["segment_to_full_prefill"].as_f64().unwrap();
+    assert!((ratio - v["time_s"].as_f64().unwrap() / full).abs() < 1e-9);
+    let text = ok(
+        &[
+            "verify",
+            &p("bundle"),
+            "--request",
+            &p("req.json"),
+            "--opening",
+            &p("opening"),
+            "--no-reference-prefill",
+        ],
+        d,
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("segment verification"), "{text}");
+    assert!(!text.contains("full prefill"), "{text}");
 }

@@ -316,6 +316,9 @@ pub struct VerifyArgs {
     /// `segment` (the default with --opening) or `full` (one prefill; the default otherwise).
     #[arg(long, value_enum)]
     pub mode: Option<VerifyMode>,
+    /// With --opening: do not time the reference full prefill shown beside the segment time.
+    #[arg(long)]
+    pub no_reference_prefill: bool,
 }
 
 #[derive(Args, Debug)]

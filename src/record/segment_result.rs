@@ -76,7 +76,77 @@ impl SegmentRecord {
         };
     }
 
+    /// One line for a terminal: `layers [4, 13] 1/2 matched · 478 proofs · 1.3 MB · segment
+    /// 1.17 s (layers 0.09 s) · full prefill 2.78 s: segment 0.42×, a layer 0.016×`.
+    pub fn summary(&self) -> String {
+        let matched = self.layers.iter().filter(|l| l.pass).count();
+        let mut line = format!(
+            "layers {:?} {matched}/{} matched · {} proofs · {:.1} MB · segment {:.2} s (layers {:.2} s)",
+            self.challenged_layers,
+            self.layers.len(),
+            self.proofs_checked,
+            self.bytes_received as f64 / 1e6,
+            self.time_s,
+            self.recompute_s
+        );
+        if let (Some(full), Some(segment), Some(layer)) = (
+            self.full_prefill_s,
+            self.segment_to_full_prefill,
+            self.layer_to_full_prefill,
+        ) {
+            line +=
+                &format!(" · full prefill {full:.2} s: segment {segment:.2}×, a layer {layer:.3}×");
+        }
+        line
+    }
+
     pub fn layer(&self, layer: usize) -> Option<&SegmentLayerRecord> {
         self.layers.iter().find(|l| l.layer == layer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_prefill_gives_both_ratios_and_the_summary_names_them() {
+        let mut record = SegmentRecord {
+            root: String::new(),
+            nonce: String::new(),
+            secret: String::new(),
+            n_layers: 30,
+            challenged_layers: vec![4, 13],
+            token_positions: None,
+            proofs_checked: 478,
+            bytes_received: 1_300_000,
+            layers: [(4, true), (13, false)]
+                .map(|(layer, pass)| SegmentLayerRecord {
+                    layer,
+                    positions: 66,
+                    accepted: 66,
+                    recompute_s: 0.05,
+                    pass,
+                })
+                .to_vec(),
+            embedding_rows: 66,
+            embedding_rows_accepted: 66,
+            recompute_s: 0.1,
+            time_s: 1.0,
+            full_prefill_s: None,
+            segment_to_full_prefill: None,
+            layer_to_full_prefill: None,
+        };
+        assert!(!record.summary().contains("full prefill"));
+        record.set_full_prefill(Some(2.5));
+        assert_eq!(record.segment_to_full_prefill, Some(0.4));
+        assert_eq!(record.layer_to_full_prefill, Some(0.02));
+        assert_eq!(
+            record.summary(),
+            "layers [4, 13] 1/2 matched · 478 proofs · 1.3 MB · segment 1.00 s (layers 0.10 s) \
+             · full prefill 2.50 s: segment 0.40×, a layer 0.020×"
+        );
+        record.set_full_prefill(None);
+        assert_eq!(record.layer_to_full_prefill, None);
     }
 }
