@@ -503,6 +503,21 @@ pub(super) fn draw_challenges(
     from: &Path,
     sink: &EventSink,
 ) -> Result<usize> {
+    let mut drawn = 0;
+    for dir in bundle_dirs(from)? {
+        drawn += draw_bundle_challenges(ws, req, &dir, sink)?;
+    }
+    Ok(drawn)
+}
+
+/// The challenges of one bundle directory, one per verifier of the experiment (see
+/// [`draw_challenges`]); how many were drawn.
+pub(super) fn draw_bundle_challenges(
+    ws: &Workspace,
+    req: &super::plan::RunRequest,
+    dir: &Path,
+    sink: &EventSink,
+) -> Result<usize> {
     let spec = ws
         .config
         .experiments
@@ -510,36 +525,32 @@ pub(super) fn draw_challenges(
         .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
     let settings = segment_settings(spec, &with_segment(req))?.expect("segment mode");
     let (_, verifiers) = super::plan::resolve_roles(spec, req)?;
-    let mut drawn = 0;
-    for dir in bundle_dirs(from)? {
-        let manifest = super::bundle::read_manifest(&dir)?;
-        manifest.checked_commitment(&dir)?;
-        let out = dir.join(CHALLENGES_DIR);
-        ensure!(
-            !out.exists(),
-            "{}: challenges were already drawn for this bundle; a verifier draws once per \
-             commitment",
-            out.display()
+    let manifest = super::bundle::read_manifest(dir)?;
+    manifest.checked_commitment(dir)?;
+    let out = dir.join(CHALLENGES_DIR);
+    ensure!(
+        !out.exists(),
+        "{}: challenges were already drawn for this bundle; a verifier draws once per \
+         commitment",
+        out.display()
+    );
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for index in 0..verifiers.len() {
+        let challenge = draw_challenge(&manifest, &new_secret(), settings)
+            .with_context(|| dir.display().to_string())?;
+        let path = out.join(format!("{}.json", verifier_name(index)));
+        crate::util::write_file_atomic(&path, &serde_json::to_vec_pretty(&challenge)?)?;
+        sink.log(
+            LogLevel::Info,
+            format!(
+                "{}: {} challenges layers {:?}",
+                dir.display(),
+                verifier_name(index),
+                challenge.layers
+            ),
         );
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        for index in 0..verifiers.len() {
-            let challenge = draw_challenge(&manifest, &new_secret(), settings)
-                .with_context(|| dir.display().to_string())?;
-            let path = out.join(format!("{}.json", verifier_name(index)));
-            crate::util::write_file_atomic(&path, &serde_json::to_vec_pretty(&challenge)?)?;
-            sink.log(
-                LogLevel::Info,
-                format!(
-                    "{}: {} challenges layers {:?}",
-                    dir.display(),
-                    verifier_name(index),
-                    challenge.layers
-                ),
-            );
-            drawn += 1;
-        }
     }
-    Ok(drawn)
+    Ok(verifiers.len())
 }
 
 /// `run --step open --from DIR` (the inferencer's machine): answers every challenge found in
@@ -547,54 +558,60 @@ pub(super) fn draw_challenges(
 pub(super) fn open_challenges(from: &Path, sink: &EventSink) -> Result<usize> {
     let mut opened = 0;
     for dir in bundle_dirs(from)? {
-        let manifest = super::bundle::read_manifest(&dir)?;
-        let commitment = manifest.checked_commitment(&dir)?;
-        let challenges = dir.join(CHALLENGES_DIR);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&challenges)
-            .with_context(|| format!("{}: no challenges to answer", challenges.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        let (store, tree) = commitment::read_store(&dir, commitment)?;
-        for file in files {
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            // Only names this program writes: a name is a directory created below.
-            ensure!(
-                name.strip_prefix("verifier_").is_some_and(|n| !n.is_empty()
-                    && n.len() <= 3
-                    && n.bytes().all(|b| b.is_ascii_digit())),
-                "{}: not a challenge file name (verifier_N.json)",
-                file.display()
-            );
-            let bytes = crate::util::read_untrusted_file(&file, MAX_CHALLENGE_BYTES)?;
-            let challenge: Challenge = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{}: not a challenge", file.display()))?;
-            let out =
-                crate::util::create_empty_dir(&dir.join(OPENINGS_DIR).join(&name), "opening")?;
-            let bytes = commitment::write_opening(
-                out.path(),
-                commitment,
-                &store,
-                &tree,
-                &challenge,
-                manifest.prompt_ids.len(),
-            )
-            .with_context(|| file.display().to_string())?;
-            drop(out);
-            sink.log(
-                LogLevel::Info,
-                format!(
-                    "{}: opened layers {:?} for {name} ({bytes} bytes)",
-                    dir.display(),
-                    challenge.layers
-                ),
-            );
-            opened += 1;
-        }
+        opened += open_bundle_challenges(&dir, sink)?;
+    }
+    Ok(opened)
+}
+
+/// The openings of one bundle directory's challenges (see [`open_challenges`]); how many.
+pub(super) fn open_bundle_challenges(dir: &Path, sink: &EventSink) -> Result<usize> {
+    let mut opened = 0;
+    let manifest = super::bundle::read_manifest(dir)?;
+    let commitment = manifest.checked_commitment(dir)?;
+    let challenges = dir.join(CHALLENGES_DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&challenges)
+        .with_context(|| format!("{}: no challenges to answer", challenges.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let (store, tree) = commitment::read_store(dir, commitment)?;
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        // Only names this program writes: a name is a directory created below.
+        ensure!(
+            name.strip_prefix("verifier_").is_some_and(|n| !n.is_empty()
+                && n.len() <= 3
+                && n.bytes().all(|b| b.is_ascii_digit())),
+            "{}: not a challenge file name (verifier_N.json)",
+            file.display()
+        );
+        let bytes = crate::util::read_untrusted_file(&file, MAX_CHALLENGE_BYTES)?;
+        let challenge: Challenge = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a challenge", file.display()))?;
+        let out = crate::util::create_empty_dir(&dir.join(OPENINGS_DIR).join(&name), "opening")?;
+        let bytes = commitment::write_opening(
+            out.path(),
+            commitment,
+            &store,
+            &tree,
+            &challenge,
+            manifest.prompt_ids.len(),
+        )
+        .with_context(|| file.display().to_string())?;
+        drop(out);
+        sink.log(
+            LogLevel::Info,
+            format!(
+                "{}: opened layers {:?} for {name} ({bytes} bytes)",
+                dir.display(),
+                challenge.layers
+            ),
+        );
+        opened += 1;
     }
     Ok(opened)
 }
