@@ -157,3 +157,36 @@ fn a_verifier_shows_the_reference_prefill_beside_its_segment_time() {
     assert_shows(&buffer, "2/30 · all matched");
     assert_shows(&buffer, "2/30 · 1 failed");
 }
+
+#[test]
+fn a_segment_verification_cancelled_midway_shows_what_was_recomputed_and_the_trial_incomplete() {
+    let mut result = segment_trial();
+    // V2 was cancelled after its first challenged layer (11): layer 15 never ran.
+    let v2 = &mut result.verifiers[1];
+    v2.segment.as_mut().unwrap().layers.truncate(1);
+    v2.statistics.checks.retain(|c| c.layer == 12);
+    v2.complete = false;
+    result.complete = false;
+    let events = synthetic_trial_events(0, 24, 24, 2, 4)
+        .into_iter()
+        .filter(|e| !matches!(e, EngineEvent::Check { .. }))
+        .chain([EngineEvent::TrialDone {
+            trial: 0,
+            result: Box::new(result),
+        }])
+        .collect();
+    let app = app_with_run(events);
+    let buffer = screen(&app, 140, 44);
+    assert_shows(&buffer, "trial incomplete");
+    assert_shows(&buffer, "2/30 · cancelled 1/2 ·");
+    let strips = find_all(&buffer, "L0 ");
+    let cell = |layer: u16| {
+        let (x, y) = strips[1];
+        let c = &buffer[(x + 3 + layer, y)];
+        (c.symbol().to_string(), c.fg)
+    };
+    assert_eq!(cell(11), ("■".into(), Color::Green));
+    assert_eq!(cell(15), ("○".into(), Color::Yellow));
+    // V1 finished: its strip is unchanged.
+    assert_shows(&buffer, "2/30 · all matched");
+}
