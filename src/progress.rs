@@ -29,10 +29,23 @@ fn progress_printer(
                     "trial {trial}: verifier {} accept rate {accept_rate:.3} {verdict:?}, overhead {overhead_percentage:.1}%",
                     verifier + 1
                 )),
-                EngineEvent::TrialDone { trial, result } => Some(format!(
-                    "trial {trial}: {:?} (expected {:?})",
-                    result.summary.final_verdict, result.summary.expected_verdict
-                )),
+                EngineEvent::TrialDone { trial, result } => {
+                    // Under a segment-mode trial, each verifier's challenge, its cost and the
+                    // reference prefill's (docs/commitment.md); nothing in full mode.
+                    let segments: String = result
+                        .verifiers
+                        .iter()
+                        .filter_map(|v| {
+                            let s = v.segment.as_ref()?;
+                            let incomplete = if v.complete { "" } else { " (incomplete)" };
+                            Some(format!("\n  {}{incomplete}: {}", v.name, s.summary()))
+                        })
+                        .collect();
+                    Some(format!(
+                        "trial {trial}: {:?} (expected {:?}){segments}",
+                        result.summary.final_verdict, result.summary.expected_verdict
+                    ))
+                }
                 EngineEvent::Log { message, .. } => Some(message),
                 EngineEvent::Preparing { message, .. } => message,
                 // The run's error: the command returns it and main prints it, once.

@@ -136,6 +136,23 @@ fn run_in_segment_mode_records_each_verifiers_own_challenge() {
             columns.push(column);
         }
         assert_eq!(v["token_checks"]["count"], 8);
+        // The reference full prefill, timed once for the role both verifiers share, beside
+        // the segment time and its ratios.
+        let full = s["full_prefill_s"].as_f64().unwrap();
+        assert!(full > 0.0);
+        assert_eq!(
+            s["full_prefill_s"],
+            verifiers[0]["segment"]["full_prefill_s"]
+        );
+        let time = s["time_s"].as_f64().unwrap();
+        let ratio = s["segment_to_full_prefill"].as_f64().unwrap();
+        assert!(
+            (ratio - time / full).abs() < 1e-9,
+            "{ratio} vs {time} / {full}"
+        );
+        let per_layer = s["recompute_s"].as_f64().unwrap() / 2.0 / full;
+        assert!((s["layer_to_full_prefill"].as_f64().unwrap() - per_layer).abs() < 1e-9);
+        assert_eq!(v["complete"], true);
     }
     assert_ne!(secrets[0], secrets[1], "each verifier draws its own secret");
     columns.sort_unstable();
@@ -176,6 +193,29 @@ fn run_in_segment_mode_records_each_verifiers_own_challenge() {
     );
     let text = std::fs::read_to_string(full.join("trial_000.json")).unwrap();
     assert!(!text.contains("\"segment\""), "{text}");
+    // The cheap path: no reference prefill, no such fields.
+    let cheap = d.join("cheap");
+    ok(
+        &[
+            "run",
+            "exp1",
+            "--mode",
+            "segment",
+            "--no-reference-prefill",
+            "--verifiers",
+            "1",
+            "--trials",
+            "1",
+            "--max-tokens",
+            "4",
+            "--out",
+            cheap.to_str().unwrap(),
+        ],
+        d,
+    );
+    let text = std::fs::read_to_string(cheap.join("trial_000.json")).unwrap();
+    assert!(text.contains("\"challenged_layers\""), "{text}");
+    assert!(!text.contains("full_prefill"), "{text}");
     // Segment options without segment mode are refused, naming the flag.
     let refused = run(
         &["run", "exp1", "--challenge-layers", "2", "--trials", "1"],
@@ -444,4 +484,24 @@ fn a_root_only_bundle_is_verified_from_an_opening_and_only_so() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "PASS");
     assert_eq!(v["challenged_layers"].as_array().unwrap().len(), 2);
+    // The reference full prefill beside the segment time, and its ratio.
+    let full = v["full_prefill_s"].as_f64().unwrap();
+    assert!(full > 0.0);
+    let ratio = v["segment_to_full_prefill"].as_f64().unwrap();
+    assert!((ratio - v["time_s"].as_f64().unwrap() / full).abs() < 1e-9);
+    let text = ok(
+        &[
+            "verify",
+            &p("bundle"),
+            "--request",
+            &p("req.json"),
+            "--opening",
+            &p("opening"),
+            "--no-reference-prefill",
+        ],
+        d,
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("segment verification"), "{text}");
+    assert!(!text.contains("full prefill"), "{text}");
 }

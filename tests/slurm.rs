@@ -569,3 +569,93 @@ fn dry_run_prints_the_scripts_and_submits_nothing() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--partition \"a b\""));
 }
+
+/// Per trial of a segment-mode run: the tokens, each verifier's verdict and challenge size, the
+/// trial's verdict (the challenged layers themselves are drawn afresh by every verifier).
+fn segment_verdicts(run: &Path) -> Vec<Value> {
+    let summary = read_json(&run.join("summary.json"));
+    summary["trial_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| {
+            let trial = read_json(&run.join(file.as_str().unwrap()));
+            let verifiers: Vec<Value> = trial["verifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "verdict": v["verdict"],
+                        "challenged": v["segment"]["challenged_layers"].as_array().unwrap().len(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "trial": trial["trial"],
+                "output_ids": trial["inference"]["output_ids"],
+                "verifiers": verifiers,
+                "final_verdict": trial["summary"]["final_verdict"],
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn segment_mode_on_slurm_commits_exchanges_and_matches_local_runs() {
+    if !slurm_available() {
+        return;
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("verillm slurm segment ")
+        .tempdir()
+        .unwrap();
+    let root = scratch.path();
+    let data = root.join("data dir");
+    let segment = ["--mode", "segment", "--challenge-layers", "2"];
+    let mut runs = Vec::new();
+    for experiment in ["exp1", "exp3"] {
+        let run = root.join(format!("{experiment} segment on slurm"));
+        submit(experiment, &run, &data, &segment);
+        runs.push((experiment, run));
+    }
+    for (experiment, run) in &runs {
+        wait_for(run);
+        let plan = read_json(&run.join("slurm/plan.json"));
+        assert_eq!(plan["protocol"]["mode"], "segment");
+        assert_eq!(plan["protocol"]["challenge_layers"], 2);
+        for trial in ["trial_000", "trial_001"] {
+            // The inferencer's side: a root-only bundle and its private store; the exchange's
+            // challenges and openings beside it.
+            let bundle = run.join("bundles").join(trial);
+            assert!(bundle.join("manifest.json").is_file());
+            assert!(!bundle.join("hidden_states.safetensors").exists());
+            assert!(bundle.join("states/column_0000.bin").is_file());
+            assert!(bundle.join("challenges/verifier_1.json").is_file());
+            assert!(bundle.join("openings/verifier_1/opening.json").is_file());
+        }
+        let local = root.join(format!("{experiment} segment locally"));
+        let out_arg = local.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            experiment,
+            "--trials",
+            "2",
+            "--max-tokens",
+            TOKENS,
+            "--out",
+            out_arg,
+        ];
+        args.extend(segment);
+        run_ok(&args, &data);
+        let on_slurm = segment_verdicts(run);
+        assert_eq!(on_slurm.len(), 2, "{experiment}: both trials landed");
+        assert_eq!(on_slurm, segment_verdicts(&local), "{experiment}");
+        let expected = if *experiment == "exp1" {
+            "PASS"
+        } else {
+            "REJECT"
+        };
+        assert!(on_slurm.iter().all(|t| t["final_verdict"] == expected));
+    }
+}

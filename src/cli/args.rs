@@ -316,6 +316,9 @@ pub struct VerifyArgs {
     /// `segment` (the default with --opening) or `full` (one prefill; the default otherwise).
     #[arg(long, value_enum)]
     pub mode: Option<VerifyMode>,
+    /// With --opening: do not time the reference full prefill shown beside the segment time.
+    #[arg(long)]
+    pub no_reference_prefill: bool,
 }
 
 #[derive(Args, Debug)]
@@ -417,6 +420,11 @@ pub struct RunArgs {
     /// layers (default: every token).
     #[arg(long, value_name = "K")]
     pub token_positions: Option<usize>,
+    /// Segment mode: skip the reference full prefill each verifier role times beside its
+    /// segments (it is never part of the verdict; default: timed, or the experiment's
+    /// `reference_prefill:`).
+    #[arg(long)]
+    pub no_reference_prefill: bool,
     #[command(flatten)]
     pub slurm: slurm::SlurmArgs,
 }

@@ -445,10 +445,21 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
         let native = args.native_inference;
         let json = args.json;
         let bundle = args.bundle.clone();
+        let reference_prefill = !args.no_reference_prefill;
         return tokio::task::spawn_blocking(move || {
-            verify_segments_cli(
-                &ws, &role, &policy, cutoff, native, &manifest, &request, &bundle, &opening, json,
-            )
+            super::segment_verify::verify_segments_cli(&super::segment_verify::SegmentCli {
+                ws: &ws,
+                role: &role,
+                policy: &policy,
+                cutoff,
+                native,
+                manifest: &manifest,
+                request: &request,
+                bundle: &bundle,
+                opening_dir: &opening,
+                json,
+                reference_prefill,
+            })
         })
         .await?;
     }
@@ -607,123 +618,4 @@ pub(super) fn open(args: super::OpenArgs) -> Result<ExitCode> {
         store.bytes()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn verify_segments_cli(
-    ws: &Workspace,
-    role: &Role,
-    policy: &PolicyConfig,
-    cutoff: f64,
-    native: bool,
-    manifest: &Manifest,
-    request: &crate::experiment::request::Request,
-    bundle: &std::path::Path,
-    opening_dir: &std::path::Path,
-    json: bool,
-) -> Result<ExitCode> {
-    use crate::engine::segment::{verify_segments, SegmentJob};
-    use crate::engine::verification::TokenRule;
-    let commitment = manifest.checked_commitment(bundle)?;
-    let opening = crate::engine::commitment::read_opening(
-        opening_dir,
-        commitment,
-        &request.digest(),
-        &request.nonce,
-        manifest.prompt_ids.len(),
-    )
-    .with_context(|| format!("--opening {}", opening_dir.display()))?;
-    let model = ws.load(role)?;
-    let start = std::time::Instant::now();
-    let job = SegmentJob {
-        prompt_ids: &manifest.prompt_ids,
-        output_ids: &manifest.output_ids,
-        opening: &opening,
-        inference_dtype: crate::stats::metrics::CompareDtype::from_name(&manifest.dtype)
-            .unwrap_or(crate::stats::metrics::CompareDtype::F32),
-        inference_native: native && manifest.precision == "native",
-        policy,
-        tokens: Some(TokenRule {
-            sampling: &request.sampling,
-            eos_ids: model.tokenizer.eos_ids(),
-            output_complete: !manifest.cancelled,
-        }),
-    };
-    let out = verify_segments(&model, &job)?;
-    let pass = out.pass(cutoff);
-    let tokens = out.token_checks.as_ref().expect("asked for token checks");
-    let layers: Vec<serde_json::Value> = out
-        .segments
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "layer": s.layer,
-                "checks": s.checks.len(),
-                "accepted": s.accepted(),
-                "recompute_s": s.recompute_s,
-            })
-        })
-        .collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "mode": "segment",
-                "request_checked": true,
-                "request_sha256": request.digest(),
-                "root": commitment.root,
-                "secret": opening.challenge.secret,
-                "challenged_layers": opening.challenge.layers,
-                "token_positions": opening.challenge.token_positions,
-                "proofs_checked": out.proofs_checked,
-                "bytes_received": out.bytes_received,
-                "segments": layers,
-                "embedding_rows_accepted": out.embedding_checks.iter().filter(|c| c.accept).count(),
-                "embedding_rows": out.embedding_checks.len(),
-                "state_accept_rate": out.accept_rate(),
-                "tokens_accepted": tokens.accepted(),
-                "tokens_checked": tokens.records.len(),
-                "token_stop_violation": tokens.stop_violation,
-                "time_s": start.elapsed().as_secs_f64(),
-                "verdict": if pass { "PASS" } else { "REJECT" },
-            }))?
-        );
-    } else {
-        println!(
-            "challenged layers {:?} (secret {}), {} proofs checked, {} bytes received",
-            opening.challenge.layers,
-            opening.challenge.secret,
-            out.proofs_checked,
-            out.bytes_received
-        );
-        for s in &out.segments {
-            println!(
-                "  layer {:>3}: {}/{} positions accepted, recomputed in {:.3} s",
-                s.layer,
-                s.accepted(),
-                s.checks.len(),
-                s.recompute_s
-            );
-        }
-        println!(
-            "  embeddings {}/{} rows, tokens {}/{} accepted{}",
-            out.embedding_checks.iter().filter(|c| c.accept).count(),
-            out.embedding_checks.len(),
-            tokens.accepted(),
-            tokens.records.len(),
-            tokens
-                .stop_violation
-                .as_ref()
-                .map_or_else(String::new, |s| format!(", stop rule: {s}"))
-        );
-        println!(
-            "verdict: {}  mode: segment  request_checked: true",
-            if pass { "PASS" } else { "REJECT" }
-        );
-    }
-    Ok(verdict_code(if pass {
-        TrialVerdict::Pass
-    } else {
-        TrialVerdict::Reject
-    }))
 }

@@ -11,6 +11,7 @@ mod args;
 mod bundles;
 mod matrix;
 mod run;
+mod segment_verify;
 mod slurm;
 
 pub use args::*;

@@ -90,6 +90,7 @@ pub(super) async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> 
             mode: args.mode.map(VerifyMode::protocol),
             challenge_layers: args.challenge_layers,
             token_positions: args.token_positions,
+            no_reference_prefill: args.no_reference_prefill,
             from: per_experiment(&args.from, &name),
             ..Default::default()
         };

@@ -133,16 +133,14 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             seed: args.seed,
             gpu_profile: args.gpu,
             jobs: 1,
+            mode: args.mode.map(super::VerifyMode::protocol),
+            challenge_layers: args.challenge_layers,
+            token_positions: args.token_positions,
+            no_reference_prefill: args.no_reference_prefill,
             ..Default::default()
         };
         // Everything a task would refuse is refused here, before anything is submitted.
         let plans = plan_trials(&ws, &req)?;
-        // The job scripts run full mode's two halves; segment mode's exchange is not scripted.
-        anyhow::ensure!(
-            plans.iter().all(|p| p.segment.is_none()) && args.mode.is_none(),
-            "{name}: --slurm runs full-mode verification only; segment mode (mode: segment, \
-             --mode) runs with `run` or its --step infer|challenge|open|verify"
-        );
         let trials = plans.len();
         let plan = JobPlan {
             format_version: SLURM_FORMAT_VERSION,
@@ -158,6 +156,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<ExitCode> {
             threads: global.threads,
             options: options.clone(),
             created_at: crate::util::unix_now(),
+            protocol: crate::experiment::slurm::segment::ProtocolOptions::of(&req),
         };
         let out = args.out.as_ref().map(|o| {
             if args.experiment == "all" {

@@ -8,8 +8,10 @@ pub mod cheat;
 pub mod commitment;
 pub mod events;
 pub mod inference;
+pub mod reference_prefill;
 pub mod sampling;
 pub mod segment;
+pub mod segment_steps;
 pub mod verification;
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 pub mod protocol;
+#[cfg(test)]
+mod protocol_tests;
 pub mod report;
 pub mod request;
 pub mod request_check;

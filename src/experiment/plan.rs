@@ -56,6 +56,8 @@ pub struct RunRequest {
     pub challenge_layers: Option<usize>,
     /// Generated tokens each verifier's token checks cover in segment mode; None: all.
     pub token_positions: Option<usize>,
+    /// Segment mode: skip timing the reference full prefill (`run --no-reference-prefill`).
+    pub no_reference_prefill: bool,
 }
 
 /// Everything one trial needs, resolved from configuration and overrides.
@@ -257,6 +259,9 @@ pub struct SegmentSettings {
     pub layers: usize,
     /// Generated tokens whose token check is challenged (None: every one).
     pub token_positions: Option<usize>,
+    /// Time one full prefill per verifier role beside the segments (a reference, never part of
+    /// the verdict; docs/commitment.md).
+    pub reference_prefill: bool,
 }
 
 impl Default for SegmentSettings {
@@ -264,6 +269,7 @@ impl Default for SegmentSettings {
         SegmentSettings {
             layers: DEFAULT_CHALLENGED_LAYERS,
             token_positions: None,
+            reference_prefill: true,
         }
     }
 }
@@ -299,5 +305,6 @@ pub fn segment_settings(
     Ok(Some(SegmentSettings {
         layers,
         token_positions: req.token_positions,
+        reference_prefill: !req.no_reference_prefill && spec.reference_prefill.unwrap_or(true),
     }))
 }

@@ -24,8 +24,10 @@ use super::workspace::Workspace;
 use crate::engine::capture::CapturedStates;
 use crate::engine::commitment::{self, Challenge};
 use crate::engine::events::{CancelToken, EngineEvent, EventSink, LogLevel};
-use crate::engine::segment::{verify_segments, SegmentJob, SegmentOutput};
-use crate::engine::verification::{TokenRule, VerificationOutput};
+use crate::engine::reference_prefill::time_full_prefill;
+use crate::engine::segment::SegmentOutput;
+use crate::engine::segment_steps::{verify_segments_stepwise, SegmentInputs, SteppedSegments};
+use crate::engine::verification::{default_chunk, TokenRule, VerificationOutput};
 use crate::model::device::dtype_name;
 use crate::record::results::*;
 use crate::record::segment_result::{LayerUpdateRecord, SegmentLayerRecord, SegmentRecord};
@@ -150,6 +152,7 @@ pub(super) async fn run_segment_trial(
         manifest,
         openings,
         &verify_settings,
+        settings.reference_prefill,
         plan.prompt.clone(),
         sink.clone(),
         cancel,
@@ -171,7 +174,7 @@ pub(super) async fn run_segment_trial(
 
 /// Both sides of the exchange in one process: each verifier draws its challenge with a fresh
 /// secret, and the inferencer answers it from its store with an opening in `dir/verifier_N`.
-fn answer_challenges(
+pub(super) fn answer_challenges(
     manifest: &Manifest,
     store: &CapturedStates,
     settings: SegmentSettings,
@@ -206,12 +209,17 @@ fn answer_challenges(
 
 /// The verification half in segment mode: verifier i reads opening i (untrusted: every proof
 /// checked against the manifest's root, the challenge held to the one it drew) and recomputes
-/// its challenged layers, all verifiers concurrently.
+/// its challenged layers, all verifiers concurrently. With `reference_prefill`, the first
+/// verifier of each role also times one full prefill of prompt + output on its model after its
+/// segments (docs/commitment.md), recorded beside its segment time for every verifier of that
+/// role. A cancel stops each verifier between steps; what it finished is kept, marked incomplete.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify_trial_segments(
     ws: Arc<Workspace>,
     manifest: Arc<Manifest>,
     openings: Vec<(Challenge, PathBuf)>,
     settings: &VerifySettings,
+    reference_prefill: bool,
     prompt: PromptInfo,
     sink: EventSink,
     cancel: CancelToken,
@@ -244,11 +252,12 @@ pub async fn verify_trial_segments(
         let policy = settings.policy.clone();
         let trust_native = settings.trust_native_claim;
         let token_sampling = settings.token_sampling.clone();
+        let time_reference = reference_prefill && !settings.verifiers[..index].contains(&role);
+        let chunk = settings.chunk;
         tasks.spawn_blocking(
-            move || -> Result<(usize, RoleSpec, SegmentOutput, Challenge)> {
+            move || -> Result<(usize, RoleSpec, SteppedSegments, Challenge, Option<f64>)> {
                 let model = ws.load_reporting(&role, &sink)?;
                 check_same_model(&manifest, &model)?;
-                ensure!(!cancel.is_cancelled(), "cancelled");
                 sink.emit(EngineEvent::VerifierStarted {
                     trial,
                     verifier: index,
@@ -268,10 +277,10 @@ pub async fn verify_trial_segments(
                 opening.challenge.layers,
                 drawn.layers
             );
-                let job = SegmentJob {
+                let challenge = opening.challenge.clone();
+                let inputs = SegmentInputs {
                     prompt_ids: &manifest.prompt_ids,
                     output_ids: &manifest.output_ids,
-                    opening: &opening,
                     inference_dtype,
                     inference_native: trust_native && manifest.precision == "native",
                     policy: &policy,
@@ -281,21 +290,32 @@ pub async fn verify_trial_segments(
                         output_complete: !manifest.cancelled,
                     }),
                 };
-                let out = verify_segments(&model, &job)?;
+                let out = verify_segments_stepwise(&model, opening, inputs, &cancel)?;
+                let full_prefill = match time_reference {
+                    true => time_full_prefill(
+                        &model,
+                        &manifest.prompt_ids,
+                        &manifest.output_ids,
+                        chunk.unwrap_or_else(|| default_chunk(model.profile)),
+                        &cancel,
+                    )?,
+                    false => None,
+                };
                 let spec = RoleSpec {
                     model: role.model.clone(),
                     precision: role.precision.to_string(),
                     device: role.device.device_name(),
                     dtype: dtype_name(model.compute_dtype()).to_string(),
                 };
-                Ok((index, spec, out, opening.challenge))
+                Ok((index, spec, out, challenge, full_prefill))
             },
         );
     }
     let mut outputs = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (index, spec, out, challenge) =
+        let (index, spec, stepped, challenge, full_prefill) =
             joined.map_err(|e| anyhow!("a verifier task failed: {e}"))??;
+        let (out, cancelled) = (stepped.output, stepped.cancelled);
         let pass = out.pass(settings.cutoff);
         sink.emit(EngineEvent::VerifierDone {
             trial,
@@ -304,26 +324,31 @@ pub async fn verify_trial_segments(
             verdict: if pass { Verdict::Pass } else { Verdict::Fail },
             overhead_percentage: 100.0 * out.time_s / manifest.timings.total_s.max(1e-9),
         });
-        outputs.push((index, spec, out, challenge));
+        outputs.push((index, spec, out, challenge, cancelled, full_prefill));
     }
-    outputs.sort_by_key(|(i, _, _, _)| *i);
+    outputs.sort_by_key(|o| o.0);
+    // The reference prefill timed by the first verifier of each role stands for that role.
+    let prefill_of = |index: usize| {
+        let role = &settings.verifiers[index];
+        let first = settings.verifiers.iter().position(|r| r == role)?;
+        outputs.iter().find(|o| o.0 == first)?.5
+    };
     let prompt_len = manifest.prompt_ids.len();
     let records: Vec<(SegmentRecord, bool)> = outputs
         .iter()
-        .map(|(_, _, out, challenge)| {
-            (
-                segment_record(out, challenge, settings.cutoff),
-                out.pass(settings.cutoff),
-            )
+        .map(|(index, _, out, challenge, _, _)| {
+            let mut record = segment_record(out, challenge, settings.cutoff);
+            record.set_full_prefill(prefill_of(*index));
+            (record, out.pass(settings.cutoff))
         })
         .collect();
     let converted = outputs
         .into_iter()
-        .map(|(index, spec, out, _)| {
+        .map(|(index, spec, out, _, cancelled, _)| {
             (
                 index,
                 spec,
-                as_verification_output(out, prompt_len, settings),
+                as_verification_output(out, prompt_len, cancelled, settings),
             )
         })
         .collect();
@@ -380,6 +405,9 @@ fn segment_record(out: &SegmentOutput, challenge: &Challenge, cutoff: f64) -> Se
         embedding_rows_accepted: out.embedding_checks.iter().filter(|c| c.accept).count(),
         recompute_s: out.segments.iter().map(|s| s.recompute_s).sum(),
         time_s: out.time_s,
+        full_prefill_s: None,
+        segment_to_full_prefill: None,
+        layer_to_full_prefill: None,
     }
 }
 
@@ -400,6 +428,7 @@ fn layer_update_record(s: &crate::engine::segment::LayerSegment) -> LayerUpdateR
 fn as_verification_output(
     out: SegmentOutput,
     prompt_len: usize,
+    cancelled: bool,
     settings: &VerifySettings,
 ) -> VerificationOutput {
     let generated = |c: &CheckRecord| {
@@ -414,7 +443,7 @@ fn as_verification_output(
         embedding_checks: out.embedding_checks.iter().filter_map(generated).collect(),
         time_s: out.time_s,
         compare_s: 0.0,
-        cancelled: false,
+        cancelled,
         tier: out.tier,
         limits: settings
             .policy
@@ -485,6 +514,21 @@ pub(super) fn draw_challenges(
     from: &Path,
     sink: &EventSink,
 ) -> Result<usize> {
+    let mut drawn = 0;
+    for dir in bundle_dirs(from)? {
+        drawn += draw_bundle_challenges(ws, req, &dir, sink)?;
+    }
+    Ok(drawn)
+}
+
+/// The challenges of one bundle directory, one per verifier of the experiment (see
+/// [`draw_challenges`]); how many were drawn.
+pub(super) fn draw_bundle_challenges(
+    ws: &Workspace,
+    req: &super::plan::RunRequest,
+    dir: &Path,
+    sink: &EventSink,
+) -> Result<usize> {
     let spec = ws
         .config
         .experiments
@@ -492,36 +536,32 @@ pub(super) fn draw_challenges(
         .ok_or_else(|| anyhow!("unknown experiment `{}`", req.experiment))?;
     let settings = segment_settings(spec, &with_segment(req))?.expect("segment mode");
     let (_, verifiers) = super::plan::resolve_roles(spec, req)?;
-    let mut drawn = 0;
-    for dir in bundle_dirs(from)? {
-        let manifest = super::bundle::read_manifest(&dir)?;
-        manifest.checked_commitment(&dir)?;
-        let out = dir.join(CHALLENGES_DIR);
-        ensure!(
-            !out.exists(),
-            "{}: challenges were already drawn for this bundle; a verifier draws once per \
-             commitment",
-            out.display()
+    let manifest = super::bundle::read_manifest(dir)?;
+    manifest.checked_commitment(dir)?;
+    let out = dir.join(CHALLENGES_DIR);
+    ensure!(
+        !out.exists(),
+        "{}: challenges were already drawn for this bundle; a verifier draws once per \
+         commitment",
+        out.display()
+    );
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for index in 0..verifiers.len() {
+        let challenge = draw_challenge(&manifest, &new_secret(), settings)
+            .with_context(|| dir.display().to_string())?;
+        let path = out.join(format!("{}.json", verifier_name(index)));
+        crate::util::write_file_atomic(&path, &serde_json::to_vec_pretty(&challenge)?)?;
+        sink.log(
+            LogLevel::Info,
+            format!(
+                "{}: {} challenges layers {:?}",
+                dir.display(),
+                verifier_name(index),
+                challenge.layers
+            ),
         );
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        for index in 0..verifiers.len() {
-            let challenge = draw_challenge(&manifest, &new_secret(), settings)
-                .with_context(|| dir.display().to_string())?;
-            let path = out.join(format!("{}.json", verifier_name(index)));
-            crate::util::write_file_atomic(&path, &serde_json::to_vec_pretty(&challenge)?)?;
-            sink.log(
-                LogLevel::Info,
-                format!(
-                    "{}: {} challenges layers {:?}",
-                    dir.display(),
-                    verifier_name(index),
-                    challenge.layers
-                ),
-            );
-            drawn += 1;
-        }
     }
-    Ok(drawn)
+    Ok(verifiers.len())
 }
 
 /// `run --step open --from DIR` (the inferencer's machine): answers every challenge found in
@@ -529,54 +569,60 @@ pub(super) fn draw_challenges(
 pub(super) fn open_challenges(from: &Path, sink: &EventSink) -> Result<usize> {
     let mut opened = 0;
     for dir in bundle_dirs(from)? {
-        let manifest = super::bundle::read_manifest(&dir)?;
-        let commitment = manifest.checked_commitment(&dir)?;
-        let challenges = dir.join(CHALLENGES_DIR);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&challenges)
-            .with_context(|| format!("{}: no challenges to answer", challenges.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        let (store, tree) = commitment::read_store(&dir, commitment)?;
-        for file in files {
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            // Only names this program writes: a name is a directory created below.
-            ensure!(
-                name.strip_prefix("verifier_").is_some_and(|n| !n.is_empty()
-                    && n.len() <= 3
-                    && n.bytes().all(|b| b.is_ascii_digit())),
-                "{}: not a challenge file name (verifier_N.json)",
-                file.display()
-            );
-            let bytes = crate::util::read_untrusted_file(&file, MAX_CHALLENGE_BYTES)?;
-            let challenge: Challenge = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{}: not a challenge", file.display()))?;
-            let out =
-                crate::util::create_empty_dir(&dir.join(OPENINGS_DIR).join(&name), "opening")?;
-            let bytes = commitment::write_opening(
-                out.path(),
-                commitment,
-                &store,
-                &tree,
-                &challenge,
-                manifest.prompt_ids.len(),
-            )
-            .with_context(|| file.display().to_string())?;
-            drop(out);
-            sink.log(
-                LogLevel::Info,
-                format!(
-                    "{}: opened layers {:?} for {name} ({bytes} bytes)",
-                    dir.display(),
-                    challenge.layers
-                ),
-            );
-            opened += 1;
-        }
+        opened += open_bundle_challenges(&dir, sink)?;
+    }
+    Ok(opened)
+}
+
+/// The openings of one bundle directory's challenges (see [`open_challenges`]); how many.
+pub(super) fn open_bundle_challenges(dir: &Path, sink: &EventSink) -> Result<usize> {
+    let mut opened = 0;
+    let manifest = super::bundle::read_manifest(dir)?;
+    let commitment = manifest.checked_commitment(dir)?;
+    let challenges = dir.join(CHALLENGES_DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&challenges)
+        .with_context(|| format!("{}: no challenges to answer", challenges.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let (store, tree) = commitment::read_store(dir, commitment)?;
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        // Only names this program writes: a name is a directory created below.
+        ensure!(
+            name.strip_prefix("verifier_").is_some_and(|n| !n.is_empty()
+                && n.len() <= 3
+                && n.bytes().all(|b| b.is_ascii_digit())),
+            "{}: not a challenge file name (verifier_N.json)",
+            file.display()
+        );
+        let bytes = crate::util::read_untrusted_file(&file, MAX_CHALLENGE_BYTES)?;
+        let challenge: Challenge = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a challenge", file.display()))?;
+        let out = crate::util::create_empty_dir(&dir.join(OPENINGS_DIR).join(&name), "opening")?;
+        let bytes = commitment::write_opening(
+            out.path(),
+            commitment,
+            &store,
+            &tree,
+            &challenge,
+            manifest.prompt_ids.len(),
+        )
+        .with_context(|| file.display().to_string())?;
+        drop(out);
+        sink.log(
+            LogLevel::Info,
+            format!(
+                "{}: opened layers {:?} for {name} ({bytes} bytes)",
+                dir.display(),
+                challenge.layers
+            ),
+        );
+        opened += 1;
     }
     Ok(opened)
 }
@@ -591,11 +637,13 @@ fn with_segment(req: &super::plan::RunRequest) -> super::plan::RunRequest {
 /// `run --step verify --mode segment`: the openings the inferencer returned for one bundle,
 /// each held to the challenge this verifier drew (`challenges/verifier_N.json`, kept on the
 /// verifier's machine).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn verify_bundle_openings(
     ws: Arc<Workspace>,
     dir: &Path,
     manifest: Manifest,
     settings: &VerifySettings,
+    reference_prefill: bool,
     prompt: PromptInfo,
     sink: EventSink,
     cancel: CancelToken,
@@ -621,6 +669,7 @@ pub(super) async fn verify_bundle_openings(
         Arc::new(manifest),
         openings,
         settings,
+        reference_prefill,
         prompt,
         sink,
         cancel,

@@ -264,6 +264,7 @@ pub(super) async fn verify_one_bundle(
             dir,
             manifest,
             settings,
+            plan.segment.is_some_and(|s| s.reference_prefill),
             prompt,
             sink.clone(),
             cancel.clone(),

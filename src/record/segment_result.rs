@@ -67,10 +67,104 @@ pub struct SegmentRecord {
     /// Seconds of the whole segment verification: proofs, layers, embeddings, lm_head and
     /// token checks.
     pub time_s: f64,
+    /// Seconds of one full prefill of prompt + output on this verifier's model profile, timed
+    /// in the same trial (what full mode would pay; a reference, never part of the verdict).
+    /// Absent when the run skipped it (`--no-reference-prefill`) or was cancelled first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_prefill_s: Option<f64>,
+    /// `time_s / full_prefill_s`: the whole segment verification against a full prefill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_to_full_prefill: Option<f64>,
+    /// Seconds per challenged layer (`recompute_s / layers`) against a full prefill (≈ 1/L
+    /// when recomputing a layer costs what it costs inside the prefill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_to_full_prefill: Option<f64>,
 }
 
 impl SegmentRecord {
+    /// Records the reference prefill's seconds and the two ratios derived from it.
+    pub fn set_full_prefill(&mut self, seconds: Option<f64>) {
+        let ratio = |part: f64| seconds.filter(|s| *s > 0.0).map(|s| part / s);
+        self.full_prefill_s = seconds;
+        self.segment_to_full_prefill = ratio(self.time_s);
+        self.layer_to_full_prefill = if self.layers.is_empty() {
+            None
+        } else {
+            ratio(self.recompute_s / self.layers.len() as f64)
+        };
+    }
+
+    /// One line for a terminal: `layers [4, 13] 1/2 matched · 478 proofs · 1.3 MB · segment
+    /// 1.17 s (layers 0.09 s) · full prefill 2.78 s: segment 0.42×, a layer 0.016×`.
+    pub fn summary(&self) -> String {
+        let matched = self.layers.iter().filter(|l| l.pass).count();
+        let mut line = format!(
+            "layers {:?} {matched}/{} matched · {} proofs · {:.1} MB · segment {:.2} s (layers {:.2} s)",
+            self.challenged_layers,
+            self.layers.len(),
+            self.proofs_checked,
+            self.bytes_received as f64 / 1e6,
+            self.time_s,
+            self.recompute_s
+        );
+        if let (Some(full), Some(segment), Some(layer)) = (
+            self.full_prefill_s,
+            self.segment_to_full_prefill,
+            self.layer_to_full_prefill,
+        ) {
+            line +=
+                &format!(" · full prefill {full:.2} s: segment {segment:.2}×, a layer {layer:.3}×");
+        }
+        line
+    }
+
     pub fn layer(&self, layer: usize) -> Option<&SegmentLayerRecord> {
         self.layers.iter().find(|l| l.layer == layer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_prefill_gives_both_ratios_and_the_summary_names_them() {
+        let mut record = SegmentRecord {
+            root: String::new(),
+            nonce: String::new(),
+            secret: String::new(),
+            n_layers: 30,
+            challenged_layers: vec![4, 13],
+            token_positions: None,
+            proofs_checked: 478,
+            bytes_received: 1_300_000,
+            layers: [(4, true), (13, false)]
+                .map(|(layer, pass)| SegmentLayerRecord {
+                    layer,
+                    positions: 66,
+                    accepted: 66,
+                    recompute_s: 0.05,
+                    pass,
+                })
+                .to_vec(),
+            embedding_rows: 66,
+            embedding_rows_accepted: 66,
+            recompute_s: 0.1,
+            time_s: 1.0,
+            full_prefill_s: None,
+            segment_to_full_prefill: None,
+            layer_to_full_prefill: None,
+        };
+        assert!(!record.summary().contains("full prefill"));
+        record.set_full_prefill(Some(2.5));
+        assert_eq!(record.segment_to_full_prefill, Some(0.4));
+        assert_eq!(record.layer_to_full_prefill, Some(0.02));
+        assert_eq!(
+            record.summary(),
+            "layers [4, 13] 1/2 matched · 478 proofs · 1.3 MB · segment 1.00 s (layers 0.10 s) \
+             · full prefill 2.50 s: segment 0.40×, a layer 0.020×"
+        );
+        record.set_full_prefill(None);
+        assert_eq!(record.layer_to_full_prefill, None);
     }
 }

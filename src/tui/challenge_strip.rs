@@ -12,6 +12,8 @@ use crate::record::segment_result::SegmentRecord;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cell {
     NotChallenged,
+    /// Challenged, but the verification was cancelled before this layer was recomputed.
+    NotRecomputed,
     Passed,
     Failed,
 }
@@ -20,6 +22,7 @@ impl Cell {
     fn symbol(self) -> &'static str {
         match self {
             Cell::NotChallenged => "·",
+            Cell::NotRecomputed => "○",
             Cell::Passed => "■",
             Cell::Failed => "✗",
         }
@@ -28,6 +31,7 @@ impl Cell {
     fn style(self) -> Style {
         match self {
             Cell::NotChallenged => Style::default().fg(Color::DarkGray),
+            Cell::NotRecomputed => Style::default().fg(Color::Yellow),
             Cell::Passed => Style::default().fg(Color::Green),
             Cell::Failed => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
         }
@@ -39,6 +43,9 @@ fn cells(record: &SegmentRecord, width: usize) -> Vec<Cell> {
     let layers = record.n_layers.max(1);
     let count = layers.min(width.max(1));
     let mut cells = vec![Cell::NotChallenged; count];
+    for &layer in &record.challenged_layers {
+        cells[(layer.min(layers - 1) * count) / layers] = Cell::NotRecomputed;
+    }
     for layer in &record.layers {
         let cell = &mut cells[(layer.layer.min(layers - 1) * count) / layers];
         *cell = match (*cell, layer.pass) {
@@ -49,6 +56,21 @@ fn cells(record: &SegmentRecord, width: usize) -> Vec<Cell> {
     cells
 }
 
+/// The line under the strip where the run timed the reference prefill (docs/commitment.md):
+/// `full prefill 2.78 s · segment 0.42× · a layer 0.019×` (this whole segment verification, and
+/// one challenged layer's recomputation, as fractions of the prefill); None without.
+pub fn full_prefill_line(record: &SegmentRecord) -> Option<Line<'static>> {
+    let full = record.full_prefill_s?;
+    let mut words = format!("    full prefill {full:.2} s");
+    if let Some(segment) = record.segment_to_full_prefill {
+        words += &format!(" · segment {segment:.2}×");
+    }
+    if let Some(layer) = record.layer_to_full_prefill {
+        words += &format!(" · a layer {layer:.3}×");
+    }
+    Some(Line::styled(words, Style::default().fg(Color::Gray)))
+}
+
 /// One line: `L0 ·■···✗··· L29 2/30 · 1 failed · 1.3 MB · 478 proofs · layers 0.04 s of
 /// 0.10 s` (recomputing the challenged layers, of the whole segment verification), cut to `width`
 /// columns: the strip first (a cell per layer where it fits), the words in what is left.
@@ -56,7 +78,19 @@ pub fn strip_line(record: &SegmentRecord, width: u16) -> Line<'static> {
     let width = width as usize;
     let last = record.n_layers.saturating_sub(1);
     let failed = record.layers.iter().filter(|l| !l.pass).count();
-    let verdict = if failed == 0 {
+    let done = record.layers.len();
+    let verdict = if done < record.challenged_layers.len() {
+        // Cancelled midway: how many of the challenged layers were recomputed.
+        let failed = if failed == 0 {
+            String::new()
+        } else {
+            format!(", {failed} failed")
+        };
+        format!(
+            "cancelled {done}/{}{failed}",
+            record.challenged_layers.len()
+        )
+    } else if failed == 0 {
         "all matched".to_string()
     } else {
         format!("{failed} failed")
@@ -150,6 +184,9 @@ pub(super) mod tests {
             embedding_rows_accepted: 66,
             recompute_s: 0.04,
             time_s: 0.1,
+            full_prefill_s: None,
+            segment_to_full_prefill: None,
+            layer_to_full_prefill: None,
         }
     }
 

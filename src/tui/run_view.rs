@@ -28,7 +28,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .map_or(run.choice.verifiers.len(), |t| t.verifiers.len())
         .max(1);
     // Segment mode adds a row per verifier: the strip of the layers it challenged.
-    let rows_per_verifier = 2 + u16::from(trial.is_some_and(|t| segment_of(t, 0).is_some()));
+    let rows_per_verifier = 2 + trial.map_or(0, segment_rows);
     let log_height = (area.height / 5).clamp(4, 10);
     let verifier_keys = format!("1-{}", run.choice.verifiers.len().clamp(1, 9));
     let keys = [
@@ -290,7 +290,7 @@ fn render_verifiers(
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(trial) = trial else { return };
-    let height = 2 + u16::from(segment_of(trial, 0).is_some());
+    let height = 2 + segment_rows(trial);
     let rows =
         Layout::vertical(vec![Constraint::Length(height); trial.verifiers.len()]).split(inner);
     for (index, (verifier, row)) in trial.verifiers.iter().zip(rows.iter()).enumerate() {
@@ -299,12 +299,29 @@ fn render_verifiers(
             Layout::vertical([Constraint::Length(2), Constraint::Length(height - 2)]).areas(*row);
         render_verifier(frame, main, index, verifier, run, selected, cutoff);
         if let Some(record) = segment_of(trial, index) {
-            frame.render_widget(
-                super::challenge_strip::strip_line(record, strip.width),
-                strip,
-            );
+            let mut lines = vec![super::challenge_strip::strip_line(record, strip.width)];
+            lines.extend(super::challenge_strip::full_prefill_line(record));
+            frame.render_widget(Paragraph::new(lines), strip);
         }
     }
+}
+
+/// Rows under each verifier in segment mode: its strip, and the reference prefill's line
+/// where any verifier has one.
+fn segment_rows(trial: &TrialView) -> u16 {
+    let Some(result) = trial
+        .result
+        .as_ref()
+        .filter(|_| segment_of(trial, 0).is_some())
+    else {
+        return 0;
+    };
+    let prefill = result.verifiers.iter().any(|v| {
+        v.segment
+            .as_ref()
+            .is_some_and(|s| s.full_prefill_s.is_some())
+    });
+    1 + u16::from(prefill)
 }
 
 /// Verifier `index`'s segment-mode record, once its trial has finished.

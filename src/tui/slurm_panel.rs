@@ -65,7 +65,8 @@ pub fn render(frame: &mut Frame, area: Rect, runs: &[SlurmRunWatch]) {
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!(
-                " · {}/{} trials landed, {}/{} bundles · ",
+                "{} · {}/{} trials landed, {}/{} bundles · ",
+                run.protocol.label(),
                 run.landed.len(),
                 run.planned,
                 run.bundles,

@@ -124,3 +124,69 @@ fn the_picker_chooses_segment_mode_and_the_challenged_layers() {
     press(&mut app, KeyCode::Left);
     assert_eq!(app.picker.current().unwrap().segment_layers, None);
 }
+
+#[test]
+fn a_verifier_shows_the_reference_prefill_beside_its_segment_time() {
+    let mut result = segment_trial();
+    // V1's record carries the reference prefill (2.5 s); V2's does not.
+    let record = result.verifiers[0].segment.as_mut().unwrap();
+    record.set_full_prefill(Some(2.5));
+    let events = vec![EngineEvent::TrialDone {
+        trial: 0,
+        result: Box::new(result),
+    }];
+    let app = app_with_run(
+        synthetic_trial_events(0, 24, 24, 2, 4)
+            .into_iter()
+            .filter(|e| !matches!(e, EngineEvent::Check { .. }))
+            .chain(events)
+            .collect(),
+    );
+    let buffer = screen(&app, 140, 44);
+    // 0.10 s of segment verification and 0.02 s a layer against 2.5 s.
+    assert_shows(&buffer, "full prefill 2.50 s");
+    assert_shows(&buffer, "segment 0.04×");
+    assert_shows(&buffer, "a layer 0.008×");
+    assert_eq!(
+        find_all(&buffer, "full prefill").len(),
+        1,
+        "{}",
+        text_of(&buffer)
+    );
+    // Both strips still show.
+    assert_shows(&buffer, "2/30 · all matched");
+    assert_shows(&buffer, "2/30 · 1 failed");
+}
+
+#[test]
+fn a_segment_verification_cancelled_midway_shows_what_was_recomputed_and_the_trial_incomplete() {
+    let mut result = segment_trial();
+    // V2 was cancelled after its first challenged layer (11): layer 15 never ran.
+    let v2 = &mut result.verifiers[1];
+    v2.segment.as_mut().unwrap().layers.truncate(1);
+    v2.statistics.checks.retain(|c| c.layer == 12);
+    v2.complete = false;
+    result.complete = false;
+    let events = synthetic_trial_events(0, 24, 24, 2, 4)
+        .into_iter()
+        .filter(|e| !matches!(e, EngineEvent::Check { .. }))
+        .chain([EngineEvent::TrialDone {
+            trial: 0,
+            result: Box::new(result),
+        }])
+        .collect();
+    let app = app_with_run(events);
+    let buffer = screen(&app, 140, 44);
+    assert_shows(&buffer, "trial incomplete");
+    assert_shows(&buffer, "2/30 · cancelled 1/2 ·");
+    let strips = find_all(&buffer, "L0 ");
+    let cell = |layer: u16| {
+        let (x, y) = strips[1];
+        let c = &buffer[(x + 3 + layer, y)];
+        (c.symbol().to_string(), c.fg)
+    };
+    assert_eq!(cell(11), ("■".into(), Color::Green));
+    assert_eq!(cell(15), ("○".into(), Color::Yellow));
+    // V1 finished: its strip is unchanged.
+    assert_shows(&buffer, "2/30 · all matched");
+}

@@ -26,6 +26,7 @@ fn submitted_run(data: &std::path::Path) -> JobFolder {
         threads: None,
         options: SlurmOptions::default(),
         created_at: 1_796_651_000,
+        protocol: Default::default(),
     };
     folder.create(&plan, None).unwrap();
     let submission = Submission {
@@ -111,4 +112,25 @@ fn a_collected_run_with_a_missing_trial_says_so() {
     app.slurm_runs = scan(data.path());
     let buffer = screen(&app, 140, 34);
     assert_shows(&buffer, "collected, missing trial 1 (run --resume)");
+}
+
+#[test]
+fn a_segment_mode_run_on_slurm_is_labelled_with_its_challenge() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = submitted_run(data.path());
+    let mut plan = folder.read_plan().unwrap();
+    plan.protocol = crate::experiment::slurm::segment::ProtocolOptions {
+        mode: Some(crate::experiment::config::VerificationMode::Segment),
+        challenge_layers: Some(2),
+        ..Default::default()
+    };
+    write_json(&folder.plan_path(), &plan).unwrap();
+    let mut app = App::new(catalog());
+    app.screen = Screen::Results;
+    app.slurm_runs = scan(data.path());
+    let buffer = screen(&app, 140, 34);
+    assert_shows(
+        &buffer,
+        "exp3 · segment, c = 2 · 0/2 trials landed, 0/2 bundles · queued or running",
+    );
 }

@@ -374,6 +374,10 @@ pub struct ExperimentSpec {
     /// Decoder layers each verifier challenges in segment mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge_layers: Option<usize>,
+    /// Segment mode: time one full prefill per verifier role as the reference the segment
+    /// time is compared with (default true; false skips that cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_prefill: Option<bool>,
 }
 
 impl ExperimentSpec {

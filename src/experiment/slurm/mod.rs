@@ -27,6 +27,7 @@
 //! chain with its own plan.
 
 pub mod scripts;
+pub mod segment;
 pub mod submit;
 pub mod tasks;
 pub mod watch;
@@ -115,6 +116,9 @@ pub struct JobPlan {
     pub options: SlurmOptions,
     /// Unix seconds when the run was first submitted.
     pub created_at: u64,
+    /// Full or segment verification and the challenge settings (docs/commitment.md).
+    #[serde(default)]
+    pub protocol: segment::ProtocolOptions,
 }
 
 impl JobPlan {
@@ -127,7 +131,7 @@ impl JobPlan {
             ),
             None => None,
         };
-        Ok(RunRequest {
+        Ok(self.protocol.apply(RunRequest {
             experiment: self.experiment.clone(),
             trials: Some(self.trials),
             verifiers: self.verifiers,
@@ -137,7 +141,7 @@ impl JobPlan {
             jobs: 1,
             gpu_profile,
             ..Default::default()
-        })
+        }))
     }
 }
 

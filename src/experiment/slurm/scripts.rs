@@ -211,6 +211,7 @@ mod tests {
                 ..Default::default()
             },
             created_at: 0,
+            protocol: Default::default(),
         };
         (plan, JobFolder::new(root))
     }

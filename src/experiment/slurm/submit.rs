@@ -294,6 +294,7 @@ mod tests {
                 ..Default::default()
             },
             created_at: 0,
+            protocol: Default::default(),
         }
     }
 

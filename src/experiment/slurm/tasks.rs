@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::super::bundle::{write_bundle, MANIFEST_FILE, TENSORS_FILE};
 use super::super::output::{summarize, trial_dir_name, write_trial, RunContext};
 use super::super::plan::{plan_trials, resolve_roles};
-use super::super::trial::{infer_trial, VerifySettings};
+use super::super::trial::VerifySettings;
 use super::super::workspace::Workspace;
 use super::{
     check_trial, read_json_bounded, write_json, JobFolder, MAX_TRIAL_RESULT_BYTES,
@@ -57,13 +56,11 @@ pub async fn infer_task(
         plan.trials
     );
     let trial_plan = plans.swap_remove(trial);
-    let (manifest, states) = tokio::task::spawn_blocking(move || {
-        infer_trial(&ws, &trial_plan, None, &sink, &CancelToken::new())
-    })
-    .await
-    .map_err(|e| anyhow!("inference task failed: {e}"))??;
     let work = scratch.join(trial_dir_name(trial));
-    write_bundle(&work, manifest, &states)?;
+    let into = work.clone();
+    tokio::task::spawn_blocking(move || super::segment::infer_into(&ws, &trial_plan, &into, &sink))
+        .await
+        .map_err(|e| anyhow!("inference task failed: {e}"))??;
     // Staged beside its final place (the same filesystem), so the rename is atomic.
     let staging = folder.bundles_dir().join(format!(
         ".{}.partial-{}",
@@ -71,15 +68,8 @@ pub async fn infer_task(
         std::process::id()
     ));
     std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let staged = (|| -> Result<()> {
-        // The tensors first: a manifest is what marks a bundle present.
-        for name in [TENSORS_FILE, MANIFEST_FILE] {
-            std::fs::copy(work.join(name), staging.join(name))
-                .with_context(|| format!("copying {name} to {}", staging.display()))?;
-        }
-        std::fs::File::open(staging.join(TENSORS_FILE))?.sync_all()?;
-        Ok(())
-    })();
+    // The tensors (or the store) first: a manifest is what marks a bundle present.
+    let staged = super::segment::copy_bundle(&work, &staging);
     if let Err(e) = staged {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -145,6 +135,9 @@ pub async fn verify_task(
     };
     // The requests of the run, rebuilt from the plan as the inference tasks made them.
     let plans = plan_trials(&ws, &req)?;
+    if plans.get(trial).is_some_and(|p| p.segment.is_some()) {
+        super::segment::exchange(&ws, &req, &bundle, &sink)?;
+    }
     let result = super::super::verify_step::verify_one_bundle(
         &ws,
         &req,
@@ -459,6 +452,7 @@ mod tests {
             threads: None,
             options: SlurmOptions::default(),
             created_at: 1_796_651_000,
+            protocol: Default::default(),
         };
         folder.create(&plan, None).unwrap();
         // Job ids no cluster has: their states are unknown, and say so.

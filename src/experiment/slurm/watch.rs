@@ -37,6 +37,8 @@ pub struct SlurmRunWatch {
     pub submissions: usize,
     /// After the latest submission's collect step: the trials it found missing.
     pub collected_missing: Option<Vec<usize>>,
+    /// The verification mode and challenge settings it was submitted with.
+    pub protocol: super::segment::ProtocolOptions,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,7 @@ pub fn watch_run(dir: &Path) -> Option<SlurmRunWatch> {
     Some(SlurmRunWatch {
         run_dir: dir.to_path_buf(),
         experiment: plan.experiment,
+        protocol: plan.protocol,
         created_at: plan.created_at,
         planned: plan.trials,
         bundles,
