@@ -145,6 +145,7 @@ mod tests {
                     accepted: 66,
                     recompute_s: 0.05,
                     pass,
+                    update: None,
                 })
                 .to_vec(),
             embedding_rows: 66,
