@@ -43,7 +43,9 @@ pub const Q4_1_BLOCK_BYTES: usize = std::mem::size_of::<BlockQ4_1>();
 const _: () = assert!(Q4_1_BLOCK_BYTES == 20);
 
 /// One activation block rounded to 8 bits: value ≈ d·q; `s` = d·Σq (for the Q4_1 offset term).
+/// `repr(C)`: the AVX2 kernel reads (d, s) as one 32-bit pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
 pub struct BlockQ8_1 {
     pub d: f16,
     pub s: f16,
@@ -307,30 +309,24 @@ pub unsafe fn dot4_q4_1_q8_1_avx2(w: [&[BlockQ4_1]; 4], x: &[BlockQ8_1]) -> [f32
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offsets = _mm_setzero_ps();
-    let halves = |a: f16, b: f16, c: f16, d: f16| {
-        _mm_cvtph_ps(_mm_set_epi16(
-            0,
-            0,
-            0,
-            0,
-            d.to_bits() as i16,
-            c.to_bits() as i16,
-            b.to_bits() as i16,
-            a.to_bits() as i16,
-        ))
-    };
+    // Odd lanes: Σ m_w·s_x of rows 0..4 (even lanes collect d_w·d_x, unused).
+    let mut offsets = _mm256_setzero_ps();
+    // The f16 pair at the start of a block ((d, m) or (d, s), both `repr(C)`) as 32 bits.
+    let pair = |p: *const u8| (p as *const i32).read_unaligned();
+    let lane = [0, 2, 4, 6].map(|i| _mm256_set1_epi32(i));
     for (b, xb) in x.iter().enumerate() {
         let q8 = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
         let wb = w.map(|row| row.get_unchecked(b));
-        // [x.d, x.s, -, -] → broadcasts.
-        let xds = halves(xb.d, xb.s, f16::ZERO, f16::ZERO);
-        let xd = _mm_shuffle_ps(xds, xds, 0b00_00_00_00);
-        let xs = _mm_shuffle_ps(xds, xds, 0b01_01_01_01);
-        let scales = _mm_mul_ps(halves(wb[0].d, wb[1].d, wb[2].d, wb[3].d), xd);
-        offsets = _mm_fmadd_ps(halves(wb[0].m, wb[1].m, wb[2].m, wb[3].m), xs, offsets);
-        let mut s = [0f32; 4];
-        _mm_storeu_ps(s.as_mut_ptr(), scales);
+        // [x.d, x.s] × 4 and [d₀, m₀, d₁, m₁, d₂, m₂, d₃, m₃]: one F16C conversion each.
+        let xds = _mm256_cvtph_ps(_mm_set1_epi32(pair(xb as *const BlockQ8_1 as *const u8)));
+        let wdm = _mm256_cvtph_ps(_mm_set_epi32(
+            pair(wb[3] as *const BlockQ4_1 as *const u8),
+            pair(wb[2] as *const BlockQ4_1 as *const u8),
+            pair(wb[1] as *const BlockQ4_1 as *const u8),
+            pair(wb[0] as *const BlockQ4_1 as *const u8),
+        ));
+        let scaled = _mm256_mul_ps(wdm, xds);
+        offsets = _mm256_add_ps(offsets, scaled);
         for r in 0..4 {
             // 16 bytes → 32 nibbles: low nibbles in lanes 0..16, high nibbles in 16..32.
             let packed = _mm_loadu_si128(wb[r].qs.as_ptr() as *const __m128i);
@@ -338,12 +334,13 @@ pub unsafe fn dot4_q4_1_q8_1_avx2(w: [&[BlockQ4_1]; 4], x: &[BlockQ8_1]) -> [f32
             let nibbles = _mm256_and_si256(both, low_mask);
             // u8 × i8 pairs summed to i16 (|15·127·2| fits), then pairs to i32: exact.
             let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, q8), ones);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(s[r]), _mm256_cvtepi32_ps(quads), acc[r]);
+            let scale = _mm256_permutevar8x32_ps(scaled, lane[r]);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[r]);
         }
     }
-    let mut off = [0f32; 4];
-    _mm_storeu_ps(off.as_mut_ptr(), offsets);
-    [0, 1, 2, 3].map(|r| hsum_ps(acc[r]) + off[r])
+    let mut off = [0f32; 8];
+    _mm256_storeu_ps(off.as_mut_ptr(), offsets);
+    [0, 1, 2, 3].map(|r| hsum_ps(acc[r]) + off[2 * r + 1])
 }
 
 type DotF32 = fn(&[f32], &[f32]) -> f32;
