@@ -110,8 +110,8 @@ enum LinearWeight {
     /// [out, in], in the compute dtype.
     Dense(Tensor),
     Quantized(QMatMul),
-    /// Q4_1 on the CPU: this crate's kernels (candle 0.11 has only a scalar one), with the
-    /// same results bit for bit.
+    /// Q4_1 on the CPU: this crate's kernels (candle 0.11 has only a scalar one); candle's
+    /// results up to f32 rounding (blocks summed in float lanes, as ggml does).
     Q4_1(Arc<Q4_1Matrix>),
     /// Q8_0 on the CPU (the GGUF's lm_head at `native`): this crate's kernel on rayon, which
     /// sums blocks in float lanes as ggml does.
