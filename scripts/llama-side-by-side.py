@@ -8,7 +8,7 @@ Kept out of `make test`: it needs llama-cpp-python (a ~15 min native build), e.g
   python -m venv /work/venv-llama && CMAKE_ARGS="-DGGML_NATIVE=ON" \
       /work/venv-llama/bin/pip install llama-cpp-python==0.3.36
 Usage:
-  /work/venv-llama/bin/python scripts/llama-side-by-side.py [--reps 3] [--threads 1,2]
+  /work/venv-llama/bin/python scripts/llama-side-by-side.py [--reps 3] [--threads 1,2] [--ab]
 Prints a Markdown table (for the README) and, with --json FILE, writes every sample.
 """
 import argparse
@@ -55,11 +55,13 @@ def llama_decode(gguf, threads, new_tokens):
     }
 
 
-def ours_decode(binary, threads):
+def ours_decode(binary, threads, candle=False):
+    # VERILLM_CANDLE_KERNELS=1: candle's kernels and ops (no fast decode step), the "before".
+    env = dict(os.environ, VERILLM_CANDLE_KERNELS="1" if candle else "0")
     out = subprocess.run(
         [binary, "bench", "--json", "--threads", str(threads), "--ratio-at", "8",
          "--long-prompt", "0"],
-        check=True, capture_output=True, text=True)
+        check=True, capture_output=True, text=True, env=env)
     report = json.loads(out.stdout)
     return report
 
@@ -72,9 +74,12 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write every sample here")
+    ap.add_argument("--ab", action="store_true",
+                    help="also run ours with VERILLM_CANDLE_KERNELS=1 (the before) each time")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     samples = {t: {"native": [], "full": [], "llama": [], "bandwidth_fraction": [],
+                   "native_candle": [], "full_candle": [],
                    "native_prompt": None, "llama_prompt": None} for t in threads}
     for rep in range(args.reps):
         for t in threads:
@@ -86,6 +91,9 @@ def main():
             frac = r.get("memory_bandwidth", {}) or {}
             if frac.get("full_decode_fraction") is not None:
                 samples[t]["bandwidth_fraction"].append(frac["full_decode_fraction"])
+            if args.ab:
+                for d in ours_decode(args.binary, t, candle=True)["decode"]:
+                    samples[t][d["precision"] + "_candle"].append(d["decode_tokens_per_s"])
             ll = llama_decode(args.gguf, t, NEW_TOKENS)
             samples[t]["llama"].append(ll["decode_tokens_per_s"])
             samples[t]["llama_prompt"] = ll["prompt_tokens"]
@@ -105,10 +113,25 @@ def main():
     rows = [("verillm-tui native Q4_1, with capture", "native"),
             ("verillm-tui full f32, with capture", "full"),
             ("llama.cpp (llama-cpp-python 0.3.36)", "llama")]
+    if args.ab:
+        rows[2:2] = [("before (VERILLM_CANDLE_KERNELS=1): native", "native_candle"),
+                     ("before (VERILLM_CANDLE_KERNELS=1): full", "full_candle")]
     for label, key in rows:
         print(f"| {label} | " + " | ".join(f"{med[t][key]:.1f}" for t in threads) + " |")
     print("| native ÷ llama.cpp | " + " | ".join(
         f"{med[t]['native'] / med[t]['llama']:.2f}×" for t in threads) + " |")
+    if args.ab:
+        print("| native after ÷ before | " + " | ".join(
+            f"{med[t]['native'] / med[t]['native_candle']:.2f}×" for t in threads) + " |")
+        print("| full after ÷ before | " + " | ".join(
+            f"{med[t]['full'] / med[t]['full_candle']:.2f}×" for t in threads) + " |")
+    if len(threads) > 1:
+        a, b = threads[0], threads[1]
+        print(f"\nfrom {a} to {b} threads: native {med[b]['native'] / med[a]['native']:.2f}×, "
+              f"full {med[b]['full'] / med[a]['full']:.2f}×, llama.cpp "
+              f"{med[b]['llama'] / med[a]['llama']:.2f}×; full decode ÷ streaming read "
+              + ", ".join(f"{med[t]['bandwidth_fraction']:.0%} ({t})" for t in threads
+                          if 'bandwidth_fraction' in med[t]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"samples": samples, "median": med, "loadavg": load}, f, indent=1)

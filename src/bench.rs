@@ -32,10 +32,27 @@ pub struct DecodeFigure {
     /// Which CPU kernels ran: "verillm" (src/model/kernels.rs) or "candle"
     /// (VERILLM_CANDLE_KERNELS=1, the before of issue 19).
     pub kernels: &'static str,
+    /// Which code ran the decode steps: "fast step" (src/model/transformer/decode_step.rs) or
+    /// "candle ops (why)" (the one place that decides: `TappedModel::fast_decode_refusal`).
+    pub decode_path: String,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+}
+
+/// Decode speed and memory bandwidth at one thread count, all measured in this one run (a
+/// rayon pool of that size: the decode step's kernels and the streaming read run on it), so
+/// the counts are compared under the same neighbours' load (issue 19: ≥ 1.6× from the second
+/// thread for f32 where the memory allows it).
+#[derive(Debug, Serialize)]
+pub struct ThreadFigure {
+    pub threads: usize,
+    pub native_decode_tokens_per_s: f64,
+    pub full_decode_tokens_per_s: f64,
+    pub streaming_read_gb_per_s: f64,
+    /// Full decode traffic (weight bytes × tok/s) ÷ the streaming read at this count.
+    pub full_decode_fraction: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +147,8 @@ pub struct BenchReport {
     /// driver compiles on a fresh machine); the timings below start after it.
     pub load_s: Vec<LoadFigure>,
     pub decode: Vec<DecodeFigure>,
+    /// Decode at 1 and 2 threads (where the machine has them), CPU only.
+    pub decode_by_threads: Vec<ThreadFigure>,
     /// Prefill of the full-precision model in the profile's dtype.
     pub prefill_full_tokens_per_s: f64,
     pub prefill_tokens: usize,
@@ -181,6 +200,10 @@ fn decode_figure(
             "candle"
         } else {
             "verillm"
+        },
+        decode_path: match model.model.fast_decode_refusal() {
+            None => "fast step".into(),
+            Some(why) => format!("candle ops ({why})"),
         },
         prompt_tokens: prompt_ids.len(),
         new_tokens: out.output_ids.len(),
@@ -255,6 +278,33 @@ pub fn run_bench(
             full_decode_fraction: used / read,
         }
     });
+
+    let mut decode_by_threads = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !device.is_gpu() {
+        let cfg = &full.model.config;
+        let embeddings = cfg.vocab_size * cfg.hidden * full.model.dtype().size_in_bytes();
+        let bytes = full.model.weight_bytes().saturating_sub(embeddings);
+        for threads in [1, 2].into_iter().filter(|&t| t <= cores) {
+            eprintln!("bench: decoding on {threads} thread(s)…");
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            let figure = pool.install(|| -> Result<ThreadFigure> {
+                let native = decode_figure(&native, &prompt_ids, 64, &layers)?;
+                let full = decode_figure(&full, &prompt_ids, 64, &layers)?;
+                let read = streaming_read_gb_per_s(256 << 20, 3);
+                Ok(ThreadFigure {
+                    threads,
+                    native_decode_tokens_per_s: native.decode_tokens_per_s,
+                    full_decode_tokens_per_s: full.decode_tokens_per_s,
+                    streaming_read_gb_per_s: read,
+                    full_decode_fraction: bytes as f64 * full.decode_tokens_per_s / 1e9 / read,
+                })
+            })?;
+            decode_by_threads.push(figure);
+        }
+    }
 
     // Prefill throughput on a 512-token sequence through every layer (the verifier's workload).
     let long_ids: Vec<u32> = prompt_ids.iter().copied().cycle().take(512).collect();
@@ -371,6 +421,7 @@ pub fn run_bench(
         threads: candle_core::utils::get_num_threads(),
         load_s,
         decode,
+        decode_by_threads,
         prefill_full_tokens_per_s: prefill_rate,
         prefill_tokens: long_ids.len(),
         verification_ratio: ratios,
@@ -449,13 +500,24 @@ pub fn print_report(r: &BenchReport) {
     }
     for d in &r.decode {
         println!(
-            "  decode with capture, {:<6}: {:6.1} tok/s on {} thread(s), {} kernels   (prefill of the {}-token prompt: {:6.1} tok/s)",
+            "  decode with capture, {:<6}: {:6.1} tok/s on {} thread(s), {} kernels, {}   (prefill of the {}-token prompt: {:6.1} tok/s)",
             d.precision,
             d.decode_tokens_per_s,
             d.threads,
             d.kernels,
+            d.decode_path,
             d.prompt_tokens,
             d.prefill_tokens_per_s
+        );
+    }
+    for t in &r.decode_by_threads {
+        println!(
+            "  on {} thread(s): native {:.1} tok/s, full {:.1} tok/s, streaming read {:.1} GB/s, full decode at {:.0}% of it",
+            t.threads,
+            t.native_decode_tokens_per_s,
+            t.full_decode_tokens_per_s,
+            t.streaming_read_gb_per_s,
+            100.0 * t.full_decode_fraction
         );
     }
     println!(

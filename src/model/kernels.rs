@@ -3,10 +3,13 @@
 //! `vec_dot_unopt` for Q4_1) and the f32 matrix–vector product (candle's gemm runs one token on
 //! one thread).
 //!
-//! Numerics: the Q4_1 kernel rounds activations exactly as candle's `BlockQ8_1::from_float` does
-//! and combines each block's exact integer dot product in candle's order, so its outputs are
-//! bit-identical to candle's quantized matmul (the `native` tier of docs/policy.md is
-//! unchanged). The f32 kernel sums in another order than gemm (f32 rounding, ~1e-7 relative).
+//! Numerics: the Q4_1 kernel rounds activations exactly as candle's `BlockQ8_1::from_float`
+//! does (and ggml's `quantize_row_q8_1`); each block's integer dot product is exact, and the
+//! blocks are combined in float lanes as ggml's AVX2 kernel does (issue 19; session 7 kept
+//! candle's scalar per-block order to be bit-identical, at 42 % of a native decode). So outputs
+//! equal candle's up to f32 rounding (~1e-6 relative), and the `native` tier of
+//! docs/policy.md was re-measured with them. The f32 kernel sums in another order than gemm
+//! (f32 rounding, ~1e-7 relative).
 //!
 //! Each kernel has an AVX2(+FMA) form chosen at run time and a portable scalar form; rows are
 //! split across rayon's pool (`--threads`), whose idle workers sleep instead of spinning.
@@ -40,7 +43,9 @@ pub const Q4_1_BLOCK_BYTES: usize = std::mem::size_of::<BlockQ4_1>();
 const _: () = assert!(Q4_1_BLOCK_BYTES == 20);
 
 /// One activation block rounded to 8 bits: value ≈ d·q; `s` = d·Σq (for the Q4_1 offset term).
+/// `repr(C)`: the AVX2 kernel reads (d, s) as one 32-bit pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
 pub struct BlockQ8_1 {
     pub d: f16,
     pub s: f16,
@@ -182,7 +187,7 @@ impl BlockQ8_1 {
 const ROWS_PER_TASK: usize = 64;
 
 /// Calls `f(first_row, out[first_row..])` on chunks of `out`, split across the pool.
-fn par_row_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(super) fn par_row_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if rayon::current_num_threads() <= 1 || out.len() <= ROWS_PER_TASK {
         f(0, out);
         return;
@@ -224,8 +229,8 @@ type DotQ4_1 = fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32;
 /// The fastest Q4_1·Q8_1 dot product this CPU runs.
 pub fn dot_q4_1_q8_1_fn() -> DotQ4_1 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        return |w, x| unsafe { dot_q4_1_q8_1_avx2(w, x) };
+    if has_avx2_fma_f16c() {
+        return |w, x| unsafe { dot4_q4_1_q8_1_avx2([w, w, w, w], x)[0] };
     }
     dot_q4_1_q8_1_scalar
 }
@@ -253,58 +258,49 @@ fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// Integer dot products per block in AVX2 (exact), combined in the scalar form's order.
+/// AVX2 and FMA, plus F16C for the kernels that convert block scales four at a time.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2_fma_f16c() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
+}
+
+/// The sum of a vector's eight lanes.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_q4_1_q8_1_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+pub(super) unsafe fn hsum_ps(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
-    assert_eq!(w.len(), x.len(), "Q4_1·Q8_1: block counts");
-    let low_mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut sumf = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        // 16 bytes → 32 nibbles: low nibbles in lanes 0..16, high nibbles in 16..32.
-        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
-        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-        let nibbles = _mm256_and_si256(both, low_mask);
-        let q8 = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        // u8 × i8 pairs summed to i16 (|15·127·2| fits), then pairs to i32.
-        let pairs = _mm256_maddubs_epi16(nibbles, q8);
-        let quads = _mm256_madd_epi16(pairs, ones);
-        let s128 = _mm_add_epi32(
-            _mm256_castsi256_si128(quads),
-            _mm256_extracti128_si256(quads, 1),
-        );
-        let s64 = _mm_add_epi32(s128, _mm_unpackhi_epi64(s128, s128));
-        let s32 = _mm_add_epi32(s64, _mm_shuffle_epi32(s64, 0b01));
-        let sumi = _mm_cvtsi128_si32(s32);
-        sumf += sumi as f32 * w.d.to_f32() * x.d.to_f32() + w.m.to_f32() * x.s.to_f32();
-    }
-    sumf
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 0b01));
+    _mm_cvtss_f32(h)
 }
 
 type Dot4Q4_1 = fn([&[BlockQ4_1]; 4], &[BlockQ8_1]) -> [f32; 4];
 
-/// Four weight rows against one activation row, each summed exactly as the one-row kernel.
+/// Four weight rows against one activation row.
 pub fn dot4_q4_1_q8_1_fn() -> Dot4Q4_1 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if has_avx2_fma_f16c() {
         return |w, x| unsafe { dot4_q4_1_q8_1_avx2(w, x) };
     }
     |w, x| w.map(|w| dot_q4_1_q8_1_scalar(w, x))
 }
 
-/// Four rows share each activation load, their four integer sums come out of one horizontal
-/// add, and their four float chains run side by side (the one-row kernel waits on its single
-/// chain). Per row the operations and their order are the scalar kernel's.
+/// Four rows share each activation load. As ggml's AVX2 form: each block's exact integer
+/// products are scaled by d_w·d_x in eight float lanes (no horizontal sum per block, which
+/// the session-7 kernel spent 42 % of a native decode on), the offsets m_w·s_x of the four
+/// rows in one more vector; the f16 scales of four rows convert in one F16C instruction.
+/// The lanes sum in another order than the scalar form: f32 rounding apart, the same value.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot4_q4_1_q8_1_avx2(w: [&[BlockQ4_1]; 4], x: &[BlockQ8_1]) -> [f32; 4] {
     use std::arch::x86_64::*;
     for row in &w {
@@ -312,31 +308,39 @@ pub unsafe fn dot4_q4_1_q8_1_avx2(w: [&[BlockQ4_1]; 4], x: &[BlockQ8_1]) -> [f32
     }
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut sumf = [0f32; 4];
-    for (b, x) in x.iter().enumerate() {
-        let q8 = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        let quad = |row: &[BlockQ4_1]| {
-            let packed = _mm_loadu_si128(row.get_unchecked(b).qs.as_ptr() as *const __m128i);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    // Odd lanes: Σ m_w·s_x of rows 0..4 (even lanes collect d_w·d_x, unused).
+    let mut offsets = _mm256_setzero_ps();
+    // The f16 pair at the start of a block ((d, m) or (d, s), both `repr(C)`) as 32 bits.
+    let pair = |p: *const u8| (p as *const i32).read_unaligned();
+    let lane = [0, 2, 4, 6].map(|i| _mm256_set1_epi32(i));
+    for (b, xb) in x.iter().enumerate() {
+        let q8 = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+        let wb = w.map(|row| row.get_unchecked(b));
+        // [x.d, x.s] × 4 and [d₀, m₀, d₁, m₁, d₂, m₂, d₃, m₃]: one F16C conversion each.
+        let xds = _mm256_cvtph_ps(_mm_set1_epi32(pair(xb as *const BlockQ8_1 as *const u8)));
+        let wdm = _mm256_cvtph_ps(_mm_set_epi32(
+            pair(wb[3] as *const BlockQ4_1 as *const u8),
+            pair(wb[2] as *const BlockQ4_1 as *const u8),
+            pair(wb[1] as *const BlockQ4_1 as *const u8),
+            pair(wb[0] as *const BlockQ4_1 as *const u8),
+        ));
+        let scaled = _mm256_mul_ps(wdm, xds);
+        offsets = _mm256_add_ps(offsets, scaled);
+        for r in 0..4 {
+            // 16 bytes → 32 nibbles: low nibbles in lanes 0..16, high nibbles in 16..32.
+            let packed = _mm_loadu_si128(wb[r].qs.as_ptr() as *const __m128i);
             let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
             let nibbles = _mm256_and_si256(both, low_mask);
+            // u8 × i8 pairs summed to i16 (|15·127·2| fits), then pairs to i32: exact.
             let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, q8), ones);
-            _mm_add_epi32(
-                _mm256_castsi256_si128(quads),
-                _mm256_extracti128_si256(quads, 1),
-            )
-        };
-        let (s0, s1, s2, s3) = (quad(w[0]), quad(w[1]), quad(w[2]), quad(w[3]));
-        // [Σs0, Σs1, Σs2, Σs3]: integer adds, exact in any order.
-        let sums = _mm_hadd_epi32(_mm_hadd_epi32(s0, s1), _mm_hadd_epi32(s2, s3));
-        let mut sumi = [0i32; 4];
-        _mm_storeu_si128(sumi.as_mut_ptr() as *mut __m128i, sums);
-        let (xd, xs) = (x.d.to_f32(), x.s.to_f32());
-        for r in 0..4 {
-            let wb = w[r].get_unchecked(b);
-            sumf[r] += sumi[r] as f32 * wb.d.to_f32() * xd + wb.m.to_f32() * xs;
+            let scale = _mm256_permutevar8x32_ps(scaled, lane[r]);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[r]);
         }
     }
-    sumf
+    let mut off = [0f32; 8];
+    _mm256_storeu_ps(off.as_mut_ptr(), offsets);
+    [0, 1, 2, 3].map(|r| hsum_ps(acc[r]) + off[2 * r + 1])
 }
 
 type DotF32 = fn(&[f32], &[f32]) -> f32;
@@ -462,6 +466,23 @@ mod tests {
         s
     }
 
+    /// Σ over blocks of |each product term|: the scale of the sum's rounding error.
+    fn magnitude(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f64 {
+        let mut s = 0f64;
+        for (w, x) in w.iter().zip(x) {
+            for j in 0..BLOCK {
+                let q = if j < 16 {
+                    w.qs[j] & 0xF
+                } else {
+                    w.qs[j - 16] >> 4
+                } as f64;
+                s += (w.d.to_f64() * q * x.d.to_f64() * x.qs[j] as f64).abs();
+            }
+            s += (w.m.to_f64() * x.s.to_f64()).abs();
+        }
+        s
+    }
+
     #[test]
     fn q8_1_rounding_matches_candle() {
         use candle_core::quantized::k_quants::{BlockQ8_1 as CandleQ8_1, GgmlType};
@@ -499,23 +520,31 @@ mod tests {
                 (scalar as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "{n_blocks} blocks: {scalar} vs {want}"
             );
-            // The chosen kernel (AVX2 where the CPU has it) is bit-identical to the scalar one.
-            assert_eq!(dot_q4_1_q8_1_fn()(&w, &xq), scalar, "{n_blocks} blocks");
-            // So is the four-row kernel, row by row.
+            // The chosen kernels (AVX2 where the CPU has it) sum in float lanes: the same
+            // value up to f32 rounding, a few ulps of the row's magnitude.
+            // Worst-case f32 rounding of a sum of n_blocks terms: n · ε · Σ|term|.
+            let tol = |row: &[BlockQ4_1]| {
+                (n_blocks as f64 + 2.0) * f32::EPSILON as f64 * magnitude(row, &xq) + 1e-6
+            };
+            let one = dot_q4_1_q8_1_fn()(&w, &xq) as f64;
+            assert!((one - want).abs() <= tol(&w), "{n_blocks}: {one} vs {want}");
             let others: Vec<Vec<BlockQ4_1>> =
                 (0..3).map(|_| random_q4_1(&mut rng, n_blocks)).collect();
             let rows = [&w[..], &others[0], &others[1], &others[2]];
-            let want4 = rows.map(|r| dot_q4_1_q8_1_scalar(r, &xq));
-            assert_eq!(
-                dot4_q4_1_q8_1_fn()(rows, &xq),
-                want4,
-                "{n_blocks} blocks × 4"
-            );
+            let got4 = dot4_q4_1_q8_1_fn()(rows, &xq);
+            for (r, row) in rows.iter().enumerate() {
+                let want = reference(row, &xq);
+                assert!(
+                    (got4[r] as f64 - want).abs() <= tol(row),
+                    "{n_blocks} blocks, row {r} of 4: {} vs {want}",
+                    got4[r]
+                );
+            }
         }
     }
 
     #[test]
-    fn q4_1_matmul_is_bit_identical_to_candle() {
+    fn q4_1_matmul_agrees_with_candle() {
         use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
         use candle_core::{Device, Module, Tensor};
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
@@ -544,7 +573,14 @@ mod tests {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            assert_eq!(ours.matmul(&x, m), theirs, "[{rows}, {cols}] × {m} tokens");
+            // The same rounded activations (q8_1_rounding_matches_candle), summed in another
+            // order: equal up to f32 rounding.
+            for (i, (a, b)) in ours.matmul(&x, m).iter().zip(&theirs).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (cols as f32) * b.abs().max(1.0),
+                    "[{rows}, {cols}] × {m} tokens, element {i}: {a} vs {b}"
+                );
+            }
         }
     }
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod device;
 pub mod embedded;
 pub mod kernels;
+pub mod kernels_q8;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;
@@ -178,6 +179,8 @@ fn cached_sha256(files: &[PathBuf]) -> Result<String> {
     cache.lock().unwrap().insert(files.to_vec(), digest.clone());
     Ok(digest)
 }
+#[cfg(test)]
+mod decode_step_tests;
 #[cfg(test)]
 mod hub_tests;
 #[cfg(test)]

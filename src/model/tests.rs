@@ -67,6 +67,31 @@ fn full_precision_matches_transformers_at_every_layer() {
         assert!(err <= 1e-4, "{key}: relative L2 error {err:e} > 1e-4");
     }
     eprintln!("worst per-layer relative L2 vs transformers: {worst:e}");
+    // The same positions decoded one token at a time from an empty cache: every step is the
+    // fast decode step (transformer/decode_step.rs), held to the same bound.
+    assert_eq!(m.model.fast_decode_refusal(), None);
+    let mut cache = m.model.new_cache();
+    let steps: Vec<_> = ids
+        .iter()
+        .map(|&id| m.model.forward(&[id], &mut cache, &taps, true).unwrap())
+        .collect();
+    for (slot, (index, _)) in out.taps.iter().enumerate() {
+        let rows: Vec<Tensor> = steps.iter().map(|s| s.taps[slot].1.clone()).collect();
+        let key = if *index == n {
+            "hidden.final_norm".to_string()
+        } else {
+            format!("hidden.{index}")
+        };
+        let reference = reference[&key].reshape(out.taps[slot].1.dims()).unwrap();
+        let err = rel_l2(&Tensor::cat(&rows, 0).unwrap(), &reference);
+        assert!(
+            err <= 1e-4,
+            "{key}, decoded: relative L2 error {err:e} > 1e-4"
+        );
+    }
+    let last = steps.last().unwrap().logits.as_ref().unwrap();
+    let ref_last = reference["logits_last"].flatten_all().unwrap();
+    assert!(rel_l2(last, &ref_last) < 1e-4, "decoded logits");
     let logits = out.logits.unwrap();
     let ref_logits = &reference["logits_last"];
     let ref_logits = ref_logits.flatten_all().unwrap();

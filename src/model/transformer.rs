@@ -9,6 +9,9 @@ use candle_core::{DType, Device, IndexOp, Tensor, D};
 use super::config::{Arch, ModelConfig};
 use super::weights::{Linear, Precision, WeightBuilder};
 
+mod decode_step;
+pub use decode_step::FastPathRefusal;
+
 /// Rotary tables are built up to this many positions (or the model's own limit if lower).
 const MAX_ROTARY_POSITIONS: usize = 32_768;
 
@@ -53,6 +56,8 @@ pub struct TappedModel {
     /// only the W − 1 before it: Mistral's sliding window, or the kv-window cheat
     /// (engine::cheat). None: full causal attention.
     attention_window: Option<usize>,
+    /// One-token forwards run the fast step where it applies (decode_step.rs).
+    fast_decode: bool,
 }
 
 /// Keys and values of the positions processed so far, per layer.
@@ -60,6 +65,8 @@ pub struct TappedModel {
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+    /// The fast decode step's rows; when set, `layers` is empty and these hold the cache.
+    fast: Option<decode_step::FastKv>,
 }
 
 impl KvCache {
@@ -121,6 +128,12 @@ impl TappedModel {
         let final_norm = builder.float("model.norm.weight")?;
         let lm_head = if !config.tie_embeddings && builder.file.contains("lm_head.weight") {
             builder.linear("lm_head.weight", None)?
+        } else if builder.precision == Precision::Native
+            && builder.file.stores_quantized("model.embed_tokens.weight")
+        {
+            // The model's own form of a tied output, as llama.cpp runs it: the stored
+            // (block-quantized) embedding rows, not their dequantized f32 copy (≈ 4× the bytes).
+            builder.linear("model.embed_tokens.weight", None)?
         } else {
             builder.linear_from_float(&embed_tokens, "lm_head (tied to embeddings)")?
         };
@@ -144,6 +157,7 @@ impl TappedModel {
             rope_interleaved,
             skipped_layer: None,
             attention_window,
+            fast_decode: true,
         })
     }
 
@@ -315,6 +329,7 @@ impl TappedModel {
         KvCache {
             layers: vec![None; self.config.n_layers],
             len: 0,
+            fast: None,
         }
     }
 
@@ -458,6 +473,18 @@ impl TappedModel {
             // Tap l needs layers 0..l; tap L needs every layer plus the final norm.
             taps.iter().copied().max().unwrap_or(0)
         };
+
+        if ids.len() == 1 && self.fast_decode_refusal().is_none() {
+            let record = record.as_deref_mut();
+            if let Some(out) =
+                self.fast_step(ids[0], cache, taps, wanted, last_layer_needed, record)?
+            {
+                return Ok(out);
+            }
+        }
+        if let Some(fast) = cache.fast.take() {
+            cache.layers = fast.to_candle(self, offset)?;
+        }
 
         let input = Tensor::new(ids, &self.device)?;
         let mut x = self.embed_tokens.index_select(&input, 0)?;

@@ -13,6 +13,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::kernels::{self, Q4_1Matrix};
+use super::kernels_q8::{self, Q8_0Matrix};
 
 /// How the weights are held while computing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,9 +110,12 @@ enum LinearWeight {
     /// [out, in], in the compute dtype.
     Dense(Tensor),
     Quantized(QMatMul),
-    /// Q4_1 on the CPU: this crate's kernels (candle 0.11 has only a scalar one), with the
-    /// same results bit for bit.
+    /// Q4_1 on the CPU: this crate's kernels (candle 0.11 has only a scalar one); candle's
+    /// results up to f32 rounding (blocks summed in float lanes, as ggml does).
     Q4_1(Arc<Q4_1Matrix>),
+    /// Q8_0 on the CPU (the GGUF's lm_head at `native`): this crate's kernel on rayon, which
+    /// sums blocks in float lanes as ggml does.
+    Q8_0(Arc<Q8_0Matrix>),
 }
 
 impl Linear {
@@ -121,7 +125,9 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let wanted = match &self.weight {
             LinearWeight::Dense(w) => w.dtype(),
-            LinearWeight::Quantized(_) | LinearWeight::Q4_1(_) => DType::F32,
+            LinearWeight::Quantized(_) | LinearWeight::Q4_1(_) | LinearWeight::Q8_0(_) => {
+                DType::F32
+            }
         };
         let input = x.to_dtype(wanted)?;
         let y = match &self.weight {
@@ -140,12 +146,58 @@ impl Linear {
                 let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
                 Tensor::from_vec(q.matmul(&x, m), (m, q.rows()), input.device())?
             }
+            LinearWeight::Q8_0(q) => {
+                let (m, k) = input.dims2()?;
+                anyhow::ensure!(
+                    k == q.cols(),
+                    "Q8_0 linear: input {k} wide, weight {}",
+                    q.cols()
+                );
+                let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(q.matmul(&x, m), (m, q.rows()), input.device())?
+            }
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         Ok(y.to_dtype(x.dtype())?)
+    }
+
+    /// One token through this linear on the CPU, slice in, vector out (the fast decode step):
+    /// the kernels `forward` runs for one row, so the same numbers. Weights without a slice
+    /// kernel (candle's other quantized types) go through `forward`.
+    pub fn matvec_cpu(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut y = match &self.weight {
+            LinearWeight::Dense(w)
+                if w.dtype() == DType::F32 && w.device().is_cpu() && w.is_contiguous() =>
+            {
+                let (rows, cols) = w.dims2()?;
+                anyhow::ensure!(
+                    x.len() == cols,
+                    "linear: input {} wide, weight {cols}",
+                    x.len()
+                );
+                with_cpu_f32(w, |w| kernels::matvec_f32(w, rows, x))?
+            }
+            LinearWeight::Q4_1(q) => {
+                anyhow::ensure!(x.len() == q.cols(), "Q4_1 linear: input {} wide", x.len());
+                q.matmul(x, 1)
+            }
+            LinearWeight::Q8_0(q) => {
+                anyhow::ensure!(x.len() == q.cols(), "Q8_0 linear: input {} wide", x.len());
+                q.matmul(x, 1)
+            }
+            _ => {
+                let input = Tensor::from_slice(x, (1, x.len()), &Device::Cpu)?;
+                return Ok(self.forward(&input)?.flatten_all()?.to_vec1()?);
+            }
+        };
+        if let Some(b) = &self.bias {
+            let b = b.to_dtype(DType::F32)?;
+            with_cpu_f32(&b, |b| y.iter_mut().zip(b).for_each(|(y, b)| *y += b))?;
+        }
+        Ok(y)
     }
 
     /// The float weight ([out, in]); None when it is block-quantized.
@@ -197,6 +249,7 @@ impl Linear {
                 t.elem_count() * t.dtype().size_in_bytes()
             }
             LinearWeight::Q4_1(q) => q.bytes(),
+            LinearWeight::Q8_0(q) => q.bytes(),
         };
         w + self
             .bias
@@ -233,17 +286,34 @@ fn dense_f32_matvec(w: &Tensor, input: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(y, (1, rows), input.device())?))
 }
 
-/// The Q4_1 kernels' form of a quantized CPU weight, or the weight as it is.
+/// Runs `f` on a contiguous f32 CPU tensor's elements, without copying them.
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        bail!("a tensor on {:?}, expected the CPU", t.device());
+    };
+    let all = cpu.as_slice::<f32>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .context("a strided tensor where a contiguous one was expected")?;
+    Ok(f(&all[start..end]))
+}
+
+/// This crate's kernels' form of a Q4_1 or Q8_0 CPU weight, or the weight as it is.
 fn cpu_q4_1(q: QMatMul) -> Result<LinearWeight> {
     if kernels::candle_only() {
         return Ok(LinearWeight::Quantized(q));
     }
     if let QMatMul::QTensor(t) = &q {
-        if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
+        if t.device().is_cpu() {
             if let Ok((rows, cols)) = t.shape().dims2() {
-                if cols.is_multiple_of(kernels::BLOCK) {
+                if t.dtype() == GgmlDType::Q4_1 && cols.is_multiple_of(kernels::BLOCK) {
                     let m = Q4_1Matrix::from_bytes(rows, cols, &t.data()?)?;
                     return Ok(LinearWeight::Q4_1(Arc::new(m)));
+                }
+                if t.dtype() == GgmlDType::Q8_0 && cols.is_multiple_of(kernels_q8::BLOCK) {
+                    let m = Q8_0Matrix::from_bytes(rows, cols, &t.data()?)?;
+                    return Ok(LinearWeight::Q8_0(Arc::new(m)));
                 }
             }
         }
@@ -424,9 +494,10 @@ impl WeightBuilder<'_> {
         };
         // A quantized matmul returns f32, so its bias must be f32 too.
         let bias = match (&weight, bias) {
-            (LinearWeight::Quantized(_) | LinearWeight::Q4_1(_), Some(b)) => {
-                Some(b.to_dtype(DType::F32)?)
-            }
+            (
+                LinearWeight::Quantized(_) | LinearWeight::Q4_1(_) | LinearWeight::Q8_0(_),
+                Some(b),
+            ) => Some(b.to_dtype(DType::F32)?),
             (_, b) => b,
         };
         Ok(Linear { weight, bias })
