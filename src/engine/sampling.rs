@@ -118,26 +118,7 @@ impl StepCandidates {
         banned: &[u32],
         position: u64,
     ) -> StepCandidates {
-        let mut processed: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
-        if params.repetition_penalty != 1.0 {
-            let mut seen = context.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for id in seen {
-                if let Some(l) = processed.get_mut(id as usize) {
-                    *l = if *l > 0.0 {
-                        *l / params.repetition_penalty
-                    } else {
-                        *l * params.repetition_penalty
-                    };
-                }
-            }
-        }
-        for &id in banned {
-            if let Some(l) = processed.get_mut(id as usize) {
-                *l = f64::NEG_INFINITY;
-            }
-        }
+        let processed = processed_logits(params, logits, context, banned);
         let finite = |i: &usize| processed[*i].is_finite();
         if params.temperature == 0.0 {
             let mut scored: Vec<(u32, f64)> = (0..processed.len())
@@ -209,6 +190,112 @@ impl StepCandidates {
             margin: best_other.map_or(f64::INFINITY, |other| (score - other) * self.scale),
         }
     }
+}
+
+/// A token outside the verifier's own candidate set, given the benefit of the doubt at the
+/// top-k / top-p boundary (docs/sampling.md, "Tokens at the boundary"): honest engines disagree
+/// on logits by up to δ (the tier's tolerance, logit units), so the set's edge moves with them
+/// (measured: an honest native run at T = 0.7, top-p 0.9 lost one of 96 tokens to it). The
+/// token counts as a candidate when the logits could be moved by δ, relative to it, to put it
+/// inside: fewer than k ids lie more than δ above it, and the ids more than δ above it hold
+/// less than p of the mass with the token's own weight raised by δ. Its margin is then taken
+/// against the verifier's candidates as for any token. Banned ids, non-finite logits and greedy
+/// steps get no such doubt: −∞, as before.
+pub fn judge_at_boundary(
+    params: &SamplingParams,
+    logits: &[f32],
+    context: &[u32],
+    banned: &[u32],
+    position: u64,
+    token: u32,
+    tolerance: f64,
+) -> TokenJudgement {
+    let outside = TokenJudgement {
+        in_set: false,
+        margin: f64::NEG_INFINITY,
+    };
+    let t = params.temperature;
+    if t == 0.0 || !(tolerance > 0.0 && tolerance.is_finite()) {
+        return outside;
+    }
+    let processed = processed_logits(params, logits, context, banned);
+    let Some(&own) = processed.get(token as usize).filter(|l| l.is_finite()) else {
+        return outside;
+    };
+    // Logits (not z): the tolerance is in logit units at every temperature.
+    let above: Vec<f64> = processed
+        .iter()
+        .enumerate()
+        .filter(|&(id, l)| id != token as usize && l.is_finite() && *l - own > tolerance)
+        .map(|(_, &l)| l)
+        .collect();
+    if params.top_k > 0 && above.len() >= params.top_k {
+        return outside;
+    }
+    if params.top_p < 1.0 {
+        // The mass is normalised over the top-k survivors (all finite ids without top-k), with
+        // the token itself among them at its raised weight.
+        let mut pool: Vec<f64> = processed
+            .iter()
+            .enumerate()
+            .filter(|&(id, l)| id != token as usize && l.is_finite())
+            .map(|(_, &l)| l)
+            .collect();
+        if params.top_k > 0 && pool.len() > params.top_k - 1 {
+            pool.select_nth_unstable_by(params.top_k - 1, |a, b| b.total_cmp(a));
+            pool.truncate(params.top_k - 1);
+        }
+        let raised = own + tolerance;
+        let max = pool.iter().copied().fold(raised, f64::max);
+        let weight = |l: f64| ((l - max) / t).exp();
+        let total: f64 = pool.iter().map(|&l| weight(l)).sum::<f64>() + weight(raised);
+        let mass_above: f64 = above.iter().map(|&l| weight(l)).sum::<f64>() / total;
+        if mass_above >= params.top_p {
+            return outside;
+        }
+    }
+    let candidates = StepCandidates::build(params, logits, context, banned, position);
+    let score = own / t + gumbel_noise(params.seed, position, token);
+    let best_other = candidates
+        .scored
+        .iter()
+        .find(|(id, _)| *id != token)
+        .map(|(_, s)| *s);
+    TokenJudgement {
+        in_set: false,
+        margin: best_other.map_or(f64::INFINITY, |other| (score - other) * t),
+    }
+}
+
+/// Steps 1–2 of the rule: the repetition penalty, once per distinct id of `context`, then the
+/// banned ids at −∞ (docs/sampling.md).
+fn processed_logits(
+    params: &SamplingParams,
+    logits: &[f32],
+    context: &[u32],
+    banned: &[u32],
+) -> Vec<f64> {
+    let mut processed: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+    if params.repetition_penalty != 1.0 {
+        let mut seen = context.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if let Some(l) = processed.get_mut(id as usize) {
+                *l = if *l > 0.0 {
+                    *l / params.repetition_penalty
+                } else {
+                    *l * params.repetition_penalty
+                };
+            }
+        }
+    }
+    for &id in banned {
+        if let Some(l) = processed.get_mut(id as usize) {
+            *l = f64::NEG_INFINITY;
+        }
+    }
+    processed
 }
 
 /// Score descending, lowest id first among equal scores.
@@ -377,6 +464,72 @@ mod tests {
             assert_eq!(step.choice(), Some(0));
             assert_eq!(step.judge(0).margin, f64::INFINITY);
         }
+    }
+
+    #[test]
+    fn a_token_just_past_the_top_p_edge_is_judged_with_the_tolerance_and_only_so() {
+        // Logits 2.0, 1.0, 0.9, -3 at T = 1, top-p 0.7: token 0 holds 0.59 of the mass, 0 and 1
+        // hold 0.80, so the set is {0, 1} and token 2 (0.1 below token 1) is just outside.
+        let p = SamplingParams {
+            top_p: 0.7,
+            ..params(1.0)
+        };
+        let logits = [2.0, 1.0, 0.9, -3.0];
+        let strict = StepCandidates::build(&p, &logits, &[], &[], 5);
+        assert!(!strict.judge(2).in_set);
+        // Raised by 0.2 it would outrank token 1, leaving only token 0's 0.56 < 0.7 above it.
+        let near = judge_at_boundary(&p, &logits, &[], &[], 5, 2, 0.2);
+        assert!(!near.in_set && near.margin.is_finite(), "{near:?}");
+        let other = strict.scored.iter().find(|(id, _)| *id != 2).unwrap().1;
+        let own = 0.9_f32 as f64 + gumbel_noise(p.seed, 5, 2);
+        assert!((near.margin - (own - other)).abs() < 1e-12);
+        // docs/sampling.md's Python prints the same value.
+        assert!((near.margin - -2.3202425172818835).abs() < 1e-12, "{near:?}");
+        // With δ 0.05 token 1 stays more than δ above it: 0.79 ≥ 0.7, outside.
+        let far = judge_at_boundary(&p, &logits, &[], &[], 5, 2, 0.05);
+        assert_eq!(far.margin, f64::NEG_INFINITY);
+        // Token 3 lies 4 below: no tolerance of this size helps.
+        assert_eq!(
+            judge_at_boundary(&p, &logits, &[], &[], 5, 3, 2.0).margin,
+            f64::NEG_INFINITY
+        );
+        // Banned ids and greedy steps get no doubt.
+        assert_eq!(
+            judge_at_boundary(&p, &logits, &[], &[2], 5, 2, 0.2).margin,
+            f64::NEG_INFINITY
+        );
+        assert_eq!(
+            judge_at_boundary(&params(0.0), &logits, &[], &[], 5, 2, 0.2).margin,
+            f64::NEG_INFINITY
+        );
+    }
+
+    #[test]
+    fn a_token_just_past_the_top_k_edge_counts_the_ids_more_than_the_tolerance_above_it() {
+        let k = SamplingParams {
+            top_k: 2,
+            ..params(0.7)
+        };
+        let logits = [3.0, 1.0, 0.95, 0.0];
+        assert!(
+            !StepCandidates::build(&k, &logits, &[], &[], 0)
+                .judge(2)
+                .in_set
+        );
+        // Only token 0 is more than 0.1 above token 2: one id < k = 2 (docs/sampling.md's
+        // Python prints this margin).
+        let near = judge_at_boundary(&k, &logits, &[], &[], 0, 2, 0.1);
+        assert!((near.margin - -1.9399491283939954).abs() < 1e-12, "{near:?}");
+        // With 0.01, tokens 0 and 1 both are: 2 ≥ k.
+        assert_eq!(
+            judge_at_boundary(&k, &logits, &[], &[], 0, 2, 0.01).margin,
+            f64::NEG_INFINITY
+        );
+        // Token 3: tokens 0, 1 and 2 lie more than 0.1 above it.
+        assert_eq!(
+            judge_at_boundary(&k, &logits, &[], &[], 0, 3, 0.1).margin,
+            f64::NEG_INFINITY
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{ensure, Result};
 
 use super::capture::CapturedStates;
 use super::events::{CancelToken, EngineEvent, EventSink};
-use super::sampling::{SamplingParams, StepCandidates};
+use super::sampling::{judge_at_boundary, SamplingParams, StepCandidates};
 use crate::model::device::{dtype_name, DeviceProfile};
 use crate::model::weights::Precision;
 use crate::model::LoadedModel;
@@ -399,14 +399,25 @@ pub(crate) fn check_token(
     } else {
         &[]
     };
-    let judged =
+    let mut judged =
         StepCandidates::build(rule.sampling, logits, context, banned, position as u64).judge(token);
+    if !judged.in_set {
+        judged = judge_at_boundary(
+            rule.sampling,
+            logits,
+            context,
+            banned,
+            position as u64,
+            token,
+            tolerance,
+        );
+    }
     TokenCheckRecord {
         position,
         token,
         in_set: judged.in_set,
         margin: judged.margin,
-        accept: judged.in_set && judged.margin >= -tolerance,
+        accept: judged.margin >= -tolerance,
     }
 }
 

@@ -88,7 +88,8 @@ pub struct TokenCheckRecord {
     /// Among the candidates (not banned, inside top-k/top-p) of the verifier's logits.
     pub in_set: bool,
     /// Its perturbed score minus the best other candidate's, in logit units (docs/sampling.md);
-    /// −inf outside the set, +inf when it was the only candidate.
+    /// +inf when it was the only candidate; −inf outside the set, unless it lies within the
+    /// tolerance of the top-k/top-p boundary ("Tokens at the boundary"), where it is finite.
     #[serde(with = "float_serde")]
     pub margin: f64,
     pub accept: bool,
