@@ -484,7 +484,10 @@ mod tests {
         let own = 0.9_f32 as f64 + gumbel_noise(p.seed, 5, 2);
         assert!((near.margin - (own - other)).abs() < 1e-12);
         // docs/sampling.md's Python prints the same value.
-        assert!((near.margin - -2.3202425172818835).abs() < 1e-12, "{near:?}");
+        assert!(
+            (near.margin - -2.3202425172818835).abs() < 1e-12,
+            "{near:?}"
+        );
         // With δ 0.05 token 1 stays more than δ above it: 0.79 ≥ 0.7, outside.
         let far = judge_at_boundary(&p, &logits, &[], &[], 5, 2, 0.05);
         assert_eq!(far.margin, f64::NEG_INFINITY);
@@ -519,7 +522,10 @@ mod tests {
         // Only token 0 is more than 0.1 above token 2: one id < k = 2 (docs/sampling.md's
         // Python prints this margin).
         let near = judge_at_boundary(&k, &logits, &[], &[], 0, 2, 0.1);
-        assert!((near.margin - -1.9399491283939954).abs() < 1e-12, "{near:?}");
+        assert!(
+            (near.margin - -1.9399491283939954).abs() < 1e-12,
+            "{near:?}"
+        );
         // With 0.01, tokens 0 and 1 both are: 2 ≥ k.
         assert_eq!(
             judge_at_boundary(&k, &logits, &[], &[], 0, 2, 0.01).margin,
