@@ -128,9 +128,9 @@ fn an_opening_is_verified_in_segment_mode_and_tampering_is_refused() {
         assert_eq!(s["accepted"], s["checks"], "{v}");
     }
 
-    // An earlier run (the same prompt asked with another nonce): its opening does not fit this
-    // bundle's root.
-    ok(
+    // The secret was revealed for this bundle's root: reused for another root it is refused
+    // (the inferencer could grind that root against it), the same root again is the same draw.
+    let err = refused(
         &[
             "challenge",
             &p("earlier"),
@@ -143,6 +143,49 @@ fn an_opening_is_verified_in_segment_mode_and_tampering_is_refused() {
         ],
         d,
     );
+    assert!(
+        err.contains("already revealed") && err.contains("secret.revealed"),
+        "{err}"
+    );
+    assert!(!d.join("ch0.json").exists());
+    ok(
+        &[
+            "challenge",
+            &p("bundle"),
+            "--secret-file",
+            &p("secret"),
+            "--layers",
+            "2",
+            "--out",
+            &p("ch-again.json"),
+        ],
+        d,
+    );
+    assert_eq!(
+        std::fs::read(d.join("ch.json")).unwrap(),
+        std::fs::read(d.join("ch-again.json")).unwrap()
+    );
+    // Without --secret-file a fresh secret is drawn each time.
+    let fresh = |out: &str| {
+        ok(
+            &[
+                "challenge",
+                &p("earlier"),
+                "--layers",
+                "2",
+                "--out",
+                &p(out),
+            ],
+            d,
+        );
+        let v: Value = serde_json::from_slice(&std::fs::read(d.join(out)).unwrap()).unwrap();
+        v["secret"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (fresh("ch0.json"), fresh("ch1.json"));
+    assert!(first.len() == 64 && first != second, "{first} {second}");
+
+    // An earlier run (the same prompt asked with another nonce): its opening does not fit this
+    // bundle's root.
     ok(
         &[
             "open",

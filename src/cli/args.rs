@@ -326,8 +326,10 @@ pub struct ChallengeArgs {
     /// Bundle directory whose manifest carries a commitment (`infer` writes one).
     pub bundle: PathBuf,
     /// The verifier's secret: 16..=4096 bytes of its own, revealed in the challenge afterwards.
+    /// Omitted: 32 fresh bytes from the operating system. A file's secret is refused once it
+    /// was revealed for another root (listed in FILE.revealed): reuse lets the inferencer grind.
     #[arg(long, value_name = "FILE")]
-    pub secret_file: PathBuf,
+    pub secret_file: Option<PathBuf>,
     /// How many decoder layers to challenge.
     #[arg(long, default_value_t = 2)]
     pub layers: usize,

@@ -563,14 +563,23 @@ fn print_trial(result: &TrialResult, json: bool) -> Result<()> {
 
 /// `challenge`: the verifier's draw for a committed bundle, its secret stated in the file.
 pub(super) fn challenge(args: super::ChallengeArgs) -> Result<ExitCode> {
-    use crate::engine::commitment::{derive_challenge, read_secret};
+    use crate::engine::commitment::{
+        check_secret_unrevealed, derive_challenge, read_secret, record_secret_revealed,
+    };
     let manifest = read_manifest(&args.bundle)?;
     let commitment = manifest.checked_commitment(&args.bundle)?;
     let request = manifest
         .request
         .as_ref()
         .with_context(|| format!("{}: the manifest names no request", args.bundle.display()))?;
-    let secret = read_secret(&args.secret_file)?;
+    let secret = match &args.secret_file {
+        Some(path) => {
+            let secret = read_secret(path)?;
+            check_secret_unrevealed(path, &commitment.root)?;
+            secret
+        }
+        None => crate::experiment::protocol::new_secret(),
+    };
     let ch = derive_challenge(
         &commitment.root,
         &request.nonce,
@@ -581,6 +590,9 @@ pub(super) fn challenge(args: super::ChallengeArgs) -> Result<ExitCode> {
         args.token_positions,
     )?;
     crate::util::write_file_atomic(&args.out, &serde_json::to_vec_pretty(&ch)?)?;
+    if let Some(path) = &args.secret_file {
+        record_secret_revealed(path, &commitment.root)?;
+    }
     println!(
         "challenge: layers {:?}, tokens {}, secret {} (revealed: anyone can recompute the draw)",
         ch.layers,

@@ -81,6 +81,8 @@ pub struct SegmentOutput {
     /// Column 0 against the embeddings of prompt + output, per position.
     pub embedding_checks: Vec<CheckRecord>,
     pub token_checks: Option<TokenChecks>,
+    /// Positions below this are the prompt's; the rest were generated.
+    pub prompt_len: usize,
     pub proofs_checked: usize,
     pub bytes_received: u64,
     pub time_s: f64,
@@ -113,11 +115,23 @@ impl SegmentOutput {
             && self.token_checks.as_ref().is_none_or(TokenChecks::pass)
     }
 
-    /// The challenged layers whose checks fall to the cutoff or below.
+    /// The challenged layers whose checks fall to the cutoff or below, at the prompt's
+    /// positions or at the generated ones: each part is held to the cutoff on its own, because
+    /// one rate over both let a cheap decode of 16 tokens after a 1,919-token prompt pass every
+    /// layer with all 16 generated positions rejected (1919/1935 = 0.992; found by playing the
+    /// cheater, docs/commitment.md).
     pub fn failed_layers(&self, cutoff: f64) -> Vec<usize> {
+        let part_fails = |checks: &mut dyn Iterator<Item = &CheckRecord>| {
+            let (n, a) = checks.fold((0usize, 0usize), |(n, a), c| (n + 1, a + c.accept as usize));
+            n > 0 && !crate::stats::policy::verdict(a as f64 / n as f64, cutoff).is_pass()
+        };
         self.segments
             .iter()
-            .filter(|s| !crate::stats::policy::verdict(s.accept_rate(), cutoff).is_pass())
+            .filter(|s| {
+                s.checks.is_empty()
+                    || part_fails(&mut s.checks.iter().filter(|c| c.position < self.prompt_len))
+                    || part_fails(&mut s.checks.iter().filter(|c| c.position >= self.prompt_len))
+            })
             .map(|s| s.layer)
             .collect()
     }
@@ -330,6 +344,7 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         segments,
         embedding_checks,
         token_checks,
+        prompt_len,
         proofs_checked: opening.proofs_checked,
         bytes_received: opening.bytes_received,
         time_s: start.elapsed().as_secs_f64(),

@@ -398,3 +398,47 @@ fn measure_token_subset_detection() {
         );
     }
 }
+
+/// A cheat confined to the generated positions is not diluted by a long prompt: the prompt's
+/// and the generated positions are each held to the cutoff (found by playing the cheater: 16
+/// forged positions after a 1,919-token prompt passed every layer at 0.992).
+#[test]
+fn a_layer_fails_when_its_generated_positions_fail_however_long_the_prompt() {
+    let metrics = compare(&[1.0], &[1.0], CompareDtype::F32).unwrap();
+    let check = |position: usize, accept: bool| CheckRecord {
+        position,
+        layer: 5,
+        accept,
+        metrics: metrics.clone(),
+    };
+    let output = |prompt_len: usize, generated_accept: bool| SegmentOutput {
+        segments: vec![LayerSegment {
+            layer: 4,
+            checks: (0..prompt_len + 16)
+                .map(|p| check(p, p < prompt_len || generated_accept))
+                .collect(),
+            update_z: Vec::new(),
+            update_limit: 6.0,
+            recompute_s: 0.0,
+        }],
+        embedding_checks: Vec::new(),
+        token_checks: None,
+        prompt_len,
+        proofs_checked: 0,
+        bytes_received: 0,
+        time_s: 0.0,
+        tier: CompareDtype::F32,
+    };
+    let long = output(1919, false);
+    assert!(long.segments[0].accept_rate() > 0.99);
+    assert_eq!(long.failed_layers(0.95), vec![4]);
+    assert!(!long.pass(0.95));
+    assert!(output(1919, true).pass(0.95));
+    // And the other way round: a forged prompt behind many honest generated rows.
+    let mut forged_prompt = output(16, true);
+    forged_prompt.prompt_len = 4;
+    for c in &mut forged_prompt.segments[0].checks[..4] {
+        c.accept = false;
+    }
+    assert_eq!(forged_prompt.failed_layers(0.5), vec![4]);
+}

@@ -154,7 +154,12 @@ pub fn decide_with(
     let cutoff_verdict = result.summary.final_verdict;
     for (verifier, decision) in result.verifiers.iter_mut().zip(&decisions) {
         let tokens_pass = verifier.token_checks.as_ref().is_none_or(|t| t.pass);
-        verifier.verdict = if decision.outcome.decision != SequentialDecision::Cheat && tokens_pass
+        // Segment mode: the sequential test sees the checks, not the embedding rows and the
+        // per-layer rule, which a cheat answering another prompt fails alone.
+        let segment_pass = verifier.segment.as_ref().is_none_or(|s| s.states_pass());
+        verifier.verdict = if decision.outcome.decision != SequentialDecision::Cheat
+            && tokens_pass
+            && segment_pass
         {
             Verdict::Pass
         } else {
@@ -303,5 +308,57 @@ mod tests {
         }
         assert!(!decide(&mut unknown, &settings, cal));
         assert!(unknown.decision.is_none());
+    }
+
+    /// `run --step verify` decides segment trials again with the sequential test: a verifier
+    /// whose segment failed its embedding rows (an answer to another prompt with the same
+    /// tokens, its generated positions honest for that prompt) must still fail.
+    #[test]
+    fn a_segment_that_failed_its_embeddings_fails_whatever_the_sequential_test_says() {
+        use crate::record::segment_result::{SegmentLayerRecord, SegmentRecord};
+        let segment = |embedding_rows_accepted: usize| SegmentRecord {
+            root: String::new(),
+            nonce: String::new(),
+            secret: String::new(),
+            n_layers: 30,
+            challenged_layers: vec![4],
+            token_positions: None,
+            proofs_checked: 1,
+            bytes_received: 1,
+            layers: vec![SegmentLayerRecord {
+                layer: 4,
+                positions: 62,
+                accepted: 62,
+                recompute_s: 0.0,
+                pass: true,
+                update: None,
+            }],
+            embedding_rows: 62,
+            embedding_rows_accepted,
+            recompute_s: 0.0,
+            time_s: 0.0,
+            full_prefill_s: None,
+            segment_to_full_prefill: None,
+            layer_to_full_prefill: None,
+        };
+        let decided = |embedding_rows_accepted: usize| {
+            let mut t = crate::testutil::trials::trial("exp1", 0, true, &[8, 16, 24], 40);
+            for v in &mut t.verifiers {
+                v.tier = Some("f32".into());
+                v.segment = Some(segment(embedding_rows_accepted));
+            }
+            assert!(decide(
+                &mut t,
+                &DecisionSettings::default(),
+                CalibrationFile::builtin()
+            ));
+            assert_eq!(
+                t.decision.as_ref().unwrap().decision,
+                SequentialDecision::Honest
+            );
+            t.summary.final_verdict
+        };
+        assert_eq!(decided(62), TrialVerdict::Pass);
+        assert_eq!(decided(60), TrialVerdict::Reject);
     }
 }

@@ -83,6 +83,16 @@ pub struct SegmentRecord {
 
 impl SegmentRecord {
     /// Records the reference prefill's seconds and the two ratios derived from it.
+    /// The state side of the segment verdict: some layer was recomputed, every recomputed
+    /// layer passed and every embedding row matched. A verdict decided again later (the
+    /// sequential test of `run --step verify`) must keep this, or it would judge the generated
+    /// positions' checks alone and drop the prompt's and the embeddings.
+    pub fn states_pass(&self) -> bool {
+        !self.layers.is_empty()
+            && self.layers.iter().all(|l| l.pass)
+            && self.embedding_rows_accepted == self.embedding_rows
+    }
+
     pub fn set_full_prefill(&mut self, seconds: Option<f64>) {
         let ratio = |part: f64| seconds.filter(|s| *s > 0.0).map(|s| part / s);
         self.full_prefill_s = seconds;

@@ -118,6 +118,58 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Where a secret file's reveals are listed: `FILE.revealed`, one root (hex) per line.
+pub fn revealed_ledger(secret_file: &Path) -> std::path::PathBuf {
+    let mut name = secret_file
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".revealed");
+    secret_file.with_file_name(name)
+}
+
+/// Refuses a secret already revealed in a challenge for another root. The challenge file
+/// states the secret and goes to the inferencer: with it, the inferencer can grind its next
+/// root (any unread bit of its store) until the draw misses the layers it skipped (played out:
+/// 35 tries, 1.1 s, for a c = 4 draw missing 15 chosen layers; docs/commitment.md). The same
+/// root again is the same draw, so it is allowed.
+pub fn check_secret_unrevealed(secret_file: &Path, root: &str) -> Result<()> {
+    let ledger = revealed_ledger(secret_file);
+    let listed = match read_untrusted_file(&ledger, 1 << 20) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) if !ledger.exists() => return Ok(()),
+        Err(e) => return Err(e.context(format!("reading {}", ledger.display()))),
+    };
+    if let Some(other) = listed
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && *line != root)
+    {
+        anyhow::bail!(
+            "--secret-file {}: this secret was already revealed in a challenge for root {other} \
+             (listed in {}); an inferencer that has seen it can grind its next root until the \
+             draw misses the layers it skipped. Use a fresh secret for every challenge (omit \
+             --secret-file and one is drawn from the operating system)",
+            secret_file.display(),
+            ledger.display()
+        );
+    }
+    Ok(())
+}
+
+/// Lists `root` in the secret file's ledger (once).
+pub fn record_secret_revealed(secret_file: &Path, root: &str) -> Result<()> {
+    let ledger = revealed_ledger(secret_file);
+    let mut listed = std::fs::read_to_string(&ledger).unwrap_or_default();
+    if listed.lines().any(|line| line.trim() == root) {
+        return Ok(());
+    }
+    listed.push_str(root);
+    listed.push('\n');
+    crate::util::write_file_atomic(&ledger, listed.as_bytes())
+        .with_context(|| format!("writing {}", ledger.display()))
+}
+
 /// A challenge read back: its draw recomputed from its own secret must match what it says.
 pub fn check_challenge(ch: &Challenge) -> Result<()> {
     ensure!(

@@ -15,7 +15,10 @@ mod merkle;
 mod opening;
 mod store;
 
-pub use challenge::{check_challenge, derive_challenge, read_secret, rows_to_open, Challenge};
+pub use challenge::{
+    check_challenge, check_secret_unrevealed, derive_challenge, read_secret,
+    record_secret_revealed, revealed_ledger, rows_to_open, Challenge,
+};
 pub use merkle::{
     dtype_tag, leaf_hash, node_hash, parse_hash, proof_len, root_from_proof, Hash, MerkleTree,
 };
