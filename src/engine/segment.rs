@@ -256,7 +256,18 @@ fn as_tensor(rows: &[Vec<f32>], model: &LoadedModel) -> Result<Tensor> {
 }
 
 pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<SegmentOutput> {
+    Ok(verify_segments_until(model, job, || false)?.0)
+}
+
+/// [`verify_segments`], asking `stop` before each challenged layer and before the token
+/// checks; true when it stopped (the output then holds the layers done, no token checks).
+pub fn verify_segments_until(
+    model: &LoadedModel,
+    job: &SegmentJob<'_>,
+    mut stop: impl FnMut() -> bool,
+) -> Result<(SegmentOutput, bool)> {
     let start = Instant::now();
+    let mut stopped = false;
     let tm = &model.model;
     let opening = job.opening;
     let n_layers = tm.config.n_layers;
@@ -302,6 +313,10 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
 
     let mut segments = Vec::new();
     for &layer in &opening.challenge.layers {
+        if stop() {
+            stopped = true;
+            break;
+        }
         ensure!(layer < n_layers, "challenged layer {layer} of {n_layers}");
         let entering = opening.rows_f32(layer, &all)?;
         let leaving = opening.rows_f32(layer + 1, &all)?;
@@ -310,6 +325,10 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
 
     let token_checks = match &job.tokens {
         None => None,
+        Some(_) if stopped || stop() => {
+            stopped = true;
+            None
+        }
         Some(rule) => {
             let tolerance = token_margin_tolerance(tier);
             let tokens: Vec<usize> = match &opening.challenge.token_positions {
@@ -340,7 +359,7 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
             })
         }
     };
-    Ok(SegmentOutput {
+    let output = SegmentOutput {
         segments,
         embedding_checks,
         token_checks,
@@ -349,7 +368,8 @@ pub fn verify_segments(model: &LoadedModel, job: &SegmentJob<'_>) -> Result<Segm
         bytes_received: opening.bytes_received,
         time_s: start.elapsed().as_secs_f64(),
         tier,
-    })
+    };
+    Ok((output, stopped))
 }
 
 #[cfg(test)]

@@ -2,17 +2,15 @@
 //! verifier stops between prefill chunks: the column-0 (embedding) check first, then each
 //! challenged layer, then the token checks, `cancel` looked at before each. A cancelled
 //! verification returns what it finished (the layers done so far, no token checks) and says
-//! so; the caller marks the verifier incomplete. Each step is `segment::verify_segments` over
-//! the same proven opening with the challenge narrowed to that step, so the checks are exactly
-//! the ones a single call makes.
-
-use std::time::Instant;
+//! so; the caller marks the verifier incomplete. The steps are those of one
+//! `segment::verify_segments` call (`verify_segments_until`), so the checks are exactly the
+//! ones it makes, and the embedding check runs once.
 
 use anyhow::Result;
 
 use super::commitment::VerifiedOpening;
 use super::events::CancelToken;
-use super::segment::{verify_segments, SegmentJob, SegmentOutput};
+use super::segment::{verify_segments_until, SegmentJob, SegmentOutput};
 use super::verification::TokenRule;
 use crate::stats::metrics::CompareDtype;
 use crate::stats::policy::PolicyConfig;
@@ -47,46 +45,20 @@ pub fn verify_segments_stepwise(
 /// The steps, `stop` asked before each layer and before the token checks.
 fn stepwise(
     model: &crate::model::LoadedModel,
-    mut opening: VerifiedOpening,
+    opening: VerifiedOpening,
     inputs: SegmentInputs<'_>,
-    mut stop: impl FnMut() -> bool,
+    stop: impl FnMut() -> bool,
 ) -> Result<SteppedSegments> {
-    let start = Instant::now();
-    let layers = std::mem::take(&mut opening.challenge.layers);
-    let step = |opening: &VerifiedOpening, tokens: Option<TokenRule<'_>>| {
-        verify_segments(
-            model,
-            &SegmentJob {
-                prompt_ids: inputs.prompt_ids,
-                output_ids: inputs.output_ids,
-                opening,
-                inference_dtype: inputs.inference_dtype,
-                inference_native: inputs.inference_native,
-                policy: inputs.policy,
-                tokens,
-            },
-        )
+    let job = SegmentJob {
+        prompt_ids: inputs.prompt_ids,
+        output_ids: inputs.output_ids,
+        opening: &opening,
+        inference_dtype: inputs.inference_dtype,
+        inference_native: inputs.inference_native,
+        policy: inputs.policy,
+        tokens: inputs.tokens,
     };
-    // No layer, no tokens: the embedding check alone.
-    let mut output = step(&opening, None)?;
-    let mut cancelled = false;
-    for &layer in &layers {
-        if stop() {
-            cancelled = true;
-            break;
-        }
-        opening.challenge.layers = vec![layer];
-        output.segments.extend(step(&opening, None)?.segments);
-    }
-    if !cancelled && inputs.tokens.is_some() {
-        if stop() {
-            cancelled = true;
-        } else {
-            opening.challenge.layers = Vec::new();
-            output.token_checks = step(&opening, inputs.tokens.clone())?.token_checks;
-        }
-    }
-    output.time_s = start.elapsed().as_secs_f64();
+    let (output, cancelled) = verify_segments_until(model, &job, stop)?;
     Ok(SteppedSegments { output, cancelled })
 }
 
@@ -97,6 +69,7 @@ mod tests {
     use crate::engine::events::EventSink;
     use crate::engine::inference::generate_committed;
     use crate::engine::sampling::SamplingParams;
+    use crate::engine::segment::verify_segments;
     use crate::model::device::DeviceProfile;
     use crate::model::weights::Precision;
 
