@@ -181,7 +181,7 @@ impl RowPool {
         let mut spins = 0u32;
         while s.active.load(SeqCst) != 0 {
             spins += 1;
-            if spins % 64 == 0 && start.elapsed() > s.spin {
+            if spins.is_multiple_of(64) && start.elapsed() > s.spin {
                 let mut lock = s.done_lock.lock().unwrap();
                 s.caller_parked.store(true, SeqCst);
                 while s.active.load(SeqCst) != 0 {
@@ -213,7 +213,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 64 == 0 && start.elapsed() > s.spin {
+            if spins.is_multiple_of(64) && start.elapsed() > s.spin {
                 // Park. `sleepers` is raised before the generation is checked again, and the
                 // caller bumps the generation before it reads `sleepers`, so either this
                 // check sees the new job or the caller sees a sleeper and notifies (under the
