@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 /// How long an idle worker (and a waiting caller) spins before parking; it still checks the
 /// generation 64 times first (well under 1 µs). Measured on this 2-vCPU VM with other builds
 /// holding the cores (load average 4.6–5.1, `infer --threads 2 --precision native`, 256 tokens,
-/// interleaved): CPU time 4.0–4.2 s parking at once, 4.1–4.7 s spinning 5 µs, 4.4–4.6 s at
-/// 20 µs, 5.1–5.3 s at 100 µs, and decode 58–60 tok/s at 0 against 40–41 at 100 µs: a spinning
+/// interleaved): CPU time 3.9–4.2 s parking at once, 4.1–4.7 s spinning 5 µs, 4.4–4.6 s at
+/// 20 µs, 5.1–5.3 s at 100 µs, and decode 51–60 tok/s at 0 against 40–41 at 100 µs: a spinning
 /// worker spends the time slice that a loaded core would give it for real work. On a quiet
 /// machine a longer spin may pay; `VERILLM_ROW_POOL_SPIN_US` sets it (read when a pool starts).
 const SPIN: Duration = Duration::from_micros(0);
