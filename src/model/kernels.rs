@@ -12,7 +12,8 @@
 //! (f32 rounding, ~1e-7 relative).
 //!
 //! Each kernel has an AVX2(+FMA) form chosen at run time and a portable scalar form; rows are
-//! split across rayon's pool (`--threads`), whose idle workers sleep instead of spinning.
+//! split across as many threads as rayon's pool has (`--threads`) by `row_pool`, whose workers
+//! spin briefly between products and then park (rayon's paid a wake-up per product).
 
 use half::f16;
 use rayon::prelude::*;
@@ -186,10 +187,16 @@ impl BlockQ8_1 {
 /// four-row kernels on whole groups).
 const ROWS_PER_TASK: usize = 64;
 
-/// Calls `f(first_row, out[first_row..])` on chunks of `out`, split across the pool.
+/// Calls `f(first_row, out[first_row..])` on chunks of `out`, split across the row pool
+/// (`VERILLM_ROW_POOL=0`: across rayon's).
 pub(super) fn par_row_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    if rayon::current_num_threads() <= 1 || out.len() <= ROWS_PER_TASK {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || out.len() <= ROWS_PER_TASK {
         f(0, out);
+        return;
+    }
+    if let Some(pool) = super::row_pool::shared_pool(threads) {
+        pool.run(out, ROWS_PER_TASK, &f);
         return;
     }
     out.par_chunks_mut(ROWS_PER_TASK)
