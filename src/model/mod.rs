@@ -6,6 +6,7 @@ pub mod device;
 pub mod embedded;
 pub mod kernels;
 pub mod kernels_q8;
+pub mod kernels_x8;
 pub mod row_pool;
 pub mod source;
 pub mod tokenizer;
