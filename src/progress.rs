@@ -64,3 +64,17 @@ pub fn sink_with_progress() -> (EventSink, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (EventSink::new(tx), progress_printer(rx))
 }
+
+/// Lets the printer print every event already sent, then stops it: once the work that held
+/// the sink has returned, its channel closes and the printer ends by itself; if a sender is
+/// still alive somewhere, it is stopped after half a second. (Aborting it at once lost the
+/// last lines, `inference done` among them, in about half of `infer` runs.)
+pub async fn finish(printer: tokio::task::JoinHandle<()>) {
+    let abort = printer.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_millis(500), printer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}

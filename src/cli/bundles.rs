@@ -61,7 +61,7 @@ pub(super) async fn request(global: &GlobalArgs, args: RequestArgs) -> Result<Ex
         Ok(request)
     })
     .await??;
-    printer.abort();
+    crate::progress::finish(printer).await;
     write_request(&args.out, &request)?;
     eprintln!(
         "wrote {} (request sha256 {}, nonce {})",
@@ -152,7 +152,7 @@ pub(super) async fn infer(global: &GlobalArgs, args: InferArgs) -> Result<ExitCo
     })
     .await??;
     manifest.context = None;
-    printer.abort();
+    crate::progress::finish(printer).await;
     if let (Some(asked), Some(served)) = (&request, &manifest.request) {
         // The request names a model; the weights loaded under that name must be its weights.
         ensure!(
@@ -485,7 +485,7 @@ pub(super) async fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<Exit
     )
     .await
     .with_context(verifying)?;
-    printer.abort();
+    crate::progress::finish(printer).await;
     let mut result = result;
     result.request_checked = request.is_some();
     crate::experiment::decision::decide(
