@@ -38,10 +38,10 @@ pub struct GlobalArgs {
     /// Where results and logs are written; also VERILLM_DATA_DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Compute threads for candle's CPU kernels (default: RAYON_NUM_THREADS, else one per
-    /// physical core but one, left for the console and other work: candle's thread pool
-    /// spin-waits, and collapses when a core it counts on is busy). On an idle machine all
-    /// cores are faster: see the README's "Threads".
+    /// Compute threads for the CPU kernels (default: RAYON_NUM_THREADS, else one per physical
+    /// core but one, left for the console and other work: the row pool's workers spin 50 µs
+    /// between products, and candle's prefill pool spin-waits). Whether all cores are faster
+    /// depends on the machine: see the README's "Threads".
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
     /// Show the full error chain with backtraces (also set by RUST_LIB_BACKTRACE=1); without it

@@ -7,7 +7,7 @@
 //! (`finish_task_switch`, `_raw_spin_unlock_irqrestore`, `Mutex::lock_contended`, `syscall`):
 //! rayon's sleeping workers pay a wake-up per product, so the second thread gained nothing.
 //!
-//! Here the workers spin for a bounded time ([`SPIN`], by default only a few checks) after
+//! Here the workers spin for a bounded time ([`SPIN`], 50 µs by default) after
 //! each job, checking an atomic generation, then park on a condvar, so an idle pool uses no CPU and a neighbour process on
 //! the other core cannot make it spin forever (candle's unbounded spin barriers collapse to
 //! 3.4 tok/s then). Rows are handed out in chunks from an atomic counter, so a worker that is
@@ -23,13 +23,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker (and a waiting caller) spins before parking; it still checks the
-/// generation 64 times first (well under 1 µs). Measured on this 2-vCPU VM with other builds
-/// holding the cores (load average 4.6–5.1, `infer --threads 2 --precision native`, 256 tokens,
-/// interleaved): CPU time 3.9–4.2 s parking at once, 4.1–4.7 s spinning 5 µs, 4.4–4.6 s at
-/// 20 µs, 5.1–5.3 s at 100 µs, and decode 51–60 tok/s at 0 against 40–41 at 100 µs: a spinning
-/// worker spends the time slice that a loaded core would give it for real work. On a quiet
-/// machine a longer spin may pay; `VERILLM_ROW_POOL_SPIN_US` sets it (read when a pool starts).
-const SPIN: Duration = Duration::from_micros(0);
+/// generation 64 times first (well under 1 µs). Measured on this 2-vCPU VM, `infer --threads 2
+/// --max-tokens 256`, same binary, `VERILLM_ROW_POOL_SPIN_US` varied:
+/// - quiet (load average ≈ 1, 2026-12-07 22:45, interleaved kernels): native 128–132 tok/s
+///   parking at once, 145–147 at 50 µs, 149–158 at 200 µs; full f32 48–50, 57, 56–57; context
+///   switches 38 788 → 2 940. Between two products of a step the gap is a few µs, so a 50 µs
+///   spin keeps the worker awake through a step and parks it between steps and runs.
+/// - loaded (other builds holding the cores, load average 4.6–5.1, session 9's kernels): CPU
+///   3.9–4.2 s parking at once against 5.1–5.3 s at 100 µs, and 51–60 against 40–41 tok/s: a
+///   spinning worker spends a time slice the neighbour needed. `--threads` defaults to one
+///   thread per core but one, so only a user who asks for every core gets the spin.
+const SPIN: Duration = Duration::from_micros(50);
 
 fn spin_limit() -> Duration {
     std::env::var("VERILLM_ROW_POOL_SPIN_US")
