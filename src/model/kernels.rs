@@ -229,6 +229,11 @@ pub unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
+        // The weight rows are one stream; fetch 4 KiB ahead, across the 4 KiB page boundaries
+        // the hardware prefetcher stops at (+5 % on a 540 MB stream on this VM). A prefetch
+        // past the end is harmless, so the pointer only wraps instead of staying in bounds.
+        _mm_prefetch(pa.wrapping_add(i + 1024) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(pa.wrapping_add(i + 1040) as *const i8, _MM_HINT_T0);
         for (k, acc) in acc.iter_mut().enumerate() {
             let off = i + 8 * k;
             *acc = _mm256_fmadd_ps(
@@ -267,6 +272,111 @@ pub fn matvec_f32(w: &[f32], rows: usize, x: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; rows];
     par_rows(&mut out, |r| dot(&w[r * cols..(r + 1) * cols], x));
     out
+}
+
+/// One query head's attention over the `n` cached positions of its key/value head (`keys` and
+/// `values` are [n, d] row-major, `scores` has n slots): s_j = (q·k_j)·scale, p = softmax(s),
+/// `y` += Σ_j p_j·v_j. The decode step's attention: at 1 024 positions it was ≈ 30 % of a
+/// native step in baseline-x86 loops and a function call per 64-wide dot product (`perf`).
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    y: &mut [f32],
+) {
+    let d = q.len();
+    assert!(d > 0 && y.len() == d, "attention: head sizes");
+    assert!(
+        keys.len() == scores.len() * d && values.len() == keys.len(),
+        "attention: cache sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked); the sizes are asserted above.
+        return unsafe { attend_avx2(q, keys, values, scale, scores, y) };
+    }
+    attend_scalar(q, keys, values, scale, scores, y)
+}
+
+/// The straightforward form.
+pub fn attend_scalar(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    y: &mut [f32],
+) {
+    let d = q.len();
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+        *s = dot_f32_scalar(q, k) * scale;
+    }
+    softmax_in_place(scores);
+    for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+        for (o, v) in y.iter_mut().zip(v) {
+            *o += p * v;
+        }
+    }
+}
+
+/// exp(s − max) / Σ, as candle's `softmax_last_dim` (the exponential is the platform's, in
+/// every form, so only the sums' order differs).
+pub fn softmax_in_place(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    scores.iter_mut().for_each(|s| *s /= sum);
+}
+
+/// `attend` with the dot products and the weighted sum in vector registers: each score is one
+/// pass of d/8 FMAs, and y is accumulated 32 columns at a time in four registers while the
+/// positions stream past.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the slices must have the sizes `attend` asserts.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    y: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let d = q.len();
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+        *s = dot_f32_avx2(q, k) * scale;
+    }
+    softmax_in_place(scores);
+    let mut c = 0;
+    while c + 32 <= d {
+        let yp = y.as_mut_ptr().add(c);
+        let mut acc = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(yp.add(o)));
+        for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+            let (p, vp) = (_mm256_set1_ps(*p), v.as_ptr().add(c));
+            for (o, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp.add(8 * o)), *acc);
+            }
+        }
+        for (o, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(yp.add(8 * o), *acc);
+        }
+        c += 32;
+    }
+    if c < d {
+        for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+            for (o, v) in y[c..].iter_mut().zip(&v[c..]) {
+                *o = p.mul_add(*v, *o);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +485,47 @@ mod tests {
             for (a, b) in got.iter().zip(&scalar) {
                 assert!((a - b).abs() <= 1e-4, "[{rows}, {cols}]: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn attention_kernel_agrees_with_the_straightforward_form() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        // Head sizes with and without a 32-column tail; 1 to 300 positions.
+        for (d, n) in [(64, 1), (64, 37), (64, 300), (80, 5), (7, 3), (128, 64)] {
+            let q = random_f32(&mut rng, d);
+            let keys = random_f32(&mut rng, n * d);
+            let values = random_f32(&mut rng, n * d);
+            let start = random_f32(&mut rng, d);
+            let (mut s1, mut s2) = (vec![0f32; n], vec![0f32; n]);
+            let (mut y1, mut y2) = (start.clone(), start.clone());
+            attend(&q, &keys, &values, 0.125, &mut s1, &mut y1);
+            attend_scalar(&q, &keys, &values, 0.125, &mut s2, &mut y2);
+            let total: f32 = s1.iter().sum();
+            assert!(
+                (total - 1.0).abs() < 1e-5,
+                "d {d}, n {n}: probabilities sum to {total}"
+            );
+            for (a, b) in s1.iter().zip(&s2) {
+                assert!((a - b).abs() <= 1e-6, "d {d}, n {n}: p {a} vs {b}");
+            }
+            for (c, (a, b)) in y1.iter().zip(&y2).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "d {d}, n {n}, column {c}: {a} vs {b}"
+                );
+            }
+            // y = start + Σ p·v: one column checked in f64.
+            let want: f64 = start[0] as f64
+                + s2.iter()
+                    .enumerate()
+                    .map(|(j, p)| *p as f64 * values[j * d] as f64)
+                    .sum::<f64>();
+            assert!(
+                (y1[0] as f64 - want).abs() < 1e-5,
+                "d {d}, n {n}: {} vs {want}",
+                y1[0]
+            );
         }
     }
 }

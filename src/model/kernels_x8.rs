@@ -238,6 +238,24 @@ pub fn dot8_q8_0_scalar(w: &[Q8_0x8], x: &[BlockQ8_0]) -> [f32; ROWS] {
     acc
 }
 
+/// How far ahead of the kernel the weights are fetched. A matrix's groups are one stream; the
+/// hardware prefetcher stops at each 4 KiB page, and fetching across it gained 28 % on the f32
+/// decode (`infer --precision full`, 43–45 → 54–58 tok/s, same binary otherwise).
+pub(super) const PREFETCH_BYTES: usize = 4096;
+
+/// Fetches the cache lines `PREFETCH_BYTES` past `block`'s (a prefetch past the end of the
+/// weights is harmless, so the pointer wraps instead of staying in bounds).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead<T>(block: &T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let p = (block as *const T as *const i8).wrapping_add(PREFETCH_BYTES);
+    for line in (0..std::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: a prefetch is a hint; it reads nothing the program sees and cannot fault.
+        unsafe { _mm_prefetch(p.wrapping_add(line), _MM_HINT_T0) };
+    }
+}
+
 /// The Q4_1 group kernel for x86, written once for three instruction sets: `$dp(s, a, b)` adds
 /// the four u8 × i8 products of each 32-bit lane of a and b to lane s (`vpdpbusd`, or
 /// `vpmaddubsw` + `vpmaddwd` on AVX2, exact here: |15·x + 15·x| ≤ 3 840 fits 16 bits). The
@@ -255,6 +273,7 @@ macro_rules! dot8_q4_1_x86 {
             let dp = $dp;
             let mut acc = _mm256_setzero_ps();
             for (wb, xb) in w.iter().zip(x) {
+                prefetch_ahead(wb);
                 let xq = xb.qs.as_ptr();
                 // Four activation bytes as one i32, broadcast to the eight rows' lanes.
                 let bcast =
@@ -296,6 +315,7 @@ macro_rules! dot8_q8_0_x86 {
             let dp = $dp;
             let mut acc = _mm256_setzero_ps();
             for (wb, xb) in w.iter().zip(x) {
+                prefetch_ahead(wb);
                 let xq = xb.qs.as_ptr();
                 let mut sumi = _mm256_setzero_si256();
                 for k in 0..8 {
@@ -585,6 +605,55 @@ mod tests {
                     .collect::<Vec<_>>(),
                 "token {i}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::model::kernels::{quantize_row_q8_1, Q4_1Matrix};
+    use rand::{Rng, SeedableRng};
+
+    /// Time per product, one thread against the row pool's two (a measurement, not a check):
+    /// `cargo test --release --lib measure_product_split -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_product_split() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for (rows, cols) in [
+            (576, 576),
+            (192, 576),
+            (1536, 576),
+            (576, 1536),
+            (49152, 576),
+        ] {
+            let bytes: Vec<u8> = (0..rows * cols / BLOCK * 20)
+                .map(|i| if i % 20 < 4 { 0x10 } else { rng.random() })
+                .collect();
+            let m = Q4_1Matrix::from_bytes(rows, cols, &bytes).unwrap();
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut xq = vec![BlockQ8_1::ZERO; cols / BLOCK];
+            quantize_row_q8_1(&x, &mut xq);
+            let reps = (200_000_000 / (rows * cols)).max(3);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let _ = m.matmul(&x, 1);
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        std::hint::black_box(m.matmul(&x, 1));
+                    }
+                    let us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+                    let gbs = (rows * cols / BLOCK * 20) as f64 / us / 1e3;
+                    println!(
+                        "[{rows}×{cols}] {threads} thread(s): {us:.1} µs/product, {gbs:.1} GB/s"
+                    );
+                });
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! It computes what `forward_inner` computes for one token, in the same order: the same linear
 //! kernels (`Linear::matvec_cpu`, so matrix products are the candle path's numbers bit for bit),
-//! then RMSNorm, rotary, attention and SiLU·up in plain loops (f32 rounding apart, the candle
-//! ops' formulas). It hands out the same taps and recording columns. Keys and values live in
+//! then RMSNorm, rotary and SiLU·up in plain loops and attention in `kernels::attend` (f32
+//! rounding apart, the candle ops' formulas). It hands out the same taps and recording columns. Keys and values live in
 //! per-layer, per-head rows that grow by doubling; a cache filled by candle's prefill is copied
 //! into them once, at the first step.
 //!
@@ -250,15 +250,7 @@ impl TappedModel {
                         &keys[base..][..(pos + 1) * d],
                         &values[base..][..(pos + 1) * d],
                     );
-                    for (s, kj) in scores.iter_mut().zip(kh.chunks_exact(d)) {
-                        *s = crate::model::kernels::dot_f32(qh, kj) * scale;
-                    }
-                    softmax_in_place(&mut scores);
-                    for (p, vj) in scores.iter().zip(vh.chunks_exact(d)) {
-                        for (o, v) in yh.iter_mut().zip(vj) {
-                            *o += p * v;
-                        }
-                    }
+                    crate::model::kernels::attend(qh, kh, vh, scale, &mut scores, yh);
                 }
                 let attn = layer.o_proj.matvec_cpu(&y)?;
                 x.iter_mut().zip(&attn).for_each(|(x, a)| *x += a);
@@ -339,17 +331,6 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
             head[i + half] = a * sin[i] + b * cos[i];
         }
     }
-}
-
-/// exp(s − max) / Σ, as candle's `softmax_last_dim`.
-fn softmax_in_place(scores: &mut [f32]) {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    scores.iter_mut().for_each(|s| *s /= sum);
 }
 
 /// candle's `silu`: x / (1 + e^(−x)).
