@@ -160,14 +160,13 @@ impl<'a> LayerRule<'a> {
         policy: &'a PolicyConfig,
         stored: CompareDtype,
     ) -> Self {
-        let tm = &model.model;
         let judgement = Judgement::of(model, inference_dtype, inference_native);
         // The tier's limit, or the wider one where a role runs the model's own block-quantized
         // weights on quantized kernels (they round activations to 8-bit blocks).
-        let rounds = tm.native_rounds_activations
-            && (inference_native || tm.precision == crate::model::weights::Precision::Native);
         LayerRule {
-            update_limit: policy.layer_update_limits().limit(judgement.tier, rounds),
+            update_limit: policy
+                .layer_update_limits()
+                .limit(judgement.tier, judgement.quantized_kernels),
             rounded: CompareDtype::coarsest(stored, judgement.compare_dtype),
             judgement,
             policy,
@@ -299,7 +298,7 @@ pub fn verify_segments_until(
         job.policy,
         storage_dtype(opening.dtype),
     );
-    let tier = rule.judgement.tier;
+    let (tier, quantized_kernels) = (rule.judgement.tier, rule.judgement.quantized_kernels);
     let all: Vec<usize> = (0..sequence.len()).collect();
     // Column 0: the tokens' embeddings.
     let committed0 = opening.rows_f32(0, &all)?;
@@ -330,7 +329,7 @@ pub fn verify_segments_until(
             None
         }
         Some(rule) => {
-            let tolerance = token_margin_tolerance(tier);
+            let tolerance = token_margin_tolerance(tier, quantized_kernels);
             let tokens: Vec<usize> = match &opening.challenge.token_positions {
                 Some(p) => p.clone(),
                 None => (0..job.output_ids.len()).collect(),

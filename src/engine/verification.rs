@@ -138,6 +138,9 @@ pub(crate) struct Judgement {
     pub inference_tier: CompareDtype,
     pub verifier_tier: CompareDtype,
     pub tier: CompareDtype,
+    /// A role runs the model's own block-quantized weights on kernels that round activations:
+    /// the verifier at `native`, or an inferencer whose `native` claim is trusted.
+    pub quantized_kernels: bool,
 }
 
 impl Judgement {
@@ -158,6 +161,7 @@ impl Judgement {
             inference_tier,
             verifier_tier,
             tier: CompareDtype::coarsest(inference_tier, verifier_tier),
+            quantized_kernels: rounds && (inference_native || tm.precision == Precision::Native),
         }
     }
 }
@@ -205,6 +209,7 @@ pub fn verify(
         inference_tier,
         verifier_tier,
         tier,
+        quantized_kernels,
     } = Judgement::of(model, job.inference_dtype, job.inference_native);
 
     let start = Instant::now();
@@ -220,7 +225,7 @@ pub fn verify(
     let mut embedding_checks = Vec::new();
     let mut cancelled = false;
     let mut compare_time = std::time::Duration::ZERO;
-    let tolerance = token_margin_tolerance(tier);
+    let tolerance = token_margin_tolerance(tier, quantized_kernels);
     let mut token_records: Vec<TokenCheckRecord> = Vec::new();
     // As many threads as the CPU kernels may use (`--threads`, RAYON_NUM_THREADS), no more.
     let compare_threads = candle_core::utils::get_num_threads();
@@ -348,7 +353,8 @@ pub fn check_tokens_only(
     ensure!(!prompt_ids.is_empty(), "the prompt has no tokens");
     ensure!(chunk > 0, "chunk size must be at least 1");
     let tm = &model.model;
-    let tolerance = token_margin_tolerance(tier);
+    // Other engines' outputs: no `native` claim to trust.
+    let tolerance = token_margin_tolerance(tier, false);
     let prompt_len = prompt_ids.len();
     let sequence: Vec<u32> = prompt_ids.iter().chain(output_ids).copied().collect();
     let mut cache = tm.new_cache();

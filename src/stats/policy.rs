@@ -300,9 +300,14 @@ pub fn verdict(accept_rate: f64, cutoff: f64) -> Verdict {
 
 /// Token checks: the tolerance δ on a generated token's margin (docs/sampling.md) in each
 /// precision tier, in logit units. A token is accepted when its margin ≥ −δ. Measured from
-/// honest runs of this project and of PyTorch (docs/policy.md, "Token checks"): the largest
-/// honest deficit seen in the tier, with headroom.
-pub fn token_margin_tolerance(tier: CompareDtype) -> f64 {
+/// honest runs of this project and of PyTorch (docs/policy.md, "Token checks"): at least twice
+/// the largest honest logit drift seen in the tier. `quantized_kernels`: a role runs the
+/// model's own block-quantized weights on kernels that round activations (`native`), judged in
+/// the bf16 tier for its states but with its own, wider δ for tokens.
+pub fn token_margin_tolerance(tier: CompareDtype, quantized_kernels: bool) -> f64 {
+    if quantized_kernels {
+        return TOKEN_DELTA_NATIVE;
+    }
     match tier {
         CompareDtype::F32 => TOKEN_DELTA_F32,
         CompareDtype::F16 => TOKEN_DELTA_F16,
@@ -312,7 +317,15 @@ pub fn token_margin_tolerance(tier: CompareDtype) -> f64 {
 
 pub const TOKEN_DELTA_F32: f64 = 0.01;
 pub const TOKEN_DELTA_F16: f64 = 0.2;
+/// Twice PyTorch's bf16 drift 0.51 would be 1.02; 2.0 was set when native kernels shared it.
 pub const TOKEN_DELTA_BF16: f64 = 2.0;
+/// Quantized kernels' drift is a chaotic function of f32 rounding order: a one-ulp change can
+/// flip an activation's 8-bit rounding, and the flip propagates. The same measurement gave
+/// 0.75, 0.83 and 1.21 for three kernels that differ only in summation order (sessions 7, 9 and
+/// the eight-row kernels, `token_tolerances` test), so 2 × 1.21 = 2.42 → 2.5, kept apart from
+/// bf16 so a cheater declaring bf16 does not get the wider δ (a q4_0 replay declaring bf16 is
+/// rejected by one token at margin −2.39: docs/policy.md).
+pub const TOKEN_DELTA_NATIVE: f64 = 2.5;
 
 #[cfg(test)]
 mod tests {
