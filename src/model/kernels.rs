@@ -118,17 +118,24 @@ impl BlockQ8_1 {
 /// four-row kernels on whole groups).
 const ROWS_PER_TASK: usize = 64;
 
-/// Calls `f(first_row, out[first_row..])` on chunks of `out`, split across the row pool
-/// (`VERILLM_ROW_POOL=0`: across rayon's).
-pub(super) fn par_row_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    par_chunks(out, ROWS_PER_TASK, f)
-}
+/// A product whose weights are smaller than this runs on the calling thread alone: handing
+/// half of it to another core costs about 3 µs here (the job, the activations and the outputs
+/// cross between the cores' caches). `measure_product_split`, Q4_1, one thread → two
+/// (2026-12-07 23:20, quiet machine): 192 × 576 (69 KB) 2.9 → 4.5 µs, 576 × 576 (207 KB)
+/// 6.3 → 6.6 µs, 1 536 × 576 (553 KB) 15 → 11 µs, 49 152 × 576 (17.7 MB) 481 → 267 µs.
+pub(super) const SPLIT_MIN_BYTES: usize = 256 << 10;
 
 /// Calls `f(start, out[start..start + chunk])` on every `chunk` elements of `out` (the last may
-/// be shorter), split across the row pool (`VERILLM_ROW_POOL=0`: across rayon's).
-pub(super) fn par_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// be shorter), split across the row pool (`VERILLM_ROW_POOL=0`: across rayon's) when the call
+/// reads at least `SPLIT_MIN_BYTES` of weights (`weight_bytes`).
+pub(super) fn par_chunks(
+    out: &mut [f32],
+    chunk: usize,
+    weight_bytes: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
     let threads = rayon::current_num_threads();
-    if threads <= 1 || out.len() <= chunk {
+    if threads <= 1 || out.len() <= chunk || weight_bytes < SPLIT_MIN_BYTES {
         f(0, out);
         return;
     }
@@ -141,9 +148,9 @@ pub(super) fn par_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [
         .for_each(|(c, ys)| f(c * chunk, ys));
 }
 
-/// Fills `out[r] = f(r)` with the rows split across the pool.
-fn par_rows(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
-    par_row_chunks(out, |first, ys| {
+/// Fills `out[r] = f(r)` with the rows split across the pool (see `par_chunks`).
+fn par_rows(out: &mut [f32], weight_bytes: usize, f: impl Fn(usize) -> f32 + Sync) {
+    par_chunks(out, ROWS_PER_TASK, weight_bytes, |first, ys| {
         for (i, y) in ys.iter_mut().enumerate() {
             *y = f(first + i);
         }
@@ -270,7 +277,9 @@ pub fn matvec_f32(w: &[f32], rows: usize, x: &[f32]) -> Vec<f32> {
     assert_eq!(w.len(), rows * cols, "f32 matvec: weight size");
     let dot = dot_f32_fn();
     let mut out = vec![0f32; rows];
-    par_rows(&mut out, |r| dot(&w[r * cols..(r + 1) * cols], x));
+    par_rows(&mut out, std::mem::size_of_val(w), |r| {
+        dot(&w[r * cols..(r + 1) * cols], x)
+    });
     out
 }
 

@@ -410,7 +410,8 @@ pub fn matmul<G: Sync, X: Sync>(
     for first in (0..m).step_by(TOKENS_PER_PASS) {
         let n = (m - first).min(TOKENS_PER_PASS);
         let t = &mut t[..n_groups * ROWS * n];
-        par_chunks(t, GROUPS_PER_TASK * ROWS * n, |start, ys| {
+        let work = std::mem::size_of_val(groups) * n;
+        par_chunks(t, GROUPS_PER_TASK * ROWS * n, work, |start, ys| {
             let g0 = start / (ROWS * n);
             for (j, ys) in ys.chunks_exact_mut(ROWS * n).enumerate() {
                 let w = group(g0 + j);
