@@ -15,9 +15,10 @@
 //! spin briefly between products and then park (rayon's paid a wake-up per product).
 
 use half::f16;
-use rayon::prelude::*;
 
 use super::kernels_x8::{self, Q4_1x8};
+pub use super::kernels_x8::{BlockQ8_1, BLOCK};
+use super::row_pool::par_chunks;
 
 /// `VERILLM_CANDLE_KERNELS=1` runs candle's own kernels instead (read once): the "before" of
 /// `bench`'s comparison, and a way to rule these kernels out when something looks wrong.
@@ -27,22 +28,9 @@ pub fn candle_only() -> bool {
     *ONLY.get_or_init(|| std::env::var_os("VERILLM_CANDLE_KERNELS").is_some_and(|v| v == "1"))
 }
 
-/// Elements per Q4_1 / Q8_1 block.
-pub const BLOCK: usize = 32;
-
 /// Bytes of one stored Q4_1 block (GGUF and candle): f16 d, f16 m, then 16 bytes whose low
 /// nibbles are elements 0..16 and high nibbles 16..32; value = d·q + m.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
-
-/// One activation block rounded to 8 bits: value ≈ d·q; `s` = d·Σq (for the Q4_1 offset term).
-/// `repr(C)`: the AVX2 kernel reads (d, s) as one 32-bit pair.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ8_1 {
-    pub d: f16,
-    pub s: f16,
-    pub qs: [i8; BLOCK],
-}
 
 /// A Q4_1 weight matrix [rows, cols], its rows interleaved eight at a time for the kernels
 /// (`kernels_x8`).
@@ -106,47 +94,8 @@ impl Q4_1Matrix {
     }
 }
 
-impl BlockQ8_1 {
-    pub const ZERO: BlockQ8_1 = BlockQ8_1 {
-        d: f16::ZERO,
-        s: f16::ZERO,
-        qs: [0; BLOCK],
-    };
-}
-
-/// Rows per task: a task must cost more than handing it over (and a multiple of 4 keeps the
-/// four-row kernels on whole groups).
+/// Rows per task of the f32 product: a task must cost more than handing it over.
 const ROWS_PER_TASK: usize = 64;
-
-/// A product whose weights are smaller than this runs on the calling thread alone: handing
-/// half of it to another core costs about 3 µs here (the job, the activations and the outputs
-/// cross between the cores' caches). `measure_product_split`, Q4_1, one thread → two
-/// (2026-12-07 23:20, quiet machine): 192 × 576 (69 KB) 2.9 → 4.5 µs, 576 × 576 (207 KB)
-/// 6.3 → 6.6 µs, 1 536 × 576 (553 KB) 15 → 11 µs, 49 152 × 576 (17.7 MB) 481 → 267 µs.
-pub(super) const SPLIT_MIN_BYTES: usize = 256 << 10;
-
-/// Calls `f(start, out[start..start + chunk])` on every `chunk` elements of `out` (the last may
-/// be shorter), split across the row pool (`VERILLM_ROW_POOL=0`: across rayon's) when the call
-/// reads at least `SPLIT_MIN_BYTES` of weights (`weight_bytes`).
-pub(super) fn par_chunks(
-    out: &mut [f32],
-    chunk: usize,
-    weight_bytes: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || out.len() <= chunk || weight_bytes < SPLIT_MIN_BYTES {
-        f(0, out);
-        return;
-    }
-    if let Some(pool) = super::row_pool::shared_pool(threads) {
-        pool.run(out, chunk, &f);
-        return;
-    }
-    out.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(c, ys)| f(c * chunk, ys));
-}
 
 /// Fills `out[r] = f(r)` with the rows split across the pool (see `par_chunks`).
 fn par_rows(out: &mut [f32], weight_bytes: usize, f: impl Fn(usize) -> f32 + Sync) {

@@ -11,28 +11,11 @@
 use half::f16;
 
 use super::kernels_x8::{self, Q8_0x8};
-
-/// Elements per Q8_0 block.
-pub const BLOCK: usize = 32;
-
-/// One Q8_0 block as GGUF and candle store it: value = d·q.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ8_0 {
-    pub d: f16,
-    pub qs: [i8; BLOCK],
-}
+pub use super::kernels_x8::{BlockQ8_0, BLOCK};
 
 /// Bytes of one stored Q8_0 block.
 pub const Q8_0_BLOCK_BYTES: usize = 2 + BLOCK;
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == Q8_0_BLOCK_BYTES);
-
-impl BlockQ8_0 {
-    pub const ZERO: BlockQ8_0 = BlockQ8_0 {
-        d: f16::ZERO,
-        qs: [0; BLOCK],
-    };
-}
 
 /// A Q8_0 weight matrix [rows, cols], its rows interleaved eight at a time for the kernels
 /// (`kernels_x8`).

@@ -29,11 +29,47 @@
 
 use half::f16;
 
-use super::kernels::{par_chunks, BlockQ8_1, BLOCK};
-use super::kernels_q8::BlockQ8_0;
+use super::row_pool::par_chunks;
+
+/// Elements per block (Q4_1, Q8_0 and the activation blocks alike).
+pub const BLOCK: usize = 32;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 8;
+
+/// The activations of a Q4_1 product, one block rounded to 8 bits (ggml's and candle's Q8_1):
+/// value ≈ d·q, and `s` = d·Σq for the Q4_1 offset term (`kernels::quantize_row_q8_1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; BLOCK],
+}
+
+impl BlockQ8_1 {
+    pub const ZERO: BlockQ8_1 = BlockQ8_1 {
+        d: f16::ZERO,
+        s: f16::ZERO,
+        qs: [0; BLOCK],
+    };
+}
+
+/// One Q8_0 block as GGUF and candle store it (value = d·q), and the activations of a Q8_0
+/// product in the same form (`kernels_q8::quantize_row_q8_0`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; BLOCK],
+}
+
+impl BlockQ8_0 {
+    pub const ZERO: BlockQ8_0 = BlockQ8_0 {
+        d: f16::ZERO,
+        qs: [0; BLOCK],
+    };
+}
 
 /// Eight Q4_1 rows' block (see the module's layout). 160 bytes, as eight GGUF blocks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,6 +182,13 @@ impl Isa {
         })
     }
 
+    /// Whether this CPU runs `self` (the forms are nested: each needs the one below it).
+    pub fn is_available(self) -> bool {
+        use std::sync::OnceLock;
+        static TOP: OnceLock<Isa> = OnceLock::new();
+        self <= *TOP.get_or_init(|| *Isa::available().last().expect("scalar always runs"))
+    }
+
     /// Every form this CPU can run (the tests compare them all).
     pub fn available() -> Vec<Isa> {
         let mut all = vec![Isa::Scalar];
@@ -162,8 +205,12 @@ impl Isa {
     }
 }
 
-/// The Q4_1 group kernel for `isa` (which must be available).
+/// The Q4_1 group kernel for `isa`.
+///
+/// # Panics
+/// If this CPU cannot run `isa` (a vector form there would be undefined behaviour).
 pub fn dot8_q4_1_fn(isa: Isa) -> Dot8<Q4_1x8, BlockQ8_1> {
+    assert!(isa.is_available(), "{isa:?} kernels on a CPU without them");
     match isa {
         Isa::Scalar => dot8_q4_1_scalar,
         #[cfg(target_arch = "x86_64")]
@@ -179,8 +226,12 @@ pub fn dot8_q4_1_fn(isa: Isa) -> Dot8<Q4_1x8, BlockQ8_1> {
     }
 }
 
-/// The Q8_0 group kernel for `isa` (which must be available).
+/// The Q8_0 group kernel for `isa`.
+///
+/// # Panics
+/// If this CPU cannot run `isa` (a vector form there would be undefined behaviour).
 pub fn dot8_q8_0_fn(isa: Isa) -> Dot8<Q8_0x8, BlockQ8_0> {
+    assert!(isa.is_available(), "{isa:?} kernels on a CPU without them");
     match isa {
         Isa::Scalar => dot8_q8_0_scalar,
         #[cfg(target_arch = "x86_64")]
@@ -302,7 +353,8 @@ macro_rules! dot8_q4_1_x86 {
 /// (`$offset` true) the kernel multiplies those by x and subtracts 128·Σx once per block; the
 /// AVX2 form (`$offset` false) restores w and multiplies |w| by x with w's sign instead, since
 /// `vpmaddubsw` would saturate on (w + 128)·x (|w|·x ≤ 128·127, two per 16-bit lane, fits;
-/// x is never −128: it is rounded from |x| ≤ 127·d).
+/// x is −128 only in a block whose max |x| is subnormal, where 1/d overflows: then d rounds to
+/// 0 in f16, the block's scale d_w·d_x is 0, and whatever the saturated sum, it adds +0).
 #[cfg(target_arch = "x86_64")]
 macro_rules! dot8_q8_0_x86 {
     ($name:ident, $features:literal, $offset:literal, $dp:expr) => {

@@ -10,8 +10,9 @@
 //! Here the workers spin for a bounded time ([`SPIN`], 50 µs by default) after
 //! each job, checking an atomic generation, then park on a condvar, so an idle pool uses no CPU and a neighbour process on
 //! the other core cannot make it spin forever (candle's unbounded spin barriers collapse to
-//! 3.4 tok/s then). Rows are handed out in chunks from an atomic counter, so a worker that is
-//! late (descheduled) leaves its share to whoever is running; the caller works too. Rows are
+//! 3.4 tok/s then). Each thread takes chunks of rows from its own contiguous share first and
+//! then from the others' (one atomic cursor per share), so a worker that is late
+//! (descheduled) leaves its share to whoever is running; the caller works too. Rows are
 //! independent and each chunk is computed by the same closure, so results are bit-identical to
 //! one plain call.
 
@@ -311,6 +312,37 @@ pub fn shared_pool(parts: usize) -> Option<&'static RowPool> {
     Some(pool)
 }
 
+/// A product whose weights are smaller than this runs on the calling thread alone: handing
+/// half of it to another core costs about 3 µs here (the job, the activations and the outputs
+/// cross between the cores' caches). `measure_product_split`, Q4_1, one thread → two
+/// (2026-12-07 23:20, quiet machine): 192 × 576 (69 KB) 2.9 → 4.5 µs, 576 × 576 (207 KB)
+/// 6.3 → 6.6 µs, 1 536 × 576 (553 KB) 15 → 11 µs, 49 152 × 576 (17.7 MB) 481 → 267 µs.
+pub const SPLIT_MIN_BYTES: usize = 256 << 10;
+
+/// Calls `f(start, out[start..start + chunk])` on every `chunk` elements of `out` (the last may
+/// be shorter), split across the row pool (`VERILLM_ROW_POOL=0`: across rayon's) when the call
+/// reads at least `SPLIT_MIN_BYTES` of weights (`weight_bytes`).
+pub fn par_chunks(
+    out: &mut [f32],
+    chunk: usize,
+    weight_bytes: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || out.len() <= chunk || weight_bytes < SPLIT_MIN_BYTES {
+        f(0, out);
+        return;
+    }
+    if let Some(pool) = shared_pool(threads) {
+        pool.run(out, chunk, &f);
+        return;
+    }
+    use rayon::prelude::*;
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(c, ys)| f(c * chunk, ys));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,7 +459,14 @@ mod tests {
         };
         // The first is past kernels::SPLIT_MIN_BYTES for all three kernels (smaller products
         // run on the caller alone); the pool's own splits are tested on odd sizes above.
-        for (rows, cols) in [(2051, 576), (1537, 64), (577, 96), (130, 32), (65, 160), (3, 32)] {
+        for (rows, cols) in [
+            (2051, 576),
+            (1537, 64),
+            (577, 96),
+            (130, 32),
+            (65, 160),
+            (3, 32),
+        ] {
             let w: Vec<f32> = (0..rows * cols)
                 .map(|_| rng.random_range(-2.0f32..2.0))
                 .collect();
