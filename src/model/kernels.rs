@@ -131,14 +131,6 @@ fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// AVX2 and FMA, plus F16C for the kernels that convert block scales four at a time.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma_f16c() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
-}
-
 type DotF32 = fn(&[f32], &[f32]) -> f32;
 
 /// Σ aᵢbᵢ with the fastest kernel this CPU runs.

@@ -193,7 +193,10 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut all = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if super::kernels::has_avx2_fma_f16c() {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             all.push(Isa::Avx2);
             if is_x86_feature_detected!("avxvnni")
                 || (is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
