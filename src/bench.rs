@@ -201,10 +201,7 @@ fn decode_figure(
         } else {
             "verillm"
         },
-        decode_path: match model.model.fast_decode_refusal() {
-            None => "fast step".into(),
-            Some(why) => format!("candle ops ({why})"),
-        },
+        decode_path: model.model.decode_path(),
         prompt_tokens: prompt_ids.len(),
         new_tokens: out.output_ids.len(),
         prefill_tokens_per_s: prompt_ids.len() as f64 / out.prefill_s,

@@ -29,6 +29,8 @@ pub enum EngineEvent {
         prompt_category: String,
         prompt_tokens: usize,
         max_new_tokens: usize,
+        /// How the inferencer decodes (`TappedModel::decode_path`).
+        decode_path: String,
         sampled_layers: Vec<usize>,
         verifiers: Vec<RoleSpec>,
     },

@@ -70,6 +70,7 @@ pub fn infer_trial_with(
         prompt_category: plan.prompt.category.clone(),
         prompt_tokens: prompt_ids.len(),
         max_new_tokens: plan.sampling.max_new_tokens,
+        decode_path: model.model.decode_path(),
         sampled_layers: layers.clone(),
         verifiers: plan.verifiers.iter().map(role_spec_of_plan).collect(),
     });

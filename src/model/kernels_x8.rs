@@ -182,6 +182,15 @@ impl Isa {
         })
     }
 
+    /// The name people see (`bench`, the console): scalar, AVX2 or VNNI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "AVX2",
+            Isa::Vnni => "VNNI",
+        }
+    }
+
     /// Whether this CPU runs `self` (the forms are nested: each needs the one below it).
     pub fn is_available(self) -> bool {
         use std::sync::OnceLock;
@@ -546,18 +555,18 @@ mod tests {
             for g in 0..rows.div_ceil(ROWS) {
                 let blocks = &groups[g * per_row..(g + 1) * per_row];
                 let scalar = dot8_q4_1_scalar(blocks, &xq);
-                for r in 0..ROWS {
+                for (r, &got) in scalar.iter().enumerate() {
                     let Some(row) = w.get(g * ROWS + r) else {
-                        assert_eq!(scalar[r], 0.0, "padding row {r} of group {g}");
+                        assert_eq!(got, 0.0, "padding row {r} of group {g}");
                         continue;
                     };
                     let (want, mag) = q4_1_reference(row, &xq);
                     let tol = (2.0 * per_row as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-6;
                     assert!(
-                        (scalar[r] as f64 - want).abs() <= tol,
+                        (got as f64 - want).abs() <= tol,
                         "[{rows}×{per_row}] row {}: {} vs {want}",
                         g * ROWS + r,
-                        scalar[r]
+                        got
                     );
                 }
                 for &isa in &isas {
@@ -595,25 +604,25 @@ mod tests {
             for g in 0..rows.div_ceil(ROWS) {
                 let blocks = &groups[g * per_row..(g + 1) * per_row];
                 let scalar = dot8_q8_0_scalar(blocks, &xq);
-                for r in 0..ROWS {
+                for (r, &got) in scalar.iter().enumerate() {
                     let Some(row) = w.get(g * ROWS + r) else {
-                        assert_eq!(scalar[r], 0.0, "padding row {r} of group {g}");
+                        assert_eq!(got, 0.0, "padding row {r} of group {g}");
                         continue;
                     };
                     let (mut want, mut mag) = (0f64, 0f64);
                     for ((d, q), xb) in row.iter().zip(&xq) {
-                        for j in 0..BLOCK {
-                            let t = d.to_f64() * q[j] as f64 * xb.d.to_f64() * xb.qs[j] as f64;
+                        for (&w, &x) in q.iter().zip(&xb.qs) {
+                            let t = d.to_f64() * w as f64 * xb.d.to_f64() * x as f64;
                             want += t;
                             mag += t.abs();
                         }
                     }
                     let tol = (per_row as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-6;
                     assert!(
-                        (scalar[r] as f64 - want).abs() <= tol,
+                        (got as f64 - want).abs() <= tol,
                         "[{rows}×{per_row}] row {}: {} vs {want}",
                         g * ROWS + r,
-                        scalar[r]
+                        got
                     );
                 }
                 for isa in Isa::available() {

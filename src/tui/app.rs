@@ -355,10 +355,13 @@ impl App {
                 prompt_category,
                 prompt_tokens,
                 max_new_tokens,
+                decode_path,
                 sampled_layers,
                 verifiers,
             } => {
-                run.trial_mut(trial).start(
+                let view = run.trial_mut(trial);
+                view.decode_path = decode_path;
+                view.start(
                     prompt_category,
                     prompt_tokens,
                     max_new_tokens,

@@ -99,6 +99,7 @@ pub(crate) fn synthetic_trial_events(
         prompt_category: "general".into(),
         prompt_tokens: 12,
         max_new_tokens: tokens,
+        decode_path: "fast step, AVX2 kernels".into(),
         sampled_layers: sampled_layers.clone(),
         verifiers: roles,
     }];

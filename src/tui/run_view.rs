@@ -172,8 +172,13 @@ fn render_token_gauge(frame: &mut Frame, area: Rect, trial: Option<&TrialView>) 
         .tokens_per_s()
         .map(|rate| format!(" · {rate:.1} tok/s"))
         .unwrap_or_default();
+    let path = if trial.decode_path.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", trial.decode_path)
+    };
     let label = format!(
-        "{}/{} tokens{speed} · prompt {} tok ({})",
+        "{}/{} tokens{speed}{path} · prompt {} tok ({})",
         trial.tokens, trial.max_new_tokens, trial.prompt_tokens, trial.prompt_category
     );
     let gauge = Gauge::default()

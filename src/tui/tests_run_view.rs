@@ -39,6 +39,8 @@ fn run_view_mid_run_streams_text_and_fills_part_of_the_heatmap() {
         "exp1-honest",
         "● running",
         "40/64 tokens",
+        // How the inferencer decodes, beside its speed.
+        "(fast step, AVX2 kernels)",
         "w39",
         "100.0% accepted · 128/128 checks",
         "running",
@@ -139,6 +141,7 @@ fn a_long_prompt_shows_its_prefill_progress_in_the_run_view() {
         prompt_category: "long".into(),
         prompt_tokens: prompt.len(),
         max_new_tokens: 1,
+        decode_path: model.model.decode_path(),
         sampled_layers: vec![8],
         verifiers: Vec::new(),
     }];

@@ -99,6 +99,8 @@ pub struct TrialView {
     pub prompt_category: String,
     pub prompt_tokens: usize,
     pub max_new_tokens: usize,
+    /// How the inferencer decodes ("fast step, VNNI kernels"); empty for a saved trial.
+    pub decode_path: String,
     pub sampled_layers: Vec<usize>,
     pub text: String,
     /// Byte range in `text` of each generated token streamed live (empty for a saved trial,
@@ -120,6 +122,7 @@ impl TrialView {
             prompt_category: String::new(),
             prompt_tokens: 0,
             max_new_tokens: 0,
+            decode_path: String::new(),
             sampled_layers: Vec::new(),
             text: String::new(),
             token_spans: Vec::new(),

@@ -166,6 +166,19 @@ impl TappedModel {
         }
     }
 
+    /// How a decode step runs, for people: "fast step, VNNI kernels" (the instruction set
+    /// the CPU kernels use: `kernels_x8::Isa`), or "candle ops (why not)". `bench` reports it
+    /// per figure and the console shows it beside the decode speed.
+    pub fn decode_path(&self) -> String {
+        match self.fast_decode_refusal() {
+            None => format!(
+                "fast step, {} kernels",
+                crate::model::kernels_x8::Isa::best().name()
+            ),
+            Some(why) => format!("candle ops ({why})"),
+        }
+    }
+
     /// This model with the fast step on or off (tests compare it with the candle path).
     pub fn with_fast_decode(&self, on: bool) -> TappedModel {
         TappedModel {
