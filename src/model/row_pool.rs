@@ -202,33 +202,46 @@ impl RowPool {
         };
         let s = &*self.shared;
         s.job.store(&job as *const Job as *mut (), SeqCst);
+        // The job lives in this frame: from here on, leaving it (by return or by unwinding)
+        // first closes the job and waits for the workers.
+        let closing = CloseJob(s);
         s.generation.fetch_add(1, SeqCst);
         if s.sleepers.load(SeqCst) > 0 {
-            let _lock = s.sleep.lock().unwrap();
+            let _lock = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
         job.work(0);
-        // Close the job, then wait for every worker that may still hold it: a worker counts
-        // itself in `active` before it reads `job`, so once `job` is null and `active` is 0
-        // none can reach this stack frame again (all operations are SeqCst).
+        drop(closing);
+        if let Some(payload) = job.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Closes the published job when dropped, then waits for every worker that may still hold it:
+/// a worker counts itself in `active` before it reads `job`, so once `job` is null and `active`
+/// is 0 none can reach the caller's frame again (all operations are SeqCst). A guard, so that
+/// this holds even if the caller unwinds between publishing and waiting.
+struct CloseJob<'a>(&'a Shared);
+
+impl Drop for CloseJob<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
         s.job.store(std::ptr::null_mut(), SeqCst);
         let start = Instant::now();
         let mut spins = 0u32;
         while s.active.load(SeqCst) != 0 {
             spins += 1;
             if spins.is_multiple_of(64) && start.elapsed() > s.spin {
-                let mut lock = s.done_lock.lock().unwrap();
+                let mut lock = s.done_lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.caller_parked.store(true, SeqCst);
                 while s.active.load(SeqCst) != 0 {
-                    lock = s.done.wait(lock).unwrap();
+                    lock = s.done.wait(lock).unwrap_or_else(|e| e.into_inner());
                 }
                 s.caller_parked.store(false, SeqCst);
                 break;
             }
             std::hint::spin_loop();
-        }
-        if let Some(payload) = job.panic.into_inner().unwrap() {
-            resume_unwind(payload);
         }
     }
 }
