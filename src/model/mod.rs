@@ -186,6 +186,8 @@ mod decode_step_tests;
 #[cfg(test)]
 mod hub_tests;
 #[cfg(test)]
+mod kernels_x8_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod window_tests;
