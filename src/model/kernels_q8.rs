@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use super::kernels_x8::{self, Q8_0x8};
+use super::kernels_x8::{self, Q8_0Activation, Q8_0x8};
 pub use super::kernels_x8::{BlockQ8_0, BLOCK};
 
 /// Bytes of one stored Q8_0 block.
@@ -73,8 +73,9 @@ impl Q8_0Matrix {
         for (xs, q) in x.chunks_exact(self.cols).zip(xq.chunks_exact_mut(per_row)) {
             quantize_row_q8_0(xs, q);
         }
+        let xa: Vec<Q8_0Activation> = xq.iter().map(Q8_0Activation::from).collect();
         let dot8 = kernels_x8::dot8_q8_0_fn(kernels_x8::Isa::best());
-        kernels_x8::matmul(&self.groups, self.rows, per_row, &xq, m, dot8)
+        kernels_x8::matmul(&self.groups, self.rows, per_row, &xa, m, dot8)
     }
 }
 

@@ -71,6 +71,24 @@ impl BlockQ8_0 {
     };
 }
 
+/// A Q8_0 product's activation block with Σq beside it: the VNNI kernels' offset term 128·Σq
+/// is the same for every row group, so it is summed once per token, not once per group (the
+/// lm_head has 6 144 groups).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Q8_0Activation {
+    pub block: BlockQ8_0,
+    pub sum: i32,
+}
+
+impl From<&BlockQ8_0> for Q8_0Activation {
+    fn from(block: &BlockQ8_0) -> Self {
+        Q8_0Activation {
+            block: *block,
+            sum: block.qs.iter().map(|&q| q as i32).sum(),
+        }
+    }
+}
+
 /// Eight Q4_1 rows' block (see the module's layout). 160 bytes, as eight GGUF blocks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C)]
@@ -242,7 +260,7 @@ pub fn dot8_q4_1_fn(isa: Isa) -> Dot8<Q4_1x8, BlockQ8_1> {
 ///
 /// # Panics
 /// If this CPU cannot run `isa` (a vector form there would be undefined behaviour).
-pub fn dot8_q8_0_fn(isa: Isa) -> Dot8<Q8_0x8, BlockQ8_0> {
+pub fn dot8_q8_0_fn(isa: Isa) -> Dot8<Q8_0x8, Q8_0Activation> {
     assert!(isa.is_available(), "{isa:?} kernels on a CPU without them");
     match isa {
         Isa::Scalar => dot8_q8_0_scalar,
@@ -282,10 +300,11 @@ pub fn dot8_q4_1_scalar(w: &[Q4_1x8], x: &[BlockQ8_1]) -> [f32; ROWS] {
 }
 
 /// The straightforward form, with the float steps of the vector forms (so the same bits).
-pub fn dot8_q8_0_scalar(w: &[Q8_0x8], x: &[BlockQ8_0]) -> [f32; ROWS] {
+pub fn dot8_q8_0_scalar(w: &[Q8_0x8], x: &[Q8_0Activation]) -> [f32; ROWS] {
     assert_eq!(w.len(), x.len(), "Q8_0×8·Q8_0: block counts");
     let mut acc = [0f32; ROWS];
     for (w, x) in w.iter().zip(x) {
+        let x = &x.block;
         let xd = x.d.to_f32();
         for (r, acc) in acc.iter_mut().enumerate() {
             let mut sumi = 0i32;
@@ -373,13 +392,14 @@ macro_rules! dot8_q8_0_x86 {
         /// # Safety
         /// The CPU must support the features named in `target_feature`.
         #[target_feature(enable = $features)]
-        pub unsafe fn $name(w: &[Q8_0x8], x: &[BlockQ8_0]) -> [f32; ROWS] {
+        pub unsafe fn $name(w: &[Q8_0x8], x: &[Q8_0Activation]) -> [f32; ROWS] {
             use std::arch::x86_64::*;
             assert_eq!(w.len(), x.len(), "Q8_0×8·Q8_0: block counts");
             let dp = $dp;
             let mut acc = _mm256_setzero_ps();
-            for (wb, xb) in w.iter().zip(x) {
+            for (wb, xa) in w.iter().zip(x) {
                 prefetch_ahead(wb);
+                let xb = &xa.block;
                 let xq = xb.qs.as_ptr();
                 let mut sumi = _mm256_setzero_si256();
                 for k in 0..8 {
@@ -388,8 +408,7 @@ macro_rules! dot8_q8_0_x86 {
                     sumi = dp(sumi, q, xk);
                 }
                 if $offset {
-                    let sum_x: i32 = xb.qs.iter().map(|&q| q as i32).sum();
-                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(128 * sum_x));
+                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(128 * xa.sum));
                 }
                 let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.d.as_ptr() as *const __m128i));
                 let dd = _mm256_mul_ps(d, _mm256_set1_ps(xb.d.to_f32()));

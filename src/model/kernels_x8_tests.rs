@@ -107,9 +107,10 @@ fn q8_0_group_kernels_agree_with_the_reference_and_each_other() {
         let x = random_x(&mut rng, per_row * BLOCK);
         let mut xq = vec![BlockQ8_0::ZERO; per_row];
         quantize_row_q8_0(&x, &mut xq);
+        let xa: Vec<Q8_0Activation> = xq.iter().map(Q8_0Activation::from).collect();
         for g in 0..rows.div_ceil(ROWS) {
             let blocks = &groups[g * per_row..(g + 1) * per_row];
-            let scalar = dot8_q8_0_scalar(blocks, &xq);
+            let scalar = dot8_q8_0_scalar(blocks, &xa);
             for (r, &got) in scalar.iter().enumerate() {
                 let Some(row) = w.get(g * ROWS + r) else {
                     assert_eq!(got, 0.0, "padding row {r} of group {g}");
@@ -132,7 +133,7 @@ fn q8_0_group_kernels_agree_with_the_reference_and_each_other() {
                 );
             }
             for isa in Isa::available() {
-                let got = dot8_q8_0_fn(isa)(blocks, &xq);
+                let got = dot8_q8_0_fn(isa)(blocks, &xa);
                 assert_eq!(
                     got.map(f32::to_bits),
                     scalar.map(f32::to_bits),
